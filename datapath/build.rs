@@ -1,0 +1,27 @@
+//! Compiles the XDP program with libbpf-cargo's clang driver and leaves the object in OUT_DIR,
+//! where `src/xsk/xdp.rs` embeds it with `include_bytes!`.
+//!
+//! We use libbpf-cargo to build the object but not its generated skeleton: a skeleton borrows its
+//! `OpenObject` for its whole life, which does not fit a port that owns its program and is added
+//! and removed at run time. libbpf-rs opens the embedded object instead.
+
+use std::{env, ffi::OsStr, path::PathBuf};
+
+use libbpf_cargo::SkeletonBuilder;
+
+const SRC: &str = "src/bpf/isopath.bpf.c";
+
+fn main() {
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let obj = out.join("isopath.bpf.o");
+    let skel = out.join("isopath.skel.rs");
+    SkeletonBuilder::new()
+        .source(SRC)
+        .obj(&obj)
+        // Debian keeps asm/ headers under the multiarch directory, which clang -target bpf
+        // does not search by itself.
+        .clang_args([OsStr::new("-I/usr/include/x86_64-linux-gnu"), OsStr::new("-O2")])
+        .build_and_generate(&skel)
+        .unwrap_or_else(|e| panic!("building {SRC}: {e:#}"));
+    println!("cargo:rerun-if-changed={SRC}");
+}

@@ -1,0 +1,24 @@
+//! isopath's frame path: AF_XDP ports, the XDP program that feeds them, and the polling workers.
+//!
+//! # Layers
+//! - [`params`]: validated sizes (ring, frame, burst) that control builds from its config.
+//! - [`xsk`]: UMEM, sockets, rings and the XDP program. The only module with `unsafe` code.
+//! - [`worker`]: the per-core run-to-completion loop: RX burst → process → TX burst, refill,
+//!   reap completions, kick the kernel only when a ring asks.
+//! - [`stats`]: single-writer counters the workers keep and control reads.
+//!
+//! # Threading
+//! A worker owns its UMEM, its sockets and their rings outright (shared nothing); control
+//! builds it, then moves it onto its pinned thread. Control and workers share only atomics: the
+//! stop flag, link states and counters. Workers never block, allocate, lock or log per packet.
+//!
+//! # Frame ownership
+//! A frame is in exactly one place: a worker's free pool, a fill ring, a burst in a worker's
+//! hands, or a TX ring until its completion. [`xsk::FrameAudit`] checks that they add up.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod params;
+pub mod stats;
+pub mod worker;
+pub mod xsk;

@@ -1,0 +1,138 @@
+//! Counters the frame path keeps and control reads.
+//!
+//! Every counter has exactly one writer (the worker that owns the socket), so updates are a
+//! relaxed load and store, not a locked read-modify-write; readers on the control thread see a
+//! value at most one burst old. Each block sits in its own cache lines ([`CachePadded`]) so that
+//! control's reads never share a line with another worker's writes. Counters only grow; they
+//! reset when the port is created (firecracker's metrics and DPDK's xstats behave the same).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+
+use crossbeam_utils::CachePadded;
+
+/// Why the worker dropped a frame. Every drop has one of these, and a counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum DropReason {
+    /// Shorter than an Ethernet header.
+    RxRunt,
+    /// The port has no output (not cross-connected, nothing to forward to).
+    RxNoOutput,
+    /// The output port's link is down.
+    TxLinkDown,
+    /// The output TX ring had no room.
+    TxRingFull,
+}
+
+impl DropReason {
+    /// Every reason, in counter order.
+    pub const ALL: [DropReason; 4] =
+        [Self::RxRunt, Self::RxNoOutput, Self::TxLinkDown, Self::TxRingFull];
+
+    /// The counter's name, as shown by status and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::RxRunt => "rx_drop_runt",
+            Self::RxNoOutput => "rx_drop_no_output",
+            Self::TxLinkDown => "tx_drop_link_down",
+            Self::TxRingFull => "tx_drop_ring_full",
+        }
+    }
+}
+
+/// A counter with a single writer.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n`. Only the owning worker calls this.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        // Single writer: a plain load and store, no lock prefix. Relaxed is enough: readers
+        // want a recent value, not an ordering with other memory.
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    /// The current value.
+    #[inline]
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+
+    /// Sets the value (publication of a gauge by its single writer).
+    #[inline]
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Relaxed);
+    }
+}
+
+/// Counters of one (port, queue) socket.
+#[derive(Debug, Default)]
+pub struct QueueCounters {
+    /// Frames taken from the RX ring.
+    pub rx_packets: Counter,
+    /// Bytes of those frames.
+    pub rx_bytes: Counter,
+    /// Frames queued on the TX ring.
+    pub tx_packets: Counter,
+    /// Bytes of those frames.
+    pub tx_bytes: Counter,
+    drops: [Counter; DropReason::ALL.len()],
+}
+
+impl QueueCounters {
+    /// Counts `n` drops for `reason`.
+    #[inline]
+    pub fn count_drop(&self, reason: DropReason, n: u64) {
+        if n != 0 {
+            self.drops[reason as usize].add(n);
+        }
+    }
+
+    /// Drops counted for `reason`.
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize].get()
+    }
+}
+
+/// Shared state of a port that workers read: the link, as control last saw it.
+#[derive(Debug)]
+pub struct LinkState(CachePadded<AtomicBool>);
+
+impl LinkState {
+    /// A link in the given state.
+    pub fn new(up: bool) -> Self {
+        Self(CachePadded::new(AtomicBool::new(up)))
+    }
+
+    /// Whether the link is up. Workers read this once per burst.
+    #[inline]
+    pub fn is_up(&self) -> bool {
+        self.0.load(Relaxed)
+    }
+
+    /// Control sets the state from its link monitor.
+    pub fn set(&self, up: bool) {
+        self.0.store(up, Relaxed);
+    }
+}
+
+/// What a worker publishes about itself.
+#[derive(Debug, Default)]
+pub struct WorkerCounters {
+    /// Loop iterations.
+    pub loops: Counter,
+    /// Loop iterations that moved at least one frame.
+    pub busy_loops: Counter,
+    /// Frames in the UMEM.
+    pub frames_total: Counter,
+    /// Frames in the free pool.
+    pub frames_free: Counter,
+    /// Frames lent to fill rings.
+    pub frames_in_fill: Counter,
+    /// Frames lent to TX rings.
+    pub frames_in_tx: Counter,
+}
+
+/// Makes `T` start on its own cache line(s).
+pub type Padded<T> = CachePadded<T>;

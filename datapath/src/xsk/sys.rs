@@ -1,0 +1,85 @@
+//! The raw syscalls our own code makes (xsk-rs makes the set-up ones): socket options that
+//! xsk-rs does not wrap, interface lookup, descriptor duplication.
+
+use std::{
+    ffi::CString,
+    io, mem,
+    os::fd::{FromRawFd, OwnedFd},
+};
+
+/// `XDP_MAX_TX_SKB_BUDGET` (include/uapi/linux/if_xdp.h): frames one copy-mode `sendto` may
+/// transmit. The kernel default is 32.
+const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
+/// `XDP_STATISTICS` (include/uapi/linux/if_xdp.h).
+const XDP_STATISTICS: libc::c_int = 7;
+
+/// `struct xdp_statistics` of include/uapi/linux/if_xdp.h, all six fields (since Linux 5.9).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct XskStats {
+    /// Dropped for other reasons than invalid descriptors (e.g. the RX ring was full).
+    pub rx_dropped: u64,
+    /// Dropped because of invalid descriptors.
+    pub rx_invalid_descs: u64,
+    /// TX descriptors the kernel refused as invalid.
+    pub tx_invalid_descs: u64,
+    /// Dropped because the RX ring was full.
+    pub rx_ring_full: u64,
+    /// Times the kernel found the fill ring empty.
+    pub rx_fill_ring_empty_descs: u64,
+    /// Times the kernel found the TX ring empty when kicked.
+    pub tx_ring_empty_descs: u64,
+}
+
+const _: () = assert!(mem::size_of::<XskStats>() == 48, "struct xdp_statistics is 6 u64");
+
+pub(super) fn set_tx_skb_budget(fd: i32, budget: u32) -> io::Result<()> {
+    let v: u32 = budget;
+    // SAFETY: `v` is a live u32 and its size is passed; the kernel only reads it.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_XDP,
+            XDP_MAX_TX_SKB_BUDGET,
+            (&raw const v).cast(),
+            mem::size_of::<u32>() as libc::socklen_t,
+        )
+    };
+    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+pub(super) fn xdp_statistics(fd: i32) -> io::Result<XskStats> {
+    let mut stats = XskStats::default();
+    let mut len = mem::size_of::<XskStats>() as libc::socklen_t;
+    // SAFETY: `stats` is a writable repr(C) struct of `len` bytes matching the kernel's layout;
+    // the kernel writes at most `len` bytes and stores the written length in `len`.
+    let r = unsafe {
+        libc::getsockopt(fd, libc::SOL_XDP, XDP_STATISTICS, (&raw mut stats).cast(), &mut len)
+    };
+    if r == 0 { Ok(stats) } else { Err(io::Error::last_os_error()) }
+}
+
+pub(super) fn dup(fd: i32) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC on any integer is memory-safe; an invalid fd gives EBADF.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `new` is a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// The interface index of `ifname` in the current network namespace.
+///
+/// # Errors
+/// `NotFound` if there is no such interface.
+pub fn if_index(ifname: &str) -> io::Result<u32> {
+    let name = CString::new(ifname).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
+    let idx = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if idx == 0 {
+        Err(io::Error::new(io::ErrorKind::NotFound, format!("no interface named {ifname}")))
+    } else {
+        Ok(idx)
+    }
+}
