@@ -20,7 +20,10 @@ fn main() {
         .obj(&obj)
         // Debian keeps asm/ headers under the multiarch directory, which clang -target bpf
         // does not search by itself.
-        .clang_args([OsStr::new("-I/usr/include/x86_64-linux-gnu"), OsStr::new("-O2")])
+        .clang_args([
+            OsStr::new("-I/usr/include/x86_64-linux-gnu"),
+            OsStr::new("-O2"),
+        ])
         .build_and_generate(&skel)
         .unwrap_or_else(|e| panic!("building {SRC}: {e:#}"));
     println!("cargo:rerun-if-changed={SRC}");

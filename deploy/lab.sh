@@ -173,6 +173,16 @@ cmd_up() {
     ip -n "$ns_f" link set dev s1 up
     ip -n "$ns_f" link set dev br0 up
 
+    # The hosts' veths must put complete checksums and real-sized frames on the "wire": by
+    # default veth leaves checksums to hardware (CHECKSUM_PARTIAL) and hands large GSO packets
+    # over, which only works because the peer is a kernel socket. The datapath forwards frames
+    # through AF_XDP like a NIC does, so a half-done checksum would arrive at the far stack as
+    # corrupt (UDP and TCP dropped, ICMP fine). On a real 82599 the sender's NIC finishes them.
+    ip netns exec "$ns_t" ethtool -K t0 tx off tso off gso off gro off >/dev/null
+    for dev in br0 s0 s1; do
+        ip netns exec "$ns_f" ethtool -K "$dev" tx off tso off gso off gro off >/dev/null 2>&1 || true
+    done
+
     # Traffic end.
     ip -n "$ns_t" addr add "$TRAFFIC_IP4/$PLEN4" dev t0
     ip -n "$ns_t" addr add "$TRAFFIC_IP6/$PLEN6" dev t0 nodad

@@ -1,1 +1,11 @@
+//! isopath's control path: configuration, the daemon's control loop, the CLI's client side.
+//!
+//! Nothing here is on the frame path. Control builds workers and ports with `isopath-datapath`,
+//! then talks to them only through atomics (stop flag, link state, counters).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
+pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod host;

@@ -78,7 +78,12 @@ impl RingSize {
         if value.is_power_of_two() && (Self::MIN..=Self::MAX).contains(&value) {
             Ok(Self(value))
         } else {
-            Err(ParamError::RingSize { field, value, min: Self::MIN, max: Self::MAX })
+            Err(ParamError::RingSize {
+                field,
+                value,
+                min: Self::MIN,
+                max: Self::MAX,
+            })
         }
     }
 
@@ -109,7 +114,12 @@ impl FrameSize {
         if value.is_power_of_two() && (Self::MIN..=Self::MAX).contains(&value) {
             Ok(Self(value))
         } else {
-            Err(ParamError::FrameSize { field, value, min: Self::MIN, max: Self::MAX })
+            Err(ParamError::FrameSize {
+                field,
+                value,
+                min: Self::MIN,
+                max: Self::MAX,
+            })
         }
     }
 
@@ -139,7 +149,11 @@ impl Burst {
         if (1..=MAX_BURST).contains(&value) {
             Ok(Self(value))
         } else {
-            Err(ParamError::Burst { field, value, max: MAX_BURST })
+            Err(ParamError::Burst {
+                field,
+                value,
+                max: MAX_BURST,
+            })
         }
     }
 
@@ -199,7 +213,11 @@ impl RingParams {
         match configured {
             None => Ok(needed),
             Some(value) if value >= needed => Ok(value),
-            Some(value) => Err(ParamError::FrameCount { field, value, needed }),
+            Some(value) => Err(ParamError::FrameCount {
+                field,
+                value,
+                needed,
+            }),
         }
     }
 }
@@ -273,7 +291,11 @@ mod tests {
         assert_eq!(RingSize::new("rx", 2048).map(RingSize::get), Ok(2048));
         for bad in [0, 1, 63, 1000, 2047, 32768] {
             let err = RingSize::new("rx_ring_size", bad).unwrap_err();
-            assert!(err.to_string().starts_with(&format!("rx_ring_size = {bad}:")), "{err}");
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("rx_ring_size = {bad}:")),
+                "{err}"
+            );
         }
     }
 
@@ -295,7 +317,11 @@ mod tests {
         assert_eq!(p.frame_count("frame_count", Some(10000), 2), Ok(10000));
         assert_eq!(
             p.frame_count("frame_count", Some(100), 2),
-            Err(ParamError::FrameCount { field: "frame_count", value: 100, needed: 8192 })
+            Err(ParamError::FrameCount {
+                field: "frame_count",
+                value: 100,
+                needed: 8192
+            })
         );
     }
 

@@ -26,8 +26,12 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 4] =
-        [Self::RxRunt, Self::RxNoOutput, Self::TxLinkDown, Self::TxRingFull];
+    pub const ALL: [DropReason; 4] = [
+        Self::RxRunt,
+        Self::RxNoOutput,
+        Self::TxLinkDown,
+        Self::TxRingFull,
+    ];
 
     /// The counter's name, as shown by status and metrics.
     pub fn name(self) -> &'static str {

@@ -90,7 +90,9 @@ pub struct WorkerBuilder {
 
 impl std::fmt::Debug for WorkerBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkerBuilder").field("umem", &self.umem).finish()
+        f.debug_struct("WorkerBuilder")
+            .field("umem", &self.umem)
+            .finish()
     }
 }
 
@@ -100,7 +102,10 @@ impl WorkerBuilder {
     /// # Errors
     /// [`XskError::Umem`] if the UMEM cannot be created.
     pub fn new(params: RingParams, frames: u32) -> Result<Self, XskError> {
-        Ok(Self { umem: XskUmem::new(params, frames)?, slots: Vec::new() })
+        Ok(Self {
+            umem: XskUmem::new(params, frames)?,
+            slots: Vec::new(),
+        })
     }
 
     /// Binds a socket on `ifname` queue `queue`; `link` is the port's link state. Returns the
@@ -116,7 +121,12 @@ impl WorkerBuilder {
         link: Arc<LinkState>,
     ) -> Result<(usize, &XskQueue), XskError> {
         let q = self.umem.bind(ifname, queue, zc)?;
-        self.slots.push(Slot { q, out: None, counters: Arc::default(), link });
+        self.slots.push(Slot {
+            q,
+            out: None,
+            counters: Arc::default(),
+            link,
+        });
         let i = self.slots.len() - 1;
         Ok((i, &self.slots[i].q))
     }
@@ -126,7 +136,10 @@ impl WorkerBuilder {
     /// # Panics
     /// If either index is not a slot of this builder, or `from == to`.
     pub fn connect(&mut self, from: usize, to: usize) {
-        assert!(from != to && to < self.slots.len(), "cross-connect {from} -> {to}");
+        assert!(
+            from != to && to < self.slots.len(),
+            "cross-connect {from} -> {to}"
+        );
         self.slots[from].out = Some(to);
     }
 
@@ -148,7 +161,12 @@ impl WorkerBuilder {
                 counters: s.counters.clone(),
             })
             .collect();
-        let handle = WorkerHandle { stop: stop.clone(), counters: counters.clone(), queues, core };
+        let handle = WorkerHandle {
+            stop: stop.clone(),
+            counters: counters.clone(),
+            queues,
+            core,
+        };
         let worker = Worker {
             umem: self.umem,
             slots: self.slots,
@@ -178,7 +196,10 @@ pub struct Worker {
 
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Worker").field("core", &self.core).field("slots", &self.slots.len()).finish()
+        f.debug_struct("Worker")
+            .field("core", &self.core)
+            .field("slots", &self.slots.len())
+            .finish()
     }
 }
 
@@ -210,7 +231,11 @@ impl Worker {
         }
         let drained = self.drain();
         self.publish();
-        WorkerExit { audit: self.umem.audit(), pinned, drained }
+        WorkerExit {
+            audit: self.umem.audit(),
+            pinned,
+            drained,
+        }
     }
 
     /// One pass over every socket. Public for tests and benchmarks that drive a worker by hand.
@@ -233,20 +258,26 @@ impl Worker {
 
     #[inline]
     fn rx_slot(&mut self, i: usize) -> usize {
-        let n = self.umem.rx_burst(&mut self.slots[i].q, &mut self.burst, self.burst_size);
+        let n = self
+            .umem
+            .rx_burst(&mut self.slots[i].q, &mut self.burst, self.burst_size);
         if n == 0 {
             return 0;
         }
         let rx = &self.slots[i].counters;
         rx.rx_packets.add(n as u64);
         rx.rx_bytes.add(self.burst.bytes());
-        let runts = self.umem.retain(&mut self.burst, |frame| frame.len() >= ETH_HEADER_LEN);
+        let runts = self
+            .umem
+            .retain(&mut self.burst, |frame| frame.len() >= ETH_HEADER_LEN);
         rx.count_drop(DropReason::RxRunt, runts as u64);
 
         match self.slots[i].out {
             None => {
                 let n = self.umem.drop_from(&mut self.burst, 0);
-                self.slots[i].counters.count_drop(DropReason::RxNoOutput, n as u64);
+                self.slots[i]
+                    .counters
+                    .count_drop(DropReason::RxNoOutput, n as u64);
             }
             Some(o) => {
                 let Ok([rx_slot, tx_slot]) = self.slots.get_disjoint_mut([i, o]) else {
@@ -258,10 +289,14 @@ impl Worker {
                     tx_slot.counters.tx_packets.add(sent as u64);
                     tx_slot.counters.tx_bytes.add(before - self.burst.bytes());
                     let full = self.umem.drop_from(&mut self.burst, 0);
-                    tx_slot.counters.count_drop(DropReason::TxRingFull, full as u64);
+                    tx_slot
+                        .counters
+                        .count_drop(DropReason::TxRingFull, full as u64);
                 } else {
                     let down = self.umem.drop_from(&mut self.burst, 0);
-                    tx_slot.counters.count_drop(DropReason::TxLinkDown, down as u64);
+                    tx_slot
+                        .counters
+                        .count_drop(DropReason::TxLinkDown, down as u64);
                 }
                 self.umem.refill(&mut rx_slot.q, n);
                 return n;

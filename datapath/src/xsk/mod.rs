@@ -25,8 +25,8 @@ use xsk_rs::{
     config::{BindFlags, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig},
 };
 
-pub use pool::{FrameAudit, FrameLedger};
 pub(crate) use pool::FramePool;
+pub use pool::{FrameAudit, FrameLedger};
 pub use sys::{XskStats, if_index};
 
 use crate::params::{BindMode, MAX_BURST, RingParams, ZeroCopy};
@@ -85,7 +85,10 @@ pub struct XskUmem {
 
 impl std::fmt::Debug for XskUmem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("XskUmem").field("total", &self.total).field("free", &self.pool.len()).finish()
+        f.debug_struct("XskUmem")
+            .field("total", &self.total)
+            .field("free", &self.pool.len())
+            .finish()
     }
 }
 
@@ -109,7 +112,13 @@ impl XskUmem {
         let count = NonZeroU32::new(frames).ok_or_else(|| umem_err("zero frames".into()))?;
         let (umem, descs) = Umem::new(config, count, false).map_err(|e| umem_err(e.to_string()))?;
         let total = descs.len() as u64;
-        Ok(Self { umem, pool: FramePool::new(descs), total, ledger: FrameLedger::default(), params })
+        Ok(Self {
+            umem,
+            pool: FramePool::new(descs),
+            total,
+            ledger: FrameLedger::default(),
+            params,
+        })
     }
 
     /// Where the frames are right now.
@@ -137,33 +146,78 @@ impl XskUmem {
             ZeroCopy::Off => BindMode::Copy,
             ZeroCopy::Auto | ZeroCopy::Require => BindMode::ZeroCopy,
         };
-        let (rings, mode) = match self.bind_mode(&iface, queue, first) {
-            Ok(r) => (r, first),
+        let (rings, refused) = match self.bind_mode(&iface, queue, first) {
+            Ok(r) => (r, None),
             Err(e) if first == BindMode::ZeroCopy && zc == ZeroCopy::Require => {
-                return Err(XskError::ZeroCopyRefused { ifname: ifname.into(), queue, source: e });
+                return Err(XskError::ZeroCopyRefused {
+                    ifname: ifname.into(),
+                    queue,
+                    source: e,
+                });
             }
-            Err(_) if first == BindMode::ZeroCopy => {
-                let r = self.bind_mode(&iface, queue, BindMode::Copy).map_err(|source| {
-                    XskError::Bind { ifname: ifname.into(), queue, mode: BindMode::Copy, source }
-                })?;
-                (r, BindMode::Copy)
+            Err(e) if first == BindMode::ZeroCopy => {
+                let r = self
+                    .bind_mode(&iface, queue, BindMode::Copy)
+                    .map_err(|source| XskError::Bind {
+                        ifname: ifname.into(),
+                        queue,
+                        mode: BindMode::Copy,
+                        source,
+                    })?;
+                (r, Some(e))
             }
             Err(source) => {
-                return Err(XskError::Bind { ifname: ifname.into(), queue, mode: first, source });
+                return Err(XskError::Bind {
+                    ifname: ifname.into(),
+                    queue,
+                    mode: first,
+                    source,
+                });
             }
         };
+        let fd = rings.0.fd().as_raw_fd();
+        // Ask the kernel what the bind got: a socket sharing a UMEM inherits its mode.
+        let mode = match sys::is_zero_copy(fd) {
+            Ok(true) => BindMode::ZeroCopy,
+            Ok(false) => BindMode::Copy,
+            Err(source) => {
+                return Err(XskError::Bind {
+                    ifname: ifname.into(),
+                    queue,
+                    mode: first,
+                    source,
+                });
+            }
+        };
+        if zc == ZeroCopy::Require && mode != BindMode::ZeroCopy {
+            let source = refused.unwrap_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "the shared UMEM is in copy mode",
+                )
+            });
+            return Err(XskError::ZeroCopyRefused {
+                ifname: ifname.into(),
+                queue,
+                source,
+            });
+        }
         let (tx, rx, fq_cq) = rings;
         let (fill, comp) = fq_cq.ok_or_else(|| XskError::Bind {
             ifname: ifname.into(),
             queue,
             mode,
-            source: io::Error::new(io::ErrorKind::AlreadyExists, "queue already bound from this UMEM"),
+            source: io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "queue already bound from this UMEM",
+            ),
         })?;
-        let fd = tx.fd().as_raw_fd();
         // Copy-mode sendto() transmits at most 32 frames per call unless raised; raise it to the
         // TX ring so one kick drains a burst. Older kernels lack the option: keep the default.
         let tx_budget = if mode == BindMode::Copy {
-            sys::set_tx_skb_budget(fd, self.params.tx.get()).ok().map(|()| self.params.tx.get())
+            sys::set_tx_skb_budget(fd, self.params.tx.get())
+                .ok()
+                .map(|()| self.params.tx.get())
         } else {
             None
         };
@@ -171,6 +225,7 @@ impl XskUmem {
             ifname: ifname.to_owned(),
             queue,
             mode,
+            zero_copy_refusal: refused.map(|e| e.to_string()),
             tx_budget,
             fd,
             tx,
@@ -197,7 +252,8 @@ impl XskUmem {
             BindMode::ZeroCopy => BindFlags::XDP_ZEROCOPY,
             BindMode::Copy => BindFlags::XDP_COPY,
         };
-        let q = |n: u32| QueueSize::new(n).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e));
+        let q =
+            |n: u32| QueueSize::new(n).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e));
         let config = SocketConfig::builder()
             .rx_queue_size(q(self.params.rx.get())?)
             .tx_queue_size(q(self.params.tx.get())?)
@@ -207,14 +263,15 @@ impl XskUmem {
         // SAFETY: xsk-rs requires XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD when the UMEM is shared and
         // the (interface, queue) pair is already bound; we set it on every socket, so libxdp
         // never loads or detaches a program of its own.
-        unsafe { Socket::new(config, &self.umem, iface, queue) }
-            .map_err(|e| match std::error::Error::source(&e) {
+        unsafe { Socket::new(config, &self.umem, iface, queue) }.map_err(|e| {
+            match std::error::Error::source(&e) {
                 Some(src) => match src.downcast_ref::<io::Error>() {
                     Some(io) => io::Error::new(io.kind(), format!("{e}: {io}")),
                     None => io::Error::other(e.to_string()),
                 },
                 None => io::Error::other(e.to_string()),
-            })
+            }
+        })
     }
 
     /// Tops up `q`'s fill ring from the free pool, at most `max` frames. Returns how many went.
@@ -243,7 +300,10 @@ impl XskUmem {
     /// Takes up to `burst.capacity()` received frames from `q`'s RX ring into `burst`.
     #[inline]
     pub fn rx_burst(&mut self, q: &mut XskQueue, burst: &mut FrameBurst, max: usize) -> usize {
-        debug_assert!(burst.len == 0, "a burst must be emptied before it is reused");
+        debug_assert!(
+            burst.len == 0,
+            "a burst must be emptied before it is reused"
+        );
         let max = max.min(MAX_BURST as usize);
         // SAFETY: RX hands back descriptors of frames this UMEM lent to the fill ring; the burst
         // becomes their only owner.
@@ -351,7 +411,10 @@ pub struct FrameBurst {
 impl FrameBurst {
     /// An empty burst of [`MAX_BURST`] slots (the worker's only allocation for frames).
     pub fn new() -> Self {
-        Self { descs: vec![FrameDesc::default(); MAX_BURST as usize].into_boxed_slice(), len: 0 }
+        Self {
+            descs: vec![FrameDesc::default(); MAX_BURST as usize].into_boxed_slice(),
+            len: 0,
+        }
     }
 
     /// Frames held.
@@ -369,7 +432,10 @@ impl FrameBurst {
     /// Total bytes of the frames held.
     #[inline]
     pub fn bytes(&self) -> u64 {
-        self.descs[..self.len].iter().map(|d| d.lengths().data() as u64).sum()
+        self.descs[..self.len]
+            .iter()
+            .map(|d| d.lengths().data() as u64)
+            .sum()
     }
 }
 
@@ -384,6 +450,7 @@ pub struct XskQueue {
     ifname: String,
     queue: u32,
     mode: BindMode,
+    zero_copy_refusal: Option<String>,
     tx_budget: Option<u32>,
     fd: i32,
     tx: TxQueue,
@@ -423,6 +490,11 @@ impl XskQueue {
         self.mode
     }
 
+    /// Why the zero-copy bind was refused, when the socket fell back to copy mode.
+    pub fn zero_copy_refusal(&self) -> Option<&str> {
+        self.zero_copy_refusal.as_deref()
+    }
+
     /// The copy-mode TX budget set with `XDP_MAX_TX_SKB_BUDGET`, if the kernel took it.
     pub fn tx_budget(&self) -> Option<u32> {
         self.tx_budget
@@ -446,7 +518,9 @@ impl XskQueue {
     /// # Errors
     /// `dup` failing (out of descriptors).
     pub fn stats_reader(&self) -> io::Result<XskStatsReader> {
-        Ok(XskStatsReader { fd: sys::dup(self.fd)? })
+        Ok(XskStatsReader {
+            fd: sys::dup(self.fd)?,
+        })
     }
 }
 

@@ -73,7 +73,10 @@ impl FrameLedger {
     /// `n` frames came back on an RX ring.
     #[inline]
     pub fn return_rx(&mut self, n: usize) {
-        debug_assert!(self.in_fill >= n as u64, "RX returned more frames than were lent");
+        debug_assert!(
+            self.in_fill >= n as u64,
+            "RX returned more frames than were lent"
+        );
         self.in_fill -= n as u64;
     }
 
@@ -86,7 +89,10 @@ impl FrameLedger {
     /// `n` frames came back on a completion ring.
     #[inline]
     pub fn return_comp(&mut self, n: usize) {
-        debug_assert!(self.in_tx >= n as u64, "completions returned more frames than were sent");
+        debug_assert!(
+            self.in_tx >= n as u64,
+            "completions returned more frames than were sent"
+        );
         self.in_tx -= n as u64;
     }
 }
@@ -122,7 +128,12 @@ mod tests {
     }
 
     fn audit(pool: &FramePool<u64>, ledger: &FrameLedger, total: u64) -> FrameAudit {
-        FrameAudit { total, free: pool.len() as u64, in_fill: ledger.in_fill, in_tx: ledger.in_tx }
+        FrameAudit {
+            total,
+            free: pool.len() as u64,
+            in_fill: ledger.in_fill,
+            in_tx: ledger.in_tx,
+        }
     }
 
     #[test]
@@ -130,7 +141,10 @@ mod tests {
         let total = 64u64;
         let mut pool = FramePool::new((0..total).map(|i| i * 2048).collect());
         let mut ledger = FrameLedger::default();
-        let mut k = FakeKernel { fill: Default::default(), tx: Default::default() };
+        let mut k = FakeKernel {
+            fill: Default::default(),
+            tx: Default::default(),
+        };
 
         // Refill: lend 32 to the fill ring.
         let give = pool.peek_top(32).to_vec();
@@ -158,7 +172,11 @@ mod tests {
             k.fill.extend(&give);
             pool.take(give.len());
             ledger.lend_fill(give.len());
-            assert_eq!(audit(&pool, &ledger, total).unaccounted(), 0, "round {round}");
+            assert_eq!(
+                audit(&pool, &ledger, total).unaccounted(),
+                0,
+                "round {round}"
+            );
         }
         // Every address is still distinct: no frame was duplicated.
         let mut all: Vec<u64> = pool.peek_top(pool.len()).to_vec();

@@ -12,6 +12,9 @@ use std::{
 const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
 /// `XDP_STATISTICS` (include/uapi/linux/if_xdp.h).
 const XDP_STATISTICS: libc::c_int = 7;
+/// `XDP_OPTIONS` and its `XDP_OPTIONS_ZEROCOPY` flag (include/uapi/linux/if_xdp.h).
+const XDP_OPTIONS: libc::c_int = 8;
+const XDP_OPTIONS_ZEROCOPY: u32 = 1;
 
 /// `struct xdp_statistics` of include/uapi/linux/if_xdp.h, all six fields (since Linux 5.9).
 #[repr(C)]
@@ -31,7 +34,10 @@ pub struct XskStats {
     pub tx_ring_empty_descs: u64,
 }
 
-const _: () = assert!(mem::size_of::<XskStats>() == 48, "struct xdp_statistics is 6 u64");
+const _: () = assert!(
+    mem::size_of::<XskStats>() == 48,
+    "struct xdp_statistics is 6 u64"
+);
 
 pub(super) fn set_tx_skb_budget(fd: i32, budget: u32) -> io::Result<()> {
     let v: u32 = budget;
@@ -45,7 +51,34 @@ pub(super) fn set_tx_skb_budget(fd: i32, budget: u32) -> io::Result<()> {
             mem::size_of::<u32>() as libc::socklen_t,
         )
     };
-    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Whether the socket's pool runs in zero-copy mode (`getsockopt(XDP_OPTIONS)`). This is the
+/// kernel's word on it: a socket bound with `XDP_SHARED_UMEM` inherits the mode of the UMEM's
+/// first socket whatever flags it asked for.
+pub(super) fn is_zero_copy(fd: i32) -> io::Result<bool> {
+    let mut flags: u32 = 0;
+    let mut len = mem::size_of::<u32>() as libc::socklen_t;
+    // SAFETY: `struct xdp_options` is a single u32; `flags` is writable and `len` its size.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_XDP,
+            XDP_OPTIONS,
+            (&raw mut flags).cast(),
+            &mut len,
+        )
+    };
+    if r == 0 {
+        Ok(flags & XDP_OPTIONS_ZEROCOPY != 0)
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 pub(super) fn xdp_statistics(fd: i32) -> io::Result<XskStats> {
@@ -54,9 +87,19 @@ pub(super) fn xdp_statistics(fd: i32) -> io::Result<XskStats> {
     // SAFETY: `stats` is a writable repr(C) struct of `len` bytes matching the kernel's layout;
     // the kernel writes at most `len` bytes and stores the written length in `len`.
     let r = unsafe {
-        libc::getsockopt(fd, libc::SOL_XDP, XDP_STATISTICS, (&raw mut stats).cast(), &mut len)
+        libc::getsockopt(
+            fd,
+            libc::SOL_XDP,
+            XDP_STATISTICS,
+            (&raw mut stats).cast(),
+            &mut len,
+        )
     };
-    if r == 0 { Ok(stats) } else { Err(io::Error::last_os_error()) }
+    if r == 0 {
+        Ok(stats)
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 pub(super) fn dup(fd: i32) -> io::Result<OwnedFd> {
@@ -78,7 +121,10 @@ pub fn if_index(ifname: &str) -> io::Result<u32> {
     // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
     let idx = unsafe { libc::if_nametoindex(name.as_ptr()) };
     if idx == 0 {
-        Err(io::Error::new(io::ErrorKind::NotFound, format!("no interface named {ifname}")))
+        Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no interface named {ifname}"),
+        ))
     } else {
         Ok(idx)
     }

@@ -58,9 +58,7 @@ pub enum XdpError {
         name: String,
     },
     /// The attached program could not be detached.
-    #[error(
-        "{ifname}: cannot detach the XDP program already attached (id {id}): {source}{hint}"
-    )]
+    #[error("{ifname}: cannot detach the XDP program already attached (id {id}): {source}{hint}")]
     Detach {
         /// Interface.
         ifname: String,
@@ -165,7 +163,10 @@ impl XdpProgram {
     /// # Errors
     /// [`XdpError::Foreign`] before anything is changed; [`XdpError::Load`], [`XdpError::Detach`].
     pub fn load(ifname: &str, ifindex: u32, force: bool) -> Result<Self, XdpError> {
-        let load_err = |source| XdpError::Load { ifname: ifname.to_owned(), source };
+        let load_err = |source| XdpError::Load {
+            ifname: ifname.to_owned(),
+            source,
+        };
         let object = ObjectBuilder::default()
             .open_memory(OBJECT)
             .map_err(load_err)?
@@ -190,7 +191,11 @@ impl XdpProgram {
             } else if force {
                 Previous::ForcedForeign { id, name }
             } else {
-                return Err(XdpError::Foreign { ifname: ifname.to_owned(), id, name });
+                return Err(XdpError::Foreign {
+                    ifname: ifname.to_owned(),
+                    id,
+                    name,
+                });
             };
             let flags = match query.attach_mode {
                 XDP_ATTACHED_SKB => XdpFlags::SKB_MODE,
@@ -235,7 +240,9 @@ impl XdpProgram {
     fn query(&self) -> libbpf_sys::bpf_xdp_query_opts {
         // The Xdp helper wants a program fd; query and detach do not use it.
         let prog = self.program();
-        Xdp::new(prog.as_fd()).query(self.ifindex as i32, XdpFlags::empty()).unwrap_or_default()
+        Xdp::new(prog.as_fd())
+            .query(self.ifindex as i32, XdpFlags::empty())
+            .unwrap_or_default()
     }
 
     /// Stores socket `fd` at `queue` in the XSKMAP: from now on the queue's frames go to it.
@@ -244,11 +251,22 @@ impl XdpProgram {
     /// [`XdpError::QueueRange`], [`XdpError::XskMap`].
     pub fn register(&self, queue: u32, fd: i32) -> Result<(), XdpError> {
         if queue >= MAX_QUEUES {
-            return Err(XdpError::QueueRange { ifname: self.ifname.clone(), queue });
+            return Err(XdpError::QueueRange {
+                ifname: self.ifname.clone(),
+                queue,
+            });
         }
         self.map("xsks")
-            .update(&queue.to_ne_bytes(), &(fd as u32).to_ne_bytes(), MapFlags::ANY)
-            .map_err(|source| XdpError::XskMap { ifname: self.ifname.clone(), queue, source })
+            .update(
+                &queue.to_ne_bytes(),
+                &(fd as u32).to_ne_bytes(),
+                MapFlags::ANY,
+            )
+            .map_err(|source| XdpError::XskMap {
+                ifname: self.ifname.clone(),
+                queue,
+                source,
+            })
     }
 
     /// Attaches the program through a BPF link in the asked mode.
@@ -274,7 +292,11 @@ impl XdpProgram {
             }
         }
         let (mode, source) = last.expect("at least one mode is tried");
-        Err(XdpError::Attach { ifname: self.ifname.clone(), mode, source })
+        Err(XdpError::Attach {
+            ifname: self.ifname.clone(),
+            mode,
+            source,
+        })
     }
 
     /// Detaches (closes the link). Also happens on drop.
@@ -307,7 +329,10 @@ impl XdpProgram {
         let read = |key: u32| -> Result<u64, XdpError> {
             let per_cpu = map
                 .lookup_percpu(&key.to_ne_bytes(), MapFlags::ANY)
-                .map_err(|source| XdpError::Stats { ifname: self.ifname.clone(), source })?
+                .map_err(|source| XdpError::Stats {
+                    ifname: self.ifname.clone(),
+                    source,
+                })?
                 .unwrap_or_default();
             Ok(per_cpu
                 .iter()
@@ -324,7 +349,9 @@ impl XdpProgram {
 
 /// The name of the program with id `id`, if it still exists.
 fn prog_name(id: u32) -> Option<String> {
-    ProgInfoIter::default().find(|p| p.id == id).map(|p| p.name.to_string_lossy().into_owned())
+    ProgInfoIter::default()
+        .find(|p| p.id == id)
+        .map(|p| p.name.to_string_lossy().into_owned())
 }
 
 fn link_create(prog_fd: i32, ifindex: u32, mode: AttachedMode) -> io::Result<OwnedFd> {
@@ -337,9 +364,8 @@ fn link_create(prog_fd: i32, ifindex: u32, mode: AttachedMode) -> io::Result<Own
     };
     // SAFETY: `opts` is initialised with its size set; prog_fd is a loaded program's fd that
     // outlives the call; libbpf returns a new fd or a negative errno.
-    let fd = unsafe {
-        libbpf_sys::bpf_link_create(prog_fd, ifindex as i32, libbpf_sys::BPF_XDP, &opts)
-    };
+    let fd =
+        unsafe { libbpf_sys::bpf_link_create(prog_fd, ifindex as i32, libbpf_sys::BPF_XDP, &opts) };
     if fd < 0 {
         return Err(io::Error::from_raw_os_error(-fd));
     }

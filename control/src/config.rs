@@ -1,0 +1,537 @@
+//! The daemon's TOML configuration, and its conversion into a validated [`Plan`].
+//!
+//! The file is read with `deny_unknown_fields` (a misspelt key is an error, not a silent
+//! default), then every value is checked once, before anything touches an interface: a bad ring
+//! size, a missing interface or a frame too small is refused with the field's name.
+
+use std::{collections::BTreeMap, path::Path};
+
+use isopath_datapath::{
+    params::{Burst, FrameSize, ParamError, RingParams, RingSize, XdpMode, ZeroCopy},
+    xsk::xdp::MAX_QUEUES,
+};
+use serde::Deserialize;
+
+use crate::host;
+
+/// The configuration file as written.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Daemon settings.
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+    /// Ring and socket defaults for every port.
+    #[serde(default)]
+    pub rings: RingConfig,
+    /// Worker threads.
+    #[serde(default)]
+    pub workers: WorkerConfig,
+    /// The ports (interfaces) the datapath owns.
+    #[serde(default, rename = "port")]
+    pub ports: Vec<PortConfig>,
+    /// L2 cross-connects: a wire between two ports.
+    #[serde(default, rename = "cross_connect")]
+    pub cross_connects: Vec<CrossConnectConfig>,
+}
+
+/// `[daemon]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Path of the control socket.
+    #[serde(default = "default_socket")]
+    pub control_socket: String,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self {
+            control_socket: default_socket(),
+        }
+    }
+}
+
+fn default_socket() -> String {
+    "/run/isopath/isopathd.sock".into()
+}
+
+/// `[rings]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RingConfig {
+    /// RX ring descriptors (power of two).
+    pub rx_ring_size: Option<u32>,
+    /// TX ring descriptors (power of two).
+    pub tx_ring_size: Option<u32>,
+    /// Fill ring descriptors (power of two).
+    pub fill_ring_size: Option<u32>,
+    /// Completion ring descriptors (power of two).
+    pub comp_ring_size: Option<u32>,
+    /// UMEM frame size in bytes (2048 or 4096).
+    pub frame_size: Option<u32>,
+    /// Frames per RX burst (1..=256).
+    pub burst: Option<u32>,
+    /// "auto" (try zero-copy, fall back to copy), "require" or "off".
+    pub zero_copy: Option<String>,
+    /// "native", "generic" or "native-or-generic".
+    pub xdp_mode: Option<String>,
+}
+
+/// `[workers]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// One worker per listed core; each is pinned there.
+    pub cores: Option<Vec<usize>>,
+    /// UMEM frames per worker; default: enough to fill every ring the worker owns.
+    pub frame_count: Option<u32>,
+}
+
+/// `[[port]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortConfig {
+    /// Interface name.
+    pub name: String,
+    /// Queues to bind: all of the interface's RX queues unless given.
+    pub queues: Option<u32>,
+}
+
+/// `[[cross_connect]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrossConnectConfig {
+    /// One end.
+    pub a: String,
+    /// The other end.
+    pub b: String,
+}
+
+/// A configuration error. Always names the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The path.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// TOML syntax or an unknown/mistyped key.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The path.
+        path: String,
+        /// The parser's message (with line and column).
+        message: String,
+    },
+    /// A parameter out of range.
+    #[error("rings.{0}")]
+    Param(#[from] ParamError),
+    /// Anything else, with the field's path.
+    #[error("{field}: {message}")]
+    Field {
+        /// Dotted path of the field.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn field(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Field {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// A port, validated against the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortPlan {
+    /// Interface name.
+    pub name: String,
+    /// Interface index.
+    pub ifindex: u32,
+    /// Queues to bind (0..queues).
+    pub queues: u32,
+    /// Queues the interface has; frames on the others are dropped by the XDP program.
+    pub device_queues: u32,
+}
+
+/// A worker, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerPlan {
+    /// The core it is pinned to.
+    pub core: usize,
+    /// (port index, queue) pairs it owns.
+    pub queues: Vec<(usize, u32)>,
+    /// UMEM frames.
+    pub frames: u32,
+}
+
+/// Everything the daemon needs, validated.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Control socket path.
+    pub control_socket: String,
+    /// Ring sizes.
+    pub rings: RingParams,
+    /// RX burst.
+    pub burst: Burst,
+    /// Zero-copy policy.
+    pub zero_copy: ZeroCopy,
+    /// XDP attach mode.
+    pub xdp_mode: XdpMode,
+    /// Ports.
+    pub ports: Vec<PortPlan>,
+    /// Workers.
+    pub workers: Vec<WorkerPlan>,
+    /// Cross-connects as pairs of port indices.
+    pub cross_connects: Vec<(usize, usize)>,
+}
+
+impl Config {
+    /// Reads and parses `path`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Read`] or [`ConfigError::Parse`].
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.display().to_string(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses TOML text.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`].
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "<config>".into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Validates the configuration against `host` (interfaces, queues, cores).
+    ///
+    /// # Errors
+    /// The first problem found, naming its field.
+    pub fn plan(&self, host: &dyn host::Host) -> Result<Plan, ConfigError> {
+        let r = &self.rings;
+        let size = |name: &'static str, v: Option<u32>| match v {
+            Some(v) => RingSize::new(name, v),
+            None => Ok(RingSize::DEFAULT),
+        };
+        let rings = RingParams {
+            rx: size("rx_ring_size", r.rx_ring_size)?,
+            tx: size("tx_ring_size", r.tx_ring_size)?,
+            fill: size("fill_ring_size", r.fill_ring_size)?,
+            comp: size("comp_ring_size", r.comp_ring_size)?,
+            frame_size: match r.frame_size {
+                Some(v) => FrameSize::new("frame_size", v)?,
+                None => FrameSize::DEFAULT,
+            },
+        };
+        let burst = match r.burst {
+            Some(v) => Burst::new("burst", v)?,
+            None => Burst::DEFAULT,
+        };
+        let zero_copy = match r.zero_copy.as_deref() {
+            None | Some("auto") => ZeroCopy::Auto,
+            Some("require") => ZeroCopy::Require,
+            Some("off") => ZeroCopy::Off,
+            Some(other) => {
+                return Err(field(
+                    "rings.zero_copy",
+                    format!("{other:?}: expected \"auto\", \"require\" or \"off\""),
+                ));
+            }
+        };
+        let xdp_mode = match r.xdp_mode.as_deref() {
+            None | Some("native") => XdpMode::Native,
+            Some("generic") => XdpMode::Generic,
+            Some("native-or-generic") => XdpMode::NativeOrGeneric,
+            Some(other) => {
+                return Err(field(
+                    "rings.xdp_mode",
+                    format!("{other:?}: expected \"native\", \"generic\" or \"native-or-generic\""),
+                ));
+            }
+        };
+
+        if self.ports.is_empty() {
+            return Err(field("port", "no [[port]] configured"));
+        }
+        let mut ports = Vec::with_capacity(self.ports.len());
+        let mut by_name = BTreeMap::new();
+        for (i, p) in self.ports.iter().enumerate() {
+            let f = |m: String| field(format!("port[{i}].name"), m);
+            if p.name.is_empty() || p.name.len() > 15 || p.name.contains(['/', ' ', '\0']) {
+                return Err(f(format!("{:?} is not a valid interface name", p.name)));
+            }
+            if by_name.insert(p.name.clone(), i).is_some() {
+                return Err(f(format!("{:?} is listed twice", p.name)));
+            }
+            let ifindex = host
+                .ifindex(&p.name)
+                .ok_or_else(|| f(format!("interface {:?} not found", p.name)))?;
+            let device_queues = host.rx_queues(&p.name).unwrap_or(1).max(1);
+            let queues = match p.queues {
+                None => device_queues,
+                Some(0) => return Err(field(format!("port[{i}].queues"), "must be at least 1")),
+                Some(q) if q > device_queues => {
+                    return Err(field(
+                        format!("port[{i}].queues"),
+                        format!("{q}: {} has only {device_queues} RX queues", p.name),
+                    ));
+                }
+                Some(q) => q,
+            };
+            if queues > MAX_QUEUES {
+                return Err(field(
+                    format!("port[{i}].queues"),
+                    format!("{queues}: at most {MAX_QUEUES} queues per port"),
+                ));
+            }
+            ports.push(PortPlan {
+                name: p.name.clone(),
+                ifindex,
+                queues,
+                device_queues,
+            });
+        }
+
+        let mut cross_connects = Vec::new();
+        let mut used = vec![false; ports.len()];
+        for (i, x) in self.cross_connects.iter().enumerate() {
+            let look = |end: &str, name: &str| {
+                by_name.get(name).copied().ok_or_else(|| {
+                    field(
+                        format!("cross_connect[{i}].{end}"),
+                        format!("{name:?} is not a [[port]]"),
+                    )
+                })
+            };
+            let (a, b) = (look("a", &x.a)?, look("b", &x.b)?);
+            if a == b {
+                return Err(field(
+                    format!("cross_connect[{i}]"),
+                    "a port cannot connect to itself",
+                ));
+            }
+            for (end, p) in [("a", a), ("b", b)] {
+                if std::mem::replace(&mut used[p], true) {
+                    return Err(field(
+                        format!("cross_connect[{i}].{end}"),
+                        format!("{:?} is already cross-connected", ports[p].name),
+                    ));
+                }
+            }
+            cross_connects.push((a, b));
+        }
+
+        let cores = self
+            .workers
+            .cores
+            .clone()
+            .unwrap_or_else(|| vec![host.default_worker_core()]);
+        if cores.is_empty() {
+            return Err(field("workers.cores", "at least one core"));
+        }
+        let online = host.cpus();
+        let mut seen = std::collections::BTreeSet::new();
+        for &c in &cores {
+            if c >= online {
+                return Err(field(
+                    "workers.cores",
+                    format!("core {c} does not exist (this host has {online})"),
+                ));
+            }
+            if !seen.insert(c) {
+                return Err(field("workers.cores", format!("core {c} listed twice")));
+            }
+        }
+        let nw = cores.len() as u32;
+        for (i, p) in ports.iter().enumerate() {
+            if p.queues < nw {
+                return Err(field(
+                    format!("port[{i}].queues"),
+                    format!(
+                        "{} binds {} queues but there are {nw} workers: every worker needs a queue on every port",
+                        p.name, p.queues
+                    ),
+                ));
+            }
+        }
+        let mut workers = Vec::with_capacity(cores.len());
+        for (w, &core) in cores.iter().enumerate() {
+            let queues: Vec<(usize, u32)> = ports
+                .iter()
+                .enumerate()
+                .flat_map(|(pi, p)| {
+                    (0..p.queues)
+                        .filter(move |q| q % nw == w as u32)
+                        .map(move |q| (pi, q))
+                })
+                .collect();
+            let frames = rings.frame_count(
+                "workers.frame_count",
+                self.workers.frame_count,
+                queues.len() as u32,
+            )?;
+            workers.push(WorkerPlan {
+                core,
+                queues,
+                frames,
+            });
+        }
+
+        Ok(Plan {
+            control_socket: self.daemon.control_socket.clone(),
+            rings,
+            burst,
+            zero_copy,
+            xdp_mode,
+            ports,
+            workers,
+            cross_connects,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::FakeHost;
+
+    fn host() -> FakeHost {
+        FakeHost::new(2, &[("up0", 2), ("m0", 2), ("m1", 2)])
+    }
+
+    const BASE: &str = r#"
+        [workers]
+        cores = [1]
+        [[port]]
+        name = "up0"
+        [[port]]
+        name = "m0"
+        [[cross_connect]]
+        a = "up0"
+        b = "m0"
+    "#;
+
+    fn plan_err(extra: &str) -> String {
+        let cfg = Config::parse(&format!("{extra}\n{BASE}")).expect("parses");
+        cfg.plan(&host()).expect_err("must be refused").to_string()
+    }
+
+    #[test]
+    fn the_sample_config_is_valid() {
+        let text = include_str!("../../deploy/isopath.toml");
+        let plan = Config::parse(text)
+            .expect("sample parses")
+            .plan(&host())
+            .expect("valid");
+        assert_eq!(plan.ports.len(), 2);
+        assert_eq!(plan.cross_connects, vec![(0, 1)]);
+    }
+
+    #[test]
+    fn good_config_plans_every_queue_once() {
+        let plan = Config::parse(BASE).unwrap().plan(&host()).unwrap();
+        assert_eq!(plan.workers.len(), 1);
+        assert_eq!(plan.workers[0].queues, vec![(0, 0), (0, 1), (1, 0), (1, 1)]);
+        assert_eq!(plan.workers[0].frames, 4 * (2048 + 2048));
+    }
+
+    #[test]
+    fn ring_size_not_power_of_two_names_the_field() {
+        let e = plan_err("[rings]\nrx_ring_size = 1000");
+        assert!(
+            e.contains("rx_ring_size = 1000") && e.contains("power of two"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn frame_size_too_small_names_the_field() {
+        let e = plan_err("[rings]\nframe_size = 1024");
+        assert!(e.contains("frame_size = 1024"), "{e}");
+    }
+
+    #[test]
+    fn missing_interface_names_the_field() {
+        let cfg = Config::parse("[[port]]\nname = \"nosuch0\"").unwrap();
+        let e = cfg.plan(&host()).unwrap_err().to_string();
+        assert!(
+            e.contains("port[0].name") && e.contains("nosuch0") && e.contains("not found"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let e = Config::parse("[rings]\nrx_ring = 64")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field") && e.contains("rx_ring"), "{e}");
+    }
+
+    #[test]
+    fn bad_enums_cores_and_connects_are_refused() {
+        assert!(plan_err("[rings]\nzero_copy = \"maybe\"").contains("rings.zero_copy"));
+        assert!(plan_err("[rings]\nxdp_mode = \"hw\"").contains("rings.xdp_mode"));
+        let cfg = Config::parse(&BASE.replace("cores = [1]", "cores = [7]")).unwrap();
+        assert!(
+            cfg.plan(&host())
+                .unwrap_err()
+                .to_string()
+                .contains("core 7 does not exist")
+        );
+        let cfg = Config::parse(&BASE.replace("b = \"m0\"", "b = \"up0\"")).unwrap();
+        assert!(
+            cfg.plan(&host())
+                .unwrap_err()
+                .to_string()
+                .contains("itself")
+        );
+        let cfg = Config::parse(&BASE.replace("b = \"m0\"", "b = \"zz\"")).unwrap();
+        assert!(
+            cfg.plan(&host())
+                .unwrap_err()
+                .to_string()
+                .contains("cross_connect[0].b")
+        );
+    }
+
+    #[test]
+    fn too_few_frames_and_too_many_queues_are_refused() {
+        assert!(plan_err("[rings]\nburst = 0").contains("burst = 0"));
+        let cfg =
+            Config::parse(&BASE.replace("cores = [1]", "cores = [1]\nframe_count = 10")).unwrap();
+        assert!(
+            cfg.plan(&host())
+                .unwrap_err()
+                .to_string()
+                .contains("workers.frame_count = 10")
+        );
+        let cfg =
+            Config::parse(&BASE.replace("name = \"m0\"", "name = \"m0\"\nqueues = 3")).unwrap();
+        assert!(
+            cfg.plan(&host())
+                .unwrap_err()
+                .to_string()
+                .contains("port[1].queues")
+        );
+    }
+}

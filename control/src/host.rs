@@ -1,0 +1,98 @@
+//! What the daemon asks of the host: interfaces, queues, CPUs, links. Behind a trait so that
+//! config validation is tested without privileges or real interfaces.
+
+use std::path::PathBuf;
+
+/// Facts about the host.
+pub trait Host {
+    /// Index of interface `name`, if it exists (in this network namespace).
+    fn ifindex(&self, name: &str) -> Option<u32>;
+    /// Number of RX queues of interface `name`.
+    fn rx_queues(&self, name: &str) -> Option<u32>;
+    /// Whether interface `name` has carrier.
+    fn carrier(&self, name: &str) -> Option<bool>;
+    /// CPUs the host has.
+    fn cpus(&self) -> usize;
+    /// The core a worker gets when the config names none: the last one (core 0 is where the
+    /// kernel's housekeeping and, in the lab, the traffic source run).
+    fn default_worker_core(&self) -> usize {
+        self.cpus().saturating_sub(1)
+    }
+}
+
+/// The running host, read through sysfs of the current network namespace.
+#[derive(Debug, Default)]
+pub struct LiveHost {
+    sysfs: PathBuf,
+}
+
+impl LiveHost {
+    /// Reads `/sys/class/net`.
+    pub fn new() -> Self {
+        Self {
+            sysfs: PathBuf::from("/sys/class/net"),
+        }
+    }
+}
+
+impl Host for LiveHost {
+    fn ifindex(&self, name: &str) -> Option<u32> {
+        isopath_datapath::xsk::if_index(name).ok()
+    }
+
+    fn rx_queues(&self, name: &str) -> Option<u32> {
+        let dir = std::fs::read_dir(self.sysfs.join(name).join("queues")).ok()?;
+        let n = dir
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+            .count();
+        u32::try_from(n).ok().filter(|&n| n > 0)
+    }
+
+    fn carrier(&self, name: &str) -> Option<bool> {
+        let s = std::fs::read_to_string(self.sysfs.join(name).join("carrier")).ok()?;
+        Some(s.trim() == "1")
+    }
+
+    fn cpus(&self) -> usize {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+}
+
+/// A host made of given interfaces, for tests.
+#[derive(Debug, Clone)]
+pub struct FakeHost {
+    cpus: usize,
+    ifaces: Vec<(String, u32)>,
+}
+
+impl FakeHost {
+    /// `cpus` CPUs and interfaces as (name, RX queues).
+    pub fn new(cpus: usize, ifaces: &[(&str, u32)]) -> Self {
+        Self {
+            cpus,
+            ifaces: ifaces.iter().map(|&(n, q)| (n.to_owned(), q)).collect(),
+        }
+    }
+}
+
+impl Host for FakeHost {
+    fn ifindex(&self, name: &str) -> Option<u32> {
+        self.ifaces
+            .iter()
+            .position(|(n, _)| n == name)
+            .map(|i| i as u32 + 2)
+    }
+
+    fn rx_queues(&self, name: &str) -> Option<u32> {
+        self.ifaces.iter().find(|(n, _)| n == name).map(|&(_, q)| q)
+    }
+
+    fn carrier(&self, name: &str) -> Option<bool> {
+        self.ifindex(name).map(|_| true)
+    }
+
+    fn cpus(&self) -> usize {
+        self.cpus
+    }
+}
