@@ -25,6 +25,8 @@
 //! Cleanup runs in `Drop`, so it also happens when a test panics (tests build with
 //! `panic = "unwind"`; a `panic = "abort"` profile would skip it).
 
+pub mod isopathd;
+
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -558,6 +560,31 @@ impl ChildGuard {
             match rx.recv_timeout(left) {
                 Ok(l) => {
                     let found = l.trim() == line;
+                    self.stderr_lines.push(l);
+                    if found {
+                        return true;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return false,
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for a stderr line containing `needle`. False on timeout or if
+    /// stderr ended first (the child exited).
+    pub fn wait_stderr_contains(&mut self, needle: &str, timeout: Duration) -> bool {
+        if self.stderr_lines.iter().any(|l| l.contains(needle)) {
+            return true;
+        }
+        let Some(rx) = &self.stderr_rx else {
+            panic!("{}: stderr is not piped", self.label);
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) => {
+                    let found = l.contains(needle);
                     self.stderr_lines.push(l);
                     if found {
                         return true;

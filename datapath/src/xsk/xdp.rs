@@ -107,6 +107,12 @@ pub enum XdpError {
     },
 }
 
+/// The compiled program object (ELF), as embedded in the binary. Tools and tests that need the
+/// same program outside the daemon (e.g. `ip link set dev X xdp obj FILE`) write it out.
+pub fn object() -> &'static [u8] {
+    OBJECT
+}
+
 /// What was on the interface before we loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Previous {
