@@ -1,6 +1,11 @@
 //! `isopath`: the command-line client of `isopathd`.
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{
+    io::{IsTerminal, Write},
+    path::PathBuf,
+    process::ExitCode,
+    time::Duration,
+};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -65,14 +70,25 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
         Cmd::Rates { interval_ms, count } => {
             let interval = Duration::from_millis(interval_ms.max(10));
+            // On a terminal one line is redrawn in place; in a pipe or a log, plain lines.
+            let tty = std::io::stdout().is_terminal();
             let mut prev = client::request(&args.socket, "status")?;
             let mut n = 0;
             while count == 0 || n < count {
                 std::thread::sleep(interval);
                 let cur = client::request(&args.socket, "status")?;
-                print_rates(&prev, &cur).context("malformed status")?;
+                let line = rates_line(&prev, &cur).context("malformed status")?;
+                if tty {
+                    print!("\r\x1b[2K{line}");
+                    std::io::stdout().flush()?;
+                } else {
+                    println!("{line}");
+                }
                 prev = cur;
                 n += 1;
+            }
+            if tty {
+                println!();
             }
         }
     }
@@ -135,7 +151,7 @@ fn print_status(v: &Value) {
     }
 }
 
-fn print_rates(prev: &Value, cur: &Value) -> Option<()> {
+fn rates_line(prev: &Value, cur: &Value) -> Option<String> {
     let dt = (u(cur, "uptime_ms").saturating_sub(u(prev, "uptime_ms"))).max(1) as f64 / 1000.0;
     let mut line = String::new();
     for p in cur["ports"].as_array()? {
@@ -163,6 +179,5 @@ fn print_rates(prev: &Value, cur: &Value) -> Option<()> {
             drops.saturating_sub(pdrops) as f64 / dt
         ));
     }
-    println!("{}", line.trim_end_matches(" | "));
-    Some(())
+    Some(line.trim_end_matches(" | ").to_owned())
 }

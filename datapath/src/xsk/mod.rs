@@ -25,7 +25,7 @@ use xsk_rs::{
     config::{BindFlags, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig},
 };
 
-pub(crate) use pool::FramePool;
+pub use pool::FramePool;
 pub use pool::{FrameAudit, FrameLedger};
 pub use sys::{XskStats, if_index};
 

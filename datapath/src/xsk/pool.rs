@@ -8,47 +8,54 @@
 
 /// A LIFO stack of free frame descriptors. LIFO keeps recently used (cache-warm) frames in use.
 #[derive(Debug)]
-pub(crate) struct FramePool<D> {
+pub struct FramePool<D> {
     free: Vec<D>,
 }
 
 impl<D: Copy> FramePool<D> {
     /// A pool holding `frames`; never grows beyond that many (no allocation after start).
-    pub(crate) fn new(frames: Vec<D>) -> Self {
+    #[must_use]
+    pub fn new(frames: Vec<D>) -> Self {
         Self { free: frames }
     }
 
     /// Number of free frames.
     #[inline]
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.free.len()
+    }
+
+    /// Whether no frame is free.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.free.is_empty()
     }
 
     /// The `n` frames on top of the stack, to be handed to a ring. Call [`Self::take`] with the
     /// number the ring accepted.
     #[inline]
-    pub(crate) fn peek_top(&self, n: usize) -> &[D] {
+    pub fn peek_top(&self, n: usize) -> &[D] {
         let n = n.min(self.free.len());
         &self.free[self.free.len() - n..]
     }
 
     /// Removes the `n` top frames after a ring accepted them.
     #[inline]
-    pub(crate) fn take(&mut self, n: usize) {
+    pub fn take(&mut self, n: usize) {
         let keep = self.free.len().saturating_sub(n);
         self.free.truncate(keep);
     }
 
     /// Returns frames to the pool.
     #[inline]
-    pub(crate) fn put(&mut self, frames: &[D]) {
+    pub fn put(&mut self, frames: &[D]) {
         debug_assert!(self.free.len() + frames.len() <= self.free.capacity());
         self.free.extend_from_slice(frames);
     }
 
     /// Returns one frame to the pool.
     #[inline]
-    pub(crate) fn put_one(&mut self, frame: D) {
+    pub fn put_one(&mut self, frame: D) {
         debug_assert!(self.free.len() < self.free.capacity());
         self.free.push(frame);
     }
