@@ -19,6 +19,7 @@ ISOPATH_PKGS=(
     "bpftool:/usr/sbin/bpftool"
     "tcpdump:/usr/bin/tcpdump"
     "util-linux:/usr/bin/taskset"
+    "nftables:/usr/sbin/nft"             # sinks and induced loss in the lab
 )
 # Only for the side-by-side measurement against dpdk-testpmd (bench), not for tests.
 ISOPATH_PEER_PKGS=(

@@ -76,6 +76,8 @@ pub struct RingConfig {
     pub zero_copy: Option<String>,
     /// "native", "generic" or "native-or-generic".
     pub xdp_mode: Option<String>,
+    /// Preferred busy polling budget per socket (0: off).
+    pub busy_poll_budget: Option<u32>,
 }
 
 /// `[workers]`.
@@ -184,6 +186,8 @@ pub struct Plan {
     pub zero_copy: ZeroCopy,
     /// XDP attach mode.
     pub xdp_mode: XdpMode,
+    /// Busy-poll budget per socket, 0 when off.
+    pub busy_poll_budget: u32,
     /// Ports.
     pub ports: Vec<PortPlan>,
     /// Workers.
@@ -265,6 +269,17 @@ impl Config {
                 return Err(field(
                     "rings.xdp_mode",
                     format!("{other:?}: expected \"native\", \"generic\" or \"native-or-generic\""),
+                ));
+            }
+        };
+
+        let busy_poll_budget = match r.busy_poll_budget {
+            None => 0,
+            Some(b) if b <= 1024 => b,
+            Some(b) => {
+                return Err(field(
+                    "rings.busy_poll_budget",
+                    format!("{b}: at most 1024 (0: off)"),
                 ));
             }
         };
@@ -402,6 +417,7 @@ impl Config {
             burst,
             zero_copy,
             xdp_mode,
+            busy_poll_budget,
             ports,
             workers,
             cross_connects,

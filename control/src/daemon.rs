@@ -128,7 +128,13 @@ impl Daemon {
             let mut slots = Vec::with_capacity(wp.queues.len());
             for &(pi, q) in &wp.queues {
                 let port = &mut ports[pi];
-                let (slot, xq) = b.add_queue(&port.name, q, plan.zero_copy, port.link.clone())?;
+                let (slot, xq) = b.add_queue(
+                    &port.name,
+                    q,
+                    plan.zero_copy,
+                    plan.busy_poll_budget,
+                    port.link.clone(),
+                )?;
                 port.prog.register(q, xq.fd())?;
                 port.xsk
                     .push((q, xq.stats_reader().context("duplicating a socket fd")?));

