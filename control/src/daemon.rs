@@ -73,6 +73,8 @@ pub struct Daemon {
     socket_path: PathBuf,
     listener: UnixListener,
     started: Instant,
+    requests: u64,
+    bad_requests: u64,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -200,6 +202,8 @@ impl Daemon {
             socket_path: PathBuf::from(&plan.control_socket),
             listener,
             started: Instant::now(),
+            requests: 0,
+            bad_requests: 0,
         })
     }
 
@@ -238,8 +242,14 @@ impl Daemon {
         loop {
             match self.listener.accept() {
                 Ok((stream, _)) => {
-                    if let Err(e) = self.answer(stream) {
-                        warn!("control request: {e:#}");
+                    self.requests += 1;
+                    match self.answer(stream) {
+                        Ok(true) => {}
+                        Ok(false) => self.bad_requests += 1,
+                        Err(e) => {
+                            self.bad_requests += 1;
+                            warn!("control request: {e:#}");
+                        }
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
@@ -251,20 +261,32 @@ impl Daemon {
         }
     }
 
-    fn answer(&self, stream: UnixStream) -> anyhow::Result<()> {
+    /// Answers one request. `Ok(false)`: the request was refused (and told so).
+    fn answer(&self, stream: UnixStream) -> anyhow::Result<bool> {
         stream.set_nonblocking(false)?;
-        stream.set_read_timeout(Some(Duration::from_millis(500)))?;
+        // A client that connects and says nothing cannot hold the control loop for long.
+        stream.set_read_timeout(Some(Duration::from_millis(200)))?;
         stream.set_write_timeout(Some(Duration::from_millis(500)))?;
         let mut line = String::new();
-        BufReader::new(&stream).take_line(&mut line)?;
-        let reply = match line.trim() {
-            "status" => self.status(),
-            other => json!({ "error": format!("unknown request {other:?}; known: status") }),
+        let read = BufReader::new(&stream).take_line(&mut line);
+        let (reply, ok) = match (read, line.trim()) {
+            (Err(e), _) => (
+                json!({ "error": format!("reading the request: {e}") }),
+                false,
+            ),
+            (Ok(()), "status") => (self.status(), true),
+            (Ok(()), other) => {
+                let shown: String = other.chars().take(64).collect();
+                (
+                    json!({ "error": format!("unknown request {shown:?}; known: status") }),
+                    false,
+                )
+            }
         };
         let mut w = &stream;
         serde_json::to_writer(&mut w, &reply)?;
         w.write_all(b"\n")?;
-        Ok(())
+        Ok(ok)
     }
 
     /// The status document: ports with their counters, workers with their frame audit.
@@ -294,6 +316,7 @@ impl Daemon {
             "uptime_ms": self.started.elapsed().as_millis() as u64,
             "ports": ports,
             "workers": workers,
+            "control": { "requests": self.requests, "bad_requests": self.bad_requests },
         })
     }
 
@@ -440,7 +463,17 @@ trait TakeLine {
 impl<R: BufRead> TakeLine for R {
     fn take_line(&mut self, out: &mut String) -> std::io::Result<()> {
         use std::io::Read;
-        self.by_ref().take(4096).read_line(out)?;
+        let mut buf = Vec::new();
+        self.by_ref().take(4096).read_until(b'\n', &mut buf)?;
+        if !buf.ends_with(b"\n") && buf.len() >= 4096 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "request over 4 KiB",
+            ));
+        }
+        *out = String::from_utf8(buf).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "request is not UTF-8")
+        })?;
         Ok(())
     }
 }

@@ -78,6 +78,12 @@ fn assert_cross_check(p: &Value) {
         u(p, "rx_packets") + u(p, "xsk.rx_dropped"),
         "XDP redirects != worker rx + kernel rx_dropped: {p:#}"
     );
+    // Every descriptor the worker gave the kernel was valid.
+    assert_eq!(
+        u(p, "xsk.tx_invalid_descs") + u(p, "xsk.rx_invalid_descs"),
+        0,
+        "{p:#}"
+    );
 }
 
 #[test]

@@ -210,3 +210,38 @@ fn a_foreign_program_refuses_start_unless_forced() {
     no_program_on_datapath_ports(&lab);
     let _ = std::fs::remove_file(obj);
 }
+
+#[test]
+fn bad_control_requests_get_an_error_and_a_counter_and_change_nothing() {
+    if !require_privileges() {
+        return;
+    }
+    use std::io::{Read, Write};
+    let lab = Lab::up("ctl");
+    let d = Isopathd::start(&lab, &lab_config(&lab, "", PORTS), &[]);
+    ping(&lab);
+    let before = d.status();
+    let sock = isopath_tests::isopathd::socket_path(&lab);
+    let bad: [&[u8]; 4] = [b"bogus\n", b"\xff\xfe\n", &[b'a'; 5000], b""];
+    for req in bad {
+        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let _ = s.write_all(req);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut reply = String::new();
+        let _ = s.read_to_string(&mut reply);
+        assert!(reply.contains("\"error\""), "{req:?} -> {reply:?}");
+    }
+    let after = d.status();
+    assert_eq!(
+        after["control"]["bad_requests"].as_u64().unwrap()
+            - before["control"]["bad_requests"].as_u64().unwrap(),
+        4,
+        "{after:#}"
+    );
+    assert_eq!(after["state"], "running");
+    assert_eq!(after["ports"].as_array().unwrap().len(), 2);
+    ping(&lab);
+    assert_clean_stop(&d.stop());
+}

@@ -224,9 +224,6 @@ impl Worker {
             Some(id) => core_affinity::set_for_current(core_affinity::CoreId { id }),
             None => true,
         };
-        for i in 0..self.slots.len() {
-            self.umem.refill(&mut self.slots[i].q, usize::MAX);
-        }
         // Acquire pairs with WorkerHandle::stop's Release.
         while !self.stop.load(Ordering::Acquire) {
             self.poll_once();
@@ -249,6 +246,10 @@ impl Worker {
         for slot in &mut self.slots {
             self.umem.kick_tx(&mut slot.q);
             self.umem.reap(&mut slot.q, &mut self.scratch);
+            // Top every fill ring up from what completions returned. Refilling only after RX
+            // would leave a fill ring that ran dry (all free frames in flight on TX) empty for
+            // good: no RX, so no refill. A full ring costs one comparison here.
+            self.umem.refill(&mut slot.q, usize::MAX);
         }
         self.counters.loops.add(1);
         if moved > 0 {

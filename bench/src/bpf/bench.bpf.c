@@ -1,0 +1,135 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * isopath-bench's XDP programs.
+ *
+ * bench_gen: the live-frames traffic source. User space runs it with BPF_PROG_RUN and
+ * BPF_F_TEST_XDP_LIVE_FRAMES (~2M frames per call) on a template frame; for every frame the
+ * program stamps flow, per-flow sequence number and a TX timestamp (bpf_ktime_get_ns, the
+ * CLOCK_MONOTONIC of the receiver) into the payload, sets the UDP source port of the flow,
+ * updates the UDP checksum incrementally (RFC 1624) and returns XDP_TX, which the kernel turns
+ * into a transmission on the device named by the context's ingress_ifindex. A token bucket
+ * paces it: a frame over the rate is returned as XDP_DROP (cheap) instead, so the offered load
+ * is smooth at the microsecond scale rather than bursty per call.
+ *
+ * In live-frames mode the kernel initialises each page from the template once and recycles it
+ * without re-copying, so the stamped fields are rewritten on every run; the template's payload
+ * fields are zero and its checksum is correct for them (and for source port sport_base).
+ *
+ * bench_drop: the lab's receive ceiling: count and drop.
+ */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+/* Must match bench/src/livegen.rs GenState. */
+struct gen_state {
+	__u64 rate_pps;    /* 0: unlimited */
+	__u64 burst;       /* token bucket depth, frames */
+	__u64 start_ns;    /* set by the first frame */
+	__u64 issued;      /* token-bucket slots used (sent + forgiven idle) */
+	__u64 sent;        /* frames returned as XDP_TX */
+	__u64 paced;       /* frames returned as XDP_DROP by the token bucket */
+	__u32 payload_off; /* offset of the 12-byte probe in the frame */
+	__u32 csum_off;    /* offset of the UDP checksum */
+	__u32 sport_off;   /* offset of the UDP source port */
+	__u32 flows;       /* >= 1 */
+	__u32 sport_base;  /* host order */
+	__u32 stop;        /* user space sets it to end a run early */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gen_state);
+} gen SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} drops SEC(".maps");
+
+static __always_inline __u16 bswap16(__u16 v)
+{
+	return (__u16)((v << 8) | (v >> 8));
+}
+
+SEC("xdp")
+int bench_gen(struct xdp_md *ctx)
+{
+	__u32 key = 0;
+	struct gen_state *s = bpf_map_lookup_elem(&gen, &key);
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u64 now = bpf_ktime_get_ns();
+
+	if (!s || s->stop)
+		return XDP_DROP;
+	if (s->rate_pps) {
+		__u64 allowed;
+
+		if (!s->start_ns)
+			s->start_ns = now;
+		allowed = (now - s->start_ns) * s->rate_pps / 1000000000ULL;
+		if (allowed > s->issued + s->burst)
+			s->issued = allowed - s->burst;
+		if (allowed <= s->issued) {
+			s->paced++;
+			return XDP_DROP;
+		}
+		s->issued++;
+	}
+
+	__u32 poff = s->payload_off & 0x7ff;
+	__u32 coff = s->csum_off & 0x7ff;
+	__u32 soff = s->sport_off & 0x7ff;
+	__u32 flows = s->flows ? s->flows : 1;
+	__u64 n = s->sent;
+	__u32 flow = (__u32)(n % flows);
+	__u32 seq = (__u32)(n / flows);
+	__u32 ts = (__u32)now;
+	__u16 *p = data + poff;
+	__u16 *c = data + coff;
+	__u16 *sp = data + soff;
+
+	if ((void *)(p + 6) > data_end || (void *)(c + 1) > data_end || (void *)(sp + 1) > data_end)
+		return XDP_DROP;
+
+	/* Probe: magic(2) flow(2) seq(4) ts(4), big-endian; the magic comes with the template. */
+	__u16 port = bswap16((__u16)(s->sport_base + flow));
+	__u32 sum = (__u16)~*c;
+
+	sum += (__u16)~*sp;
+	*sp = port;
+	sum += port;
+	p[1] = bswap16((__u16)flow);
+	p[2] = bswap16((__u16)(seq >> 16));
+	p[3] = bswap16((__u16)seq);
+	p[4] = bswap16((__u16)(ts >> 16));
+	p[5] = bswap16((__u16)ts);
+	sum += p[1];
+	sum += p[2];
+	sum += p[3];
+	sum += p[4];
+	sum += p[5];
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	__u16 csum = (__u16)~sum;
+	*c = csum ? csum : 0xffff;
+	s->sent = n + 1;
+	return XDP_TX;
+}
+
+SEC("xdp")
+int bench_drop(struct xdp_md *ctx)
+{
+	__u32 key = 0;
+	__u64 *v = bpf_map_lookup_elem(&drops, &key);
+
+	if (v)
+		*v += 1;
+	return XDP_DROP;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,423 @@
+//! Test frames: Ethernet (optional 802.1Q tag), IPv4 or IPv6, UDP, and a 12-byte probe that
+//! carries flow, per-flow sequence number and TX timestamp.
+//!
+//! Probe layout (big-endian), first bytes of the UDP payload:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 2 | magic [`PROBE_MAGIC`] |
+//! | 2 | 2 | flow (the UDP source port is `sport_base + flow`) |
+//! | 4 | 4 | sequence number within the flow |
+//! | 8 | 4 | TX time: low 32 bits of CLOCK_MONOTONIC in ns (latencies up to 4.29 s) |
+//!
+//! The rest of the payload is byte `i` = `i as u8`. Frame sizes are given as on the wire with
+//! the 4-byte FCS (64..=1518, RFC 2544 style); the frame built is 4 bytes shorter (no FCS). The
+//! smallest frame that holds the probe is 64 bytes for IPv4 (68 with a VLAN tag) and 78 for IPv6.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use serde::{Deserialize, Serialize};
+
+/// First two bytes of every probe.
+pub(crate) const PROBE_MAGIC: u16 = 0x1505;
+/// Probe length in bytes.
+pub(crate) const PROBE_LEN: usize = 12;
+/// Ethernet FCS, counted in frame sizes but not present in the frames we build.
+pub(crate) const FCS_LEN: usize = 4;
+/// IMIX: the classic 7:4:1 mix of 64-, 570- and 1518-byte frames (sizes with FCS).
+pub(crate) const IMIX: [(usize, u32); 3] = [(64, 7), (570, 4), (1518, 1)];
+
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
+const ETHERTYPE_VLAN: u16 = 0x8100;
+const IPPROTO_UDP: u8 = 17;
+
+/// What the frames of a stream look like (all but the probe's fields and the source port).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct FrameSpec {
+    pub(crate) src_mac: [u8; 6],
+    pub(crate) dst_mac: [u8; 6],
+    /// 802.1Q VLAN id, if tagged.
+    pub(crate) vlan: Option<u16>,
+    pub(crate) ipv6: bool,
+    pub(crate) src4: Ipv4Addr,
+    pub(crate) dst4: Ipv4Addr,
+    pub(crate) src6: Ipv6Addr,
+    pub(crate) dst6: Ipv6Addr,
+    /// UDP source port of flow 0; flow `f` uses `sport_base + f`.
+    pub(crate) sport_base: u16,
+    pub(crate) dport: u16,
+}
+
+/// Where the fields the generator rewrites sit in a frame of a given spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Offsets {
+    pub(crate) l3: usize,
+    pub(crate) sport: usize,
+    pub(crate) csum: usize,
+    pub(crate) probe: usize,
+}
+
+/// A probe read back from a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Probe {
+    pub(crate) flow: u16,
+    pub(crate) seq: u32,
+    pub(crate) ts: u32,
+}
+
+impl FrameSpec {
+    /// Field offsets for this spec.
+    pub(crate) fn offsets(&self) -> Offsets {
+        let l3 = if self.vlan.is_some() { 18 } else { 14 };
+        let l4 = l3 + if self.ipv6 { 40 } else { 20 };
+        Offsets {
+            l3,
+            sport: l4,
+            csum: l4 + 6,
+            probe: l4 + 8,
+        }
+    }
+
+    /// Smallest frame size (with FCS) that holds the probe.
+    pub(crate) fn min_size(&self) -> usize {
+        (self.offsets().probe + PROBE_LEN + FCS_LEN).max(64)
+    }
+
+    /// Builds a frame of `size` bytes on the wire (with FCS; the result is `size - 4` long) for
+    /// `flow`, `seq`, `ts`, with correct IPv4 header and UDP checksums.
+    ///
+    /// # Panics
+    /// If `size` is below [`Self::min_size`] or above 1518 + 4 (a tagged maximum frame).
+    pub(crate) fn build(&self, size: usize, probe: Probe) -> Vec<u8> {
+        let mut f = vec![0u8; size - FCS_LEN];
+        let len = self.write(&mut f, size, probe);
+        f.truncate(len);
+        f
+    }
+
+    /// Writes the frame [`Self::build`] makes into `buf` and returns its length.
+    ///
+    /// # Panics
+    /// As [`Self::build`], or if `buf` is too short.
+    pub(crate) fn write(&self, buf: &mut [u8], size: usize, probe: Probe) -> usize {
+        assert!(
+            (self.min_size()..=1522).contains(&size),
+            "frame size {size} outside {}..=1522",
+            self.min_size()
+        );
+        let len = size - FCS_LEN;
+        let f = &mut buf[..len];
+        let o = self.offsets();
+        f[0..6].copy_from_slice(&self.dst_mac);
+        f[6..12].copy_from_slice(&self.src_mac);
+        let mut et = 12;
+        if let Some(vid) = self.vlan {
+            put16(f, 12, ETHERTYPE_VLAN);
+            put16(f, 14, vid & 0x0fff);
+            et = 16;
+        }
+        put16(f, et, if self.ipv6 { ETHERTYPE_IPV6 } else { ETHERTYPE_IPV4 });
+        let l4 = o.sport;
+        let udp_len = len - l4;
+        if self.ipv6 {
+            let ip = &mut f[o.l3..l4];
+            ip[0] = 0x60;
+            ip[1..4].fill(0);
+            put16(ip, 4, udp_len as u16);
+            ip[6] = IPPROTO_UDP;
+            ip[7] = 64;
+            ip[8..24].copy_from_slice(&self.src6.octets());
+            ip[24..40].copy_from_slice(&self.dst6.octets());
+        } else {
+            let ip = &mut f[o.l3..l4];
+            ip[0] = 0x45;
+            ip[1] = 0;
+            put16(ip, 2, (len - o.l3) as u16);
+            put16(ip, 4, 0);
+            put16(ip, 6, 0x4000); // DF
+            ip[8] = 64;
+            ip[9] = IPPROTO_UDP;
+            put16(ip, 10, 0);
+            ip[12..16].copy_from_slice(&self.src4.octets());
+            ip[16..20].copy_from_slice(&self.dst4.octets());
+            let c = !fold(sum16(ip, 0));
+            put16(ip, 10, c);
+        }
+        put16(f, l4, self.sport_base.wrapping_add(probe.flow));
+        put16(f, l4 + 2, self.dport);
+        put16(f, l4 + 4, udp_len as u16);
+        put16(f, l4 + 6, 0);
+        let p = o.probe;
+        put16(f, p, PROBE_MAGIC);
+        put16(f, p + 2, probe.flow);
+        f[p + 4..p + 8].copy_from_slice(&probe.seq.to_be_bytes());
+        f[p + 8..p + 12].copy_from_slice(&probe.ts.to_be_bytes());
+        for (i, b) in f[p + PROBE_LEN..].iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        let c = self.udp_checksum(f);
+        put16(f, l4 + 6, c);
+        len
+    }
+
+    /// The UDP checksum of a frame of this spec (its checksum field taken as zero). Never 0.
+    fn udp_checksum(&self, f: &[u8]) -> u16 {
+        let o = self.offsets();
+        let udp = &f[o.sport..];
+        let mut s = 0u32;
+        if self.ipv6 {
+            s = sum16(&self.src6.octets(), s);
+            s = sum16(&self.dst6.octets(), s);
+        } else {
+            s = sum16(&self.src4.octets(), s);
+            s = sum16(&self.dst4.octets(), s);
+        }
+        s += u32::from(IPPROTO_UDP) + udp.len() as u32;
+        s = sum16(&udp[..6], s);
+        s = sum16(&udp[8..], s);
+        match !fold(s) {
+            0 => 0xffff,
+            c => c,
+        }
+    }
+
+    /// Whether `f` (a frame of this spec) carries correct IPv4 header and UDP checksums.
+    #[cfg(test)]
+    pub(crate) fn checksums_ok(&self, f: &[u8]) -> bool {
+        let o = self.offsets();
+        let ip_ok = self.ipv6 || fold(sum16(&f[o.l3..o.l3 + 20], 0)) == 0xffff;
+        let c = u16::from_be_bytes([f[o.csum], f[o.csum + 1]]);
+        ip_ok && c == self.udp_checksum(f)
+    }
+}
+
+/// Frame size (with FCS) of frame number `i` of a stream: fixed, or IMIX in a fixed
+/// interleaved order (7:4:1 over every 12 frames).
+pub(crate) fn size_of_frame(size: FrameSize, i: u64) -> usize {
+    match size {
+        FrameSize::Fixed(s) => s,
+        FrameSize::Imix => {
+            // 64 570 64 1518 64 570 64 570 64 64 570 64
+            const ORDER: [usize; 12] = [0, 1, 0, 2, 0, 1, 0, 1, 0, 0, 1, 0];
+            IMIX[ORDER[(i % 12) as usize]].0
+        }
+    }
+}
+
+/// A frame size, or IMIX.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum FrameSize {
+    Fixed(usize),
+    Imix,
+}
+
+impl FrameSize {
+    /// Mean frame size on the wire (with FCS).
+    pub(crate) fn mean(self) -> f64 {
+        match self {
+            FrameSize::Fixed(s) => s as f64,
+            FrameSize::Imix => {
+                let (n, w) = IMIX
+                    .iter()
+                    .fold((0.0, 0.0), |(n, w), &(s, k)| (n + (s as f64) * f64::from(k), w + f64::from(k)));
+                n / w
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for FrameSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameSize::Fixed(s) => write!(f, "{s}"),
+            FrameSize::Imix => f.write_str("imix"),
+        }
+    }
+}
+
+impl std::str::FromStr for FrameSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("imix") {
+            return Ok(FrameSize::Imix);
+        }
+        let n: usize = s.parse().map_err(|e| format!("frame size {s:?}: {e}"))?;
+        if !(64..=1518).contains(&n) {
+            return Err(format!("frame size {n} outside 64..=1518"));
+        }
+        Ok(FrameSize::Fixed(n))
+    }
+}
+
+/// Reads the probe of a frame: Ethernet, optional 802.1Q, IPv4 or IPv6, UDP, magic. `None` for
+/// anything else (ARP, other protocols, short frames, foreign UDP).
+#[inline]
+pub(crate) fn parse(f: &[u8]) -> Option<Probe> {
+    let mut et = u16::from_be_bytes([*f.get(12)?, *f.get(13)?]);
+    let mut l3 = 14;
+    if et == ETHERTYPE_VLAN {
+        et = u16::from_be_bytes([*f.get(16)?, *f.get(17)?]);
+        l3 = 18;
+    }
+    let l4 = match et {
+        ETHERTYPE_IPV4 => {
+            let ihl = usize::from(f.get(l3)? & 0x0f) * 4;
+            if *f.get(l3 + 9)? != IPPROTO_UDP || ihl < 20 {
+                return None;
+            }
+            l3 + ihl
+        }
+        ETHERTYPE_IPV6 => {
+            if *f.get(l3 + 6)? != IPPROTO_UDP {
+                return None;
+            }
+            l3 + 40
+        }
+        _ => return None,
+    };
+    let p = f.get(l4 + 8..l4 + 8 + PROBE_LEN)?;
+    if u16::from_be_bytes([p[0], p[1]]) != PROBE_MAGIC {
+        return None;
+    }
+    Some(Probe {
+        flow: u16::from_be_bytes([p[2], p[3]]),
+        seq: u32::from_be_bytes([p[4], p[5], p[6], p[7]]),
+        ts: u32::from_be_bytes([p[8], p[9], p[10], p[11]]),
+    })
+}
+
+fn put16(f: &mut [u8], at: usize, v: u16) {
+    f[at..at + 2].copy_from_slice(&v.to_be_bytes());
+}
+
+fn sum16(b: &[u8], mut s: u32) -> u32 {
+    let mut chunks = b.chunks_exact(2);
+    for c in &mut chunks {
+        s += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        s += u32::from(*last) << 8;
+    }
+    s
+}
+
+fn fold(mut s: u32) -> u16 {
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    s as u16
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub(crate) fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    let mut mac = [0u8; 6];
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() != 6 {
+        return Err(format!("MAC address {s:?}: want six hex bytes"));
+    }
+    for (m, p) in mac.iter_mut().zip(parts) {
+        *m = u8::from_str_radix(p, 16).map_err(|e| format!("MAC address {s:?}: {e}"))?;
+    }
+    Ok(mac)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn spec(ipv6: bool, vlan: Option<u16>) -> FrameSpec {
+        FrameSpec {
+            src_mac: [2, 0, 0, 0, 0, 1],
+            dst_mac: [2, 0, 0, 0, 0, 2],
+            vlan,
+            ipv6,
+            src4: Ipv4Addr::new(198, 18, 0, 1),
+            dst4: Ipv4Addr::new(198, 18, 0, 2),
+            src6: "2001:2::1".parse().unwrap(),
+            dst6: "2001:2::2".parse().unwrap(),
+            sport_base: 10000,
+            dport: 9,
+        }
+    }
+
+    /// What bench.bpf.c does to a template (flow 0, seq 0, ts 0): the same stamping and the
+    /// same incremental checksum update (RFC 1624), on raw big-endian words.
+    fn bpf_stamp(s: &FrameSpec, f: &mut [u8], flow: u16, seq: u32, ts: u32) {
+        let o = s.offsets();
+        let word = |f: &[u8], at: usize| u32::from(u16::from_be_bytes([f[at], f[at + 1]]));
+        let mut sum = u32::from(!u16::from_be_bytes([f[o.csum], f[o.csum + 1]]));
+        sum += u32::from(!(word(f, o.sport) as u16));
+        put16(f, o.sport, s.sport_base.wrapping_add(flow));
+        sum += word(f, o.sport);
+        put16(f, o.probe + 2, flow);
+        f[o.probe + 4..o.probe + 8].copy_from_slice(&seq.to_be_bytes());
+        f[o.probe + 8..o.probe + 12].copy_from_slice(&ts.to_be_bytes());
+        for k in 1..6 {
+            sum += word(f, o.probe + 2 * k);
+        }
+        sum = (sum & 0xffff) + (sum >> 16);
+        sum = (sum & 0xffff) + (sum >> 16);
+        let c = !(sum as u16);
+        put16(f, o.csum, if c == 0 { 0xffff } else { c });
+    }
+
+    #[test]
+    fn frames_have_valid_checksums_and_parse_back() {
+        for (ipv6, vlan) in [(false, None), (false, Some(7)), (true, None), (true, Some(4094))] {
+            let s = spec(ipv6, vlan);
+            for size in [s.min_size(), 128, 571, 1518] {
+                let p = Probe { flow: 3, seq: 0xdead_beef, ts: 77 };
+                let f = s.build(size, p);
+                assert_eq!(f.len(), size - FCS_LEN);
+                assert!(s.checksums_ok(&f), "{ipv6} {vlan:?} {size}");
+                assert_eq!(parse(&f), Some(p));
+            }
+        }
+    }
+
+    #[test]
+    fn incremental_update_matches_a_full_build() {
+        for ipv6 in [false, true] {
+            let s = spec(ipv6, None);
+            let zero = Probe { flow: 0, seq: 0, ts: 0 };
+            for (flow, seq, ts) in [(0, 0, 0), (1, 1, 1), (65535, u32::MAX, u32::MAX), (17, 123_456, 0x8000_0001)] {
+                let mut f = s.build(100, zero);
+                bpf_stamp(&s, &mut f, flow, seq, ts);
+                assert_eq!(f, s.build(100, Probe { flow, seq, ts }), "{flow} {seq} {ts}");
+            }
+        }
+    }
+
+    #[test]
+    fn minimum_sizes() {
+        assert_eq!(spec(false, None).min_size(), 64);
+        assert_eq!(spec(false, Some(1)).min_size(), 64);
+        assert_eq!(spec(true, None).min_size(), 78);
+        assert_eq!(spec(true, Some(1)).min_size(), 82);
+    }
+
+    #[test]
+    fn imix_mix_and_mean() {
+        let mut counts = [0u32; 3];
+        for i in 0..1200 {
+            let s = size_of_frame(FrameSize::Imix, i);
+            counts[IMIX.iter().position(|&(x, _)| x == s).unwrap()] += 1;
+        }
+        assert_eq!(counts, [700, 400, 100]);
+        assert!((FrameSize::Imix.mean() - (7.0 * 64.0 + 4.0 * 570.0 + 1518.0) / 12.0).abs() < 1e-9);
+        assert_eq!("imix".parse::<FrameSize>(), Ok(FrameSize::Imix));
+        assert!("63".parse::<FrameSize>().is_err());
+    }
+
+    #[test]
+    fn foreign_frames_do_not_parse() {
+        let s = spec(false, None);
+        let mut f = s.build(64, Probe { flow: 0, seq: 0, ts: 0 });
+        assert!(parse(&f[..40]).is_none());
+        f[s.offsets().probe] ^= 1;
+        assert!(parse(&f).is_none());
+        assert!(parse(&[0u8; 60]).is_none());
+    }
+}
