@@ -178,12 +178,27 @@ mod tests {
             last = low(i);
             assert_eq!(index(low(i)), i);
         }
-        for v in [0u64, 1, 63, 64, 65, 100, 1000, 12_345, 1 << 20, 987_654_321, 1 << 40] {
+        for v in [
+            0u64,
+            1,
+            63,
+            64,
+            65,
+            100,
+            1000,
+            12_345,
+            1 << 20,
+            987_654_321,
+            1 << 40,
+        ] {
             let i = index(v);
             assert!(low(i) <= v, "{v}");
             if i + 1 < BUCKETS {
                 assert!(v < low(i + 1), "{v}");
-                assert!((low(i + 1) - low(i)) as f64 / (v.max(1) as f64) < 0.032, "{v}");
+                assert!(
+                    (low(i + 1) - low(i)) as f64 / (v.max(1) as f64) < 0.032,
+                    "{v}"
+                );
             }
         }
     }
@@ -200,7 +215,10 @@ mod tests {
         assert_eq!(s.max_ns, 1_000_000);
         for (q, got) in [(0.5, s.p50_ns), (0.9, s.p90_ns), (0.99, s.p99_ns)] {
             let want = q * 1_000_000.0;
-            assert!(((got as f64) - want).abs() / want < 0.035, "q{q}: {got} vs {want}");
+            assert!(
+                ((got as f64) - want).abs() / want < 0.035,
+                "q{q}: {got} vs {want}"
+            );
         }
         let mut m = Histogram::default();
         m.merge(&h);

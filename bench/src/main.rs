@@ -1,15 +1,33 @@
-//! `isopath-bench`: traffic sources and sinks for the isopath lab.
+//! `isopath-bench`: traffic sources, sinks and the line-rate benchmark suite for the isopath
+//! lab.
+//!
+//! Two layers:
+//! - **primitives**, each run inside one lab namespace and pinned to one core: kernel-socket
+//!   sources and sinks (`udp-send`, `udp-recv`, `tcp-send`, `tcp-recv`), the line-rate source
+//!   (`gen`: XDP live frames or AF_XDP), the verifying AF_XDP receiver (`recv`), the bare AF_XDP
+//!   reference loops (`xsk-fwd`, `xsk-drop`) and the XDP_DROP ceiling (`xdp-drop`);
+//! - **runs**, started from the root namespace, that build a lab, start the primitives and the
+//!   peers in it, and write a report (`compare`, `rfc2544`), and `report`, which renders a stored
+//!   report again.
 //!
 //! Every subcommand is bounded in time and prints exactly one JSON object on stdout when it
 //! ends (exit status 0). Receivers print a line `ready` on stderr once their socket is bound,
-//! so a test can start the sender after it. Setup failures (bad arguments, bind or connect
-//! errors) exit non-zero with a message on stderr and no JSON.
+//! so a test can start the sender after it; long-running primitives print `progress {json}`
+//! lines on stderr once per second. Setup failures (bad arguments, bind or connect errors)
+//! exit non-zero with a message on stderr and no JSON.
 #![forbid(unsafe_code)]
 
+mod bpf;
+mod hist;
 mod pattern;
+mod pcap;
 mod seq;
+mod source;
 mod tcp;
+mod track;
 mod udp;
+mod wire;
+mod xsk;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -42,6 +60,56 @@ enum Command {
     /// Accept one TCP connection and verify its stream until EOF or the timeout. Prints
     /// "ready" on stderr once listening; then {"received_bytes","corrupt","ok",...}.
     TcpRecv(tcp::RecvArgs),
+    /// Line-rate source on one interface: XDP live frames (default) or AF_XDP; probes carry
+    /// flow, sequence number and TX time. Prints {"sent","secs","rate_pps",...}.
+    Gen(source::GenArgs),
+    /// Verifying AF_XDP receiver: per-flow loss, duplicates, reordering, latency histogram,
+    /// cross-checked with the kernel's XDP_STATISTICS.
+    Recv(RecvArgs),
+    /// The bare AF_XDP forwarder (no processing): the lab's AF_XDP forwarding ceiling.
+    XskFwd(BareArgs),
+    /// The bare AF_XDP rx-drop loop: frames reach user space and are returned to the pool.
+    XskDrop(BareArgs),
+    /// A tiny XDP_DROP program that counts: the lab's receive ceiling.
+    XdpDrop(XdpDropArgs),
+}
+
+/// Arguments of `recv`.
+#[derive(Debug, clap::Args)]
+struct RecvArgs {
+    /// Interface to receive on (every RX queue gets a socket).
+    #[arg(long)]
+    iface: String,
+    /// How long to receive.
+    #[arg(long, value_parser = parse_secs)]
+    secs: Duration,
+    /// Core to pin to.
+    #[arg(long)]
+    core: Option<usize>,
+}
+
+/// Arguments of `xsk-fwd` and `xsk-drop`.
+#[derive(Debug, clap::Args)]
+struct BareArgs {
+    /// Interface to receive on.
+    #[arg(long)]
+    iface: String,
+    /// Interface to forward to (`xsk-fwd`; frames from it go back to --iface).
+    #[arg(long)]
+    to: Option<String>,
+    #[arg(long, value_parser = parse_secs)]
+    secs: Duration,
+    #[arg(long)]
+    core: Option<usize>,
+}
+
+/// Arguments of `xdp-drop`.
+#[derive(Debug, clap::Args)]
+struct XdpDropArgs {
+    #[arg(long)]
+    iface: String,
+    #[arg(long, value_parser = parse_secs)]
+    secs: Duration,
 }
 
 /// Parses a positive number of seconds (fractions allowed, e.g. 0.5).
@@ -62,6 +130,31 @@ fn print_json<T: Serialize>(value: &T) -> Result<()> {
     Ok(())
 }
 
+/// Attaches the counting XDP_DROP program and reports its count every second.
+fn xdp_drop(a: &XdpDropArgs) -> Result<()> {
+    let stop = bpf::stop_flag()?;
+    let ifindex = isopath_datapath::xsk::if_index(&a.iface)?;
+    let d = bpf::DropCounter::attach(ifindex)?;
+    eprintln!("ready");
+    let start = std::time::Instant::now();
+    let mut last = 0;
+    let mut next = start;
+    while start.elapsed() < a.secs && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        next += Duration::from_secs(1);
+        bpf::sleep_until(next.min(start + a.secs), &stop);
+        let n = d.count()?;
+        xsk::progress(
+            &serde_json::json!({"t": start.elapsed().as_secs_f64(), "packets": n, "pps": n - last}),
+        );
+        last = n;
+    }
+    let n = d.count()?;
+    let secs = start.elapsed().as_secs_f64();
+    print_json(
+        &serde_json::json!({"iface": a.iface, "dropped": n, "secs": secs, "rate_pps": n as f64 / secs}),
+    )
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
@@ -69,6 +162,23 @@ fn main() -> ExitCode {
         Command::UdpRecv(args) => udp::recv(args),
         Command::TcpSend(args) => tcp::send(args),
         Command::TcpRecv(args) => tcp::recv(args),
+        Command::Gen(args) => source::run(args),
+        Command::Recv(a) => bpf::stop_flag()
+            .and_then(|stop| xsk::recv(&a.iface, a.secs, a.core, &stop))
+            .and_then(|r| print_json(&r)),
+        Command::XskFwd(a) => {
+            let Some(to) = a.to.as_deref() else {
+                eprintln!("isopath-bench: error: xsk-fwd needs --to");
+                return ExitCode::FAILURE;
+            };
+            bpf::stop_flag()
+                .and_then(|stop| xsk::bare(&a.iface, Some(to), a.secs, a.core, &stop))
+                .and_then(|r| print_json(&r))
+        }
+        Command::XskDrop(a) => bpf::stop_flag()
+            .and_then(|stop| xsk::bare(&a.iface, None, a.secs, a.core, &stop))
+            .and_then(|r| print_json(&r)),
+        Command::XdpDrop(a) => xdp_drop(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

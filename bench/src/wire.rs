@@ -117,7 +117,15 @@ impl FrameSpec {
             put16(f, 14, vid & 0x0fff);
             et = 16;
         }
-        put16(f, et, if self.ipv6 { ETHERTYPE_IPV6 } else { ETHERTYPE_IPV4 });
+        put16(
+            f,
+            et,
+            if self.ipv6 {
+                ETHERTYPE_IPV6
+            } else {
+                ETHERTYPE_IPV4
+            },
+        );
         let l4 = o.sport;
         let udp_len = len - l4;
         if self.ipv6 {
@@ -159,6 +167,29 @@ impl FrameSpec {
         let c = self.udp_checksum(f);
         put16(f, l4 + 6, c);
         len
+    }
+
+    /// Stamps `probe` into a frame built for flow 0, sequence 0, time 0 (a template), as
+    /// bench.bpf.c does: source port, probe fields, and the UDP checksum updated incrementally
+    /// (RFC 1624) over raw big-endian words.
+    #[inline]
+    pub(crate) fn stamp(&self, f: &mut [u8], probe: Probe) {
+        let o = self.offsets();
+        let word = |f: &[u8], at: usize| u32::from(u16::from_be_bytes([f[at], f[at + 1]]));
+        let mut sum = u32::from(!u16::from_be_bytes([f[o.csum], f[o.csum + 1]]));
+        sum += u32::from(!(word(f, o.sport) as u16));
+        put16(f, o.sport, self.sport_base.wrapping_add(probe.flow));
+        sum += word(f, o.sport);
+        put16(f, o.probe + 2, probe.flow);
+        f[o.probe + 4..o.probe + 8].copy_from_slice(&probe.seq.to_be_bytes());
+        f[o.probe + 8..o.probe + 12].copy_from_slice(&probe.ts.to_be_bytes());
+        for k in 1..6 {
+            sum += word(f, o.probe + 2 * k);
+        }
+        sum = (sum & 0xffff) + (sum >> 16);
+        sum = (sum & 0xffff) + (sum >> 16);
+        let c = !(sum as u16);
+        put16(f, o.csum, if c == 0 { 0xffff } else { c });
     }
 
     /// The UDP checksum of a frame of this spec (its checksum field taken as zero). Never 0.
@@ -219,9 +250,9 @@ impl FrameSize {
         match self {
             FrameSize::Fixed(s) => s as f64,
             FrameSize::Imix => {
-                let (n, w) = IMIX
-                    .iter()
-                    .fold((0.0, 0.0), |(n, w), &(s, k)| (n + (s as f64) * f64::from(k), w + f64::from(k)));
+                let (n, w) = IMIX.iter().fold((0.0, 0.0), |(n, w), &(s, k)| {
+                    (n + (s as f64) * f64::from(k), w + f64::from(k))
+                });
                 n / w
             }
         }
@@ -342,33 +373,21 @@ pub(crate) mod tests {
         }
     }
 
-    /// What bench.bpf.c does to a template (flow 0, seq 0, ts 0): the same stamping and the
-    /// same incremental checksum update (RFC 1624), on raw big-endian words.
-    fn bpf_stamp(s: &FrameSpec, f: &mut [u8], flow: u16, seq: u32, ts: u32) {
-        let o = s.offsets();
-        let word = |f: &[u8], at: usize| u32::from(u16::from_be_bytes([f[at], f[at + 1]]));
-        let mut sum = u32::from(!u16::from_be_bytes([f[o.csum], f[o.csum + 1]]));
-        sum += u32::from(!(word(f, o.sport) as u16));
-        put16(f, o.sport, s.sport_base.wrapping_add(flow));
-        sum += word(f, o.sport);
-        put16(f, o.probe + 2, flow);
-        f[o.probe + 4..o.probe + 8].copy_from_slice(&seq.to_be_bytes());
-        f[o.probe + 8..o.probe + 12].copy_from_slice(&ts.to_be_bytes());
-        for k in 1..6 {
-            sum += word(f, o.probe + 2 * k);
-        }
-        sum = (sum & 0xffff) + (sum >> 16);
-        sum = (sum & 0xffff) + (sum >> 16);
-        let c = !(sum as u16);
-        put16(f, o.csum, if c == 0 { 0xffff } else { c });
-    }
-
     #[test]
     fn frames_have_valid_checksums_and_parse_back() {
-        for (ipv6, vlan) in [(false, None), (false, Some(7)), (true, None), (true, Some(4094))] {
+        for (ipv6, vlan) in [
+            (false, None),
+            (false, Some(7)),
+            (true, None),
+            (true, Some(4094)),
+        ] {
             let s = spec(ipv6, vlan);
             for size in [s.min_size(), 128, 571, 1518] {
-                let p = Probe { flow: 3, seq: 0xdead_beef, ts: 77 };
+                let p = Probe {
+                    flow: 3,
+                    seq: 0xdead_beef,
+                    ts: 77,
+                };
                 let f = s.build(size, p);
                 assert_eq!(f.len(), size - FCS_LEN);
                 assert!(s.checksums_ok(&f), "{ipv6} {vlan:?} {size}");
@@ -381,11 +400,24 @@ pub(crate) mod tests {
     fn incremental_update_matches_a_full_build() {
         for ipv6 in [false, true] {
             let s = spec(ipv6, None);
-            let zero = Probe { flow: 0, seq: 0, ts: 0 };
-            for (flow, seq, ts) in [(0, 0, 0), (1, 1, 1), (65535, u32::MAX, u32::MAX), (17, 123_456, 0x8000_0001)] {
+            let zero = Probe {
+                flow: 0,
+                seq: 0,
+                ts: 0,
+            };
+            for (flow, seq, ts) in [
+                (0, 0, 0),
+                (1, 1, 1),
+                (65535, u32::MAX, u32::MAX),
+                (17, 123_456, 0x8000_0001),
+            ] {
                 let mut f = s.build(100, zero);
-                bpf_stamp(&s, &mut f, flow, seq, ts);
-                assert_eq!(f, s.build(100, Probe { flow, seq, ts }), "{flow} {seq} {ts}");
+                s.stamp(&mut f, Probe { flow, seq, ts });
+                assert_eq!(
+                    f,
+                    s.build(100, Probe { flow, seq, ts }),
+                    "{flow} {seq} {ts}"
+                );
             }
         }
     }
@@ -414,7 +446,14 @@ pub(crate) mod tests {
     #[test]
     fn foreign_frames_do_not_parse() {
         let s = spec(false, None);
-        let mut f = s.build(64, Probe { flow: 0, seq: 0, ts: 0 });
+        let mut f = s.build(
+            64,
+            Probe {
+                flow: 0,
+                seq: 0,
+                ts: 0,
+            },
+        );
         assert!(parse(&f[..40]).is_none());
         f[s.offsets().probe] ^= 1;
         assert!(parse(&f).is_none());

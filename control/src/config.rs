@@ -30,9 +30,45 @@ pub struct Config {
     /// The ports (interfaces) the datapath owns.
     #[serde(default, rename = "port")]
     pub ports: Vec<PortConfig>,
-    /// L2 cross-connects: a wire between two ports.
+    /// Active-backup bonds over ports.
+    #[serde(default, rename = "bond")]
+    pub bonds: Vec<BondConfig>,
+    /// L2 cross-connects: a wire between two ports, or a port and a bond.
     #[serde(default, rename = "cross_connect")]
     pub cross_connects: Vec<CrossConnectConfig>,
+}
+
+/// `[[bond]]`: an active-backup bond (Linux bonding mode 1).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BondConfig {
+    /// The bond's name (used in `[[cross_connect]]` and by the CLI).
+    pub name: String,
+    /// Member ports (each also a `[[port]]`), in order.
+    pub members: Vec<String>,
+    /// Only "active-backup".
+    pub mode: Option<String>,
+    /// Periodic carrier check in ms, behind rtnetlink events (default 10; 0: off).
+    pub miimon: Option<u64>,
+    /// ms a member's carrier must stay up before it counts (default 0).
+    pub updelay: Option<u64>,
+    /// ms a member's carrier must stay down before it counts (default 0).
+    pub downdelay: Option<u64>,
+    /// The preferred member.
+    pub primary: Option<String>,
+    /// "always" (default), "better" or "failure".
+    pub primary_reselect: Option<String>,
+    /// Accept frames received on backup members too (default false).
+    pub all_members_active: Option<bool>,
+    /// ms a planned switch keeps accepting frames on the old active member (default 500).
+    pub drain_ms: Option<u64>,
+    /// Per-member priority when choosing a new active member (higher wins; default 0).
+    #[serde(default)]
+    pub prio: BTreeMap<String, i32>,
+    /// Per-member speed in Mb/s for `primary_reselect = "better"` where the NIC cannot report
+    /// one (veth reports none; default 10000).
+    #[serde(default)]
+    pub speed: BTreeMap<String, u32>,
 }
 
 /// `[daemon]`.
@@ -173,6 +209,30 @@ pub struct WorkerPlan {
     pub frames: u32,
 }
 
+/// One end of a cross-connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A port (index into [`Plan::ports`]).
+    Port(usize),
+    /// A bond (index into [`Plan::bonds`]).
+    Bond(usize),
+}
+
+/// A bond, validated.
+#[derive(Debug, Clone)]
+pub struct BondPlan {
+    /// Name.
+    pub name: String,
+    /// Member ports (indices into [`Plan::ports`]).
+    pub members: Vec<usize>,
+    /// Options (primary is a member index).
+    pub opts: crate::bond::BondOptions,
+    /// Per-member prio.
+    pub prio: Vec<i32>,
+    /// Per-member speed, Mb/s.
+    pub speed: Vec<u32>,
+}
+
 /// Everything the daemon needs, validated.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -192,8 +252,10 @@ pub struct Plan {
     pub ports: Vec<PortPlan>,
     /// Workers.
     pub workers: Vec<WorkerPlan>,
-    /// Cross-connects as pairs of port indices.
-    pub cross_connects: Vec<(usize, usize)>,
+    /// Bonds.
+    pub bonds: Vec<BondPlan>,
+    /// Cross-connects.
+    pub cross_connects: Vec<(Endpoint, Endpoint)>,
 }
 
 impl Config {
@@ -326,16 +388,35 @@ impl Config {
             });
         }
 
+        let bonds = self.plan_bonds(&by_name)?;
+        let bond_by_name: BTreeMap<&str, usize> = bonds
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.name.as_str(), i))
+            .collect();
         let mut cross_connects = Vec::new();
         let mut used = vec![false; ports.len()];
+        let mut bond_used = vec![false; bonds.len()];
         for (i, x) in self.cross_connects.iter().enumerate() {
-            let look = |end: &str, name: &str| {
-                by_name.get(name).copied().ok_or_else(|| {
-                    field(
-                        format!("cross_connect[{i}].{end}"),
-                        format!("{name:?} is not a [[port]]"),
-                    )
-                })
+            let look = |end: &str, name: &str| -> Result<Endpoint, ConfigError> {
+                if let Some(&p) = by_name.get(name) {
+                    if bonds.iter().any(|b| b.members.contains(&p)) {
+                        return Err(field(
+                            format!("cross_connect[{i}].{end}"),
+                            format!("{name:?} is a bond member: connect the bond instead"),
+                        ));
+                    }
+                    return Ok(Endpoint::Port(p));
+                }
+                bond_by_name
+                    .get(name)
+                    .map(|&b| Endpoint::Bond(b))
+                    .ok_or_else(|| {
+                        field(
+                            format!("cross_connect[{i}].{end}"),
+                            format!("{name:?} is not a [[port]] or a [[bond]]"),
+                        )
+                    })
             };
             let (a, b) = (look("a", &x.a)?, look("b", &x.b)?);
             if a == b {
@@ -344,11 +425,22 @@ impl Config {
                     "a port cannot connect to itself",
                 ));
             }
-            for (end, p) in [("a", a), ("b", b)] {
-                if std::mem::replace(&mut used[p], true) {
+            if matches!((a, b), (Endpoint::Bond(_), Endpoint::Bond(_))) {
+                return Err(field(
+                    format!("cross_connect[{i}]"),
+                    "bond to bond is not supported",
+                ));
+            }
+            for (end, e) in [("a", a), ("b", b)] {
+                let taken = match e {
+                    Endpoint::Port(p) => std::mem::replace(&mut used[p], true),
+                    Endpoint::Bond(b) => std::mem::replace(&mut bond_used[b], true),
+                };
+                if taken {
+                    let name = if end == "a" { &x.a } else { &x.b };
                     return Err(field(
                         format!("cross_connect[{i}].{end}"),
-                        format!("{:?} is already cross-connected", ports[p].name),
+                        format!("{name:?} is already cross-connected"),
                     ));
                 }
             }
@@ -420,8 +512,106 @@ impl Config {
             busy_poll_budget,
             ports,
             workers,
+            bonds,
             cross_connects,
         })
+    }
+
+    fn plan_bonds(&self, by_name: &BTreeMap<String, usize>) -> Result<Vec<BondPlan>, ConfigError> {
+        use crate::bond::{BondOptions, Reselect};
+        use isopath_datapath::bond::MAX_MEMBERS;
+        use std::time::Duration;
+        let mut out = Vec::new();
+        let mut member_of: BTreeMap<usize, usize> = BTreeMap::new();
+        for (i, b) in self.bonds.iter().enumerate() {
+            let f = |k: &str| format!("bond[{i}].{k}");
+            if b.name.is_empty() || by_name.contains_key(&b.name) {
+                return Err(field(
+                    f("name"),
+                    format!("{:?} is empty or also a port name", b.name),
+                ));
+            }
+            if self.bonds[..i].iter().any(|o| o.name == b.name) {
+                return Err(field(f("name"), format!("{:?} is listed twice", b.name)));
+            }
+            if let Some(mode) = &b.mode
+                && mode != "active-backup"
+            {
+                return Err(field(
+                    f("mode"),
+                    format!("{mode:?}: only \"active-backup\""),
+                ));
+            }
+            if b.members.len() < 2 || b.members.len() > MAX_MEMBERS {
+                return Err(field(
+                    f("members"),
+                    format!("{} members: between 2 and {MAX_MEMBERS}", b.members.len()),
+                ));
+            }
+            let mut members = Vec::new();
+            for m in &b.members {
+                let &p = by_name
+                    .get(m)
+                    .ok_or_else(|| field(f("members"), format!("{m:?} is not a [[port]]")))?;
+                if let Some(other) = member_of.insert(p, i) {
+                    return Err(field(
+                        f("members"),
+                        format!("{m:?} is already a member of {:?}", self.bonds[other].name),
+                    ));
+                }
+                members.push(p);
+            }
+            let index = |name: &str, key: &str| -> Result<usize, ConfigError> {
+                b.members.iter().position(|m| m == name).ok_or_else(|| {
+                    field(f(key), format!("{name:?} is not a member of {:?}", b.name))
+                })
+            };
+            let primary = b
+                .primary
+                .as_deref()
+                .map(|p| index(p, "primary"))
+                .transpose()?;
+            let primary_reselect = match b.primary_reselect.as_deref() {
+                None => Reselect::Always,
+                Some(r) => Reselect::parse(r).ok_or_else(|| {
+                    field(
+                        f("primary_reselect"),
+                        format!("{r:?}: expected always, better or failure"),
+                    )
+                })?,
+            };
+            let mut prio = vec![0; members.len()];
+            for (name, &p) in &b.prio {
+                prio[index(name, "prio")?] = p;
+            }
+            let mut speed = vec![10_000; members.len()];
+            for (name, &s) in &b.speed {
+                speed[index(name, "speed")?] = s;
+            }
+            let ms = |v: Option<u64>, d: u64, key: &str| -> Result<Duration, ConfigError> {
+                match v.unwrap_or(d) {
+                    x if x <= 60_000 => Ok(Duration::from_millis(x)),
+                    x => Err(field(f(key), format!("{x} ms: at most 60000"))),
+                }
+            };
+            let opts = BondOptions {
+                miimon: ms(b.miimon, 10, "miimon")?,
+                updelay: ms(b.updelay, 0, "updelay")?,
+                downdelay: ms(b.downdelay, 0, "downdelay")?,
+                primary,
+                primary_reselect,
+                all_members_active: b.all_members_active.unwrap_or(false),
+                drain: ms(b.drain_ms, 500, "drain_ms")?,
+            };
+            out.push(BondPlan {
+                name: b.name.clone(),
+                members,
+                opts,
+                prio,
+                speed,
+            });
+        }
+        Ok(out)
     }
 }
 
@@ -459,7 +649,10 @@ mod tests {
             .plan(&host())
             .expect("valid");
         assert_eq!(plan.ports.len(), 2);
-        assert_eq!(plan.cross_connects, vec![(0, 1)]);
+        assert_eq!(
+            plan.cross_connects,
+            vec![(Endpoint::Port(0), Endpoint::Port(1))]
+        );
     }
 
     #[test]
@@ -527,6 +720,56 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("cross_connect[0].b")
+        );
+    }
+
+    const BONDED: &str = r#"
+        [workers]
+        cores = [1]
+        [[port]]
+        name = "up0"
+        [[port]]
+        name = "m0"
+        [[port]]
+        name = "m1"
+        [[bond]]
+        name = "bond0"
+        members = ["m0", "m1"]
+        primary = "m0"
+        prio = { m1 = 5 }
+        [[cross_connect]]
+        a = "up0"
+        b = "bond0"
+    "#;
+
+    #[test]
+    fn bonds_plan_and_are_validated() {
+        let plan = Config::parse(BONDED).unwrap().plan(&host()).unwrap();
+        assert_eq!(plan.bonds.len(), 1);
+        assert_eq!(plan.bonds[0].members, vec![1, 2]);
+        assert_eq!(plan.bonds[0].opts.primary, Some(0));
+        assert_eq!(plan.bonds[0].prio, vec![0, 5]);
+        assert_eq!(
+            plan.cross_connects,
+            vec![(Endpoint::Port(0), Endpoint::Bond(0))]
+        );
+        let bad = |from: &str, to: &str| {
+            Config::parse(&BONDED.replace(from, to))
+                .unwrap()
+                .plan(&host())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(bad("primary = \"m0\"", "primary = \"up0\"").contains("bond[0].primary"));
+        assert!(
+            bad("members = [\"m0\", \"m1\"]", "members = [\"m0\"]").contains("bond[0].members")
+        );
+        assert!(bad("members = [\"m0\", \"m1\"]", "members = [\"m0\", \"zz\"]").contains("\"zz\""));
+        assert!(bad("b = \"bond0\"", "b = \"m0\"").contains("bond member"));
+        assert!(bad("name = \"bond0\"", "name = \"up0\"").contains("bond[0].name"));
+        assert!(
+            bad("prio = { m1 = 5 }", "primary_reselect = \"sometimes\"")
+                .contains("primary_reselect")
         );
     }
 

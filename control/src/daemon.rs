@@ -12,11 +12,11 @@ use std::{
     os::unix::net::{UnixListener, UnixStream},
     path::{Path, PathBuf},
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     thread::JoinHandle,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{Context, bail};
@@ -32,12 +32,23 @@ use isopath_datapath::{
 use serde_json::{Value, json};
 use tracing::{error, info, warn};
 
-use crate::{config::Plan, host::Host};
+use crate::{
+    bond::{Bond, Member, MemberLink},
+    config::{Endpoint, Plan},
+    host::Host,
+    netlink::{WatcherStats, spawn_link_watcher},
+};
 
-/// How often the control loop wakes up (signals, link state, control socket).
-const TICK: Duration = Duration::from_millis(20);
-/// How often carrier is read (a safety net until rtnetlink events drive it).
-const LINK_POLL: Duration = Duration::from_millis(50);
+/// Takes the daemon's one lock. A poisoned lock (a panic while holding it) is taken anyway:
+/// the state it guards is plain data that every writer leaves consistent at each step.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// How often the control loop wakes up (signals, timers, control socket).
+const TICK: Duration = Duration::from_millis(5);
+/// How often carrier is read from sysfs: the miimon safety net behind rtnetlink events.
+const LINK_POLL: Duration = Duration::from_millis(10);
 
 /// Process exit codes of `isopathd`.
 pub mod exit {
@@ -54,6 +65,7 @@ pub mod exit {
 /// A port while the daemon runs.
 struct Port {
     name: String,
+    ifindex: u32,
     prog: XdpProgram,
     link: Arc<LinkState>,
     /// Per-socket kernel statistics readers, by queue.
@@ -66,8 +78,36 @@ struct RunningWorker {
     thread: JoinHandle<WorkerExit>,
 }
 
+/// Link states and bonds: what carrier events change. One lock (the daemon's RTNL): taken by
+/// the rtnetlink thread, the miimon poll and control commands, never by a worker.
+struct LinkBook {
+    /// (name, ifindex, link state) of every port.
+    ports: Vec<(String, u32, Arc<LinkState>)>,
+    bonds: Vec<Bond>,
+}
+
+impl LinkBook {
+    /// A carrier report for `ifindex` (rtnetlink or miimon).
+    fn carrier(&mut self, ifindex: u32, up: bool) {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        for (name, idx, link) in &self.ports {
+            if *idx == ifindex && link.is_up() != up {
+                link.set(up);
+                info!(port = %name, up, "link state changed");
+            }
+        }
+        for b in &mut self.bonds {
+            if let Some(m) = b.member_by_ifindex(ifindex) {
+                b.carrier(m, up, now, wall);
+            }
+        }
+    }
+}
+
 /// A started daemon.
 pub struct Daemon {
+    book: Arc<Mutex<LinkBook>>,
+    rtnl: Option<Arc<WatcherStats>>,
     ports: Vec<Port>,
     workers: Vec<RunningWorker>,
     socket_path: PathBuf,
@@ -92,6 +132,12 @@ impl Daemon {
     /// Any failure; what was set up so far is torn down by drop (links close, sockets close).
     pub fn start(plan: &Plan, host: &dyn Host, force: bool) -> anyhow::Result<Self> {
         let listener = bind_control_socket(Path::new(&plan.control_socket))?;
+        // Control threads (this one and those it spawns, e.g. rtnetlink) stay off the worker
+        // cores: a control thread scheduled there would preempt a polling worker.
+        let workers_cores: Vec<usize> = plan.workers.iter().map(|w| w.core).collect();
+        if let Some(house) = (0..host.cpus()).find(|c| !workers_cores.contains(c)) {
+            core_affinity::set_for_current(core_affinity::CoreId { id: house });
+        }
 
         // 1. Load the programs and look at every interface before changing any.
         let mut progs = Vec::with_capacity(plan.ports.len());
@@ -115,10 +161,39 @@ impl Daemon {
             .zip(progs)
             .map(|(p, prog)| Port {
                 name: p.name.clone(),
+                ifindex: p.ifindex,
                 prog,
                 link: Arc::new(LinkState::new(host.carrier(&p.name).unwrap_or(true))),
                 xsk: Vec::new(),
                 modes: Vec::new(),
+            })
+            .collect();
+
+        // Bonds: their initial active member from the members' carrier now.
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let bonds: Vec<Bond> = plan
+            .bonds
+            .iter()
+            .map(|bp| {
+                let members = bp
+                    .members
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &p)| {
+                        let port = &plan.ports[p];
+                        let up = host.carrier(&port.name).unwrap_or(false);
+                        Member {
+                            name: port.name.clone(),
+                            ifindex: port.ifindex,
+                            link: if up { MemberLink::Up } else { MemberLink::Down },
+                            link_failures: 0,
+                            prio: bp.prio[i],
+                            speed: bp.speed[i],
+                            perm_mac: host.mac(&port.name).unwrap_or_default(),
+                        }
+                    })
+                    .collect();
+                Bond::new(&bp.name, members, bp.opts.clone(), now, wall)
             })
             .collect();
 
@@ -146,19 +221,42 @@ impl Daemon {
                 }
                 slots.push((pi, q, slot));
             }
-            for &(a, bb) in &plan.cross_connects {
-                for (from, to) in [(a, bb), (bb, a)] {
-                    let outs: Vec<(u32, usize)> = slots
-                        .iter()
-                        .filter(|s| s.0 == to)
-                        .map(|s| (s.1, s.2))
-                        .collect();
-                    for &(_, q, slot) in slots.iter().filter(|s| s.0 == from) {
-                        // Same queue id on the other port when this worker owns it, else the
-                        // first queue of the other port it owns (the planner guarantees one).
-                        let out = outs.iter().find(|o| o.0 == q).or(outs.first());
-                        if let Some(&(_, out)) = out {
-                            b.connect(slot, out);
+            let wbonds: Vec<usize> = bonds
+                .iter()
+                .map(|bd| b.add_bond(&bd.name, bd.shared()))
+                .collect();
+            for (bi, bp) in plan.bonds.iter().enumerate() {
+                for (mi, &port) in bp.members.iter().enumerate() {
+                    for &(_, _, slot) in slots.iter().filter(|s| s.0 == port) {
+                        b.add_member(wbonds[bi], mi, slot);
+                    }
+                }
+            }
+            // The slots of an endpoint on this worker: a port's, or every member's of a bond.
+            let slots_of = |e: Endpoint| -> Vec<(u32, usize)> {
+                slots
+                    .iter()
+                    .filter(|s| match e {
+                        Endpoint::Port(p) => s.0 == p,
+                        Endpoint::Bond(j) => plan.bonds[j].members.contains(&s.0),
+                    })
+                    .map(|s| (s.1, s.2))
+                    .collect()
+            };
+            for &(ea, eb) in &plan.cross_connects {
+                for (from, to) in [(ea, eb), (eb, ea)] {
+                    let outs = slots_of(to);
+                    for (q, slot) in slots_of(from) {
+                        match to {
+                            Endpoint::Bond(j) => b.connect_bond(slot, wbonds[j]),
+                            Endpoint::Port(_) => {
+                                // Same queue id on the other port when this worker owns it, else
+                                // the first queue of it this worker owns (the planner ensures one).
+                                let out = outs.iter().find(|o| o.0 == q).or(outs.first());
+                                if let Some(&(_, out)) = out {
+                                    b.connect(slot, out);
+                                }
+                            }
                         }
                     }
                 }
@@ -196,7 +294,28 @@ impl Daemon {
             workers.push(RunningWorker { handle, thread });
         }
 
+        let book = Arc::new(Mutex::new(LinkBook {
+            ports: ports
+                .iter()
+                .map(|p| (p.name.clone(), p.ifindex, p.link.clone()))
+                .collect(),
+            bonds,
+        }));
+        // Carrier events from the kernel, applied the moment they arrive.
+        let rtnl = {
+            let book = book.clone();
+            match spawn_link_watcher(move |e| lock(&book).carrier(e.ifindex, e.up)) {
+                Ok((_thread, stats)) => Some(stats),
+                Err(e) => {
+                    warn!("rtnetlink link events unavailable ({e}); relying on the miimon poll");
+                    None
+                }
+            }
+        };
+
         Ok(Self {
+            book,
+            rtnl,
             ports,
             workers,
             socket_path: PathBuf::from(&plan.control_socket),
@@ -227,14 +346,18 @@ impl Daemon {
         self.shutdown()
     }
 
+    /// The miimon safety net: carrier read from sysfs, applied like an rtnetlink event (a
+    /// no-op when events already delivered it); then the bonds' timers.
     fn poll_links(&self, host: &dyn Host) {
+        let mut book = lock(&self.book);
         for p in &self.ports {
-            if let Some(up) = host.carrier(&p.name)
-                && up != p.link.is_up()
-            {
-                p.link.set(up);
-                info!(port = %p.name, up, "link state changed");
+            if let Some(up) = host.carrier(&p.name) {
+                book.carrier(p.ifindex, up);
             }
+        }
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        for b in &mut book.bonds {
+            b.tick(now, wall);
         }
     }
 
@@ -269,16 +392,20 @@ impl Daemon {
         stream.set_write_timeout(Some(Duration::from_millis(500)))?;
         let mut line = String::new();
         let read = BufReader::new(&stream).take_line(&mut line);
+        let words: Vec<&str> = line.split_whitespace().collect();
         let (reply, ok) = match (read, line.trim()) {
             (Err(e), _) => (
                 json!({ "error": format!("reading the request: {e}") }),
                 false,
             ),
             (Ok(()), "status") => (self.status(), true),
+            (Ok(()), _) if words.len() == 4 && words[..2] == ["bond", "switch"] => {
+                self.bond_switch(words[2], words[3])
+            }
             (Ok(()), other) => {
                 let shown: String = other.chars().take(64).collect();
                 (
-                    json!({ "error": format!("unknown request {shown:?}; known: status") }),
+                    json!({ "error": format!("unknown request {shown:?}; known: status, bond switch BOND MEMBER") }),
                     false,
                 )
             }
@@ -287,6 +414,20 @@ impl Daemon {
         serde_json::to_writer(&mut w, &reply)?;
         w.write_all(b"\n")?;
         Ok(ok)
+    }
+
+    fn bond_switch(&self, bond: &str, member: &str) -> (Value, bool) {
+        let mut book = lock(&self.book);
+        let Some(b) = book.bonds.iter_mut().find(|b| b.name == bond) else {
+            return (json!({ "error": format!("no bond named {bond:?}") }), false);
+        };
+        match b.switch_to(member, Instant::now(), SystemTime::now()) {
+            Ok(changed) => (
+                json!({ "ok": true, "changed": changed, "active": member }),
+                true,
+            ),
+            Err(e) => (json!({ "error": e.to_string() }), false),
+        }
     }
 
     /// The status document: ports with their counters, workers with their frame audit.
@@ -316,8 +457,37 @@ impl Daemon {
             "uptime_ms": self.started.elapsed().as_millis() as u64,
             "ports": ports,
             "workers": workers,
+            "bonds": self.bonds_status(),
             "control": { "requests": self.requests, "bad_requests": self.bad_requests },
+            "rtnetlink": self.rtnl.as_ref().map(|r| json!({
+                "events": r.events.load(std::sync::atomic::Ordering::Relaxed),
+                "malformed": r.malformed.load(std::sync::atomic::Ordering::Relaxed),
+                "errors": r.errors.load(std::sync::atomic::Ordering::Relaxed),
+            })),
         })
+    }
+
+    fn bonds_status(&self) -> Vec<Value> {
+        let book = lock(&self.book);
+        book.bonds
+            .iter()
+            .map(|b| {
+                let mut v = b.status();
+                let (mut tx, mut no_active) = (0, 0);
+                for bi in self
+                    .workers
+                    .iter()
+                    .flat_map(|w| w.handle.bonds())
+                    .filter(|i| i.name == b.name)
+                {
+                    tx += bi.counters.tx_packets.get();
+                    no_active += bi.counters.drops(DropReason::TxNoActiveMember);
+                }
+                v["tx_packets"] = json!(tx);
+                v["drops"] = json!({ "tx_drop_no_active_member": no_active });
+                v
+            })
+            .collect()
     }
 
     fn port_status(&self, p: &Port) -> Value {

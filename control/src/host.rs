@@ -13,6 +13,11 @@ pub trait Host {
     fn carrier(&self, name: &str) -> Option<bool>;
     /// CPUs the host has.
     fn cpus(&self) -> usize;
+    /// MAC address of interface `name`.
+    fn mac(&self, name: &str) -> Option<String> {
+        let _ = name;
+        None
+    }
     /// The core a worker gets when the config names none: the last one (core 0 is where the
     /// kernel's housekeeping and, in the lab, the traffic source run).
     fn default_worker_core(&self) -> usize {
@@ -56,6 +61,11 @@ impl Host for LiveHost {
 
     fn cpus(&self) -> usize {
         std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+
+    fn mac(&self, name: &str) -> Option<String> {
+        let s = std::fs::read_to_string(self.sysfs.join(name).join("address")).ok()?;
+        Some(s.trim().to_owned())
     }
 }
 

@@ -5,7 +5,12 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bond;
 pub mod client;
 pub mod config;
+pub mod cpulist;
 pub mod daemon;
 pub mod host;
+pub mod netlink;
+pub mod notify;
+pub mod privs;

@@ -5,6 +5,7 @@
 //! - [`xsk`]: UMEM, sockets, rings and the XDP program. The only module with `unsafe` code.
 //! - [`worker`]: the per-core run-to-completion loop: RX burst → process → TX burst, refill,
 //!   reap completions, kick the kernel only when a ring asks.
+//! - [`bond`]: active-backup bonding, datapath side: the active member as one atomic word.
 //! - [`stats`]: single-writer counters the workers keep and control reads.
 //!
 //! # Threading
@@ -18,6 +19,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bond;
 pub mod params;
 pub mod stats;
 pub mod worker;

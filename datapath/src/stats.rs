@@ -22,15 +22,21 @@ pub enum DropReason {
     TxLinkDown,
     /// The output TX ring had no room.
     TxRingFull,
+    /// Received on a bond's backup member.
+    RxBackup,
+    /// Sent to a bond that has no active member (carrier down).
+    TxNoActiveMember,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 4] = [
+    pub const ALL: [DropReason; 6] = [
         Self::RxRunt,
         Self::RxNoOutput,
         Self::TxLinkDown,
         Self::TxRingFull,
+        Self::RxBackup,
+        Self::TxNoActiveMember,
     ];
 
     /// The counter's name, as shown by status and metrics.
@@ -40,9 +46,24 @@ impl DropReason {
             Self::RxNoOutput => "rx_drop_no_output",
             Self::TxLinkDown => "tx_drop_link_down",
             Self::TxRingFull => "tx_drop_ring_full",
+            Self::RxBackup => "rx_drop_backup",
+            Self::TxNoActiveMember => "tx_drop_no_active_member",
         }
     }
 }
+
+// Every reason is in ALL, at its own index: counters are indexed by `reason as usize`.
+const _: () = {
+    let mut i = 0;
+    while i < DropReason::ALL.len() {
+        assert!(
+            DropReason::ALL[i] as usize == i,
+            "DropReason::ALL out of order"
+        );
+        i += 1;
+    }
+    assert!(DropReason::ALL.len() == DropReason::TxNoActiveMember as usize + 1);
+};
 
 /// A counter with a single writer.
 #[derive(Debug, Default)]

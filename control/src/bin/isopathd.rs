@@ -1,9 +1,16 @@
 //! `isopathd`: the datapath daemon.
+//!
+//! Exit codes: 0 clean stop, 1 start-up or run-time failure (a missing capability included),
+//! 2 bad configuration, 3 frames unaccounted for at stop ([`exit`]).
 
 use std::{
     path::PathBuf,
     process::ExitCode,
-    sync::{Arc, atomic::AtomicBool},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use clap::Parser;
@@ -11,8 +18,14 @@ use isopath_control::{
     config::Config,
     daemon::{Daemon, exit},
     host::LiveHost,
+    notify, privs,
 };
-use tracing::error;
+use isopath_datapath::xsk::xdp::XdpError;
+use serde_json::Value;
+use tracing::{error, info, warn};
+
+/// How long start-up waits for every worker's first poll before it gives up.
+const FIRST_POLL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The isopath datapath daemon: owns the configured ports, runs the polling workers.
 #[derive(Debug, Parser)]
@@ -71,12 +84,96 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::FAILURE);
         }
     }
+    // Before anything touches an interface: a missing capability is named here, not met as
+    // EPERM from deep inside libbpf.
+    if let Err(e) = privs::acquire() {
+        error!("{e}");
+        return ExitCode::from(exit::FAILURE);
+    }
     let daemon = match Daemon::start(&plan, &host, args.force) {
         Ok(d) => d,
         Err(e) => {
             error!("start failed: {e:#}");
+            let unnamed_foreign = e.chain().any(|c| {
+                matches!(c.downcast_ref::<XdpError>(), Some(XdpError::Foreign { name, .. }) if name.is_empty())
+            });
+            if unnamed_foreign && let Some(hint) = privs::foreign_name_hint() {
+                error!("{hint}");
+            }
             return ExitCode::from(exit::FAILURE);
         }
     };
+    // Ready means every port bound and attached (Daemon::start) and every worker polling.
+    if let Err(e) = wait_first_poll(&daemon, FIRST_POLL_TIMEOUT) {
+        error!("start failed: {e}");
+        return ExitCode::from(exit::FAILURE);
+    }
+    if let Err(e) = privs::settle() {
+        error!("dropping start-up capabilities: {e}");
+        return ExitCode::from(exit::FAILURE);
+    }
+    match privs::Snapshot::read() {
+        Ok(caps) => info!(%caps, "start-up capabilities dropped"),
+        Err(e) => warn!("{e}"),
+    }
+    let status = daemon.status();
+    let ready = format!(
+        "READY=1\nSTATUS=forwarding: {} ports, {} workers\nMAINPID={}",
+        status["ports"].as_array().map_or(0, Vec::len),
+        status["workers"].as_array().map_or(0, Vec::len),
+        std::process::id()
+    );
+    if let Err(e) = notify::notify(&ready) {
+        warn!("sd_notify READY=1: {e}");
+    }
+    spawn_stop_notifier(stop.clone());
     ExitCode::from(daemon.run(&host, &stop))
+}
+
+/// Waits until every worker has completed at least one poll loop.
+fn wait_first_poll(daemon: &Daemon, timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let status = daemon.status();
+        let workers = status["workers"].as_array().cloned().unwrap_or_default();
+        let polling = workers
+            .iter()
+            .filter(|w| w["loops"].as_u64().is_some_and(|l| l > 0))
+            .count();
+        if polling == workers.len() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let idle: Vec<&Value> = workers
+                .iter()
+                .filter(|w| w["loops"].as_u64().unwrap_or(0) == 0)
+                .map(|w| &w["core"])
+                .collect();
+            return Err(format!(
+                "workers on cores {idle:?} did not poll within {timeout:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Tells the service manager `STOPPING=1` as soon as a stop signal arrives (the control loop
+/// then drains and detaches, which takes a moment).
+fn spawn_stop_notifier(stop: Arc<AtomicBool>) {
+    if std::env::var_os(notify::ENV).is_none() {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("isopath-notify".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if let Err(e) = notify::notify("STOPPING=1") {
+                warn!("sd_notify STOPPING=1: {e}");
+            }
+        });
+    if let Err(e) = spawned {
+        warn!("spawning the stop notifier: {e}");
+    }
 }

@@ -18,6 +18,7 @@ use std::{
 };
 
 use crate::{
+    bond::{BondShared, MAX_MEMBERS},
     params::{Burst, RingParams, ZeroCopy},
     stats::{DropReason, LinkState, Padded, QueueCounters, WorkerCounters},
     xsk::{FrameAudit, FrameBurst, XskError, XskQueue, XskUmem},
@@ -28,14 +29,43 @@ pub const ETH_HEADER_LEN: usize = 14;
 /// How long a stopping worker waits for its TX rings to drain.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// Where frames received on a slot go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Out {
+    /// Nowhere: counted as `rx_drop_no_output`.
+    None,
+    /// Another slot of this worker.
+    Slot(usize),
+    /// A bond of this worker: its active member's slot, read once per burst.
+    Bond(usize),
+}
+
 /// One socket of a worker with where its frames go.
 struct Slot {
     q: XskQueue,
-    /// Output slot for frames received here.
-    out: Option<usize>,
+    out: Out,
+    /// (bond, member index) when this slot's port is a bond member.
+    member: Option<(usize, usize)>,
     counters: Arc<Padded<QueueCounters>>,
     /// Link of this slot's port: gates TX on it.
     link: Arc<LinkState>,
+}
+
+/// A bond as one worker sees it: the shared state and its members' slots on this worker.
+struct WorkerBond {
+    shared: Arc<BondShared>,
+    members: [Option<usize>; MAX_MEMBERS],
+    counters: Arc<Padded<QueueCounters>>,
+}
+
+/// What control keeps of a worker's part of a bond.
+#[derive(Debug, Clone)]
+pub struct BondInfo {
+    /// The bond's name.
+    pub name: String,
+    /// Frames sent through the bond by this worker, and its bond-level drops
+    /// (`tx_drop_no_active_member`).
+    pub counters: Arc<Padded<QueueCounters>>,
 }
 
 /// What control keeps of a worker's socket: names and counters.
@@ -55,10 +85,16 @@ pub struct WorkerHandle {
     stop: Arc<AtomicBool>,
     counters: Arc<Padded<WorkerCounters>>,
     queues: Vec<QueueInfo>,
+    bonds: Vec<BondInfo>,
     core: Option<usize>,
 }
 
 impl WorkerHandle {
+    /// The bonds this worker transmits through.
+    pub fn bonds(&self) -> &[BondInfo] {
+        &self.bonds
+    }
+
     /// Asks the worker to stop after its current loop (it then drains TX and returns).
     pub fn stop(&self) {
         // Release pairs with the worker's Acquire load: what control wrote before asking to
@@ -86,6 +122,7 @@ impl WorkerHandle {
 pub struct WorkerBuilder {
     umem: XskUmem,
     slots: Vec<Slot>,
+    bonds: Vec<(String, WorkerBond)>,
 }
 
 impl std::fmt::Debug for WorkerBuilder {
@@ -105,6 +142,7 @@ impl WorkerBuilder {
         Ok(Self {
             umem: XskUmem::new(params, frames)?,
             slots: Vec::new(),
+            bonds: Vec::new(),
         })
     }
 
@@ -125,7 +163,8 @@ impl WorkerBuilder {
         let q = self.umem.bind(ifname, queue, zc, busy_poll_budget)?;
         self.slots.push(Slot {
             q,
-            out: None,
+            out: Out::None,
+            member: None,
             counters: Arc::default(),
             link,
         });
@@ -142,7 +181,48 @@ impl WorkerBuilder {
             from != to && to < self.slots.len(),
             "cross-connect {from} -> {to}"
         );
-        self.slots[from].out = Some(to);
+        self.slots[from].out = Out::Slot(to);
+    }
+
+    /// Adds a bond whose state is `shared`. Returns its index for [`Self::add_member`] and
+    /// [`Self::connect_bond`].
+    pub fn add_bond(&mut self, name: &str, shared: Arc<BondShared>) -> usize {
+        let bond = WorkerBond {
+            shared,
+            members: [None; MAX_MEMBERS],
+            counters: Arc::default(),
+        };
+        self.bonds.push((name.to_owned(), bond));
+        self.bonds.len() - 1
+    }
+
+    /// Slot `slot` belongs to member `member` of bond `bond`: its RX is gated by the bond's
+    /// state, and the first such slot is where the bond transmits when `member` is active.
+    ///
+    /// # Panics
+    /// If `bond` or `slot` is unknown, or `member >= MAX_MEMBERS`.
+    pub fn add_member(&mut self, bond: usize, member: usize, slot: usize) {
+        assert!(
+            member < MAX_MEMBERS && slot < self.slots.len(),
+            "member {member} slot {slot}"
+        );
+        let m = &mut self.bonds[bond].1.members[member];
+        if m.is_none() {
+            *m = Some(slot);
+        }
+        self.slots[slot].member = Some((bond, member));
+    }
+
+    /// Frames received on slot `from` are transmitted through bond `bond`.
+    ///
+    /// # Panics
+    /// If `from` or `bond` is unknown.
+    pub fn connect_bond(&mut self, from: usize, bond: usize) {
+        assert!(
+            from < self.slots.len() && bond < self.bonds.len(),
+            "connect {from} -> bond {bond}"
+        );
+        self.slots[from].out = Out::Bond(bond);
     }
 
     /// The socket at slot `i`.
@@ -163,15 +243,25 @@ impl WorkerBuilder {
                 counters: s.counters.clone(),
             })
             .collect();
+        let bonds = self
+            .bonds
+            .iter()
+            .map(|(name, b)| BondInfo {
+                name: name.clone(),
+                counters: b.counters.clone(),
+            })
+            .collect();
         let handle = WorkerHandle {
             stop: stop.clone(),
             counters: counters.clone(),
             queues,
+            bonds,
             core,
         };
         let worker = Worker {
             umem: self.umem,
             slots: self.slots,
+            bonds: self.bonds.into_iter().map(|(_, b)| b).collect(),
             burst: FrameBurst::new(),
             scratch: FrameBurst::new(),
             burst_size: burst.get(),
@@ -188,6 +278,7 @@ impl WorkerBuilder {
 pub struct Worker {
     umem: XskUmem,
     slots: Vec<Slot>,
+    bonds: Vec<WorkerBond>,
     burst: FrameBurst,
     scratch: FrameBurst,
     burst_size: usize,
@@ -214,6 +305,23 @@ pub struct WorkerExit {
     pub pinned: bool,
     /// Whether every TX ring drained before [`DRAIN_TIMEOUT`].
     pub drained: bool,
+}
+
+/// Transmits the burst on `out`, or drops it with a reason. Returns the number sent.
+#[inline]
+fn forward(umem: &mut XskUmem, burst: &mut FrameBurst, out: &mut Slot) -> usize {
+    if !out.link.is_up() {
+        let down = umem.drop_from(burst, 0);
+        out.counters.count_drop(DropReason::TxLinkDown, down as u64);
+        return 0;
+    }
+    let before = burst.bytes();
+    let sent = umem.tx_burst(&mut out.q, burst);
+    out.counters.tx_packets.add(sent as u64);
+    out.counters.tx_bytes.add(before - burst.bytes());
+    let full = umem.drop_from(burst, 0);
+    out.counters.count_drop(DropReason::TxRingFull, full as u64);
+    sent
 }
 
 impl Worker {
@@ -275,34 +383,41 @@ impl Worker {
             .retain(&mut self.burst, |frame| frame.len() >= ETH_HEADER_LEN);
         rx.count_drop(DropReason::RxRunt, runts as u64);
 
-        match self.slots[i].out {
-            None => {
-                let n = self.umem.drop_from(&mut self.burst, 0);
-                self.slots[i]
-                    .counters
-                    .count_drop(DropReason::RxNoOutput, n as u64);
-            }
-            Some(o) => {
-                let Ok([rx_slot, tx_slot]) = self.slots.get_disjoint_mut([i, o]) else {
-                    unreachable!("connect() refuses a slot connected to itself")
-                };
-                if tx_slot.link.is_up() {
-                    let before = self.burst.bytes();
-                    let sent = self.umem.tx_burst(&mut tx_slot.q, &mut self.burst);
-                    tx_slot.counters.tx_packets.add(sent as u64);
-                    tx_slot.counters.tx_bytes.add(before - self.burst.bytes());
-                    let full = self.umem.drop_from(&mut self.burst, 0);
-                    tx_slot
+        // A backup member's frames are dropped (counted), as Linux's bonding does, unless the
+        // bond accepts every member or this one is draining after a planned switch.
+        if let Some((b, m)) = self.slots[i].member
+            && !self.bonds[b].shared.view().accepts_rx(m)
+        {
+            let n = self.umem.drop_from(&mut self.burst, 0);
+            self.slots[i]
+                .counters
+                .count_drop(DropReason::RxBackup, n as u64);
+        } else {
+            match self.slots[i].out {
+                Out::None => {
+                    let n = self.umem.drop_from(&mut self.burst, 0);
+                    self.slots[i]
                         .counters
-                        .count_drop(DropReason::TxRingFull, full as u64);
-                } else {
-                    let down = self.umem.drop_from(&mut self.burst, 0);
-                    tx_slot
-                        .counters
-                        .count_drop(DropReason::TxLinkDown, down as u64);
+                        .count_drop(DropReason::RxNoOutput, n as u64);
                 }
-                self.umem.refill(&mut rx_slot.q, n);
-                return n;
+                Out::Slot(o) => {
+                    forward(&mut self.umem, &mut self.burst, &mut self.slots[o]);
+                }
+                Out::Bond(b) => {
+                    let bond = &self.bonds[b];
+                    // One atomic load per burst decides the member for the whole burst.
+                    match bond.shared.view().active().and_then(|a| bond.members[a]) {
+                        Some(o) => {
+                            let sent = forward(&mut self.umem, &mut self.burst, &mut self.slots[o]);
+                            bond.counters.tx_packets.add(sent as u64);
+                        }
+                        None => {
+                            let n = self.umem.drop_from(&mut self.burst, 0);
+                            bond.counters
+                                .count_drop(DropReason::TxNoActiveMember, n as u64);
+                        }
+                    }
+                }
             }
         }
         self.umem.refill(&mut self.slots[i].q, n);

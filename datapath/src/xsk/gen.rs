@@ -1,5 +1,5 @@
-//! Traffic generation on an AF_XDP socket: writing new frames into free UMEM frames and queueing
-//! them on TX. Used by `isopath-bench`'s AF_XDP source; the datapath itself never creates frames.
+//! Traffic generation on an AF_XDP socket (writing new frames into free UMEM frames and queueing
+//! them on TX) and the clock of its TX timestamps. Used by `isopath-bench`'s AF_XDP source; the datapath itself never creates frames.
 //!
 //! The frames come from the UMEM's free pool and go to the TX ring like forwarded ones do, so
 //! [`XskUmem::reap`] returns them to the pool and the [`FrameLedger`](super::FrameLedger)
@@ -62,4 +62,18 @@ impl XskUmem {
     pub fn free_frames(&self) -> usize {
         self.pool.len()
     }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns()`, so that a receiver can
+/// subtract a TX timestamp written by an XDP program (std's `Instant` reads the same clock but
+/// does not expose its value).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a live, writable timespec; CLOCK_MONOTONIC is always available on Linux,
+    // so the call only writes `ts` and cannot fail.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

@@ -14,7 +14,7 @@
 //! carries the need-wakeup flag (copy-mode TX always does); completions must be reaped or TX stops.
 #![allow(unsafe_code)]
 
-mod r#gen;
+pub mod r#gen;
 mod pool;
 mod sys;
 pub mod xdp;

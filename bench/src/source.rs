@@ -1,0 +1,249 @@
+//! The `gen` subcommand: a traffic source on one interface, either the kernel's XDP
+//! live-frames mode (`--source live`, the default: the fastest source on this lab) or an
+//! AF_XDP socket (`--source xsk`: IMIX and pcap replay).
+
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use isopath_datapath::xsk::if_index;
+use serde_json::json;
+
+use crate::{
+    bpf::{GenState, LiveGen},
+    wire::{FrameSize, FrameSpec, Probe, parse_mac},
+    xsk::{self, XskGen, progress},
+};
+
+/// Which source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Source {
+    /// BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES (~2M frames per call), XDP_TX.
+    Live,
+    /// An AF_XDP socket (copy mode on veth).
+    Xsk,
+}
+
+/// Header fields of generated frames (defaults: the lab's t0 → far bridge).
+#[derive(Debug, Clone, Args)]
+pub(crate) struct HeaderArgs {
+    /// Source MAC.
+    #[arg(long, default_value = "02:00:00:00:00:01", value_parser = parse_mac)]
+    pub(crate) src_mac: [u8; 6],
+    /// Destination MAC.
+    #[arg(long, default_value = "02:00:00:00:00:02", value_parser = parse_mac)]
+    pub(crate) dst_mac: [u8; 6],
+    /// IPv6 instead of IPv4.
+    #[arg(long)]
+    pub(crate) ipv6: bool,
+    /// Tag frames with this 802.1Q VLAN id.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(0..4095))]
+    pub(crate) vlan: Option<u16>,
+    #[arg(long, default_value = "198.18.0.1")]
+    pub(crate) src_ip: Ipv4Addr,
+    #[arg(long, default_value = "198.18.0.2")]
+    pub(crate) dst_ip: Ipv4Addr,
+    #[arg(long, default_value = "2001:2::1")]
+    pub(crate) src_ip6: Ipv6Addr,
+    #[arg(long, default_value = "2001:2::2")]
+    pub(crate) dst_ip6: Ipv6Addr,
+    /// UDP source port of flow 0 (flow f uses base + f).
+    #[arg(long, default_value_t = 10000)]
+    pub(crate) sport: u16,
+    /// UDP destination port.
+    #[arg(long, default_value_t = 9)]
+    pub(crate) dport: u16,
+}
+
+impl HeaderArgs {
+    pub(crate) fn spec(&self) -> FrameSpec {
+        FrameSpec {
+            src_mac: self.src_mac,
+            dst_mac: self.dst_mac,
+            vlan: self.vlan,
+            ipv6: self.ipv6,
+            src4: self.src_ip,
+            dst4: self.dst_ip,
+            src6: self.src_ip6,
+            dst6: self.dst_ip6,
+            sport_base: self.sport,
+            dport: self.dport,
+        }
+    }
+}
+
+/// Arguments of `gen`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct GenArgs {
+    /// Interface to transmit on.
+    #[arg(long)]
+    pub(crate) iface: String,
+    #[arg(long, value_enum, default_value_t = Source::Live)]
+    pub(crate) source: Source,
+    /// Frame size on the wire with FCS (64..=1518), or `imix` (xsk source only).
+    #[arg(long, default_value = "64")]
+    pub(crate) size: FrameSize,
+    /// Number of flows (UDP source ports sport..sport+flows-1).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) flows: u16,
+    /// Target rate in frames per second (k/M suffixes); 0 = unlimited.
+    #[arg(long, default_value = "0", value_parser = parse_rate)]
+    pub(crate) rate: u64,
+    /// Token bucket depth in frames (live source).
+    #[arg(long, default_value_t = 64)]
+    pub(crate) burst: u64,
+    /// How long to send.
+    #[arg(long, value_parser = crate::parse_secs)]
+    pub(crate) secs: Duration,
+    /// Core to pin to.
+    #[arg(long)]
+    pub(crate) core: Option<usize>,
+    /// Replay the frames of this pcap file instead of generating probes (xsk source).
+    #[arg(long)]
+    pub(crate) pcap: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) headers: HeaderArgs,
+}
+
+/// Parses a rate: `0`, `250000`, `500k`, `1.5M`.
+pub(crate) fn parse_rate(s: &str) -> Result<u64, String> {
+    let (num, mul) = match s.chars().last() {
+        Some('k' | 'K') => (&s[..s.len() - 1], 1e3),
+        Some('m' | 'M') => (&s[..s.len() - 1], 1e6),
+        _ => (s, 1.0),
+    };
+    let v: f64 = num.parse().map_err(|e| format!("rate {s:?}: {e}"))?;
+    if !(0.0..=1e9).contains(&v) || !v.is_finite() {
+        return Err(format!("rate {s:?} out of range"));
+    }
+    Ok((v * mul).round() as u64)
+}
+
+pub(crate) fn run(a: &GenArgs) -> Result<()> {
+    let stop = crate::bpf::stop_flag()?;
+    let spec = a.headers.spec();
+    let out = match a.source {
+        Source::Xsk => {
+            let replay = match &a.pcap {
+                Some(p) => crate::pcap::read(p)?,
+                None => Vec::new(),
+            };
+            let g = XskGen {
+                spec,
+                size: a.size,
+                flows: a.flows,
+                rate_pps: a.rate,
+                replay,
+            };
+            xsk::send(&a.iface, &g, a.secs, a.core, &stop)?
+        }
+        Source::Live => {
+            if a.pcap.is_some() {
+                bail!("--pcap needs --source xsk");
+            }
+            let FrameSize::Fixed(size) = a.size else {
+                bail!("IMIX needs --source xsk (the live source sends one template)");
+            };
+            live(a, &spec, size, &stop)?
+        }
+    };
+    crate::print_json(&out)
+}
+
+fn live(
+    a: &GenArgs,
+    spec: &FrameSpec,
+    size: usize,
+    stop: &Arc<AtomicBool>,
+) -> Result<serde_json::Value> {
+    if size < spec.min_size() {
+        bail!(
+            "frame size {size} is below {} for this header stack",
+            spec.min_size()
+        );
+    }
+    crate::bpf::pin(a.core)?;
+    let template = spec.build(
+        size,
+        Probe {
+            flow: 0,
+            seq: 0,
+            ts: 0,
+        },
+    );
+    let o = spec.offsets();
+    let state = GenState {
+        rate_pps: a.rate,
+        burst: a.burst.max(1),
+        payload_off: o.probe as u32,
+        csum_off: o.csum as u32,
+        sport_off: o.sport as u32,
+        flows: u32::from(a.flows),
+        sport_base: u32::from(spec.sport_base),
+        ..GenState::default()
+    };
+    let ifindex = if_index(&a.iface).with_context(|| format!("interface {}", a.iface))?;
+    let g = Arc::new(LiveGen::new(state)?);
+    let start = Instant::now();
+    let deadline = start + a.secs;
+    let done = Arc::new(AtomicBool::new(false));
+    // Progress from a second thread: BPF_PROG_RUN blocks for a whole call.
+    let reporter = {
+        let (g, done) = (g.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut last = 0;
+            let mut next = start + Duration::from_secs(1);
+            while !done.load(Ordering::Relaxed) {
+                crate::bpf::sleep_until(next, &done);
+                if let Ok(s) = g.state() {
+                    progress(
+                        &json!({"t": start.elapsed().as_secs_f64(), "sent": s.sent, "pps": s.sent - last}),
+                    );
+                    last = s.sent;
+                }
+                next += Duration::from_secs(1);
+            }
+        })
+    };
+    eprintln!("ready");
+    let r = g.run(&template, ifindex, deadline, stop);
+    done.store(true, Ordering::Relaxed);
+    let _ = reporter.join();
+    r?;
+    let secs = start.elapsed().as_secs_f64();
+    let s = g.state()?;
+    Ok(json!({
+        "source": "live",
+        "iface": a.iface,
+        "size": size,
+        "sent": s.sent,
+        "paced": s.paced,
+        "bytes": s.sent * template.len() as u64,
+        "secs": secs,
+        "rate_pps": s.sent as f64 / secs,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("0"), Ok(0));
+        assert_eq!(parse_rate("250000"), Ok(250_000));
+        assert_eq!(parse_rate("500k"), Ok(500_000));
+        assert_eq!(parse_rate("1.5M"), Ok(1_500_000));
+        assert!(parse_rate("-1").is_err());
+        assert!(parse_rate("x").is_err());
+    }
+}

@@ -1,0 +1,506 @@
+//! AF_XDP traffic loops built on the datapath's own UMEM and socket layer: a verifying
+//! receiver, a source, and the two "bare" reference loops (a forwarder with no processing and
+//! an rx-drop loop) that give the lab's AF_XDP ceilings.
+//!
+//! Every loop binds a socket on each RX queue of its interface(s) (the veth RX queue is picked
+//! by the sender's CPU), feeds them through isopath's own XDP program (XSKMAP redirect) and
+//! runs pinned on one core until its deadline. Progress goes to stderr as
+//! `progress {json}` lines once per second; the result is one JSON object on stdout.
+
+use std::{
+    io::Write,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use isopath_datapath::{
+    params::{RingParams, RingSize, XdpMode, ZeroCopy},
+    xsk::{
+        FrameBurst, XskQueue, XskStats, XskUmem, r#gen::monotonic_ns, if_index, xdp::XdpProgram,
+    },
+};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::{
+    hist::{Histogram, HistogramDump},
+    track::{FlowStats, FlowTable},
+    wire::{self, FrameSize, FrameSpec, Probe},
+};
+
+/// Flows listed one by one in a receiver's report; the totals cover all of them.
+const MAX_LISTED_FLOWS: usize = 256;
+const RING: u32 = 2048;
+
+/// RX queues of `ifname` (from sysfs, which `ip netns exec` mounts for the namespace).
+pub(crate) fn rx_queues(ifname: &str) -> Result<u32> {
+    let dir = format!("/sys/class/net/{ifname}/queues");
+    let n = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {dir}"))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+        .count() as u32;
+    Ok(n.max(1))
+}
+
+fn ring_params() -> RingParams {
+    let r = RingSize::new("ring", RING).expect("2048 is a valid ring size");
+    RingParams {
+        rx: r,
+        tx: r,
+        fill: r,
+        comp: r,
+        ..RingParams::default()
+    }
+}
+
+/// One interface's sockets (one per RX queue) and its XDP program.
+struct Port {
+    name: String,
+    queues: Vec<XskQueue>,
+    prog: XdpProgram,
+}
+
+impl Port {
+    /// Binds a socket on every RX queue of `ifname` from `umem` and attaches isopath's XDP
+    /// program (native mode) to redirect into them. With `rx = false` the sockets are for TX
+    /// only and no program is attached.
+    fn open(umem: &mut XskUmem, ifname: &str, rx: bool) -> Result<Self> {
+        let ifindex = if_index(ifname)?;
+        let prog = XdpProgram::load(ifname, ifindex, false)?;
+        let mut queues = Vec::new();
+        for q in 0..rx_queues(ifname)? {
+            let s = umem.bind(ifname, q, ZeroCopy::Auto, 0)?;
+            if rx {
+                prog.register(q, s.fd())?;
+            }
+            queues.push(s);
+        }
+        let mut port = Self {
+            name: ifname.to_owned(),
+            queues,
+            prog,
+        };
+        if rx {
+            port.prog.attach(XdpMode::Native)?;
+        }
+        Ok(port)
+    }
+
+    fn xsk_stats(&self) -> XskStats {
+        let mut t = XskStats::default();
+        for q in &self.queues {
+            if let Ok(s) = q.stats_reader().and_then(|r| r.read()) {
+                t.rx_dropped += s.rx_dropped;
+                t.rx_invalid_descs += s.rx_invalid_descs;
+                t.tx_invalid_descs += s.tx_invalid_descs;
+                t.rx_ring_full += s.rx_ring_full;
+                t.rx_fill_ring_empty_descs += s.rx_fill_ring_empty_descs;
+                t.tx_ring_empty_descs += s.tx_ring_empty_descs;
+            }
+        }
+        t
+    }
+
+    fn report(&self) -> serde_json::Value {
+        let k = self.xsk_stats();
+        let x = self.prog.stats().unwrap_or_default();
+        json!({
+            "iface": self.name,
+            "queues": self.queues.len(),
+            "bind": self.queues.first().map(|q| q.mode().to_string()),
+            "xdp_rx_redirect": x.rx_redirect,
+            "xdp_rx_drop_no_socket": x.rx_drop_no_socket,
+            "xsk": {
+                "rx_dropped": k.rx_dropped,
+                "rx_ring_full": k.rx_ring_full,
+                "rx_fill_ring_empty_descs": k.rx_fill_ring_empty_descs,
+                "rx_invalid_descs": k.rx_invalid_descs,
+                "tx_invalid_descs": k.tx_invalid_descs,
+                "tx_ring_empty_descs": k.tx_ring_empty_descs,
+            },
+        })
+    }
+}
+
+/// Prints a progress line at most once per second.
+struct Ticker {
+    start: Instant,
+    next: Instant,
+    loops: u32,
+}
+
+impl Ticker {
+    fn new() -> Self {
+        let now = Instant::now();
+        Self {
+            start: now,
+            next: now + Duration::from_secs(1),
+            loops: 0,
+        }
+    }
+
+    /// Whether a second has passed (the clock is read every 64 calls).
+    #[inline]
+    fn due(&mut self) -> Option<Instant> {
+        self.loops = self.loops.wrapping_add(1);
+        if self.loops % 64 != 0 {
+            return None;
+        }
+        let now = Instant::now();
+        if now >= self.next {
+            self.next += Duration::from_secs(1);
+            Some(now)
+        } else {
+            None
+        }
+    }
+
+    fn secs(&self, now: Instant) -> f64 {
+        (now - self.start).as_secs_f64()
+    }
+}
+
+/// Writes one `progress {json}` line on stderr.
+pub(crate) fn progress(v: &serde_json::Value) {
+    let mut e = std::io::stderr().lock();
+    let _ = writeln!(e, "progress {v}");
+}
+
+/// What the receiver reports.
+#[derive(Debug, Serialize)]
+pub(crate) struct RecvReport {
+    pub(crate) secs: f64,
+    /// Frames taken from the RX rings (probes and others).
+    pub(crate) frames: u64,
+    pub(crate) bytes: u64,
+    pub(crate) probes: u64,
+    /// Frames that were not probes (ARP, foreign traffic).
+    pub(crate) other: u64,
+    pub(crate) rate_pps: f64,
+    pub(crate) totals: FlowStats,
+    pub(crate) flows: Vec<FlowStats>,
+    pub(crate) latency: HistogramDump,
+    pub(crate) port: serde_json::Value,
+}
+
+/// The verifying receiver: counts per flow (loss, duplicates, reordering) and records latency.
+pub(crate) fn recv(
+    ifname: &str,
+    secs: Duration,
+    core: Option<usize>,
+    stop: &AtomicBool,
+) -> Result<RecvReport> {
+    crate::bpf::pin(core)?;
+    let params = ring_params();
+    let nq = rx_queues(ifname)?;
+    let mut umem = XskUmem::new(params, nq * (RING + RING))?;
+    let mut port = Port::open(&mut umem, ifname, true)?;
+    for q in &mut port.queues {
+        umem.refill(q, usize::MAX);
+    }
+    eprintln!("ready");
+    let mut burst = FrameBurst::new();
+    let mut flows = FlowTable::default();
+    let mut hist = Histogram::default();
+    let mut interval = Histogram::default();
+    let (mut frames, mut bytes, mut probes, mut other) = (0u64, 0u64, 0u64, 0u64);
+    let mut last_frames = 0;
+    let mut tick = Ticker::new();
+    let deadline = tick.start + secs;
+    let mut idle = 0u32;
+    loop {
+        let mut got = 0;
+        for q in &mut port.queues {
+            let n = umem.rx_burst(q, &mut burst, 256);
+            if n == 0 {
+                continue;
+            }
+            got += n;
+            frames += n as u64;
+            bytes += burst.bytes();
+            let now = monotonic_ns() as u32;
+            umem.retain(&mut burst, |f| {
+                match wire::parse(f) {
+                    Some(p) => {
+                        probes += 1;
+                        flows.record(p.flow, p.seq);
+                        let lat = u64::from(now.wrapping_sub(p.ts));
+                        hist.record(lat);
+                        interval.record(lat);
+                    }
+                    None => other += 1,
+                }
+                false
+            });
+            umem.refill(q, n);
+        }
+        if got == 0 {
+            // Leave the core to a source that may share it; copy-mode RX needs no kick.
+            idle += 1;
+            if idle > 64 {
+                std::thread::sleep(Duration::from_micros(50));
+            } else {
+                std::thread::yield_now();
+            }
+        } else {
+            idle = 0;
+        }
+        if let Some(now) = tick.due() {
+            let t = flows.totals();
+            progress(&json!({
+                "t": tick.secs(now),
+                "packets": frames,
+                "pps": frames - last_frames,
+                "lost": t.lost,
+                "reordered": t.reordered,
+                "duplicates": t.duplicates,
+                "p50_ns": interval.quantile(0.5),
+                "p99_ns": interval.quantile(0.99),
+            }));
+            last_frames = frames;
+            interval = Histogram::default();
+            if now >= deadline || stop.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+    }
+    let secs = tick.start.elapsed().as_secs_f64();
+    let mut all = flows.stats();
+    all.truncate(MAX_LISTED_FLOWS);
+    Ok(RecvReport {
+        secs,
+        frames,
+        bytes,
+        probes,
+        other,
+        rate_pps: frames as f64 / secs,
+        totals: flows.totals(),
+        flows: all,
+        latency: hist.dump(),
+        port: port.report(),
+    })
+}
+
+/// Parameters of the AF_XDP source.
+#[derive(Debug, Clone)]
+pub(crate) struct XskGen {
+    pub(crate) spec: FrameSpec,
+    pub(crate) size: FrameSize,
+    pub(crate) flows: u16,
+    /// Frames per second; 0 = as fast as the socket takes them.
+    pub(crate) rate_pps: u64,
+    /// Frames to replay instead of generated probes (from a pcap file).
+    pub(crate) replay: Vec<Vec<u8>>,
+}
+
+/// The AF_XDP source: frames written into UMEM frames and queued on TX, paced by a token bucket
+/// (depth: one burst of 64 frames).
+pub(crate) fn send(
+    ifname: &str,
+    g: &XskGen,
+    secs: Duration,
+    core: Option<usize>,
+    stop: &AtomicBool,
+) -> Result<serde_json::Value> {
+    crate::bpf::pin(core)?;
+    let params = ring_params();
+    let nq = 1;
+    let mut umem = XskUmem::new(params, nq * (RING + RING))?;
+    let mut port = Port::open(&mut umem, ifname, false)?;
+    port.queues.truncate(1);
+    // Templates (flow 0, seq 0, ts 0) per frame size, stamped per frame.
+    let sizes: Vec<usize> = match g.size {
+        FrameSize::Fixed(s) => vec![s],
+        FrameSize::Imix => wire::IMIX.iter().map(|x| x.0).collect(),
+    };
+    if g.replay.is_empty() {
+        for &s in &sizes {
+            if s < g.spec.min_size() {
+                bail!(
+                    "frame size {s} is below {} for this header stack",
+                    g.spec.min_size()
+                );
+            }
+        }
+    }
+    let templates: Vec<(usize, Vec<u8>)> = sizes
+        .iter()
+        .map(|&s| {
+            (
+                s,
+                g.spec.build(
+                    s.max(g.spec.min_size()),
+                    Probe {
+                        flow: 0,
+                        seq: 0,
+                        ts: 0,
+                    },
+                ),
+            )
+        })
+        .collect();
+    let flows = u64::from(g.flows.max(1));
+    let mut scratch = FrameBurst::new();
+    let mut sent = 0u64;
+    let mut bytes = 0u64;
+    let mut last = 0u64;
+    let mut tick = Ticker::new();
+    let deadline = tick.start + secs;
+    let burst = 64u64;
+    let q = &mut port.queues[0];
+    loop {
+        let want = if g.rate_pps == 0 {
+            burst
+        } else {
+            let allowed =
+                (tick.start.elapsed().as_nanos() as u64).saturating_mul(g.rate_pps) / 1_000_000_000;
+            allowed.saturating_sub(sent).min(burst)
+        };
+        if want > 0 {
+            let now = monotonic_ns() as u32;
+            let base = sent;
+            let n = umem.tx_from_pool(q, want as usize, |i, buf| {
+                let k = base + i as u64;
+                if !g.replay.is_empty() {
+                    let f = &g.replay[(k % g.replay.len() as u64) as usize];
+                    let len = f.len().min(buf.len());
+                    buf[..len].copy_from_slice(&f[..len]);
+                    return len;
+                }
+                let size = wire::size_of_frame(g.size, k);
+                let t = &templates
+                    .iter()
+                    .find(|t| t.0 == size)
+                    .expect("a template per size")
+                    .1;
+                let f = &mut buf[..t.len()];
+                f.copy_from_slice(t);
+                let flow = (k % flows) as u16;
+                g.spec.stamp(
+                    f,
+                    Probe {
+                        flow,
+                        seq: (k / flows) as u32,
+                        ts: now,
+                    },
+                );
+                t.len()
+            });
+            sent += n as u64;
+            bytes += (0..n as u64)
+                .map(|i| {
+                    if g.replay.is_empty() {
+                        wire::size_of_frame(g.size, base + i) as u64 - wire::FCS_LEN as u64
+                    } else {
+                        g.replay[((base + i) % g.replay.len() as u64) as usize].len() as u64
+                    }
+                })
+                .sum::<u64>();
+        }
+        umem.kick_tx(q);
+        umem.reap(q, &mut scratch);
+        if let Some(now) = tick.due() {
+            progress(&json!({"t": tick.secs(now), "sent": sent, "pps": sent - last}));
+            last = sent;
+            if now >= deadline || stop.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+    }
+    // Let the ring drain so that every frame counted as sent left.
+    let until = Instant::now() + Duration::from_millis(500);
+    while q.in_tx() > 0 && Instant::now() < until {
+        umem.kick_tx(q);
+        umem.reap(q, &mut scratch);
+    }
+    let secs = tick.start.elapsed().as_secs_f64();
+    Ok(json!({
+        "source": "xsk",
+        "sent": sent,
+        "bytes": bytes,
+        "secs": secs,
+        "rate_pps": sent as f64 / secs,
+        "unsent_at_exit": q.in_tx(),
+        "port": port.report(),
+    }))
+}
+
+/// The bare AF_XDP forwarder: every frame in on one interface leaves on the other, nothing else
+/// (no counters but its own total, no checks), batch 256, TX budget = ring size. With `b = None`
+/// it is the bare rx-drop loop: frames are taken from the RX ring and returned to the pool.
+pub(crate) fn bare(
+    a: &str,
+    b: Option<&str>,
+    secs: Duration,
+    core: Option<usize>,
+    stop: &AtomicBool,
+) -> Result<serde_json::Value> {
+    crate::bpf::pin(core)?;
+    let params = ring_params();
+    let nq = rx_queues(a)? + b.map_or(Ok(0), rx_queues)?;
+    let mut umem = XskUmem::new(params, nq * (RING + RING))?;
+    let mut ports = vec![Port::open(&mut umem, a, true)?];
+    if let Some(b) = b {
+        ports.push(Port::open(&mut umem, b, true)?);
+    }
+    for p in &mut ports {
+        for q in &mut p.queues {
+            umem.refill(q, usize::MAX);
+        }
+    }
+    eprintln!("ready");
+    let mut burst = FrameBurst::new();
+    let mut scratch = FrameBurst::new();
+    let (mut rx, mut tx, mut dropped) = (0u64, 0u64, 0u64);
+    let mut last = 0;
+    let mut tick = Ticker::new();
+    let deadline = tick.start + secs;
+    let forward = ports.len() == 2;
+    loop {
+        for pi in 0..ports.len() {
+            for qi in 0..ports[pi].queues.len() {
+                let n = umem.rx_burst(&mut ports[pi].queues[qi], &mut burst, 256);
+                if n == 0 {
+                    continue;
+                }
+                rx += n as u64;
+                if forward {
+                    let out = &mut ports[1 - pi];
+                    let oq = qi.min(out.queues.len() - 1);
+                    tx += umem.tx_burst(&mut out.queues[oq], &mut burst) as u64;
+                }
+                dropped += umem.drop_from(&mut burst, 0) as u64;
+                umem.refill(&mut ports[pi].queues[qi], n);
+            }
+        }
+        if forward {
+            for p in &mut ports {
+                for q in &mut p.queues {
+                    umem.kick_tx(q);
+                    umem.reap(q, &mut scratch);
+                }
+            }
+        }
+        if let Some(now) = tick.due() {
+            progress(&json!({"t": tick.secs(now), "packets": rx, "pps": rx - last, "tx": tx}));
+            last = rx;
+            if now >= deadline || stop.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+    }
+    let secs = tick.start.elapsed().as_secs_f64();
+    let audit = umem.audit();
+    Ok(json!({
+        "mode": if forward { "forward" } else { "rx-drop" },
+        "rx": rx,
+        "tx": tx,
+        "dropped": dropped,
+        "secs": secs,
+        "rate_pps": rx as f64 / secs,
+        "frames_unaccounted": audit.unaccounted(),
+        "ports": ports.iter().map(Port::report).collect::<Vec<_>>(),
+    }))
+}

@@ -1,0 +1,669 @@
+//! Active-backup bonding, control side: member link states, selection of the active member,
+//! planned switches and the event log.
+//!
+//! The state machine does no I/O and reads no clock: callers pass `now` (a monotonic
+//! [`Instant`]) and the wall-clock time to stamp events with. Its decisions reach the workers
+//! through [`BondShared`] (one atomic word). Semantics follow Linux's bonding driver in mode 1:
+//! `miimon`, `updelay`/`downdelay`, `primary`, `primary_reselect` (always/better/failure),
+//! per-member `prio`, `all_slaves_active` (here `all_members_active`).
+
+use std::{
+    collections::VecDeque,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use isopath_datapath::bond::{BondShared, BondView, MAX_MEMBERS};
+use serde_json::{Value, json};
+
+/// Events kept per bond (oldest dropped first).
+pub const EVENT_LOG: usize = 1024;
+
+/// When to go back to the primary once it is up again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reselect {
+    /// Whenever the primary comes back (Linux's default).
+    #[default]
+    Always,
+    /// Only if the primary is better (faster, then higher prio) than the active member.
+    Better,
+    /// Only when the active member fails.
+    Failure,
+}
+
+impl Reselect {
+    /// The option's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Always => "always",
+            Self::Better => "better",
+            Self::Failure => "failure",
+        }
+    }
+
+    /// Parses the option's name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "always" => Some(Self::Always),
+            "better" => Some(Self::Better),
+            "failure" => Some(Self::Failure),
+            _ => None,
+        }
+    }
+}
+
+/// Options of a bond.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BondOptions {
+    /// Periodic carrier check, the safety net behind rtnetlink events (0: off).
+    pub miimon: Duration,
+    /// Carrier must stay up this long before a member counts as up.
+    pub updelay: Duration,
+    /// Carrier must stay down this long before a member counts as down.
+    pub downdelay: Duration,
+    /// The preferred member.
+    pub primary: Option<usize>,
+    /// When to return to the primary.
+    pub primary_reselect: Reselect,
+    /// Accept frames received on backups too.
+    pub all_members_active: bool,
+    /// How long a planned switch keeps accepting frames on the old active member.
+    pub drain: Duration,
+}
+
+impl Default for BondOptions {
+    fn default() -> Self {
+        Self {
+            miimon: Duration::from_millis(10),
+            updelay: Duration::ZERO,
+            downdelay: Duration::ZERO,
+            primary: None,
+            primary_reselect: Reselect::Always,
+            all_members_active: false,
+            drain: Duration::from_millis(500),
+        }
+    }
+}
+
+/// A member's link as the bond sees it (after up/down delays).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberLink {
+    /// Counts as up.
+    Up,
+    /// Carrier lost; becomes down at the deadline unless it returns.
+    GoingDown(Instant),
+    /// Counts as down.
+    Down,
+    /// Carrier back; becomes up at the deadline unless it drops again.
+    GoingUp(Instant),
+}
+
+impl MemberLink {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Up => "up",
+            Self::GoingDown(_) => "going down",
+            Self::Down => "down",
+            Self::GoingUp(_) => "going up",
+        }
+    }
+
+    fn counts_up(self) -> bool {
+        matches!(self, Self::Up | Self::GoingDown(_))
+    }
+}
+
+/// A member port.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// Interface name.
+    pub name: String,
+    /// Interface index.
+    pub ifindex: u32,
+    /// Link state.
+    pub link: MemberLink,
+    /// Times the link went down.
+    pub link_failures: u64,
+    /// Priority when choosing a new active member (higher wins; Linux's `prio`).
+    pub prio: i32,
+    /// Speed in Mb/s, from the NIC or the config (used by `primary_reselect = better`).
+    pub speed: u32,
+    /// The member's own MAC address.
+    pub perm_mac: String,
+}
+
+/// Why the active member changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The bond started.
+    Start,
+    /// The active member's link went down.
+    LinkDown,
+    /// A member's link came up and the policy prefers it.
+    LinkUp,
+    /// The operator asked (planned switch).
+    Manual,
+    /// Options changed.
+    Options,
+}
+
+impl Reason {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Start => "start",
+            Self::LinkDown => "link down",
+            Self::LinkUp => "link up",
+            Self::Manual => "manual switch",
+            Self::Options => "options changed",
+        }
+    }
+}
+
+/// One state change, stamped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Wall-clock time, nanoseconds since the Unix epoch (comparable across processes).
+    pub unix_ns: u64,
+    /// What happened.
+    pub kind: &'static str,
+    /// The member concerned, if any.
+    pub member: Option<String>,
+    /// Free text: from/to, reason.
+    pub detail: String,
+}
+
+/// Errors of bond commands.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BondError {
+    /// No such member.
+    #[error("{bond}: no member named {member:?}")]
+    NoMember {
+        /// Bond.
+        bond: String,
+        /// The name given.
+        member: String,
+    },
+    /// The member's link is not up.
+    #[error("{bond}: cannot switch to {member}: its link is {link}")]
+    NotUp {
+        /// Bond.
+        bond: String,
+        /// Member.
+        member: String,
+        /// Its link state.
+        link: &'static str,
+    },
+}
+
+/// A bond.
+#[derive(Debug)]
+pub struct Bond {
+    /// Name.
+    pub name: String,
+    /// Members, in configuration order (their index is the datapath's member index).
+    pub members: Vec<Member>,
+    /// Options.
+    pub opts: BondOptions,
+    active: Option<usize>,
+    draining: Option<(usize, Instant)>,
+    shared: Arc<BondShared>,
+    events: VecDeque<Event>,
+    /// Times the active member changed.
+    pub failovers: u64,
+}
+
+/// Nanoseconds since the Unix epoch of `t`.
+pub fn unix_ns(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+impl Bond {
+    /// A bond over `members` (each with its carrier at start); picks the first active member.
+    ///
+    /// # Panics
+    /// If there are more than [`MAX_MEMBERS`] members.
+    pub fn new(
+        name: &str,
+        members: Vec<Member>,
+        opts: BondOptions,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Self {
+        assert!(
+            members.len() <= MAX_MEMBERS,
+            "at most {MAX_MEMBERS} members"
+        );
+        let mut b = Self {
+            name: name.to_owned(),
+            members,
+            opts,
+            active: None,
+            draining: None,
+            shared: Arc::new(BondShared::new()),
+            events: VecDeque::new(),
+            failovers: 0,
+        };
+        b.select(Reason::Start, now, wall);
+        b.publish();
+        b
+    }
+
+    /// The state shared with workers.
+    pub fn shared(&self) -> Arc<BondShared> {
+        self.shared.clone()
+    }
+
+    /// The active member.
+    pub fn active(&self) -> Option<usize> {
+        self.active
+    }
+
+    /// Member index of interface `ifindex`.
+    pub fn member_by_ifindex(&self, ifindex: u32) -> Option<usize> {
+        self.members.iter().position(|m| m.ifindex == ifindex)
+    }
+
+    /// Events, oldest first.
+    pub fn events(&self) -> impl Iterator<Item = &Event> {
+        self.events.iter()
+    }
+
+    fn log(&mut self, wall: SystemTime, kind: &'static str, member: Option<usize>, detail: String) {
+        if self.events.len() == EVENT_LOG {
+            self.events.pop_front();
+        }
+        let member = member.map(|m| self.members[m].name.clone());
+        tracing::info!(bond = %self.name, kind, member = member.as_deref().unwrap_or("-"), %detail, "bond event");
+        self.events.push_back(Event {
+            unix_ns: unix_ns(wall),
+            kind,
+            member,
+            detail,
+        });
+    }
+
+    fn publish(&self) {
+        let draining = self.draining.map(|(m, _)| m);
+        self.shared.set(BondView::new(
+            self.active,
+            draining,
+            self.opts.all_members_active,
+        ));
+    }
+
+    /// A carrier report for member `m` (from rtnetlink or the miimon poll). Returns whether
+    /// the active member changed.
+    pub fn carrier(&mut self, m: usize, up: bool, now: Instant, wall: SystemTime) -> bool {
+        let link = self.members[m].link;
+        let next = match (link, up) {
+            (MemberLink::Up, false) if self.opts.downdelay.is_zero() => MemberLink::Down,
+            (MemberLink::Up, false) => MemberLink::GoingDown(now + self.opts.downdelay),
+            (MemberLink::GoingDown(_), true) => MemberLink::Up,
+            (MemberLink::Down, true) if self.opts.updelay.is_zero() => MemberLink::Up,
+            (MemberLink::Down, true) => MemberLink::GoingUp(now + self.opts.updelay),
+            (MemberLink::GoingUp(_), false) => MemberLink::Down,
+            (same, _) => same,
+        };
+        self.set_link(m, next, now, wall)
+    }
+
+    fn set_link(&mut self, m: usize, next: MemberLink, now: Instant, wall: SystemTime) -> bool {
+        let prev = self.members[m].link;
+        if prev == next {
+            return false;
+        }
+        self.members[m].link = next;
+        let was_up = prev.counts_up();
+        let is_up = next.counts_up();
+        self.log(
+            wall,
+            "member_link",
+            Some(m),
+            format!("{} -> {}", prev.name(), next.name()),
+        );
+        if was_up && !is_up {
+            self.members[m].link_failures += 1;
+            if self.active == Some(m) {
+                return self.select(Reason::LinkDown, now, wall);
+            }
+            if self.draining.is_some_and(|(d, _)| d == m) {
+                self.draining = None;
+                self.publish();
+            }
+        } else if !was_up && is_up {
+            return self.select(Reason::LinkUp, now, wall);
+        }
+        false
+    }
+
+    /// Timers: up/down delays and the end of a planned switch's drain. Returns whether the
+    /// active member changed.
+    pub fn tick(&mut self, now: Instant, wall: SystemTime) -> bool {
+        let mut changed = false;
+        for m in 0..self.members.len() {
+            match self.members[m].link {
+                MemberLink::GoingDown(at) if now >= at => {
+                    changed |= self.set_link(m, MemberLink::Down, now, wall);
+                }
+                MemberLink::GoingUp(at) if now >= at => {
+                    changed |= self.set_link(m, MemberLink::Up, now, wall);
+                }
+                _ => {}
+            }
+        }
+        if let Some((m, until)) = self.draining
+            && now >= until
+        {
+            self.draining = None;
+            self.publish();
+            self.log(
+                wall,
+                "drain_done",
+                Some(m),
+                "old active member is a backup again".into(),
+            );
+        }
+        changed
+    }
+
+    /// The best up member by prio (ties: configuration order), preferring the primary.
+    fn best(&self) -> Option<usize> {
+        if let Some(p) = self.opts.primary
+            && self.members[p].link.counts_up()
+        {
+            return Some(p);
+        }
+        let mut best: Option<usize> = None;
+        for (i, m) in self.members.iter().enumerate() {
+            if m.link.counts_up() && best.is_none_or(|b| m.prio > self.members[b].prio) {
+                best = Some(i);
+            }
+        }
+        best
+    }
+
+    /// Chooses the active member after `reason`. Returns whether it changed.
+    fn select(&mut self, reason: Reason, now: Instant, wall: SystemTime) -> bool {
+        let current = self.active.filter(|&a| self.members[a].link.counts_up());
+        let candidate = self.best();
+        let next = match (current, candidate) {
+            (None, c) => c,
+            (Some(cur), Some(c)) if c != cur && Some(c) == self.opts.primary => {
+                match self.opts.primary_reselect {
+                    Reselect::Always => Some(c),
+                    Reselect::Better if self.better(c, cur) => Some(c),
+                    Reselect::Better | Reselect::Failure => Some(cur),
+                }
+            }
+            (Some(cur), _) => Some(cur),
+        };
+        let _ = now;
+        if next == self.active {
+            return false;
+        }
+        let from = self.active;
+        self.active = next;
+        // A failover cancels any drain: the old member is down or no longer trusted.
+        self.draining = None;
+        self.publish();
+        self.failovers += u64::from(from.is_some());
+        let name = |m: Option<usize>| m.map_or("none".to_owned(), |m| self.members[m].name.clone());
+        let detail = format!("{} -> {} ({})", name(from), name(next), reason.name());
+        match next {
+            Some(_) => self.log(wall, "active_changed", next, detail),
+            None => self.log(wall, "no_active_member", None, detail),
+        }
+        true
+    }
+
+    fn better(&self, a: usize, b: usize) -> bool {
+        let (a, b) = (&self.members[a], &self.members[b]);
+        (a.speed, a.prio) > (b.speed, b.prio)
+    }
+
+    /// A planned switch to member `name`: TX moves at once; the old active member's RX stays
+    /// accepted for the drain window so that frames still in flight towards it are not lost.
+    ///
+    /// # Errors
+    /// [`BondError::NoMember`], [`BondError::NotUp`].
+    pub fn switch_to(
+        &mut self,
+        name: &str,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<bool, BondError> {
+        let m = self
+            .members
+            .iter()
+            .position(|x| x.name == name)
+            .ok_or_else(|| BondError::NoMember {
+                bond: self.name.clone(),
+                member: name.to_owned(),
+            })?;
+        let link = self.members[m].link;
+        if !link.counts_up() {
+            return Err(BondError::NotUp {
+                bond: self.name.clone(),
+                member: name.to_owned(),
+                link: link.name(),
+            });
+        }
+        if self.active == Some(m) {
+            return Ok(false);
+        }
+        let from = self.active;
+        self.active = Some(m);
+        self.draining = from.map(|f| (f, now + self.opts.drain));
+        self.publish();
+        self.failovers += 1;
+        let old = from.map_or("none".to_owned(), |f| self.members[f].name.clone());
+        self.log(
+            wall,
+            "active_changed",
+            Some(m),
+            format!("{old} -> {name} (manual switch)"),
+        );
+        Ok(true)
+    }
+
+    /// The status view (like `/proc/net/bonding/bond0`).
+    pub fn status(&self) -> Value {
+        let members: Vec<Value> = self
+            .members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                json!({
+                    "name": m.name,
+                    "link": m.link.name(),
+                    "state": if self.active == Some(i) { "active" }
+                        else if self.draining.is_some_and(|(d, _)| d == i) { "draining" }
+                        else { "backup" },
+                    "link_failures": m.link_failures,
+                    "prio": m.prio,
+                    "speed_mbps": m.speed,
+                    "perm_mac": m.perm_mac,
+                })
+            })
+            .collect();
+        let events: Vec<Value> = self
+            .events
+            .iter()
+            .map(|e| json!({ "unix_ns": e.unix_ns, "kind": e.kind, "member": e.member, "detail": e.detail }))
+            .collect();
+        json!({
+            "name": self.name,
+            "mode": "active-backup",
+            "carrier": if self.active.is_some() { "up" } else { "down" },
+            "active": self.active.map(|a| self.members[a].name.clone()),
+            "failovers": self.failovers,
+            "options": {
+                "miimon_ms": self.opts.miimon.as_millis() as u64,
+                "updelay_ms": self.opts.updelay.as_millis() as u64,
+                "downdelay_ms": self.opts.downdelay.as_millis() as u64,
+                "primary": self.opts.primary.map(|p| self.members[p].name.clone()),
+                "primary_reselect": self.opts.primary_reselect.name(),
+                "all_members_active": self.opts.all_members_active,
+                "drain_ms": self.opts.drain.as_millis() as u64,
+            },
+            "members": members,
+            "events": events,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(name: &str, up: bool) -> Member {
+        Member {
+            name: name.into(),
+            ifindex: 0,
+            link: if up { MemberLink::Up } else { MemberLink::Down },
+            link_failures: 0,
+            prio: 0,
+            speed: 10_000,
+            perm_mac: String::new(),
+        }
+    }
+
+    fn bond(opts: BondOptions, ups: &[bool]) -> (Bond, Instant) {
+        let now = Instant::now();
+        let ms = ups
+            .iter()
+            .enumerate()
+            .map(|(i, &u)| member(&format!("m{i}"), u))
+            .collect();
+        (Bond::new("bond0", ms, opts, now, SystemTime::now()), now)
+    }
+
+    fn view(b: &Bond) -> BondView {
+        b.shared().view()
+    }
+
+    #[test]
+    fn first_up_member_is_active_and_carrier_loss_fails_over() {
+        let (mut b, t) = bond(BondOptions::default(), &[true, true]);
+        assert_eq!(b.active(), Some(0));
+        assert!(view(&b).accepts_rx(0) && !view(&b).accepts_rx(1));
+        assert!(b.carrier(0, false, t, SystemTime::now()));
+        assert_eq!(view(&b).active(), Some(1));
+        assert_eq!(b.members[0].link_failures, 1);
+        // Without a primary, the old member's return changes nothing.
+        assert!(!b.carrier(0, true, t, SystemTime::now()));
+        assert_eq!(b.active(), Some(1));
+        // Both down: no active member, carrier down.
+        b.carrier(1, false, t, SystemTime::now());
+        b.carrier(0, false, t, SystemTime::now());
+        assert_eq!(view(&b).active(), None);
+        assert_eq!(b.status()["carrier"], "down");
+        b.carrier(1, true, t, SystemTime::now());
+        assert_eq!(b.active(), Some(1));
+    }
+
+    #[test]
+    fn primary_reselect_policies() {
+        for (policy, back) in [(Reselect::Always, true), (Reselect::Failure, false)] {
+            let opts = BondOptions {
+                primary: Some(0),
+                primary_reselect: policy,
+                ..Default::default()
+            };
+            let (mut b, t) = bond(opts, &[true, true]);
+            assert_eq!(b.active(), Some(0));
+            b.carrier(0, false, t, SystemTime::now());
+            assert_eq!(b.active(), Some(1));
+            b.carrier(0, true, t, SystemTime::now());
+            assert_eq!(b.active() == Some(0), back, "{policy:?}");
+        }
+        // better: only if the primary is faster (speeds given in the config).
+        for (primary_speed, back) in [(25_000, true), (10_000, false), (1_000, false)] {
+            let opts = BondOptions {
+                primary: Some(0),
+                primary_reselect: Reselect::Better,
+                ..Default::default()
+            };
+            let (mut b, t) = bond(opts, &[true, true]);
+            b.members[0].speed = primary_speed;
+            b.carrier(0, false, t, SystemTime::now());
+            b.carrier(0, true, t, SystemTime::now());
+            assert_eq!(b.active() == Some(0), back, "primary at {primary_speed}");
+        }
+    }
+
+    #[test]
+    fn prio_picks_the_new_active() {
+        let (mut b, t) = bond(BondOptions::default(), &[true, true, true]);
+        b.members[2].prio = 10;
+        b.carrier(0, false, t, SystemTime::now());
+        assert_eq!(b.active(), Some(2));
+    }
+
+    #[test]
+    fn down_and_up_delays() {
+        let opts = BondOptions {
+            downdelay: Duration::from_millis(200),
+            updelay: Duration::from_millis(300),
+            ..Default::default()
+        };
+        let (mut b, t) = bond(opts, &[true, true]);
+        b.carrier(0, false, t, SystemTime::now());
+        assert_eq!(b.active(), Some(0), "still within downdelay");
+        // Carrier back within the delay: nothing happened.
+        b.carrier(0, true, t + Duration::from_millis(100), SystemTime::now());
+        b.tick(t + Duration::from_millis(250), SystemTime::now());
+        assert_eq!(b.active(), Some(0));
+        assert_eq!(b.members[0].link_failures, 0);
+        // Down for good.
+        b.carrier(0, false, t + Duration::from_millis(300), SystemTime::now());
+        b.tick(t + Duration::from_millis(499), SystemTime::now());
+        assert_eq!(b.active(), Some(0));
+        b.tick(t + Duration::from_millis(500), SystemTime::now());
+        assert_eq!(b.active(), Some(1));
+        // Up again: only after updelay does it count.
+        b.carrier(1, false, t + Duration::from_millis(600), SystemTime::now());
+        b.tick(t + Duration::from_millis(800), SystemTime::now());
+        assert_eq!(b.active(), None);
+        b.carrier(0, true, t + Duration::from_millis(900), SystemTime::now());
+        assert_eq!(b.active(), None);
+        b.tick(t + Duration::from_millis(1200), SystemTime::now());
+        assert_eq!(b.active(), Some(0));
+    }
+
+    #[test]
+    fn planned_switch_drains_the_old_member_then_makes_it_backup() {
+        let (mut b, t) = bond(BondOptions::default(), &[true, true]);
+        assert_eq!(b.switch_to("m1", t, SystemTime::now()), Ok(true));
+        let v = view(&b);
+        assert_eq!(v.active(), Some(1));
+        assert!(
+            v.accepts_rx(0) && v.accepts_rx(1),
+            "old active still accepted while draining"
+        );
+        b.tick(t + Duration::from_millis(499), SystemTime::now());
+        assert!(view(&b).accepts_rx(0));
+        b.tick(t + Duration::from_millis(500), SystemTime::now());
+        assert!(!view(&b).accepts_rx(0));
+        assert!(matches!(
+            b.switch_to("m9", t, SystemTime::now()),
+            Err(BondError::NoMember { .. })
+        ));
+        b.carrier(0, false, t, SystemTime::now());
+        assert!(matches!(
+            b.switch_to("m0", t, SystemTime::now()),
+            Err(BondError::NotUp { .. })
+        ));
+    }
+
+    #[test]
+    fn events_are_kept_bounded_and_stamped() {
+        let (mut b, t) = bond(BondOptions::default(), &[true, true]);
+        for i in 0..(EVENT_LOG + 10) {
+            b.carrier(1, i % 2 == 1, t, SystemTime::now());
+        }
+        assert_eq!(b.events().count(), EVENT_LOG);
+        assert!(b.events().all(|e| e.unix_ns > 0));
+    }
+}
