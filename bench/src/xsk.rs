@@ -504,3 +504,18 @@ pub(crate) fn bare(
         "ports": ports.iter().map(Port::report).collect::<Vec<_>>(),
     }))
 }
+
+/// RX queues of `ifname` in the lab namespace `role` (from the namespace's sysfs).
+pub(crate) fn rx_queues_in(lab: &crate::lab::Lab, ifname: &str) -> u32 {
+    lab.sh(
+        "app",
+        &[
+            "sh",
+            "-c",
+            &format!("ls -d /sys/class/net/{ifname}/queues/rx-* | wc -l"),
+        ],
+    )
+    .ok()
+    .and_then(|s| s.trim().parse().ok())
+    .unwrap_or(1)
+}

@@ -39,6 +39,39 @@ b = "m0"
     )
 }
 
+/// A config with up0 cross-connected to `bond0` over m0 and m1; `bond` is appended to the
+/// `[[bond]]` table (options), `rings` to `[rings]`.
+pub fn bond_config(lab: &Lab, rings: &str, bond: &str) -> String {
+    format!(
+        r#"
+[daemon]
+control_socket = "{sock}"
+[rings]
+rx_ring_size = 1024
+tx_ring_size = 1024
+fill_ring_size = 1024
+comp_ring_size = 1024
+{rings}
+[workers]
+cores = [1]
+[[port]]
+name = "up0"
+[[port]]
+name = "m0"
+[[port]]
+name = "m1"
+[[bond]]
+name = "bond0"
+members = ["m0", "m1"]
+{bond}
+[[cross_connect]]
+a = "up0"
+b = "bond0"
+"#,
+        sock = socket_path(lab).display()
+    )
+}
+
 /// The default `[[port]]` list: up0 and m0, all queues.
 pub const PORTS: &str = "[[port]]\nname = \"up0\"\n[[port]]\nname = \"m0\"\n";
 
@@ -147,6 +180,16 @@ impl Isopathd {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The first bond's status.
+    pub fn bond(&self) -> Value {
+        self.status()["bonds"][0].clone()
+    }
+
+    /// Sends a control request; panics on transport errors, returns the reply.
+    pub fn request(&self, req: &str) -> Value {
+        request(&self.socket, req).unwrap_or_else(|e| panic!("{req}: {e}"))
     }
 
     /// Stderr so far.

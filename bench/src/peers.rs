@@ -1,0 +1,302 @@
+//! The forwarders and reference loops a run compares, all on the same lab path
+//! (t0 → up0 → forwarder → m0 → s0) with the forwarder on core 1 and the source on core 0.
+//!
+//! | peer | what | arrivals counted |
+//! |---|---|---|
+//! | `isopath` | isopathd, L2 cross-connect up0 ↔ m0 | s0 rx_packets |
+//! | `testpmd` | dpdk-testpmd io forward over two net_af_xdp vdevs | s0 rx_packets |
+//! | `kernel-router` | Linux IPv4 forwarding in the appliance namespace (RPS to core 1) | s0 rx_packets |
+//! | `kernel-bridge` | a Linux bridge over up0 and m0 (RPS to core 1) | s0 rx_packets |
+//! | `xsk-fwd` | the bare AF_XDP forwarder (ceiling) | s0 rx_packets |
+//! | `xdp-drop` | XDP_DROP on up0 (receive ceiling) | the program's counter |
+//! | `isopath-rxdrop` | isopathd with up0 only, no cross-connect | worker `rx_drop_no_output` |
+//! | `xsk-drop` | the bare AF_XDP rx-drop loop | its own count |
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use clap::ValueEnum;
+use serde::{Deserialize, Serialize};
+
+use crate::lab::{Lab, MAC_BR0, MAC_UP0, Proc, isopath_status, sibling_bin};
+
+/// A peer under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Peer {
+    Isopath,
+    Testpmd,
+    KernelRouter,
+    KernelBridge,
+    XskFwd,
+    XdpDrop,
+    IsopathRxdrop,
+    XskDrop,
+}
+
+impl Peer {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Peer::Isopath => "isopath",
+            Peer::Testpmd => "testpmd",
+            Peer::KernelRouter => "kernel-router",
+            Peer::KernelBridge => "kernel-bridge",
+            Peer::XskFwd => "xsk-fwd",
+            Peer::XdpDrop => "xdp-drop",
+            Peer::IsopathRxdrop => "isopath-rxdrop",
+            Peer::XskDrop => "xsk-drop",
+        }
+    }
+
+    /// A reference loop rather than a forwarder under test.
+    pub(crate) fn is_ceiling(self) -> bool {
+        matches!(self, Peer::XskFwd | Peer::XdpDrop | Peer::XskDrop)
+    }
+
+    /// Whether the peer forwards to s0 (as opposed to dropping on up0).
+    pub(crate) fn forwards(self) -> bool {
+        !matches!(self, Peer::XdpDrop | Peer::IsopathRxdrop | Peer::XskDrop)
+    }
+
+    /// Destination MAC the source must use.
+    pub(crate) fn dst_mac(self) -> &'static str {
+        match self {
+            Peer::KernelRouter => MAC_UP0,
+            _ => MAC_BR0,
+        }
+    }
+
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            Peer::Isopath => "isopathd, L2 cross-connect up0<->m0, worker on core 1",
+            Peer::Testpmd => "dpdk-testpmd --forward-mode=io over net_af_xdp up0/m0, forwarding lcore 1",
+            Peer::KernelRouter => "Linux IPv4 forwarding up0->m0, RPS to core 1",
+            Peer::KernelBridge => "Linux bridge over up0 and m0, RPS to core 1",
+            Peer::XskFwd => "bare AF_XDP forwarder (isopath-bench xsk-fwd), core 1",
+            Peer::XdpDrop => "XDP_DROP on up0 (isopath-bench xdp-drop)",
+            Peer::IsopathRxdrop => "isopathd with up0 only, no cross-connect: rx_drop_no_output",
+            Peer::XskDrop => "bare AF_XDP rx-drop loop (isopath-bench xsk-drop), core 1",
+        }
+    }
+}
+
+/// A started peer: its processes and how to undo its set-up.
+pub(crate) struct Running<'l> {
+    peer: Peer,
+    lab: &'l Lab,
+    proc: Option<Proc>,
+    socket: Option<PathBuf>,
+    work: PathBuf,
+}
+
+impl std::fmt::Debug for Running<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running").field("peer", &self.peer).finish()
+    }
+}
+
+/// Longest a peer may run: every run stops it long before.
+const PEER_MAX_SECS: &str = "3600";
+
+pub(crate) fn start<'l>(lab: &'l Lab, peer: Peer, work: &std::path::Path) -> Result<Running<'l>> {
+    let mut r = Running { peer, lab, proc: None, socket: None, work: work.to_path_buf() };
+    let bench = sibling_bin("isopath-bench")?.display().to_string();
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    match peer {
+        Peer::Isopath | Peer::IsopathRxdrop => {
+            let sock = PathBuf::from(format!("/run/isopath/bench-{}.sock", lab.prefix));
+            let xc = if peer == Peer::Isopath {
+                "[[port]]\nname = \"m0\"\n[[cross_connect]]\na = \"up0\"\nb = \"m0\"\n"
+            } else {
+                ""
+            };
+            let cfg = format!(
+                "[daemon]\ncontrol_socket = \"{}\"\n[workers]\ncores = [1]\n[[port]]\nname = \"up0\"\n{xc}",
+                sock.display()
+            );
+            let path = work.join(format!("isopath-{}.toml", peer.name()));
+            std::fs::write(&path, cfg)?;
+            let d = sibling_bin("isopathd")?.display().to_string();
+            let mut p = lab.spawn("app", "isopathd", &[d, "-c".into(), path.display().to_string(), "--force".into()])?;
+            p.wait_ready(Duration::from_secs(15), Some(" ready "))?;
+            r.proc = Some(p);
+            r.socket = Some(sock);
+        }
+        Peer::Testpmd => {
+            let args = s(&[
+                "dpdk-testpmd", "-l", "0,1", "--main-lcore", "0", "--no-pci", "--no-huge", "-m", "256",
+                "--file-prefix", &format!("{}f", lab.prefix), "--log-level=pmd.net.af_xdp:error",
+                "--vdev", "net_af_xdp0,iface=up0", "--vdev", "net_af_xdp1,iface=m0", "--",
+                "--forward-mode=io", "--nb-cores=1", "--total-num-mbufs=16384", "--auto-start",
+                "--stats-period", "60",
+            ]);
+            let mut p = lab.spawn("app", "testpmd", &args)?;
+            // testpmd prints no ready line of its own on stderr; give it its start-up time.
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(3) {
+                if !p.running() {
+                    bail!("dpdk-testpmd exited at start: {}", p.stderr_text());
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            r.proc = Some(p);
+        }
+        Peer::KernelRouter => {
+            kernel_common(lab)?;
+            lab.sh("app", &["ip", "link", "set", "dev", "m0", "arp", "on"])?;
+            lab.sh("app", &["ip", "addr", "add", "198.19.0.254/24", "dev", "up0"])?;
+            lab.sh("app", &["ip", "addr", "add", "198.19.1.254/24", "dev", "m0"])?;
+            lab.sh("app", &["ip", "route", "add", "198.18.0.2/32", "dev", "m0"])?;
+            lab.sh("app", &["ip", "neigh", "replace", "198.18.0.2", "lladdr", MAC_BR0, "dev", "m0", "nud", "permanent"])?;
+            lab.sh("app", &["sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.up0.rp_filter=0"])?;
+        }
+        Peer::KernelBridge => {
+            kernel_common(lab)?;
+            lab.sh("app", &["ip", "link", "add", "benchbr", "type", "bridge", "stp_state", "0"])?;
+            lab.sh("app", &["ip", "link", "set", "up0", "master", "benchbr"])?;
+            lab.sh("app", &["ip", "link", "set", "m0", "master", "benchbr"])?;
+            lab.sh("app", &["ip", "link", "set", "benchbr", "up"])?;
+            lab.sh("app", &["bridge", "fdb", "add", MAC_BR0, "dev", "m0", "master", "static"])?;
+        }
+        Peer::XskFwd | Peer::XskDrop | Peer::XdpDrop => {
+            let mut args = vec![bench];
+            match peer {
+                Peer::XskFwd => args.extend(s(&["xsk-fwd", "--iface", "up0", "--to", "m0", "--core", "1"])),
+                Peer::XskDrop => args.extend(s(&["xsk-drop", "--iface", "up0", "--core", "1"])),
+                _ => args.extend(s(&["xdp-drop", "--iface", "up0"])),
+            }
+            args.extend(s(&["--secs", PEER_MAX_SECS]));
+            let mut p = lab.spawn("app", peer.name(), &args)?;
+            p.wait_ready(Duration::from_secs(10), None)?;
+            r.proc = Some(p);
+        }
+    }
+    Ok(r)
+}
+
+/// Kernel peers: frames XDP_TX'd into t0 reach up0 only if up0 runs NAPI (GRO on, pitfall 6),
+/// and veth runs the receive work on the sender's core: RPS moves it to core 1.
+fn kernel_common(lab: &Lab) -> Result<()> {
+    lab.sh("app", &["ethtool", "-K", "up0", "gro", "on"])?;
+    for q in 0..crate::xsk::rx_queues_in(lab, "up0") {
+        lab.sh("app", &["sh", "-c", &format!("echo 2 > /sys/class/net/up0/queues/rx-{q}/rps_cpus")])?;
+    }
+    Ok(())
+}
+
+impl Running<'_> {
+    /// The peer's own count of frames, with the time it was read (for the drop peers whose
+    /// arrivals are not seen on s0): `(frames, seconds)`.
+    pub(crate) fn own_count(&self) -> Result<Option<(u64, f64)>> {
+        match self.peer {
+            Peer::IsopathRxdrop => {
+                let st = isopath_status(self.socket.as_ref().expect("isopath has a socket"))?;
+                let n: u64 = st["ports"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| p["drops"]["rx_drop_no_output"].as_u64().unwrap_or(0))
+                    .sum();
+                Ok(Some((n, crate::now_secs())))
+            }
+            Peer::XskDrop | Peer::XdpDrop => {
+                let p = self.proc.as_ref().expect("a process").progress();
+                Ok(Some((p.value["packets"].as_u64().unwrap_or(0), p.value["t"].as_f64().unwrap_or(0.0))))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Whether the peer's own count moves in whole-second steps (progress lines).
+    pub(crate) fn counts_per_second(&self) -> bool {
+        matches!(self.peer, Peer::XskDrop | Peer::XdpDrop)
+    }
+
+    /// The isopathd status document, for isopath peers.
+    pub(crate) fn isopath_status(&self) -> Option<serde_json::Value> {
+        self.socket.as_ref().and_then(|s| isopath_status(s).ok())
+    }
+
+    /// Stops the peer and undoes its set-up; returns its final JSON when it prints one.
+    pub(crate) fn stop(mut self) -> Result<Option<serde_json::Value>> {
+        let lab = self.lab;
+        let out = match self.proc.take() {
+            Some(p) if matches!(self.peer, Peer::XskFwd | Peer::XskDrop | Peer::XdpDrop) => Some(p.stop_json()?),
+            Some(mut p) => {
+                p.stop();
+                None
+            }
+            None => None,
+        };
+        self.undo(lab);
+        let _ = &self.work;
+        Ok(out)
+    }
+
+    fn undo(&mut self, lab: &Lab) {
+        match self.peer {
+            Peer::KernelRouter => {
+                lab.sh_quiet("app", &["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+                lab.sh_quiet("app", &["ip", "neigh", "flush", "dev", "m0"]);
+                lab.sh_quiet("app", &["ip", "route", "flush", "dev", "m0"]);
+                lab.sh_quiet("app", &["ip", "addr", "flush", "dev", "up0"]);
+                lab.sh_quiet("app", &["ip", "addr", "flush", "dev", "m0"]);
+                lab.sh_quiet("app", &["ip", "link", "set", "dev", "m0", "arp", "off"]);
+                kernel_undo(lab);
+            }
+            Peer::KernelBridge => {
+                lab.sh_quiet("app", &["ip", "link", "del", "benchbr"]);
+                kernel_undo(lab);
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.stop();
+        }
+        let lab = self.lab;
+        self.undo(lab);
+    }
+}
+
+fn kernel_undo(lab: &Lab) {
+    lab.sh_quiet("app", &["ethtool", "-K", "up0", "gro", "off"]);
+    for q in 0..crate::xsk::rx_queues_in(lab, "up0") {
+        lab.sh_quiet("app", &["sh", "-c", &format!("echo 0 > /sys/class/net/up0/queues/rx-{q}/rps_cpus")]);
+    }
+}
+
+/// The testpmd version line, for the report.
+pub(crate) fn testpmd_version() -> Option<String> {
+    let out = std::process::Command::new("dpdk-testpmd").arg("--version").output().ok()?;
+    let t = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    t.lines().find(|l| l.contains("DPDK")).map(|l| l.trim().to_owned())
+}
+
+/// Fails early when a peer's tool is missing.
+pub(crate) fn check_tools(peers: &[Peer]) -> Result<()> {
+    let need = |tool: &str| -> Result<()> {
+        let ok = std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if ok { Ok(()) } else { bail!("{tool} is not installed (scripts/deps.sh installs it)") }
+    };
+    need("nft")?;
+    need("ethtool")?;
+    if peers.contains(&Peer::Testpmd) {
+        need("dpdk-testpmd").context("peer testpmd")?;
+    }
+    if peers.iter().any(|p| matches!(p, Peer::Isopath | Peer::IsopathRxdrop)) {
+        sibling_bin("isopathd")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,354 @@
+//! Active-backup bonding on the lab: up0 ⇄ bond0 { m0, m1 } ⇄ far bridge over s0, s1.
+
+use std::time::Duration;
+
+use isopath_tests::{
+    ChildGuard, Lab, bin,
+    isopathd::{Isopathd, assert_clean_stop, assert_frames_add_up, bond_config, u},
+    require_privileges,
+};
+use serde_json::Value;
+
+fn far_link(lab: &Lab, dev: &str, up: bool) {
+    let st = lab.exec(
+        lab.ns_far(),
+        ["ip", "link", "set", dev, if up { "up" } else { "down" }],
+    );
+    assert!(st.status.success());
+}
+
+fn member<'a>(bond: &'a Value, name: &str) -> &'a Value {
+    bond["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .unwrap()
+}
+
+fn wait_active(d: &Isopathd, want: Option<&str>) -> Value {
+    d.wait_for(
+        &format!("active member {want:?}"),
+        Duration::from_secs(3),
+        |s| s["bonds"][0]["active"].as_str() == want,
+    )["bonds"][0]
+        .clone()
+}
+
+/// A paced UDP stream of `count` datagrams from `src_ns` to `dst`; returns the receiver.
+fn stream(
+    lab: &Lab,
+    src_ns: &str,
+    dst_ns: &str,
+    dst: &str,
+    count: u64,
+    pps: u64,
+) -> (ChildGuard, ChildGuard) {
+    let bench = bin("isopath-bench");
+    let mut rx = ChildGuard::new(lab.spawn(
+        dst_ns,
+        [
+            bench.to_str().unwrap(),
+            "udp-recv",
+            "--bind",
+            dst,
+            "--expect",
+            &count.to_string(),
+            "--timeout-secs",
+            &(count / pps + 4).to_string(),
+        ],
+    ));
+    assert!(rx.wait_ready(Duration::from_secs(5)));
+    let tx = ChildGuard::new(lab.spawn(
+        src_ns,
+        [
+            "taskset",
+            "-c",
+            "0",
+            bench.to_str().unwrap(),
+            "udp-send",
+            "--dst",
+            dst,
+            "--size",
+            "64",
+            "--count",
+            &count.to_string(),
+            "--rate",
+            &pps.to_string(),
+        ],
+    ));
+    (rx, tx)
+}
+
+fn report(rx: ChildGuard, count: u64, pps: u64) -> Value {
+    let out = rx.wait_output(Duration::from_secs(count / pps + 10));
+    serde_json::from_slice(&out.stdout).expect("udp-recv JSON")
+}
+
+fn warm(lab: &Lab) {
+    let out = lab.exec(
+        lab.ns_traffic(),
+        ["ping", "-c", "2", "-i", "0.2", "-W", "2", Lab::FAR_IP],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn carrier_loss_fails_over_and_traffic_resumes() {
+    if !require_privileges() {
+        return;
+    }
+    let lab = Lab::up("bfo");
+    let d = Isopathd::start(&lab, &bond_config(&lab, "", ""), &[]);
+    let b = d.bond();
+    assert_eq!(b["active"], "m0", "{b:#}");
+    assert_eq!(b["carrier"], "up");
+    warm(&lab);
+
+    let (n, pps) = (60_000u64, 20_000u64);
+    let (rx, _tx) = stream(
+        &lab,
+        lab.ns_traffic(),
+        lab.ns_far(),
+        &format!("{}:9000", Lab::FAR_IP),
+        n,
+        pps,
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    far_link(&lab, "s0", false);
+    let b = wait_active(&d, Some("m1"));
+    let r = report(rx, n, pps);
+    let lost = n - u(&r, "received");
+    eprintln!("carrier-loss failover at {pps} pps: {lost} datagrams lost; {r}");
+    assert!(lost < 20_000, "{lost} lost: {r}");
+    assert_eq!(u(&r, "duplicates") + u(&r, "corrupt"), 0, "{r}");
+    assert_eq!(member(&b, "m0")["link"], "down");
+    assert_eq!(u(member(&b, "m0"), "link_failures"), 1);
+    assert!(
+        b["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "active_changed"
+                && e["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("m0 -> m1 (link down)")),
+        "{b:#}"
+    );
+    // Traffic after the failover went out on m1 only.
+    let s = d.status();
+    let m1 = s["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "m1")
+        .unwrap();
+    let m0 = s["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "m0")
+        .unwrap();
+    // Before the pull everything left on m0, after it on m1: together, all that arrived.
+    assert!(
+        u(m0, "tx_packets") + u(m1, "tx_packets") >= n - lost,
+        "{s:#}"
+    );
+    assert!(
+        u(m1, "tx_packets") >= n / 2,
+        "the stream moved to m1: {m1:#}"
+    );
+    assert!(
+        u(&s, "rtnetlink.events") > 0,
+        "carrier came from rtnetlink: {s:#}"
+    );
+    assert_frames_add_up(&s);
+    assert_clean_stop(&d.stop());
+}
+
+#[test]
+fn backup_traffic_is_dropped_and_counted_and_no_member_means_carrier_down() {
+    if !require_privileges() {
+        return;
+    }
+    let lab = Lab::up("bbk");
+    let d = Isopathd::start(&lab, &bond_config(&lab, "", ""), &[]);
+    // ARP requests from the far side are flooded by the bridge to both members.
+    let out = lab.exec(
+        lab.ns_far(),
+        ["ping", "-c", "3", "-i", "0.2", "-W", "2", Lab::TRAFFIC_IP],
+    );
+    assert!(out.status.success());
+    let s = d.status();
+    let m0 = s["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "m0")
+        .unwrap()
+        .clone();
+    let m1 = s["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "m1")
+        .unwrap()
+        .clone();
+    assert!(
+        u(&m1, "drops.rx_drop_backup") >= 1,
+        "flooded ARP on the backup: {m1:#}"
+    );
+    assert_eq!(
+        u(&m1, "tx_packets"),
+        0,
+        "the backup never transmits: {m1:#}"
+    );
+    assert_eq!(u(&m0, "drops.rx_drop_backup"), 0, "{m0:#}");
+
+    // Both members down: no active member, frames for the bond dropped with a reason.
+    far_link(&lab, "s0", false);
+    far_link(&lab, "s1", false);
+    let b = wait_active(&d, None);
+    assert_eq!(b["carrier"], "down");
+    let bench = bin("isopath-bench");
+    let tx = lab.exec(
+        lab.ns_traffic(),
+        [
+            bench.to_str().unwrap(),
+            "udp-send",
+            "--dst",
+            &format!("{}:9000", Lab::FAR_IP),
+            "--size",
+            "64",
+            "--count",
+            "500",
+            "--rate",
+            "10000",
+        ],
+    );
+    assert!(tx.status.success());
+    let s = d.wait_for("no-active drops", Duration::from_secs(2), |s| {
+        u(&s["bonds"][0], "drops.tx_drop_no_active_member") >= 500
+    });
+    assert_frames_add_up(&s);
+    // A member back: carrier up again, traffic flows.
+    far_link(&lab, "s1", true);
+    wait_active(&d, Some("m1"));
+    warm(&lab);
+    assert_clean_stop(&d.stop());
+}
+
+#[test]
+fn primary_reselect_always_returns_and_failure_stays() {
+    if !require_privileges() {
+        return;
+    }
+    for (policy, back) in [("always", true), ("failure", false), ("better", false)] {
+        let lab = Lab::up("bps");
+        let opts = format!("primary = \"m0\"\nprimary_reselect = \"{policy}\"");
+        let d = Isopathd::start(&lab, &bond_config(&lab, "", &opts), &[]);
+        assert_eq!(d.bond()["active"], "m0");
+        far_link(&lab, "s0", false);
+        wait_active(&d, Some("m1"));
+        far_link(&lab, "s0", true);
+        // Give the up event time to arrive whatever the policy.
+        d.wait_for("m0 up", Duration::from_secs(3), |s| {
+            member(&s["bonds"][0], "m0")["link"] == "up"
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        let want = if back { "m0" } else { "m1" };
+        assert_eq!(d.bond()["active"], want, "primary_reselect = {policy}");
+        warm(&lab);
+        assert_clean_stop(&d.stop());
+    }
+    // better: the primary is faster (speeds given in the config, veth reports none).
+    let lab = Lab::up("bpb");
+    let opts =
+        "primary = \"m0\"\nprimary_reselect = \"better\"\nspeed = { m0 = 25000, m1 = 10000 }";
+    let d = Isopathd::start(&lab, &bond_config(&lab, "", opts), &[]);
+    far_link(&lab, "s0", false);
+    wait_active(&d, Some("m1"));
+    far_link(&lab, "s0", true);
+    wait_active(&d, Some("m0"));
+    assert_clean_stop(&d.stop());
+}
+
+#[test]
+fn planned_switch_loses_nothing_in_either_direction() {
+    if !require_privileges() {
+        return;
+    }
+    let lab = Lab::up("bsw");
+    let d = Isopathd::start(&lab, &bond_config(&lab, "", ""), &[]);
+    warm(&lab);
+    let (n, pps) = (30_000u64, 10_000u64);
+    let (rx_far, _t1) = stream(
+        &lab,
+        lab.ns_traffic(),
+        lab.ns_far(),
+        &format!("{}:9000", Lab::FAR_IP),
+        n,
+        pps,
+    );
+    let (rx_near, _t2) = stream(
+        &lab,
+        lab.ns_far(),
+        lab.ns_traffic(),
+        &format!("{}:9001", Lab::TRAFFIC_IP),
+        n,
+        pps,
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    let r = d.request("bond switch bond0 m1");
+    assert_eq!(r["ok"], true, "{r}");
+    std::thread::sleep(Duration::from_millis(800));
+    let r = d.request("bond switch bond0 m0");
+    assert_eq!(r["ok"], true, "{r}");
+    for (name, rx) in [("traffic->far", rx_far), ("far->traffic", rx_near)] {
+        let r = report(rx, n, pps);
+        assert_eq!(u(&r, "received"), n, "{name}: {r}");
+        assert_eq!(u(&r, "missing") + u(&r, "duplicates"), 0, "{name}: {r}");
+    }
+    let b = d.bond();
+    assert_eq!(u(&b, "failovers"), 2, "{b:#}");
+    let s = d.status();
+    let m1 = s["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "m1")
+        .unwrap();
+    assert!(
+        u(m1, "tx_packets") > 1000,
+        "traffic really moved to m1: {m1:#}"
+    );
+    // Unknown bond or member, or a member that is down: refused with a reason.
+    assert!(
+        d.request("bond switch bond9 m1")["error"]
+            .as_str()
+            .unwrap()
+            .contains("no bond")
+    );
+    assert!(
+        d.request("bond switch bond0 m7")["error"]
+            .as_str()
+            .unwrap()
+            .contains("no member")
+    );
+    far_link(&lab, "s1", false);
+    d.wait_for("m1 down", Duration::from_secs(3), |s| {
+        member(&s["bonds"][0], "m1")["link"] == "down"
+    });
+    assert!(
+        d.request("bond switch bond0 m1")["error"]
+            .as_str()
+            .unwrap()
+            .contains("link is down")
+    );
+    assert_clean_stop(&d.stop());
+}
