@@ -145,13 +145,15 @@ impl LiveGen {
     }
 
     /// Transmits copies of `template` on interface `ifindex` until `deadline` or `stop`, in
-    /// calls of [`FRAMES_PER_CALL`] frames. The last call can overrun the deadline by one call.
+    /// calls of about half a second each (the last one ends near the deadline); with `count`,
+    /// one call of exactly `count` iterations instead (a back-to-back burst when unpaced).
     pub(crate) fn run(
         &self,
         template: &[u8],
         ifindex: u32,
         deadline: Instant,
         stop: &AtomicBool,
+        count: Option<u32>,
     ) -> Result<()> {
         let prog = self
             .object
@@ -161,7 +163,7 @@ impl LiveGen {
         // Frames per call: start at FRAMES_PER_CALL, then size each call to ~CALL_SECS of the
         // program's measured iteration rate (paced frames included) so that the gaps between
         // calls, when nothing is sent, stay rare, and the last call ends near the deadline.
-        let mut repeat = FRAMES_PER_CALL;
+        let mut repeat = count.unwrap_or(FRAMES_PER_CALL);
         while !stop.load(Ordering::Relaxed) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -181,7 +183,17 @@ impl LiveGen {
             input.context_in = Some(&mut ctx);
             input.flags = BPF_F_TEST_XDP_LIVE_FRAMES;
             input.repeat = repeat;
-            prog.test_run(input).context("BPF_PROG_RUN (live frames)")?;
+            if let Err(e) = prog.test_run(input) {
+                // A signal (the run's stop) interrupts the call: not an error.
+                if e.kind() == libbpf_rs::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e).context("BPF_PROG_RUN (live frames)");
+            }
+            if count.is_some() {
+                // One burst of exactly `count` iterations.
+                break;
+            }
             let after = self.state()?;
             let iters = (after.sent + after.paced).saturating_sub(before.sent + before.paced);
             let per_sec = iters as f64 / t0.elapsed().as_secs_f64().max(1e-6);

@@ -90,6 +90,7 @@ impl Histogram {
         self.sum += u128::from(v);
     }
 
+    #[cfg(test)]
     pub(crate) fn count(&self) -> u64 {
         self.total
     }
@@ -111,6 +112,7 @@ impl Histogram {
         self.max
     }
 
+    #[cfg(test)]
     pub(crate) fn merge(&mut self, other: &Histogram) {
         for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
             *a += b;

@@ -31,12 +31,25 @@ pub(crate) fn lab_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/lab.sh")
 }
 
-/// A workspace binary next to this one (`isopathd`, `isopath-bench`).
+/// A workspace binary: in `$ISOPATH_BIN_DIR` if set and it holds one, else next to this one
+/// (`isopathd`, `isopath-bench`).
 pub(crate) fn sibling_bin(name: &str) -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("ISOPATH_BIN_DIR") {
+        let p = PathBuf::from(dir).join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
     let exe = std::env::current_exe()?;
-    let p = exe.parent().ok_or_else(|| anyhow!("no parent dir"))?.join(name);
+    let p = exe
+        .parent()
+        .ok_or_else(|| anyhow!("no parent dir"))?
+        .join(name);
     if !p.is_file() {
-        bail!("{} not found: build the workspace's binaries first (cargo build --release --workspace --bins)", p.display());
+        bail!(
+            "{} not found: build the workspace's binaries first (cargo build --release --workspace --bins)",
+            p.display()
+        );
     }
     Ok(p)
 }
@@ -49,15 +62,27 @@ pub(crate) struct Lab {
 
 impl Lab {
     pub(crate) fn up(prefix: &str) -> Result<Self> {
-        if !(1..=10).contains(&prefix.len()) || !prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+        if !(1..=10).contains(&prefix.len())
+            || !prefix
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
             bail!("lab prefix {prefix:?}: 1 to 10 characters of [a-z0-9]");
         }
-        let out = Command::new(lab_script()).args(["up", prefix]).stdin(Stdio::null()).output()?;
+        let out = Command::new(lab_script())
+            .args(["up", prefix])
+            .stdin(Stdio::null())
+            .output()?;
         if !out.status.success() {
             let _ = Command::new(lab_script()).args(["down", prefix]).output();
-            bail!("lab.sh up {prefix}: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "lab.sh up {prefix}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
-        Ok(Self { prefix: prefix.to_owned() })
+        Ok(Self {
+            prefix: prefix.to_owned(),
+        })
     }
 
     pub(crate) fn ns(&self, role: &str) -> String {
@@ -73,7 +98,11 @@ impl Lab {
             .output()
             .with_context(|| format!("running {args:?} in {}", self.ns(role)))?;
         if !out.status.success() {
-            bail!("{args:?} in {}: {}", self.ns(role), String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "{args:?} in {}: {}",
+                self.ns(role),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -91,7 +120,10 @@ impl Lab {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        Proc::new(label, cmd.spawn().with_context(|| format!("starting {label}"))?)
+        Proc::new(
+            label,
+            cmd.spawn().with_context(|| format!("starting {label}"))?,
+        )
     }
 
     /// `(rx_packets, tx_packets)` of `dev` in namespace `role`.
@@ -99,9 +131,18 @@ impl Lab {
         let out = Command::new("ip")
             .args(["-n", &self.ns(role), "-s", "-j", "link", "show", "dev", dev])
             .output()?;
-        let v: Value = serde_json::from_slice(&out.stdout).with_context(|| format!("ip -s -j link show {dev}"))?;
-        let s = if v[0]["stats64"].is_object() { &v[0]["stats64"] } else { &v[0]["stats"] };
-        let get = |d: &str| s[d]["packets"].as_u64().ok_or_else(|| anyhow!("no {d} packets for {dev}"));
+        let v: Value = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("ip -s -j link show {dev}"))?;
+        let s = if v[0]["stats64"].is_object() {
+            &v[0]["stats64"]
+        } else {
+            &v[0]["stats"]
+        };
+        let get = |d: &str| {
+            s[d]["packets"]
+                .as_u64()
+                .ok_or_else(|| anyhow!("no {d} packets for {dev}"))
+        };
         Ok((get("rx")?, get("tx")?))
     }
 
@@ -110,8 +151,22 @@ impl Lab {
     /// classifiers).
     pub(crate) fn sink_on_s0(&self) -> Result<()> {
         self.sh("far", &["nft", "add", "table", "netdev", "benchsink"])?;
-        self.sh("far", &["nft", "add", "chain", "netdev", "benchsink", "in", "{ type filter hook ingress device s0 priority 0; }"])?;
-        self.sh("far", &["nft", "add", "rule", "netdev", "benchsink", "in", "drop"])?;
+        self.sh(
+            "far",
+            &[
+                "nft",
+                "add",
+                "chain",
+                "netdev",
+                "benchsink",
+                "in",
+                "{ type filter hook ingress device s0 priority 0; }",
+            ],
+        )?;
+        self.sh(
+            "far",
+            &["nft", "add", "rule", "netdev", "benchsink", "in", "drop"],
+        )?;
         Ok(())
     }
 }
@@ -143,13 +198,19 @@ pub(crate) struct Proc {
 
 impl std::fmt::Debug for Proc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Proc").field("label", &self.label).field("pid", &self.child.id()).finish()
+        f.debug_struct("Proc")
+            .field("label", &self.label)
+            .field("pid", &self.child.id())
+            .finish()
     }
 }
 
 impl Proc {
     fn new(label: &str, mut child: Child) -> Result<Self> {
-        let err = child.stderr.take().ok_or_else(|| anyhow!("no stderr pipe"))?;
+        let err = child
+            .stderr
+            .take()
+            .ok_or_else(|| anyhow!("no stderr pipe"))?;
         let stderr = Arc::new(Mutex::new((Vec::new(), Progress::default(), false)));
         let s = stderr.clone();
         let reader = std::thread::spawn(move || {
@@ -168,7 +229,12 @@ impl Proc {
                 }
             }
         });
-        Ok(Self { label: label.to_owned(), child, stderr, reader: Some(reader) })
+        Ok(Self {
+            label: label.to_owned(),
+            child,
+            stderr,
+            reader: Some(reader),
+        })
     }
 
     /// Waits for a stderr line containing `ready` (or, when `needle` is given, that text).
@@ -186,10 +252,18 @@ impl Proc {
                 }
             }
             if let Some(st) = self.child.try_wait()? {
-                bail!("{} exited ({st}) before it was ready: {}", self.label, self.stderr_text());
+                bail!(
+                    "{} exited ({st}) before it was ready: {}",
+                    self.label,
+                    self.stderr_text()
+                );
             }
             if Instant::now() > deadline {
-                bail!("{} not ready after {timeout:?}: {}", self.label, self.stderr_text());
+                bail!(
+                    "{} not ready after {timeout:?}: {}",
+                    self.label,
+                    self.stderr_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -213,7 +287,11 @@ impl Proc {
         while self.running() {
             if Instant::now() > deadline {
                 self.stop();
-                bail!("{} still running after {timeout:?}: {}", self.label, self.stderr_text());
+                bail!(
+                    "{} still running after {timeout:?}: {}",
+                    self.label,
+                    self.stderr_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -238,7 +316,11 @@ impl Proc {
         let line = out.lines().rev().find(|l| l.trim_start().starts_with('{'));
         match line {
             Some(l) if st.success() => Ok(serde_json::from_str(l)?),
-            _ => bail!("{} ended with {st} and no JSON: {}", self.label, self.stderr_text()),
+            _ => bail!(
+                "{} ended with {st} and no JSON: {}",
+                self.label,
+                self.stderr_text()
+            ),
         }
     }
 
@@ -248,7 +330,9 @@ impl Proc {
             return;
         }
         // Our own child, not reaped yet (try_wait said running), so the pid is still ours.
-        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(5);
         while self.running() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
@@ -275,9 +359,15 @@ impl CpuSample {
         let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
         CpuSample(
             stat.lines()
-                .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+                .filter(|l| {
+                    l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit)
+                })
                 .map(|l| {
-                    let v: Vec<u64> = l.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+                    let v: Vec<u64> = l
+                        .split_whitespace()
+                        .skip(1)
+                        .filter_map(|x| x.parse().ok())
+                        .collect();
                     let total: u64 = v.iter().take(8).sum();
                     let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
                     (total - idle, total)
@@ -293,7 +383,11 @@ impl CpuSample {
             .zip(&later.0)
             .map(|(a, b)| {
                 let t = b.1.saturating_sub(a.1);
-                if t == 0 { 0.0 } else { 100.0 * b.0.saturating_sub(a.0) as f64 / t as f64 }
+                if t == 0 {
+                    0.0
+                } else {
+                    100.0 * b.0.saturating_sub(a.0) as f64 / t as f64
+                }
             })
             .collect()
     }
@@ -302,7 +396,8 @@ impl CpuSample {
 /// Sends `status` to an isopathd control socket and returns the reply.
 pub(crate) fn isopath_status(socket: &Path) -> Result<Value> {
     use std::io::Write;
-    let mut s = std::os::unix::net::UnixStream::connect(socket).with_context(|| format!("connecting {}", socket.display()))?;
+    let mut s = std::os::unix::net::UnixStream::connect(socket)
+        .with_context(|| format!("connecting {}", socket.display()))?;
     s.set_read_timeout(Some(Duration::from_secs(3)))?;
     s.write_all(b"status\n")?;
     let mut line = String::new();

@@ -19,8 +19,13 @@
 
 mod bpf;
 mod hist;
+mod lab;
 mod pattern;
 mod pcap;
+mod peers;
+mod report;
+mod run;
+mod search;
 mod seq;
 mod source;
 mod tcp;
@@ -72,6 +77,14 @@ enum Command {
     XskDrop(BareArgs),
     /// A tiny XDP_DROP program that counts: the lab's receive ceiling.
     XdpDrop(XdpDropArgs),
+    /// Every peer and ceiling on the same lab path, alternating A B A B: forwarding rates,
+    /// ratios, CPU per core. Builds its own lab; writes report.json, summary.md, SVG plots.
+    Compare(run::CompareArgs),
+    /// RFC 2544 throughput (binary search for zero loss), loss curve, latency and back-to-back
+    /// per frame size. Builds its own lab; writes report.json, summary.md, SVG plots.
+    Rfc2544(run::Rfc2544Args),
+    /// Renders a stored report.json as the Markdown summary (and plots with --out).
+    Report(run::ReportArgs),
 }
 
 /// Arguments of `recv`.
@@ -119,6 +132,15 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
         return Err("must be greater than 0".into());
     }
     Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
+}
+
+/// Seconds since an arbitrary fixed point (for rates between two reads).
+fn now_secs() -> f64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_secs_f64()
 }
 
 /// Prints `value` as one JSON object on its own line on stdout.
@@ -179,6 +201,9 @@ fn main() -> ExitCode {
             .and_then(|stop| xsk::bare(&a.iface, None, a.secs, a.core, &stop))
             .and_then(|r| print_json(&r)),
         Command::XdpDrop(a) => xdp_drop(a),
+        Command::Compare(a) => run::compare(a),
+        Command::Rfc2544(a) => run::rfc2544(a),
+        Command::Report(a) => run::render(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

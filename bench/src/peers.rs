@@ -72,7 +72,9 @@ impl Peer {
     pub(crate) fn describe(self) -> &'static str {
         match self {
             Peer::Isopath => "isopathd, L2 cross-connect up0<->m0, worker on core 1",
-            Peer::Testpmd => "dpdk-testpmd --forward-mode=io over net_af_xdp up0/m0, forwarding lcore 1",
+            Peer::Testpmd => {
+                "dpdk-testpmd --forward-mode=io over net_af_xdp up0/m0, forwarding lcore 1"
+            }
             Peer::KernelRouter => "Linux IPv4 forwarding up0->m0, RPS to core 1",
             Peer::KernelBridge => "Linux bridge over up0 and m0, RPS to core 1",
             Peer::XskFwd => "bare AF_XDP forwarder (isopath-bench xsk-fwd), core 1",
@@ -102,7 +104,13 @@ impl std::fmt::Debug for Running<'_> {
 const PEER_MAX_SECS: &str = "3600";
 
 pub(crate) fn start<'l>(lab: &'l Lab, peer: Peer, work: &std::path::Path) -> Result<Running<'l>> {
-    let mut r = Running { peer, lab, proc: None, socket: None, work: work.to_path_buf() };
+    let mut r = Running {
+        peer,
+        lab,
+        proc: None,
+        socket: None,
+        work: work.to_path_buf(),
+    };
     let bench = sibling_bin("isopath-bench")?.display().to_string();
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     match peer {
@@ -120,18 +128,40 @@ pub(crate) fn start<'l>(lab: &'l Lab, peer: Peer, work: &std::path::Path) -> Res
             let path = work.join(format!("isopath-{}.toml", peer.name()));
             std::fs::write(&path, cfg)?;
             let d = sibling_bin("isopathd")?.display().to_string();
-            let mut p = lab.spawn("app", "isopathd", &[d, "-c".into(), path.display().to_string(), "--force".into()])?;
+            let mut p = lab.spawn(
+                "app",
+                "isopathd",
+                &[d, "-c".into(), path.display().to_string(), "--force".into()],
+            )?;
             p.wait_ready(Duration::from_secs(15), Some(" ready "))?;
             r.proc = Some(p);
             r.socket = Some(sock);
         }
         Peer::Testpmd => {
             let args = s(&[
-                "dpdk-testpmd", "-l", "0,1", "--main-lcore", "0", "--no-pci", "--no-huge", "-m", "256",
-                "--file-prefix", &format!("{}f", lab.prefix), "--log-level=pmd.net.af_xdp:error",
-                "--vdev", "net_af_xdp0,iface=up0", "--vdev", "net_af_xdp1,iface=m0", "--",
-                "--forward-mode=io", "--nb-cores=1", "--total-num-mbufs=16384", "--auto-start",
-                "--stats-period", "60",
+                "dpdk-testpmd",
+                "-l",
+                "0,1",
+                "--main-lcore",
+                "0",
+                "--no-pci",
+                "--no-huge",
+                "-m",
+                "256",
+                "--file-prefix",
+                &format!("{}f", lab.prefix),
+                "--log-level=pmd.net.af_xdp:error",
+                "--vdev",
+                "net_af_xdp0,iface=up0",
+                "--vdev",
+                "net_af_xdp1,iface=m0",
+                "--",
+                "--forward-mode=io",
+                "--nb-cores=1",
+                "--total-num-mbufs=16384",
+                "--auto-start",
+                "--stats-period",
+                "60",
             ]);
             let mut p = lab.spawn("app", "testpmd", &args)?;
             // testpmd prints no ready line of its own on stderr; give it its start-up time.
@@ -147,24 +177,72 @@ pub(crate) fn start<'l>(lab: &'l Lab, peer: Peer, work: &std::path::Path) -> Res
         Peer::KernelRouter => {
             kernel_common(lab)?;
             lab.sh("app", &["ip", "link", "set", "dev", "m0", "arp", "on"])?;
-            lab.sh("app", &["ip", "addr", "add", "198.19.0.254/24", "dev", "up0"])?;
-            lab.sh("app", &["ip", "addr", "add", "198.19.1.254/24", "dev", "m0"])?;
+            lab.sh(
+                "app",
+                &["ip", "addr", "add", "198.19.0.254/24", "dev", "up0"],
+            )?;
+            lab.sh(
+                "app",
+                &["ip", "addr", "add", "198.19.1.254/24", "dev", "m0"],
+            )?;
             lab.sh("app", &["ip", "route", "add", "198.18.0.2/32", "dev", "m0"])?;
-            lab.sh("app", &["ip", "neigh", "replace", "198.18.0.2", "lladdr", MAC_BR0, "dev", "m0", "nud", "permanent"])?;
-            lab.sh("app", &["sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.up0.rp_filter=0"])?;
+            lab.sh(
+                "app",
+                &[
+                    "ip",
+                    "neigh",
+                    "replace",
+                    "198.18.0.2",
+                    "lladdr",
+                    MAC_BR0,
+                    "dev",
+                    "m0",
+                    "nud",
+                    "permanent",
+                ],
+            )?;
+            lab.sh(
+                "app",
+                &[
+                    "sysctl",
+                    "-qw",
+                    "net.ipv4.ip_forward=1",
+                    "net.ipv4.conf.all.rp_filter=0",
+                    "net.ipv4.conf.up0.rp_filter=0",
+                ],
+            )?;
         }
         Peer::KernelBridge => {
             kernel_common(lab)?;
-            lab.sh("app", &["ip", "link", "add", "benchbr", "type", "bridge", "stp_state", "0"])?;
+            lab.sh(
+                "app",
+                &[
+                    "ip",
+                    "link",
+                    "add",
+                    "benchbr",
+                    "type",
+                    "bridge",
+                    "stp_state",
+                    "0",
+                ],
+            )?;
             lab.sh("app", &["ip", "link", "set", "up0", "master", "benchbr"])?;
             lab.sh("app", &["ip", "link", "set", "m0", "master", "benchbr"])?;
             lab.sh("app", &["ip", "link", "set", "benchbr", "up"])?;
-            lab.sh("app", &["bridge", "fdb", "add", MAC_BR0, "dev", "m0", "master", "static"])?;
+            lab.sh(
+                "app",
+                &[
+                    "bridge", "fdb", "add", MAC_BR0, "dev", "m0", "master", "static",
+                ],
+            )?;
         }
         Peer::XskFwd | Peer::XskDrop | Peer::XdpDrop => {
             let mut args = vec![bench];
             match peer {
-                Peer::XskFwd => args.extend(s(&["xsk-fwd", "--iface", "up0", "--to", "m0", "--core", "1"])),
+                Peer::XskFwd => args.extend(s(&[
+                    "xsk-fwd", "--iface", "up0", "--to", "m0", "--core", "1",
+                ])),
                 Peer::XskDrop => args.extend(s(&["xsk-drop", "--iface", "up0", "--core", "1"])),
                 _ => args.extend(s(&["xdp-drop", "--iface", "up0"])),
             }
@@ -182,7 +260,14 @@ pub(crate) fn start<'l>(lab: &'l Lab, peer: Peer, work: &std::path::Path) -> Res
 fn kernel_common(lab: &Lab) -> Result<()> {
     lab.sh("app", &["ethtool", "-K", "up0", "gro", "on"])?;
     for q in 0..crate::xsk::rx_queues_in(lab, "up0") {
-        lab.sh("app", &["sh", "-c", &format!("echo 2 > /sys/class/net/up0/queues/rx-{q}/rps_cpus")])?;
+        lab.sh(
+            "app",
+            &[
+                "sh",
+                "-c",
+                &format!("echo 2 > /sys/class/net/up0/queues/rx-{q}/rps_cpus"),
+            ],
+        )?;
     }
     Ok(())
 }
@@ -204,7 +289,10 @@ impl Running<'_> {
             }
             Peer::XskDrop | Peer::XdpDrop => {
                 let p = self.proc.as_ref().expect("a process").progress();
-                Ok(Some((p.value["packets"].as_u64().unwrap_or(0), p.value["t"].as_f64().unwrap_or(0.0))))
+                Ok(Some((
+                    p.value["packets"].as_u64().unwrap_or(0),
+                    p.value["t"].as_f64().unwrap_or(0.0),
+                )))
             }
             _ => Ok(None),
         }
@@ -224,7 +312,9 @@ impl Running<'_> {
     pub(crate) fn stop(mut self) -> Result<Option<serde_json::Value>> {
         let lab = self.lab;
         let out = match self.proc.take() {
-            Some(p) if matches!(self.peer, Peer::XskFwd | Peer::XskDrop | Peer::XdpDrop) => Some(p.stop_json()?),
+            Some(p) if matches!(self.peer, Peer::XskFwd | Peer::XskDrop | Peer::XdpDrop) => {
+                Some(p.stop_json()?)
+            }
             Some(mut p) => {
                 p.stop();
                 None
@@ -269,15 +359,28 @@ impl Drop for Running<'_> {
 fn kernel_undo(lab: &Lab) {
     lab.sh_quiet("app", &["ethtool", "-K", "up0", "gro", "off"]);
     for q in 0..crate::xsk::rx_queues_in(lab, "up0") {
-        lab.sh_quiet("app", &["sh", "-c", &format!("echo 0 > /sys/class/net/up0/queues/rx-{q}/rps_cpus")]);
+        lab.sh_quiet(
+            "app",
+            &[
+                "sh",
+                "-c",
+                &format!("echo 0 > /sys/class/net/up0/queues/rx-{q}/rps_cpus"),
+            ],
+        );
     }
 }
 
 /// The testpmd version line, for the report.
 pub(crate) fn testpmd_version() -> Option<String> {
-    let out = std::process::Command::new("dpdk-testpmd").arg("--version").output().ok()?;
-    let t = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    t.lines().find(|l| l.contains("DPDK")).map(|l| l.trim().to_owned())
+    let out = std::process::Command::new("dpdk-testpmd")
+        .arg("--version")
+        .output()
+        .ok()?;
+    let t =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    t.lines()
+        .find(|l| l.contains("DPDK"))
+        .map(|l| l.trim().to_owned())
 }
 
 /// Fails early when a peer's tool is missing.
@@ -288,14 +391,21 @@ pub(crate) fn check_tools(peers: &[Peer]) -> Result<()> {
             .output()
             .map(|o| o.status.success())
             .unwrap_or(false);
-        if ok { Ok(()) } else { bail!("{tool} is not installed (scripts/deps.sh installs it)") }
+        if ok {
+            Ok(())
+        } else {
+            bail!("{tool} is not installed (scripts/deps.sh installs it)")
+        }
     };
     need("nft")?;
     need("ethtool")?;
     if peers.contains(&Peer::Testpmd) {
         need("dpdk-testpmd").context("peer testpmd")?;
     }
-    if peers.iter().any(|p| matches!(p, Peer::Isopath | Peer::IsopathRxdrop)) {
+    if peers
+        .iter()
+        .any(|p| matches!(p, Peer::Isopath | Peer::IsopathRxdrop))
+    {
         sibling_bin("isopathd")?;
     }
     Ok(())

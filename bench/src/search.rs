@@ -105,17 +105,31 @@ pub(crate) mod tests {
     #[test]
     fn converges_on_a_synthetic_limit() {
         for limit in [1u64, 12_345, 777_777, 999_000, 3_000_000] {
-            let p = SearchParams { max_pps: 4_000_000, resolution_pps: 1000, loss_tolerance: 0.0, max_trials: 40 };
+            let p = SearchParams {
+                max_pps: 4_000_000,
+                resolution_pps: 1000,
+                loss_tolerance: 0.0,
+                max_trials: 40,
+            };
             let r = search(p, synthetic(limit, 2));
             assert!(r.throughput_pps <= limit, "{limit}: {r:?}");
-            assert!(limit - r.throughput_pps <= 1000 || limit < 1000, "{limit}: {}", r.throughput_pps);
+            assert!(
+                limit - r.throughput_pps <= 1000 || limit < 1000,
+                "{limit}: {}",
+                r.throughput_pps
+            );
             assert!(r.trials.len() <= 13, "{limit}: {} trials", r.trials.len());
         }
     }
 
     #[test]
     fn first_trial_passing_ends_the_search() {
-        let p = SearchParams { max_pps: 500_000, resolution_pps: 1000, loss_tolerance: 0.0, max_trials: 20 };
+        let p = SearchParams {
+            max_pps: 500_000,
+            resolution_pps: 1000,
+            loss_tolerance: 0.0,
+            max_trials: 20,
+        };
         let r = search(p, synthetic(1_000_000, 1));
         assert_eq!(r.throughput_pps, 500_000);
         assert_eq!(r.trials.len(), 1);
@@ -124,16 +138,36 @@ pub(crate) mod tests {
     #[test]
     fn loss_tolerance_raises_the_answer() {
         // 1% tolerance: up to limit / 0.99.
-        let p = SearchParams { max_pps: 2_000_000, resolution_pps: 500, loss_tolerance: 0.01, max_trials: 40 };
+        let p = SearchParams {
+            max_pps: 2_000_000,
+            resolution_pps: 500,
+            loss_tolerance: 0.01,
+            max_trials: 40,
+        };
         let r = search(p, synthetic(1_000_000, 1));
         let want = (1_000_000.0 / 0.99) as u64;
-        assert!(r.throughput_pps <= want && want - r.throughput_pps <= 500, "{}", r.throughput_pps);
+        assert!(
+            r.throughput_pps <= want && want - r.throughput_pps <= 500,
+            "{}",
+            r.throughput_pps
+        );
     }
 
     #[test]
     fn nothing_passes() {
-        let p = SearchParams { max_pps: 1000, resolution_pps: 10, loss_tolerance: 0.0, max_trials: 30 };
-        let r = search(p, |rate| Trial { target_pps: rate, sent: rate + 1, received: 0, offered_pps: 0.0, received_pps: 0.0 });
+        let p = SearchParams {
+            max_pps: 1000,
+            resolution_pps: 10,
+            loss_tolerance: 0.0,
+            max_trials: 30,
+        };
+        let r = search(p, |rate| Trial {
+            target_pps: rate,
+            sent: rate + 1,
+            received: 0,
+            offered_pps: 0.0,
+            received_pps: 0.0,
+        });
         assert_eq!(r.throughput_pps, 0);
         assert!(r.best.is_none());
     }

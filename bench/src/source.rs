@@ -107,6 +107,10 @@ pub(crate) struct GenArgs {
     /// Core to pin to.
     #[arg(long)]
     pub(crate) core: Option<usize>,
+    /// Live source: send one burst of exactly this many frames (at the source's full speed
+    /// unless --rate) and stop; --secs still bounds the run.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) count: Option<u32>,
     /// Replay the frames of this pcap file instead of generating probes (xsk source).
     #[arg(long)]
     pub(crate) pcap: Option<PathBuf>,
@@ -215,7 +219,7 @@ fn live(
         })
     };
     eprintln!("ready");
-    let r = g.run(&template, ifindex, deadline, stop);
+    let r = g.run(&template, ifindex, deadline, stop, a.count);
     done.store(true, Ordering::Relaxed);
     let _ = reporter.join();
     r?;

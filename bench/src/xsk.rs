@@ -215,6 +215,7 @@ pub(crate) fn recv(
         for q in &mut port.queues {
             let n = umem.rx_burst(q, &mut burst, 256);
             if n == 0 {
+                umem.refill(q, usize::MAX);
                 continue;
             }
             got += n;
@@ -462,6 +463,9 @@ pub(crate) fn bare(
         for pi in 0..ports.len() {
             for qi in 0..ports[pi].queues.len() {
                 let n = umem.rx_burst(&mut ports[pi].queues[qi], &mut burst, 256);
+                // Top the fill ring up every loop, not only by what RX took: when the pool ran
+                // short (frames on TX), a refill of `n` falls behind for good and RX starves.
+                umem.refill(&mut ports[pi].queues[qi], usize::MAX);
                 if n == 0 {
                     continue;
                 }

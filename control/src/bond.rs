@@ -52,6 +52,98 @@ impl Reselect {
     }
 }
 
+/// Which MAC address the appliance's own frames on the bond carry (Linux's `fail_over_mac`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailOverMac {
+    /// The bond's MAC, whatever member is active (Linux's default).
+    #[default]
+    None,
+    /// The active member's own MAC: the bond's address changes with the active member, and
+    /// peer notifications announce the new one.
+    Active,
+    /// The bond's MAC, which the new active member takes over (as `none` here: the members'
+    /// MACs never matter to forwarding, which keeps every frame's source).
+    Follow,
+}
+
+impl FailOverMac {
+    /// The option's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Active => "active",
+            Self::Follow => "follow",
+        }
+    }
+
+    /// Parses the option's name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "none" => Some(Self::None),
+            "active" => Some(Self::Active),
+            "follow" => Some(Self::Follow),
+            _ => None,
+        }
+    }
+}
+
+/// Peer notification after a change of active member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifyOptions {
+    /// Gratuitous ARPs per own IPv4 address (Linux's `num_grat_arp`, default 1).
+    pub num_grat_arp: u32,
+    /// Unsolicited NAs per own IPv6 address (Linux's `num_unsol_na`, default 1).
+    pub num_unsol_na: u32,
+    /// Gap between repeated notifications (Linux's `peer_notif_delay`).
+    pub peer_notif_delay: Duration,
+    /// Re-announce the MACs seen behind the bond (one frame each) after a change.
+    pub reannounce: bool,
+    /// Only MACs seen within this many seconds are re-announced.
+    pub reannounce_max_age_s: u16,
+    /// Entries of the seen-MAC table.
+    pub reannounce_table: usize,
+    /// Least time between two re-announcement bursts (a flapping link cannot cause a storm).
+    pub reannounce_min_interval: Duration,
+}
+
+impl Default for NotifyOptions {
+    fn default() -> Self {
+        Self {
+            num_grat_arp: 1,
+            num_unsol_na: 1,
+            peer_notif_delay: Duration::ZERO,
+            reannounce: true,
+            reannounce_max_age_s: 300,
+            reannounce_table: 256,
+            reannounce_min_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+/// What to send now, as decided by [`Bond::due`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Due {
+    /// Member to send on (the active one).
+    pub member: usize,
+    /// Send a gratuitous ARP for each own IPv4 address.
+    pub grat_arp: bool,
+    /// Send an unsolicited NA for each own IPv6 address.
+    pub unsol_na: bool,
+    /// Re-announce the seen MACs.
+    pub reannounce: bool,
+    /// Source MAC of the appliance's own frames.
+    pub mac: [u8; 6],
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    member: usize,
+    grat_arp_left: u32,
+    unsol_na_left: u32,
+    reannounce: bool,
+    next_at: Instant,
+}
+
 /// Options of a bond.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BondOptions {
@@ -69,6 +161,14 @@ pub struct BondOptions {
     pub all_members_active: bool,
     /// How long a planned switch keeps accepting frames on the old active member.
     pub drain: Duration,
+    /// MAC of the appliance's own frames.
+    pub fail_over_mac: FailOverMac,
+    /// The bond's MAC (default: the first member's).
+    pub mac: Option<[u8; 6]>,
+    /// The appliance's own addresses on the bond.
+    pub addresses: Vec<std::net::IpAddr>,
+    /// Peer notification.
+    pub notify: NotifyOptions,
 }
 
 impl Default for BondOptions {
@@ -81,6 +181,10 @@ impl Default for BondOptions {
             primary_reselect: Reselect::Always,
             all_members_active: false,
             drain: Duration::from_millis(500),
+            fail_over_mac: FailOverMac::None,
+            mac: None,
+            addresses: Vec::new(),
+            notify: NotifyOptions::default(),
         }
     }
 }
@@ -210,6 +314,25 @@ pub struct Bond {
     events: VecDeque<Event>,
     /// Times the active member changed.
     pub failovers: u64,
+    pending: Option<Pending>,
+    last_reannounce: Option<Instant>,
+    /// Notification frames sent: gratuitous ARPs, unsolicited NAs, MAC re-announcements.
+    pub sent: NotifyCounters,
+}
+
+/// Peer notification counters.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct NotifyCounters {
+    /// Gratuitous ARPs queued.
+    pub grat_arp: u64,
+    /// Unsolicited NAs queued.
+    pub unsol_na: u64,
+    /// MAC re-announcements queued.
+    pub reannounced: u64,
+    /// Frames not queued because the mailbox was full.
+    pub mailbox_full: u64,
+    /// Re-announcement bursts skipped by the rate limit.
+    pub rate_limited: u64,
 }
 
 /// Nanoseconds since the Unix epoch of `t`.
@@ -243,6 +366,9 @@ impl Bond {
             shared: Arc::new(BondShared::new()),
             events: VecDeque::new(),
             failovers: 0,
+            pending: None,
+            last_reannounce: None,
+            sent: NotifyCounters::default(),
         };
         b.select(Reason::Start, now, wall);
         b.publish();
@@ -398,7 +524,6 @@ impl Bond {
             }
             (Some(cur), _) => Some(cur),
         };
-        let _ = now;
         if next == self.active {
             return false;
         }
@@ -410,11 +535,95 @@ impl Bond {
         self.failovers += u64::from(from.is_some());
         let name = |m: Option<usize>| m.map_or("none".to_owned(), |m| self.members[m].name.clone());
         let detail = format!("{} -> {} ({})", name(from), name(next), reason.name());
+        if let Some(m) = next
+            && reason != Reason::Start
+        {
+            self.schedule_notify(m, now);
+        }
         match next {
             Some(_) => self.log(wall, "active_changed", next, detail),
             None => self.log(wall, "no_active_member", None, detail),
         }
         true
+    }
+
+    fn schedule_notify(&mut self, member: usize, now: Instant) {
+        let n = &self.opts.notify;
+        self.pending = Some(Pending {
+            member,
+            grat_arp_left: n.num_grat_arp,
+            unsol_na_left: n.num_unsol_na,
+            reannounce: n.reannounce,
+            next_at: now,
+        });
+    }
+
+    /// The MAC the appliance's own frames carry now.
+    pub fn own_mac(&self) -> [u8; 6] {
+        let bond_mac = self
+            .opts
+            .mac
+            .or_else(|| {
+                self.members
+                    .first()
+                    .and_then(|m| crate::frames::parse_mac(&m.perm_mac))
+            })
+            .unwrap_or([0x02, 0, 0, 0, 0, 0]);
+        match (self.opts.fail_over_mac, self.active) {
+            (FailOverMac::Active, Some(a)) => {
+                crate::frames::parse_mac(&self.members[a].perm_mac).unwrap_or(bond_mac)
+            }
+            _ => bond_mac,
+        }
+    }
+
+    /// Peer notifications due at `now` (after a change of active member): one round per call,
+    /// rounds spaced by `peer_notif_delay` (at least 10 ms). Re-announcement happens in the
+    /// first round only, and at most once per `reannounce_min_interval`.
+    pub fn due(&mut self, now: Instant) -> Option<Due> {
+        let p = self.pending.as_mut()?;
+        if now < p.next_at {
+            return None;
+        }
+        if self.active != Some(p.member) {
+            self.pending = None;
+            return None;
+        }
+        let mut reannounce = std::mem::take(&mut p.reannounce);
+        if reannounce {
+            let min = self.opts.notify.reannounce_min_interval;
+            if self
+                .last_reannounce
+                .is_some_and(|t| now.duration_since(t) < min)
+            {
+                reannounce = false;
+                self.sent.rate_limited += 1;
+            } else {
+                self.last_reannounce = Some(now);
+            }
+        }
+        let due = Due {
+            member: p.member,
+            grat_arp: p.grat_arp_left > 0,
+            unsol_na: p.unsol_na_left > 0,
+            reannounce,
+            mac: [0; 6],
+        };
+        p.grat_arp_left = p.grat_arp_left.saturating_sub(1);
+        p.unsol_na_left = p.unsol_na_left.saturating_sub(1);
+        p.next_at = now
+            + self
+                .opts
+                .notify
+                .peer_notif_delay
+                .max(Duration::from_millis(10));
+        if p.grat_arp_left == 0 && p.unsol_na_left == 0 {
+            self.pending = None;
+        }
+        Some(Due {
+            mac: self.own_mac(),
+            ..due
+        })
     }
 
     fn better(&self, a: usize, b: usize) -> bool {
@@ -457,6 +666,7 @@ impl Bond {
         self.draining = from.map(|f| (f, now + self.opts.drain));
         self.publish();
         self.failovers += 1;
+        self.schedule_notify(m, now);
         let old = from.map_or("none".to_owned(), |f| self.members[f].name.clone());
         self.log(
             wall,
@@ -506,6 +716,22 @@ impl Bond {
                 "primary_reselect": self.opts.primary_reselect.name(),
                 "all_members_active": self.opts.all_members_active,
                 "drain_ms": self.opts.drain.as_millis() as u64,
+                "fail_over_mac": self.opts.fail_over_mac.name(),
+                "num_grat_arp": self.opts.notify.num_grat_arp,
+                "num_unsol_na": self.opts.notify.num_unsol_na,
+                "peer_notif_delay_ms": self.opts.notify.peer_notif_delay.as_millis() as u64,
+                "reannounce": self.opts.notify.reannounce,
+                "reannounce_table": self.opts.notify.reannounce_table,
+                "reannounce_max_age_s": self.opts.notify.reannounce_max_age_s,
+            },
+            "mac": crate::frames::fmt_mac(&self.own_mac()),
+            "addresses": self.opts.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            "notifications": {
+                "grat_arp": self.sent.grat_arp,
+                "unsol_na": self.sent.unsol_na,
+                "reannounced": self.sent.reannounced,
+                "mailbox_full": self.sent.mailbox_full,
+                "rate_limited": self.sent.rate_limited,
             },
             "members": members,
             "events": events,
@@ -655,6 +881,68 @@ mod tests {
             b.switch_to("m0", t, SystemTime::now()),
             Err(BondError::NotUp { .. })
         ));
+    }
+
+    #[test]
+    fn notifications_follow_each_change_with_repeats_and_rate_limit() {
+        let mut opts = BondOptions::default();
+        opts.notify.num_grat_arp = 3;
+        opts.notify.num_unsol_na = 1;
+        opts.notify.peer_notif_delay = Duration::from_millis(50);
+        let (mut b, t) = bond(opts, &[true, true]);
+        assert_eq!(b.due(t), None, "nothing at start");
+        b.carrier(0, false, t, SystemTime::now());
+        let d = b.due(t).expect("first round at once");
+        assert_eq!(
+            (d.member, d.grat_arp, d.unsol_na, d.reannounce),
+            (1, true, true, true)
+        );
+        assert_eq!(
+            b.due(t + Duration::from_millis(49)),
+            None,
+            "spaced by peer_notif_delay"
+        );
+        let d = b.due(t + Duration::from_millis(50)).unwrap();
+        assert_eq!((d.grat_arp, d.unsol_na, d.reannounce), (true, false, false));
+        assert!(b.due(t + Duration::from_millis(100)).is_some());
+        assert_eq!(
+            b.due(t + Duration::from_millis(150)),
+            None,
+            "three rounds only"
+        );
+        // A flap within the rate limit: GARPs again, but no second re-announcement burst.
+        b.carrier(1, false, t + Duration::from_millis(160), SystemTime::now());
+        b.carrier(0, true, t + Duration::from_millis(160), SystemTime::now());
+        let d = b.due(t + Duration::from_millis(170)).unwrap();
+        assert!(d.grat_arp && !d.reannounce);
+        assert_eq!(b.sent.rate_limited, 1);
+        // num_grat_arp = 0, reannounce off: nothing at all.
+        let mut opts = BondOptions::default();
+        opts.notify.num_grat_arp = 0;
+        opts.notify.num_unsol_na = 0;
+        opts.notify.reannounce = false;
+        let (mut b, t) = bond(opts, &[true, true]);
+        b.carrier(0, false, t, SystemTime::now());
+        let d = b.due(t).unwrap();
+        assert!(!d.grat_arp && !d.unsol_na && !d.reannounce);
+        assert_eq!(b.due(t + Duration::from_secs(1)), None);
+    }
+
+    #[test]
+    fn fail_over_mac_active_follows_the_active_member() {
+        let mut opts = BondOptions {
+            fail_over_mac: FailOverMac::Active,
+            ..Default::default()
+        };
+        opts.mac = Some([2, 0, 0, 0, 9, 9]);
+        let (mut b, t) = bond(opts, &[true, true]);
+        b.members[0].perm_mac = "02:00:00:00:01:01".into();
+        b.members[1].perm_mac = "02:00:00:00:01:02".into();
+        assert_eq!(b.own_mac(), [2, 0, 0, 0, 1, 1]);
+        b.carrier(0, false, t, SystemTime::now());
+        assert_eq!(b.own_mac(), [2, 0, 0, 0, 1, 2]);
+        b.opts.fail_over_mac = FailOverMac::None;
+        assert_eq!(b.own_mac(), [2, 0, 0, 0, 9, 9]);
     }
 
     #[test]

@@ -69,6 +69,26 @@ pub struct BondConfig {
     /// one (veth reports none; default 10000).
     #[serde(default)]
     pub speed: BTreeMap<String, u32>,
+    /// The appliance's own addresses on the bond ("198.18.0.10", "2001:2::10"): announced by
+    /// gratuitous ARP / unsolicited NA after every change of active member.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// The bond's MAC ("02:..."); default: the first member's.
+    pub mac: Option<String>,
+    /// "none" (default), "active" or "follow", as in Linux.
+    pub fail_over_mac: Option<String>,
+    /// Gratuitous ARPs per own IPv4 address after a change (default 1; 0..=255).
+    pub num_grat_arp: Option<u32>,
+    /// Unsolicited NAs per own IPv6 address after a change (default 1; 0..=255).
+    pub num_unsol_na: Option<u32>,
+    /// ms between repeated notifications (default 0: 10 ms apart).
+    pub peer_notif_delay: Option<u64>,
+    /// Re-announce the MACs seen behind the bond after a change (default true).
+    pub reannounce: Option<bool>,
+    /// Entries of the seen-MAC table (default 256, at most 65536).
+    pub reannounce_table: Option<usize>,
+    /// Seconds after which a seen MAC is no longer re-announced (default 300).
+    pub reannounce_max_age: Option<u16>,
 }
 
 /// `[daemon]`.
@@ -594,7 +614,64 @@ impl Config {
                     x => Err(field(f(key), format!("{x} ms: at most 60000"))),
                 }
             };
+            let addresses = b
+                .addresses
+                .iter()
+                .map(|a| {
+                    a.parse::<std::net::IpAddr>().map_err(|_| {
+                        field(
+                            f("addresses"),
+                            format!("{a:?} is not an IPv4 or IPv6 address"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let mac = match &b.mac {
+                None => None,
+                Some(m) => Some(
+                    crate::frames::parse_mac(m)
+                        .filter(|m| m[0] & 1 == 0)
+                        .ok_or_else(|| {
+                            field(f("mac"), format!("{m:?} is not a unicast MAC address"))
+                        })?,
+                ),
+            };
+            let fail_over_mac = match b.fail_over_mac.as_deref() {
+                None => crate::bond::FailOverMac::None,
+                Some(v) => crate::bond::FailOverMac::parse(v).ok_or_else(|| {
+                    field(
+                        f("fail_over_mac"),
+                        format!("{v:?}: expected none, active or follow"),
+                    )
+                })?,
+            };
+            let count = |v: Option<u32>, key: &str| match v.unwrap_or(1) {
+                n if n <= 255 => Ok(n),
+                n => Err(field(f(key), format!("{n}: at most 255"))),
+            };
+            let table = match b.reannounce_table.unwrap_or(256) {
+                n if (1..=65536).contains(&n) => n,
+                n => {
+                    return Err(field(
+                        f("reannounce_table"),
+                        format!("{n}: between 1 and 65536"),
+                    ));
+                }
+            };
+            let notify = crate::bond::NotifyOptions {
+                num_grat_arp: count(b.num_grat_arp, "num_grat_arp")?,
+                num_unsol_na: count(b.num_unsol_na, "num_unsol_na")?,
+                peer_notif_delay: ms(b.peer_notif_delay, 0, "peer_notif_delay")?,
+                reannounce: b.reannounce.unwrap_or(true),
+                reannounce_max_age_s: b.reannounce_max_age.unwrap_or(300),
+                reannounce_table: table,
+                ..Default::default()
+            };
             let opts = BondOptions {
+                fail_over_mac,
+                mac,
+                addresses,
+                notify,
                 miimon: ms(b.miimon, 10, "miimon")?,
                 updelay: ms(b.updelay, 0, "updelay")?,
                 downdelay: ms(b.downdelay, 0, "downdelay")?,

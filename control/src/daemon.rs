@@ -20,7 +20,10 @@ use std::{
 };
 
 use anyhow::{Context, bail};
+use std::net::IpAddr;
+
 use isopath_datapath::{
+    bond::{Inject, MAILBOX, Mailbox, SeenMacs},
     params::BindMode,
     stats::{DropReason, LinkState},
     worker::{WorkerBuilder, WorkerExit, WorkerHandle},
@@ -35,6 +38,7 @@ use tracing::{error, info, warn};
 use crate::{
     bond::{Bond, Member, MemberLink},
     config::{Endpoint, Plan},
+    frames,
     host::Host,
     netlink::{WatcherStats, spawn_link_watcher},
 };
@@ -84,6 +88,8 @@ struct LinkBook {
     /// (name, ifindex, link state) of every port.
     ports: Vec<(String, u32, Arc<LinkState>)>,
     bonds: Vec<Bond>,
+    /// Per bond: the mailbox workers send from, and the MACs they saw behind the bond.
+    outboxes: Vec<(Arc<Mailbox>, Option<Arc<SeenMacs>>)>,
 }
 
 impl LinkBook {
@@ -99,6 +105,47 @@ impl LinkBook {
         for b in &mut self.bonds {
             if let Some(m) = b.member_by_ifindex(ifindex) {
                 b.carrier(m, up, now, wall);
+            }
+        }
+        self.notify(now);
+    }
+
+    /// Queues the peer notifications that are due: gratuitous ARP and unsolicited NA for the
+    /// bond's own addresses, and one announcement per MAC seen behind the bond.
+    fn notify(&mut self, now: Instant) {
+        for (b, (mailbox, seen)) in self.bonds.iter_mut().zip(&self.outboxes) {
+            while let Some(due) = b.due(now) {
+                let mut frames: Vec<(Vec<u8>, u8)> = Vec::new();
+                for a in &b.opts.addresses {
+                    match a {
+                        IpAddr::V4(ip) if due.grat_arp => {
+                            frames.push((frames::gratuitous_arp(due.mac, *ip), 0));
+                        }
+                        IpAddr::V6(ip) if due.unsol_na => {
+                            frames.push((frames::unsolicited_na(due.mac, *ip), 1));
+                        }
+                        _ => {}
+                    }
+                }
+                if due.reannounce
+                    && let Some(seen) = seen
+                {
+                    let max_age = b.opts.notify.reannounce_max_age_s;
+                    for mac in seen.recent(seen.now_s(), max_age) {
+                        frames.push((frames::announce(mac), 2));
+                    }
+                }
+                for (f, kind) in frames {
+                    let queued =
+                        Inject::new(due.member, &f).is_some_and(|i| mailbox.push(i).is_ok());
+                    let c = &mut b.sent;
+                    match (queued, kind) {
+                        (false, _) => c.mailbox_full += 1,
+                        (true, 0) => c.grat_arp += 1,
+                        (true, 1) => c.unsol_na += 1,
+                        (true, _) => c.reannounced += 1,
+                    }
+                }
             }
         }
     }
@@ -197,6 +244,17 @@ impl Daemon {
             })
             .collect();
 
+        let outboxes: Vec<(Arc<Mailbox>, Option<Arc<SeenMacs>>)> = bonds
+            .iter()
+            .map(|b| {
+                let n = &b.opts.notify;
+                let seen = n
+                    .reannounce
+                    .then(|| Arc::new(SeenMacs::new(n.reannounce_table)));
+                (Arc::new(Mailbox::new(MAILBOX)), seen)
+            })
+            .collect();
+
         // 2. Bind sockets per worker and register them.
         let mut builders = Vec::with_capacity(plan.workers.len());
         for (w, wp) in plan.workers.iter().enumerate() {
@@ -223,7 +281,8 @@ impl Daemon {
             }
             let wbonds: Vec<usize> = bonds
                 .iter()
-                .map(|bd| b.add_bond(&bd.name, bd.shared()))
+                .zip(&outboxes)
+                .map(|(bd, (mb, seen))| b.add_bond(&bd.name, bd.shared(), mb.clone(), seen.clone()))
                 .collect();
             for (bi, bp) in plan.bonds.iter().enumerate() {
                 for (mi, &port) in bp.members.iter().enumerate() {
@@ -300,6 +359,7 @@ impl Daemon {
                 .map(|p| (p.name.clone(), p.ifindex, p.link.clone()))
                 .collect(),
             bonds,
+            outboxes,
         }));
         // Carrier events from the kernel, applied the moment they arrive.
         let rtnl = {
@@ -359,6 +419,7 @@ impl Daemon {
         for b in &mut book.bonds {
             b.tick(now, wall);
         }
+        book.notify(now);
     }
 
     fn serve_control(&mut self) {
@@ -421,7 +482,9 @@ impl Daemon {
         let Some(b) = book.bonds.iter_mut().find(|b| b.name == bond) else {
             return (json!({ "error": format!("no bond named {bond:?}") }), false);
         };
-        match b.switch_to(member, Instant::now(), SystemTime::now()) {
+        let result = b.switch_to(member, Instant::now(), SystemTime::now());
+        book.notify(Instant::now());
+        match result {
             Ok(changed) => (
                 json!({ "ok": true, "changed": changed, "active": member }),
                 true,

@@ -10,6 +10,8 @@ pub mod client;
 pub mod config;
 pub mod cpulist;
 pub mod daemon;
+pub mod doctor;
+pub mod frames;
 pub mod host;
 pub mod netlink;
 pub mod notify;

@@ -101,6 +101,128 @@ impl Default for BondShared {
     }
 }
 
+/// Largest frame control can hand a worker to send (ARP, neighbour advertisements,
+/// announcements: all well under it).
+pub const INJECT_MAX: usize = 128;
+
+/// A frame control asks a worker to transmit on a bond member (peer notifications, probes).
+#[derive(Clone, Copy)]
+pub struct Inject {
+    /// Member index.
+    pub member: u8,
+    len: u16,
+    data: [u8; INJECT_MAX],
+}
+
+impl std::fmt::Debug for Inject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inject")
+            .field("member", &self.member)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl Inject {
+    /// A frame for `member`; `None` if `frame` is longer than [`INJECT_MAX`].
+    pub fn new(member: usize, frame: &[u8]) -> Option<Self> {
+        if frame.len() > INJECT_MAX || member >= MAX_MEMBERS {
+            return None;
+        }
+        let mut data = [0; INJECT_MAX];
+        data[..frame.len()].copy_from_slice(frame);
+        Some(Self {
+            member: member as u8,
+            len: frame.len() as u16,
+            data,
+        })
+    }
+
+    /// The frame's bytes.
+    pub fn frame(&self) -> &[u8] {
+        &self.data[..self.len as usize]
+    }
+}
+
+/// Frames waiting to be sent on a bond's members: control pushes, workers pop once per loop.
+/// Bounded and preallocated (a lock-free ring): a full mailbox refuses, it never blocks.
+pub type Mailbox = crossbeam_queue::ArrayQueue<Inject>;
+
+/// Capacity of a bond's mailbox.
+pub const MAILBOX: usize = 1024;
+
+/// MAC addresses seen on the near side of a bond's cross-connect, for re-announcing them after a
+/// failover. Direct-mapped and fixed in size: a new address overwrites the one in its slot
+/// (the table is a best effort to cover the active hosts, like a switch's CAM under pressure).
+/// Each entry is one word: the MAC in the low 48 bits, the second it was last seen (modulo
+/// 2^16) in the high 16. Workers write with relaxed stores, only when an entry changes.
+#[derive(Debug)]
+pub struct SeenMacs {
+    entries: Box<[std::sync::atomic::AtomicU64]>,
+    epoch: std::time::Instant,
+}
+
+impl SeenMacs {
+    /// A table of `slots` entries (rounded up to a power of two).
+    pub fn new(slots: usize) -> Self {
+        let n = slots.max(1).next_power_of_two();
+        Self {
+            entries: (0..n)
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
+            epoch: std::time::Instant::now(),
+        }
+    }
+
+    /// The table's clock: seconds since it was made, modulo 2^16. Workers read it once per
+    /// burst, control when it ages entries.
+    #[inline]
+    pub fn now_s(&self) -> u16 {
+        self.epoch.elapsed().as_secs() as u16
+    }
+
+    /// Records source MAC `mac` seen at second `now_s`. Multicast sources are ignored.
+    #[inline]
+    pub fn learn(&self, mac: &[u8; 6], now_s: u16) {
+        if mac[0] & 1 != 0 {
+            return;
+        }
+        let m = u64::from_be_bytes([0, 0, mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]]);
+        if m == 0 {
+            return;
+        }
+        // Fibonacci hashing of the 48-bit address onto the table.
+        let slot =
+            (m.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize & (self.entries.len() - 1);
+        let word = m | (u64::from(now_s) << 48);
+        let e = &self.entries[slot];
+        if e.load(Ordering::Relaxed) != word {
+            e.store(word, Ordering::Relaxed);
+        }
+    }
+
+    /// The addresses seen within `max_age_s` seconds of `now_s`.
+    pub fn recent(&self, now_s: u16, max_age_s: u16) -> Vec<[u8; 6]> {
+        self.entries
+            .iter()
+            .filter_map(|e| {
+                let w = e.load(Ordering::Relaxed);
+                let mac = w & 0xffff_ffff_ffff;
+                let seen = (w >> 48) as u16;
+                (mac != 0 && now_s.wrapping_sub(seen) <= max_age_s).then(|| {
+                    let b = mac.to_be_bytes();
+                    [b[2], b[3], b[4], b[5], b[6], b[7]]
+                })
+            })
+            .collect()
+    }
+
+    /// Table size.
+    pub fn capacity(&self) -> usize {
+        self.entries.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +244,30 @@ mod tests {
 
         let v = BondView::new(None, None, true);
         assert!(v.accepts_rx(0) && v.accepts_rx(7) && v.all_members_active());
+    }
+
+    #[test]
+    fn seen_macs_learn_age_and_skip_multicast() {
+        let t = SeenMacs::new(200);
+        assert_eq!(t.capacity(), 256);
+        let a = [2, 0, 0, 0, 0, 1];
+        t.learn(&a, 10);
+        t.learn(&[1, 0, 0x5e, 0, 0, 1], 10); // multicast: ignored
+        t.learn(&[0; 6], 10);
+        assert_eq!(t.recent(10, 5), vec![a]);
+        assert_eq!(t.recent(20, 5), Vec::<[u8; 6]>::new(), "aged out");
+        t.learn(&a, 19);
+        assert_eq!(t.recent(20, 5), vec![a]);
+        // Time wraps at 2^16 seconds.
+        t.learn(&a, u16::MAX);
+        assert_eq!(t.recent(2, 5), vec![a]);
+    }
+
+    #[test]
+    fn inject_refuses_oversized_frames() {
+        assert!(Inject::new(0, &[0; INJECT_MAX + 1]).is_none());
+        assert!(Inject::new(MAX_MEMBERS, &[0; 10]).is_none());
+        assert_eq!(Inject::new(1, &[7; 60]).unwrap().frame(), &[7; 60]);
     }
 
     #[test]

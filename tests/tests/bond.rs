@@ -352,3 +352,137 @@ fn planned_switch_loses_nothing_in_either_direction() {
     );
     assert_clean_stop(&d.stop());
 }
+
+/// Runs a far → traffic stream across a planned switch to m1; returns datagrams lost.
+///
+/// The host behind the appliance (t0) is made silent, so that only the appliance's own frames
+/// can tell the far bridge that t0 moved: no IPv6 (a young interface still sends MLD reports)
+/// and a permanent neighbour entry for t0 on the far host (no ARP probes).
+fn far_only_stream_across_switch(lab: &Lab, d: &Isopathd) -> u64 {
+    warm(lab);
+    let quiet = lab.exec(
+        lab.ns_traffic(),
+        ["sysctl", "-qw", "net.ipv6.conf.t0.disable_ipv6=1"],
+    );
+    assert!(quiet.status.success());
+    let pin = lab.exec(
+        lab.ns_far(),
+        [
+            "ip",
+            "neigh",
+            "replace",
+            Lab::TRAFFIC_IP,
+            "lladdr",
+            "02:00:00:00:00:01",
+            "dev",
+            "br0",
+            "nud",
+            "permanent",
+        ],
+    );
+    assert!(
+        pin.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pin.stderr)
+    );
+    let (n, pps) = (15_000u64, 5_000u64);
+    let (rx, _tx) = stream(
+        lab,
+        lab.ns_far(),
+        lab.ns_traffic(),
+        &format!("{}:9002", Lab::TRAFFIC_IP),
+        n,
+        pps,
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    let r = d.request("bond switch bond0 m1");
+    assert_eq!(r["ok"], true, "{r}");
+    let r = report(rx, n, pps);
+    assert_eq!(u(&r, "duplicates") + u(&r, "corrupt"), 0, "{r}");
+    n - u(&r, "received")
+}
+
+#[test]
+fn peer_notification_moves_the_far_switch_and_its_absence_does_not() {
+    if !require_privileges() {
+        return;
+    }
+    // With notification: the far bridge learns at once that the hosts behind the appliance
+    // (t0) and the appliance itself moved to s1.
+    let lab = Lab::up("bpn");
+    // The far host already knows the appliance's addresses, at a stale MAC: the notifications
+    // must correct both entries (an Override NA and a gratuitous ARP update existing entries).
+    for (fam, ip) in [("-4", "198.18.0.10"), ("-6", "2001:2::10")] {
+        let out = lab.exec(
+            lab.ns_far(),
+            [
+                "ip",
+                fam,
+                "neigh",
+                "replace",
+                ip,
+                "lladdr",
+                "02:00:00:00:99:99",
+                "dev",
+                "br0",
+                "nud",
+                "stale",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let bond = "drain_ms = 100\naddresses = [\"198.18.0.10\", \"2001:2::10\"]\nmac = \"02:00:00:00:0b:01\"";
+    let d = Isopathd::start(&lab, &bond_config(&lab, "", bond), &[]);
+    let lost = far_only_stream_across_switch(&lab, &d);
+    eprintln!("planned switch, far-only traffic, with peer notification: {lost} lost");
+    assert!(
+        lost <= 20,
+        "with notification the far side followed the switch: {lost} lost"
+    );
+    let b = d.bond();
+    assert!(u(&b, "notifications.reannounced") >= 1, "{b:#}");
+    assert!(
+        u(&b, "notifications.grat_arp") >= 1 && u(&b, "notifications.unsol_na") >= 1,
+        "{b:#}"
+    );
+    // The far kernel took the gratuitous ARP and the unsolicited NA.
+    for (fam, ip) in [("-4", "198.18.0.10"), ("-6", "2001:2::10")] {
+        let out = lab.exec(lab.ns_far(), ["ip", fam, "neigh", "show", ip]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("02:00:00:00:0b:01"),
+            "{ip} not learned from our notification: {text:?}"
+        );
+    }
+    assert_clean_stop(&d.stop());
+    drop(lab);
+
+    // Without: the bridge keeps sending to s0; after the drain window m0 is a backup and the
+    // frames are dropped there (counted), until the bridge's ageing time.
+    let lab = Lab::up("bpx");
+    let quiet = "drain_ms = 100\nnum_grat_arp = 0\nnum_unsol_na = 0\nreannounce = false";
+    let d = Isopathd::start(&lab, &bond_config(&lab, "", quiet), &[]);
+    let lost = far_only_stream_across_switch(&lab, &d);
+    eprintln!("planned switch, far-only traffic, without peer notification: {lost} lost");
+    assert!(
+        lost > 5_000,
+        "without notification traffic should stop after the drain: {lost} lost"
+    );
+    let s = d.status();
+    let m0 = s["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "m0")
+        .unwrap();
+    assert!(
+        u(m0, "drops.rx_drop_backup") >= lost - 100,
+        "the lost frames died on the backup: {m0:#}"
+    );
+    assert_eq!(u(&d.bond(), "notifications.reannounced"), 0);
+    assert_clean_stop(&d.stop());
+}

@@ -281,7 +281,11 @@ impl Report {
             .max()
             .unwrap_or(7)
             .max(7);
-        let _ = writeln!(out, "{:<6}{:<wc$}  {:<ws$}  FINDING", "STATUS", "CHECK", "SUBJECT");
+        let _ = writeln!(
+            out,
+            "{:<6}{:<wc$}  {:<ws$}  FINDING",
+            "STATUS", "CHECK", "SUBJECT"
+        );
         for f in &self.findings {
             let _ = writeln!(
                 out,

@@ -18,7 +18,7 @@ use std::{
 };
 
 use crate::{
-    bond::{BondShared, MAX_MEMBERS},
+    bond::{BondShared, MAX_MEMBERS, Mailbox, SeenMacs},
     params::{Burst, RingParams, ZeroCopy},
     stats::{DropReason, LinkState, Padded, QueueCounters, WorkerCounters},
     xsk::{FrameAudit, FrameBurst, XskError, XskQueue, XskUmem},
@@ -56,6 +56,8 @@ struct WorkerBond {
     shared: Arc<BondShared>,
     members: [Option<usize>; MAX_MEMBERS],
     counters: Arc<Padded<QueueCounters>>,
+    mailbox: Arc<Mailbox>,
+    seen: Option<Arc<SeenMacs>>,
 }
 
 /// What control keeps of a worker's part of a bond.
@@ -184,13 +186,22 @@ impl WorkerBuilder {
         self.slots[from].out = Out::Slot(to);
     }
 
-    /// Adds a bond whose state is `shared`. Returns its index for [`Self::add_member`] and
-    /// [`Self::connect_bond`].
-    pub fn add_bond(&mut self, name: &str, shared: Arc<BondShared>) -> usize {
+    /// Adds a bond whose state is `shared`; frames control puts in `mailbox` are sent on its
+    /// members; source MACs of frames headed into the bond are recorded in `seen` (if any).
+    /// Returns its index for [`Self::add_member`] and [`Self::connect_bond`].
+    pub fn add_bond(
+        &mut self,
+        name: &str,
+        shared: Arc<BondShared>,
+        mailbox: Arc<Mailbox>,
+        seen: Option<Arc<SeenMacs>>,
+    ) -> usize {
         let bond = WorkerBond {
             shared,
             members: [None; MAX_MEMBERS],
             counters: Arc::default(),
+            mailbox,
+            seen,
         };
         self.bonds.push((name.to_owned(), bond));
         self.bonds.len() - 1
@@ -351,6 +362,9 @@ impl Worker {
         for i in 0..self.slots.len() {
             moved += self.rx_slot(i);
         }
+        for b in 0..self.bonds.len() {
+            self.send_injected(b);
+        }
         for slot in &mut self.slots {
             self.umem.kick_tx(&mut slot.q);
             self.umem.reap(&mut slot.q, &mut self.scratch);
@@ -405,6 +419,16 @@ impl Worker {
                 }
                 Out::Bond(b) => {
                     let bond = &self.bonds[b];
+                    if let Some(seen) = &bond.seen {
+                        let now_s = seen.now_s();
+                        self.umem.inspect(&self.burst, |f| {
+                            if let Some(src) =
+                                f.get(6..12).and_then(|s| <&[u8; 6]>::try_from(s).ok())
+                            {
+                                seen.learn(src, now_s);
+                            }
+                        });
+                    }
                     // One atomic load per burst decides the member for the whole burst.
                     match bond.shared.view().active().and_then(|a| bond.members[a]) {
                         Some(o) => {
@@ -422,6 +446,39 @@ impl Worker {
         }
         self.umem.refill(&mut self.slots[i].q, n);
         n
+    }
+
+    /// Sends what control queued for bond `b` (a few per loop, so a large announcement burst
+    /// never delays forwarding by much).
+    #[inline]
+    fn send_injected(&mut self, b: usize) {
+        const PER_LOOP: usize = 16;
+        let bond = &self.bonds[b];
+        if bond.mailbox.is_empty() {
+            return;
+        }
+        for _ in 0..PER_LOOP {
+            let Some(frame) = bond.mailbox.pop() else {
+                return;
+            };
+            let Some(slot) = bond.members[frame.member as usize] else {
+                bond.counters.count_drop(DropReason::TxNoActiveMember, 1);
+                continue;
+            };
+            let out = &mut self.slots[slot];
+            let data = frame.frame();
+            let sent = self.umem.tx_from_pool(&mut out.q, 1, |_, buf| {
+                let n = data.len().min(buf.len());
+                buf[..n].copy_from_slice(&data[..n]);
+                n
+            });
+            if sent == 1 {
+                out.counters.tx_packets.add(1);
+                out.counters.tx_bytes.add(data.len() as u64);
+            } else {
+                out.counters.count_drop(DropReason::TxRingFull, 1);
+            }
+        }
     }
 
     /// Kicks and reaps until no frame is lent to a TX ring, or the timeout passes.

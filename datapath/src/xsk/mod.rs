@@ -399,6 +399,17 @@ impl XskUmem {
         n
     }
 
+    /// Lets `f` read every frame of `burst` (in order), e.g. to learn source addresses.
+    #[inline]
+    pub fn inspect(&self, burst: &FrameBurst, mut f: impl FnMut(&[u8])) {
+        for desc in &burst.descs[..burst.len] {
+            // SAFETY: the burst owns this frame (see `retain`); the view is read-only and ends
+            // before the frame is handed to any ring.
+            let data = unsafe { self.umem.data(desc) };
+            f(data.contents());
+        }
+    }
+
     /// Keeps the frames of `burst` for which `keep` returns `true` (given each frame's bytes),
     /// returning the others to the free pool. Order is preserved. Returns the number dropped.
     #[inline]
