@@ -889,6 +889,7 @@ mod tests {
         opts.notify.num_grat_arp = 3;
         opts.notify.num_unsol_na = 1;
         opts.notify.peer_notif_delay = Duration::from_millis(50);
+        opts.notify.reannounce_min_interval = Duration::from_secs(1);
         let (mut b, t) = bond(opts, &[true, true]);
         assert_eq!(b.due(t), None, "nothing at start");
         b.carrier(0, false, t, SystemTime::now());
