@@ -315,6 +315,7 @@ pub struct Bond {
     /// Times the active member changed.
     pub failovers: u64,
     pending: Option<Pending>,
+    untraced: usize,
     last_reannounce: Option<Instant>,
     /// Notification frames sent: gratuitous ARPs, unsolicited NAs, MAC re-announcements.
     pub sent: NotifyCounters,
@@ -367,11 +368,13 @@ impl Bond {
             events: VecDeque::new(),
             failovers: 0,
             pending: None,
+            untraced: 0,
             last_reannounce: None,
             sent: NotifyCounters::default(),
         };
         b.select(Reason::Start, now, wall);
         b.publish();
+        b.trace_events();
         b
     }
 
@@ -400,13 +403,24 @@ impl Bond {
             self.events.pop_front();
         }
         let member = member.map(|m| self.members[m].name.clone());
-        tracing::info!(bond = %self.name, kind, member = member.as_deref().unwrap_or("-"), %detail, "bond event");
         self.events.push_back(Event {
             unix_ns: unix_ns(wall),
             kind,
             member,
             detail,
         });
+        // Logged by `trace_events`, after the new state is published: a log write (stderr, a
+        // journal) must never sit between a carrier loss and the failover.
+        self.untraced = (self.untraced + 1).min(EVENT_LOG);
+    }
+
+    /// Emits the events recorded since the last call as log lines.
+    pub fn trace_events(&mut self) {
+        let n = std::mem::take(&mut self.untraced);
+        for e in self.events.iter().skip(self.events.len().saturating_sub(n)) {
+            let member = e.member.as_deref().unwrap_or("-");
+            tracing::info!(bond = %self.name, kind = e.kind, member, detail = %e.detail, "bond event");
+        }
     }
 
     fn publish(&self) {

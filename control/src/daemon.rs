@@ -96,18 +96,28 @@ impl LinkBook {
     /// A carrier report for `ifindex` (rtnetlink or miimon).
     fn carrier(&mut self, ifindex: u32, up: bool) {
         let (now, wall) = (Instant::now(), SystemTime::now());
-        for (name, idx, link) in &self.ports {
-            if *idx == ifindex && link.is_up() != up {
-                link.set(up);
-                info!(port = %name, up, "link state changed");
-            }
-        }
+        // The bond first: moving traffic off a dead member is what is urgent; the port's own
+        // link flag (which makes the worker drop instead of send into it) comes next, and
+        // logging only after both.
         for b in &mut self.bonds {
             if let Some(m) = b.member_by_ifindex(ifindex) {
                 b.carrier(m, up, now, wall);
             }
         }
+        let mut changed = None;
+        for (name, idx, link) in &self.ports {
+            if *idx == ifindex && link.is_up() != up {
+                link.set(up);
+                changed = Some(name.clone());
+            }
+        }
         self.notify(now);
+        if let Some(name) = changed {
+            info!(port = %name, up, "link state changed");
+        }
+        for b in &mut self.bonds {
+            b.trace_events();
+        }
     }
 
     /// Queues the peer notifications that are due: gratuitous ARP and unsolicited NA for the
@@ -420,6 +430,9 @@ impl Daemon {
             b.tick(now, wall);
         }
         book.notify(now);
+        for b in &mut book.bonds {
+            b.trace_events();
+        }
     }
 
     fn serve_control(&mut self) {
@@ -483,6 +496,7 @@ impl Daemon {
             return (json!({ "error": format!("no bond named {bond:?}") }), false);
         };
         let result = b.switch_to(member, Instant::now(), SystemTime::now());
+        b.trace_events();
         book.notify(Instant::now());
         match result {
             Ok(changed) => (
