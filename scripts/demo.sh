@@ -2,7 +2,8 @@
 # isopath lab demo: builds, creates a veth lab in three network namespaces, runs isopathd on it,
 # sends real traffic through the datapath (ping, a verified TCP transfer, a timed UDP stream
 # both ways) while showing live per-port rates, checks the counts end to end, stops the daemon,
-# tears the lab down. Ends by itself; exits non-zero on any failure.
+# then runs carrier-loss failovers on a bonded lab (isopath-failover). Tears every lab down.
+# Ends by itself; exits non-zero on any failure.
 #
 #   sudo scripts/demo.sh            # ISOPATH_DEMO_SECS=10 ISOPATH_DEMO_PPS=100000 by default
 set -euo pipefail
@@ -30,6 +31,7 @@ cleanup() {
         kill -KILL "$DAEMON_PID" 2>/dev/null || true
     fi
     deploy/lab.sh down "$PREFIX" >/dev/null 2>&1 || true
+    deploy/lab.sh down "fo$(( $$ % 100000 ))" >/dev/null 2>&1 || true
     rm -rf "$WORK"
     [ $rc -eq 0 ] && echo "demo: ok" || echo "demo: failed (exit $rc)" >&2
     exit $rc
@@ -152,3 +154,21 @@ tail -n 5 "$WORK/isopathd.log" | sed 's/^/  isopathd: /'
 grep -q 'unaccounted=0' "$WORK/isopathd.log" || fail "frame audit"
 if ip -n "$LAB_NS_APP" -d link show up0 | grep -q 'prog/xdp'; then fail "XDP program left on up0"; fi
 echo "  no XDP program left on up0/m0"
+
+FO_RUNS=${ISOPATH_DEMO_FAILOVERS:-6}
+say "failover: up0 <-> bond0 {m0, m1}; $FO_RUNS carrier-loss failovers at 50 kpps (pull the active member's far end)"
+"$BIN/isopath-failover" run --rate 50000 --runs "$FO_RUNS" --prefix "fo$(( $$ % 100000 ))" \
+    --out "$WORK/failover.json" --svg "$WORK/failover.svg" > "$WORK/failover.out" 2>&1 \
+    || { cat "$WORK/failover.out"; fail "failover run"; }
+python3 - "$WORK/failover.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+s = r["summary"]
+for run in r["runs"]:
+    print(f"  failover {run['run']:2d} from {run['from']}: detection {run['detection_ms']:+.3f} ms, "
+          f"resume {run['resume_ms']:.3f} ms, lost {run['lost']}")
+print(f"  median resume {s['resume_ms_median']:.3f} ms, worst {s['resume_ms_worst']:.3f} ms; "
+      f"lost median {s['lost_median']:.0f}, worst {s['lost_worst']:.0f}; datapath drops {s['datapath_drops']}")
+ok = s["failovers"] == s["bond_failovers"] and s["resume_ms_worst"] < 50
+sys.exit(0 if ok else 1)
+PY
