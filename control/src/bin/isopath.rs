@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use isopath_control::client;
+use isopath_control::{client, doctor};
 use serde_json::Value;
 
 /// Query and control a running isopathd.
@@ -45,10 +45,61 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         count: u64,
     },
+    /// Bonds: status like /proc/net/bonding, planned switches.
+    Bond {
+        #[command(subcommand)]
+        cmd: BondCmd,
+    },
+    /// Check that this host is ready for isopathd: kernel features, CPU isolation, each
+    /// configured port's driver, queues, MTU, link and IRQs. Reads only; changes nothing.
+    /// Exit status 1 if any check fails.
+    Doctor {
+        /// The daemon's configuration (ports, worker cores); default ROOT/etc/isopath/isopath.toml.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Read the host's /proc, /sys and /boot under this directory (tests use fixtures).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        /// Print one JSON document instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BondCmd {
+    /// Mode, active member, options, and per member: link, failures, MAC, counters; events.
+    Show {
+        /// Only this bond.
+        name: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// How many recent events to print.
+        #[arg(long, default_value_t = 10)]
+        events: usize,
+    },
+    /// Planned switch of the active member; loses no frame in either direction.
+    Switch {
+        /// The bond.
+        bond: String,
+        /// The member to make active.
+        member: String,
+    },
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Cmd::Doctor { config, root, json } = &args.cmd {
+        return match doctor::run_cli(root, config.as_deref(), *json) {
+            Ok(doctor::Status::Fail) => ExitCode::FAILURE,
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("isopath doctor: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -60,6 +111,48 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<()> {
     match args.cmd {
+        // Handled in main: its exit status is the worst finding's.
+        Cmd::Doctor { .. } => unreachable!("doctor returns from main"),
+        Cmd::Bond {
+            cmd: BondCmd::Switch { bond, member },
+        } => {
+            // Names travel as single words in the request line.
+            if [&bond, &member]
+                .iter()
+                .any(|w| w.is_empty() || w.contains(char::is_whitespace))
+            {
+                anyhow::bail!("bond and member names are single words");
+            }
+            let v = client::request(&args.socket, &format!("bond switch {bond} {member}"))?;
+            let changed = v["changed"].as_bool().unwrap_or(false);
+            println!(
+                "{bond}: active member {member}{}",
+                if changed { "" } else { " (already)" }
+            );
+        }
+        Cmd::Bond {
+            cmd: BondCmd::Show { name, json, events },
+        } => {
+            let v = client::request(&args.socket, "status")?;
+            let bonds: Vec<&Value> = v["bonds"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|b| name.as_deref().is_none_or(|n| b["name"] == n))
+                .collect();
+            if let Some(n) = &name
+                && bonds.is_empty()
+            {
+                anyhow::bail!("no bond named {n:?}");
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&bonds)?);
+            } else {
+                for b in bonds {
+                    print_bond(b, &v, events);
+                }
+            }
+        }
         Cmd::Status { json } => {
             let v = client::request(&args.socket, "status")?;
             if json {
@@ -97,6 +190,74 @@ fn run(args: Args) -> anyhow::Result<()> {
 
 fn u(v: &Value, k: &str) -> u64 {
     v.get(k).and_then(Value::as_u64).unwrap_or(0)
+}
+
+fn print_bond(b: &Value, status: &Value, events: usize) {
+    let s = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+    let o = &b["options"];
+    println!("Bond: {}", s(&b["name"]));
+    println!("Bonding Mode: fault-tolerance (active-backup)");
+    println!("Carrier: {}", s(&b["carrier"]));
+    println!("Currently Active Member: {}", s(&b["active"]));
+    println!(
+        "Primary Member: {} (primary_reselect {})",
+        s(&o["primary"]),
+        s(&o["primary_reselect"])
+    );
+    println!(
+        "MII Polling Interval (ms): {} (carrier events from rtnetlink)",
+        o["miimon_ms"]
+    );
+    println!(
+        "Up Delay (ms): {}  Down Delay (ms): {}",
+        o["updelay_ms"], o["downdelay_ms"]
+    );
+    println!(
+        "Peer Notification: num_grat_arp {} num_unsol_na {} delay {} ms, reannounce {}",
+        o["num_grat_arp"], o["num_unsol_na"], o["peer_notif_delay_ms"], o["reannounce"]
+    );
+    println!(
+        "fail_over_mac: {}  MAC: {}  all_members_active: {}",
+        s(&o["fail_over_mac"]),
+        s(&b["mac"]),
+        o["all_members_active"]
+    );
+    println!(
+        "Failovers: {}  Notifications: {}",
+        b["failovers"], b["notifications"]
+    );
+    for m in b["members"].as_array().into_iter().flatten() {
+        let name = s(&m["name"]);
+        let port = status["ports"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == name.as_str()));
+        println!();
+        println!("Member Interface: {name} ({})", s(&m["state"]));
+        println!("MII Status: {}", s(&m["link"]));
+        println!("Speed: {} Mbps  Prio: {}", m["speed_mbps"], m["prio"]);
+        println!("Link Failure Count: {}", m["link_failures"]);
+        println!("Permanent HW addr: {}", s(&m["perm_mac"]));
+        if let Some(p) = port {
+            println!(
+                "Queues: {}  rx {} tx {}  rx_drop_backup {}",
+                p["queues"], p["rx_packets"], p["tx_packets"], p["drops"]["rx_drop_backup"]
+            );
+        }
+    }
+    let evs = b["events"].as_array().cloned().unwrap_or_default();
+    println!();
+    println!("Recent events:");
+    for e in evs.iter().skip(evs.len().saturating_sub(events)) {
+        let ns = e["unix_ns"].as_u64().unwrap_or(0);
+        println!(
+            "  {}.{:09} {} {} {}",
+            ns / 1_000_000_000,
+            ns % 1_000_000_000,
+            s(&e["kind"]),
+            s(&e["member"]),
+            s(&e["detail"])
+        );
+    }
 }
 
 fn print_status(v: &Value) {
