@@ -25,7 +25,7 @@ const MAX_FRAMES_PER_CALL: f64 = 64.0 * 1024.0 * 1024.0;
 const CALL_SECS: f64 = 0.5;
 
 /// `struct gen_state` of bench.bpf.c, field for field.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct GenState {
     pub(crate) rate_pps: u64,
     pub(crate) burst: u64,
@@ -39,12 +39,16 @@ pub(crate) struct GenState {
     pub(crate) flows: u32,
     pub(crate) sport_base: u32,
     pub(crate) stop: u32,
+    /// The template's headers and probe, restored into every frame.
+    pub(crate) hdr: Vec<u8>,
 }
 
-const GEN_STATE_LEN: usize = 6 * 8 + 6 * 4;
+/// `HDR_MAX` of bench.bpf.c.
+pub(crate) const HDR_MAX: usize = 80;
+const GEN_STATE_LEN: usize = 6 * 8 + 8 * 4 + HDR_MAX;
 
 impl GenState {
-    fn to_bytes(self) -> Vec<u8> {
+    fn to_bytes(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(GEN_STATE_LEN);
         for v in [
             self.rate_pps,
@@ -63,9 +67,15 @@ impl GenState {
             self.flows,
             self.sport_base,
             self.stop,
+            self.hdr.len().min(HDR_MAX) as u32 & !1,
+            0,
         ] {
             b.extend_from_slice(&v.to_ne_bytes());
         }
+        let mut hdr = [0u8; HDR_MAX];
+        let n = self.hdr.len().min(HDR_MAX);
+        hdr[..n].copy_from_slice(&self.hdr[..n]);
+        b.extend_from_slice(&hdr);
         b
     }
 
@@ -91,6 +101,10 @@ impl GenState {
             flows: u32_at(60)?,
             sport_base: u32_at(64)?,
             stop: u32_at(68)?,
+            hdr: {
+                let n = (u32_at(72)? as usize).min(HDR_MAX);
+                b.get(80..80 + n)?.to_vec()
+            },
         })
     }
 }
@@ -178,11 +192,13 @@ impl LiveGen {
             for v in [0, template.len() as u32, 0, ifindex, 0, 0] {
                 ctx.extend_from_slice(&v.to_ne_bytes());
             }
-            let mut input = ProgramInput::default();
-            input.data_in = Some(template);
-            input.context_in = Some(&mut ctx);
-            input.flags = BPF_F_TEST_XDP_LIVE_FRAMES;
-            input.repeat = repeat;
+            let input = ProgramInput {
+                data_in: Some(template),
+                context_in: Some(&mut ctx),
+                flags: BPF_F_TEST_XDP_LIVE_FRAMES,
+                repeat,
+                ..ProgramInput::default()
+            };
             if let Err(e) = prog.test_run(input) {
                 // A signal (the run's stop) interrupts the call: not an error.
                 if e.kind() == libbpf_rs::ErrorKind::Interrupted {
@@ -257,10 +273,10 @@ impl DropCounter {
 
 /// Pins the calling thread to `core`.
 pub(crate) fn pin(core: Option<usize>) -> Result<()> {
-    if let Some(id) = core {
-        if !core_affinity::set_for_current(core_affinity::CoreId { id }) {
-            bail!("cannot pin to core {id}");
-        }
+    if let Some(id) = core
+        && !core_affinity::set_for_current(core_affinity::CoreId { id })
+    {
+        bail!("cannot pin to core {id}");
     }
     Ok(())
 }
@@ -304,6 +320,7 @@ mod tests {
             flows: 10,
             sport_base: 11,
             stop: 12,
+            hdr: (0..54).collect(),
         };
         let b = s.to_bytes();
         assert_eq!(b.len(), GEN_STATE_LEN);

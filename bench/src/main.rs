@@ -114,6 +114,9 @@ struct BareArgs {
     secs: Duration,
     #[arg(long)]
     core: Option<usize>,
+    /// Frames per RX burst (1..=256; isopath's default burst is 64).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=256))]
+    batch: u16,
 }
 
 /// Arguments of `xdp-drop`.
@@ -194,11 +197,13 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             };
             bpf::stop_flag()
-                .and_then(|stop| xsk::bare(&a.iface, Some(to), a.secs, a.core, &stop))
+                .and_then(|stop| {
+                    xsk::bare(&a.iface, Some(to), a.batch.into(), a.secs, a.core, &stop)
+                })
                 .and_then(|r| print_json(&r))
         }
         Command::XskDrop(a) => bpf::stop_flag()
-            .and_then(|stop| xsk::bare(&a.iface, None, a.secs, a.core, &stop))
+            .and_then(|stop| xsk::bare(&a.iface, None, a.batch.into(), a.secs, a.core, &stop))
             .and_then(|r| print_json(&r)),
         Command::XdpDrop(a) => xdp_drop(a),
         Command::Compare(a) => run::compare(a),

@@ -238,6 +238,7 @@ pub(crate) fn start<'l>(lab: &'l Lab, peer: Peer, work: &std::path::Path) -> Res
             )?;
         }
         Peer::XskFwd | Peer::XskDrop | Peer::XdpDrop => {
+            let batch = std::env::var("ISOPATH_BENCH_BARE_BATCH").unwrap_or_else(|_| "64".into());
             let mut args = vec![bench];
             match peer {
                 Peer::XskFwd => args.extend(s(&[
@@ -247,8 +248,22 @@ pub(crate) fn start<'l>(lab: &'l Lab, peer: Peer, work: &std::path::Path) -> Res
                 _ => args.extend(s(&["xdp-drop", "--iface", "up0"])),
             }
             args.extend(s(&["--secs", PEER_MAX_SECS]));
-            let mut p = lab.spawn("app", peer.name(), &args)?;
-            p.wait_ready(Duration::from_secs(10), None)?;
+            if peer != Peer::XdpDrop {
+                args.extend(s(&["--batch", &batch]));
+            }
+            // A socket of the previous peer may still be releasing its queue (EBUSY): retry.
+            let mut tries = 0;
+            let p = loop {
+                let mut p = lab.spawn("app", peer.name(), &args)?;
+                match p.wait_ready(Duration::from_secs(10), None) {
+                    Ok(()) => break p,
+                    Err(e) if tries < 5 && e.to_string().contains("busy") => {
+                        tries += 1;
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
             r.proc = Some(p);
         }
     }

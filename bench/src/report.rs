@@ -655,7 +655,7 @@ mod tests {
         assert_eq!(r.schema, SCHEMA);
         let md = markdown(&r);
         assert!(md.contains("| isopath | 64 |"), "{md}");
-        assert!(md.contains("isopath/testpmd"), "{md}");
+        assert!(md.contains("isopath/xsk-fwd"), "{md}");
         assert!(md.contains("| isopath | 64 | **"), "{md}");
         let plots = plots(&r);
         let names: Vec<&str> = plots.iter().map(|p| p.0.as_str()).collect();

@@ -357,6 +357,8 @@ pub(crate) fn compare(a: &CompareArgs) -> Result<()> {
                 .unwrap_or(Value::Null);
             let g = source.stop_json()?;
             let out = run.stop()?;
+            // Let the kernel release the peer's sockets and programs before the next one.
+            std::thread::sleep(Duration::from_millis(500));
             let dt = c1.1 - c0.1;
             let arrived = if dt > 0.0 {
                 (c1.0 - c0.0) as f64 / dt
@@ -394,14 +396,14 @@ pub(crate) fn compare(a: &CompareArgs) -> Result<()> {
         ("kernel-bridge", "isopath", None),
         ("xsk-drop", "xdp-drop", None),
     ] {
-        if let (Some(n), Some(dd)) = (med(num), med(den)) {
-            if dd > 0.0 {
-                ratios.push(Ratio {
-                    name: format!("{num}/{den}"),
-                    value: n / dd,
-                    target,
-                });
-            }
+        if let (Some(n), Some(dd)) = (med(num), med(den))
+            && dd > 0.0
+        {
+            ratios.push(Ratio {
+                name: format!("{num}/{den}"),
+                value: n / dd,
+                target,
+            });
         }
     }
     report.peers = results;
@@ -547,7 +549,12 @@ pub(crate) fn rfc2544(a: &Rfc2544Args) -> Result<()> {
                 let mut rx = lab.spawn(
                     "far",
                     "recv",
+                    // SCHED_FIFO: the receiver shares core 0 with the source, which would
+                    // otherwise hold the core for whole scheduler slices (ms of latency).
                     &[
+                        "chrt".into(),
+                        "-f".into(),
+                        "10".into(),
                         bench.clone(),
                         "recv".into(),
                         "--iface".into(),

@@ -193,6 +193,7 @@ fn live(
         sport_off: o.sport as u32,
         flows: u32::from(a.flows),
         sport_base: u32::from(spec.sport_base),
+        hdr: template[..(o.probe + crate::wire::PROBE_LEN).min(crate::bpf::HDR_MAX)].to_vec(),
         ..GenState::default()
     };
     let ifindex = if_index(&a.iface).with_context(|| format!("interface {}", a.iface))?;

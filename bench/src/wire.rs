@@ -169,22 +169,26 @@ impl FrameSpec {
         len
     }
 
-    /// Stamps `probe` into a frame built for flow 0, sequence 0, time 0 (a template), as
-    /// bench.bpf.c does: source port, probe fields, and the UDP checksum updated incrementally
-    /// (RFC 1624) over raw big-endian words.
+    /// Stamps `probe` into a frame of this spec (a template, or a frame stamped before), as
+    /// bench.bpf.c does: source port and probe fields rewritten, the UDP checksum updated
+    /// incrementally from each rewritten word's old value (RFC 1624), on raw big-endian words.
     #[inline]
     pub(crate) fn stamp(&self, f: &mut [u8], probe: Probe) {
         let o = self.offsets();
-        let word = |f: &[u8], at: usize| u32::from(u16::from_be_bytes([f[at], f[at + 1]]));
-        let mut sum = u32::from(!u16::from_be_bytes([f[o.csum], f[o.csum + 1]]));
-        sum += u32::from(!(word(f, o.sport) as u16));
-        put16(f, o.sport, self.sport_base.wrapping_add(probe.flow));
-        sum += word(f, o.sport);
-        put16(f, o.probe + 2, probe.flow);
-        f[o.probe + 4..o.probe + 8].copy_from_slice(&probe.seq.to_be_bytes());
-        f[o.probe + 8..o.probe + 12].copy_from_slice(&probe.ts.to_be_bytes());
+        let word = |f: &[u8], at: usize| u16::from_be_bytes([f[at], f[at + 1]]);
+        let mut new = [0u8; PROBE_LEN];
+        new[2..4].copy_from_slice(&probe.flow.to_be_bytes());
+        new[4..8].copy_from_slice(&probe.seq.to_be_bytes());
+        new[8..12].copy_from_slice(&probe.ts.to_be_bytes());
+        let mut sum = u32::from(!word(f, o.csum));
+        let port = self.sport_base.wrapping_add(probe.flow);
+        sum += u32::from(!word(f, o.sport)) + u32::from(port);
+        put16(f, o.sport, port);
         for k in 1..6 {
-            sum += word(f, o.probe + 2 * k);
+            let at = o.probe + 2 * k;
+            let w = u16::from_be_bytes([new[2 * k], new[2 * k + 1]]);
+            sum += u32::from(!word(f, at)) + u32::from(w);
+            put16(f, at, w);
         }
         sum = (sum & 0xffff) + (sum >> 16);
         sum = (sum & 0xffff) + (sum >> 16);
@@ -412,6 +416,15 @@ pub(crate) mod tests {
                 (17, 123_456, 0x8000_0001),
             ] {
                 let mut f = s.build(100, zero);
+                // Over a template, and over a frame stamped before (a recycled page).
+                s.stamp(
+                    &mut f,
+                    Probe {
+                        flow: 9,
+                        seq: 0x1234_5678,
+                        ts: 0xffff_0000,
+                    },
+                );
                 s.stamp(&mut f, Probe { flow, seq, ts });
                 assert_eq!(
                     f,

@@ -145,7 +145,7 @@ impl Ticker {
     #[inline]
     fn due(&mut self) -> Option<Instant> {
         self.loops = self.loops.wrapping_add(1);
-        if self.loops % 64 != 0 {
+        if !self.loops.is_multiple_of(64) {
             return None;
         }
         let now = Instant::now();
@@ -429,11 +429,13 @@ pub(crate) fn send(
 }
 
 /// The bare AF_XDP forwarder: every frame in on one interface leaves on the other, nothing else
-/// (no counters but its own total, no checks), batch 256, TX budget = ring size. With `b = None`
+/// (no counters but its own total, no checks), `batch` frames per RX burst, TX budget = ring
+/// size. With `b = None`
 /// it is the bare rx-drop loop: frames are taken from the RX ring and returned to the pool.
 pub(crate) fn bare(
     a: &str,
     b: Option<&str>,
+    batch: usize,
     secs: Duration,
     core: Option<usize>,
     stop: &AtomicBool,
@@ -462,7 +464,7 @@ pub(crate) fn bare(
     loop {
         for pi in 0..ports.len() {
             for qi in 0..ports[pi].queues.len() {
-                let n = umem.rx_burst(&mut ports[pi].queues[qi], &mut burst, 256);
+                let n = umem.rx_burst(&mut ports[pi].queues[qi], &mut burst, batch);
                 // Top the fill ring up every loop, not only by what RX took: when the pool ran
                 // short (frames on TX), a refill of `n` falls behind for good and RX starves.
                 umem.refill(&mut ports[pi].queues[qi], usize::MAX);
@@ -504,6 +506,7 @@ pub(crate) fn bare(
         "dropped": dropped,
         "secs": secs,
         "rate_pps": rx as f64 / secs,
+        "batch": batch,
         "frames_unaccounted": audit.unaccounted(),
         "ports": ports.iter().map(Port::report).collect::<Vec<_>>(),
     }))

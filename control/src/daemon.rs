@@ -26,6 +26,7 @@ use isopath_datapath::{
     bond::{Inject, MAILBOX, Mailbox, SeenMacs},
     params::BindMode,
     stats::{DropReason, LinkState},
+    tap::Tap,
     worker::{WorkerBuilder, WorkerExit, WorkerHandle},
     xsk::{
         XskStats, XskStatsReader,
@@ -37,6 +38,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     bond::{Bond, Member, MemberLink},
+    capture::{self, Capture},
     config::{Endpoint, Plan},
     frames,
     host::Host,
@@ -70,6 +72,7 @@ pub mod exit {
 struct Port {
     name: String,
     ifindex: u32,
+    tap: Arc<Tap>,
     prog: XdpProgram,
     link: Arc<LinkState>,
     /// Per-socket kernel statistics readers, by queue.
@@ -164,6 +167,9 @@ impl LinkBook {
 /// A started daemon.
 pub struct Daemon {
     book: Arc<Mutex<LinkBook>>,
+    /// Capture targets: port or bond name → its tap and the interfaces it spans.
+    taps: Vec<(String, Arc<Tap>, Vec<u32>)>,
+    captures: Vec<Capture>,
     rtnl: Option<Arc<WatcherStats>>,
     ports: Vec<Port>,
     workers: Vec<RunningWorker>,
@@ -219,6 +225,7 @@ impl Daemon {
             .map(|(p, prog)| Port {
                 name: p.name.clone(),
                 ifindex: p.ifindex,
+                tap: Arc::default(),
                 prog,
                 link: Arc::new(LinkState::new(host.carrier(&p.name).unwrap_or(true))),
                 xsk: Vec::new(),
@@ -265,6 +272,8 @@ impl Daemon {
             })
             .collect();
 
+        let bond_taps: Vec<Arc<Tap>> = bonds.iter().map(|_| Arc::default()).collect();
+
         // 2. Bind sockets per worker and register them.
         let mut builders = Vec::with_capacity(plan.workers.len());
         for (w, wp) in plan.workers.iter().enumerate() {
@@ -279,6 +288,7 @@ impl Daemon {
                     plan.zero_copy,
                     plan.busy_poll_budget,
                     port.link.clone(),
+                    port.tap.clone(),
                 )?;
                 port.prog.register(q, xq.fd())?;
                 port.xsk
@@ -292,7 +302,10 @@ impl Daemon {
             let wbonds: Vec<usize> = bonds
                 .iter()
                 .zip(&outboxes)
-                .map(|(bd, (mb, seen))| b.add_bond(&bd.name, bd.shared(), mb.clone(), seen.clone()))
+                .zip(&bond_taps)
+                .map(|((bd, (mb, seen)), tap)| {
+                    b.add_bond(&bd.name, bd.shared(), mb.clone(), seen.clone(), tap.clone())
+                })
                 .collect();
             for (bi, bp) in plan.bonds.iter().enumerate() {
                 for (mi, &port) in bp.members.iter().enumerate() {
@@ -383,7 +396,18 @@ impl Daemon {
             }
         };
 
+        let mut taps: Vec<(String, Arc<Tap>, Vec<u32>)> = ports
+            .iter()
+            .map(|p| (p.name.clone(), p.tap.clone(), vec![p.ifindex]))
+            .collect();
+        for (bp, tap) in plan.bonds.iter().zip(bond_taps) {
+            let members = bp.members.iter().map(|&m| plan.ports[m].ifindex).collect();
+            taps.push((bp.name.clone(), tap, members));
+        }
+
         Ok(Self {
+            taps,
+            captures: Vec::new(),
             book,
             rtnl,
             ports,
@@ -407,6 +431,9 @@ impl Daemon {
                 last_link = Instant::now();
             }
             self.serve_control();
+            for c in &mut self.captures {
+                c.drain();
+            }
             if self.workers.iter().any(|w| w.thread.is_finished()) {
                 error!("a worker thread ended on its own; stopping");
                 break;
@@ -459,7 +486,7 @@ impl Daemon {
     }
 
     /// Answers one request. `Ok(false)`: the request was refused (and told so).
-    fn answer(&self, stream: UnixStream) -> anyhow::Result<bool> {
+    fn answer(&mut self, stream: UnixStream) -> anyhow::Result<bool> {
         stream.set_nonblocking(false)?;
         // A client that connects and says nothing cannot hold the control loop for long.
         stream.set_read_timeout(Some(Duration::from_millis(200)))?;
@@ -476,10 +503,16 @@ impl Daemon {
             (Ok(()), _) if words.len() == 4 && words[..2] == ["bond", "switch"] => {
                 self.bond_switch(words[2], words[3])
             }
+            (Ok(()), _) if words.len() == 5 && words[..2] == ["capture", "start"] => {
+                self.capture_start(words[2], words[3], words[4])
+            }
+            (Ok(()), _) if words.len() == 3 && words[..2] == ["capture", "stop"] => {
+                self.capture_stop(words[2])
+            }
             (Ok(()), other) => {
                 let shown: String = other.chars().take(64).collect();
                 (
-                    json!({ "error": format!("unknown request {shown:?}; known: status, bond switch BOND MEMBER") }),
+                    json!({ "error": format!("unknown request {shown:?}; known: status, bond switch BOND MEMBER, capture start TARGET FILE in|out|both, capture stop TARGET") }),
                     false,
                 )
             }
@@ -488,6 +521,56 @@ impl Daemon {
         serde_json::to_writer(&mut w, &reply)?;
         w.write_all(b"\n")?;
         Ok(ok)
+    }
+
+    fn capture_start(&mut self, target: &str, file: &str, dirs: &str) -> (Value, bool) {
+        let err = |m: String| (json!({ "error": m }), false);
+        let Some(dirs) = capture::parse_dirs(dirs) else {
+            return err(format!("direction {dirs:?}: expected in, out or both"));
+        };
+        let Some((_, tap, ifindexes)) = self.taps.iter().find(|t| t.0 == target) else {
+            return err(format!("no port or bond named {target:?}"));
+        };
+        if self.captures.iter().any(|c| c.target == target) {
+            return err(format!("a capture already runs on {target}"));
+        }
+        let path = Path::new(file);
+        if !path.is_absolute() {
+            return err(format!(
+                "{file:?}: the capture file must be an absolute path"
+            ));
+        }
+        // The packet sockets that hold promiscuity need CAP_NET_RAW, permitted but not
+        // effective after start-up: raised for this call only.
+        let net_raw = crate::privs::need(caps::Capability::CAP_NET_RAW);
+        let started = crate::privs::with_effective(net_raw.as_slice(), || {
+            Capture::start(target, path, dirs, tap.clone(), ifindexes)
+        })
+        .map_err(|e| e.to_string())
+        .and_then(|r| r);
+        match started {
+            Ok(c) => {
+                info!(target, file, "capture started");
+                let v = c.status();
+                self.captures.push(c);
+                (json!({ "ok": true, "capture": v }), true)
+            }
+            Err(e) => err(e),
+        }
+    }
+
+    fn capture_stop(&mut self, target: &str) -> (Value, bool) {
+        match self.captures.iter().position(|c| c.target == target) {
+            Some(i) => {
+                let v = self.captures.remove(i).stop();
+                info!(target, "capture stopped");
+                (json!({ "ok": true, "capture": v }), true)
+            }
+            None => (
+                json!({ "error": format!("no capture runs on {target:?}") }),
+                false,
+            ),
+        }
     }
 
     fn bond_switch(&self, bond: &str, member: &str) -> (Value, bool) {
@@ -535,6 +618,7 @@ impl Daemon {
             "ports": ports,
             "workers": workers,
             "bonds": self.bonds_status(),
+            "captures": self.captures.iter().map(Capture::status).collect::<Vec<_>>(),
             "control": { "requests": self.requests, "bad_requests": self.bad_requests },
             "rtnetlink": self.rtnl.as_ref().map(|r| json!({
                 "events": r.events.load(std::sync::atomic::Ordering::Relaxed),
@@ -627,6 +711,10 @@ impl Daemon {
 
     fn shutdown(mut self) -> u8 {
         info!("stopping");
+        for c in std::mem::take(&mut self.captures) {
+            let v = c.stop();
+            info!(capture = %v, "capture stopped");
+        }
         for w in &self.workers {
             w.handle.stop();
         }

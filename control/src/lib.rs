@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod bond;
+pub mod capture;
 pub mod client;
 pub mod config;
 pub mod cpulist;

@@ -62,7 +62,7 @@ pub const NEEDED: [Need; 4] = [
     },
     Need {
         cap: Capability::CAP_NET_RAW,
-        why: "create the AF_XDP sockets",
+        why: "create the AF_XDP sockets (and, at run time, the packet sockets that hold a capture's ports promiscuous)",
     },
     Need {
         cap: Capability::CAP_IPC_LOCK,

@@ -6,6 +6,7 @@
 //! - [`worker`]: the per-core run-to-completion loop: RX burst → process → TX burst, refill,
 //!   reap completions, kick the kernel only when a ring asks.
 //! - [`bond`]: active-backup bonding, datapath side: the active member as one atomic word.
+//! - [`tap`]: capture taps: bounded copies of frames for pcap writers in control.
 //! - [`stats`]: single-writer counters the workers keep and control reads.
 //!
 //! # Threading
@@ -22,5 +23,6 @@
 pub mod bond;
 pub mod params;
 pub mod stats;
+pub mod tap;
 pub mod worker;
 pub mod xsk;

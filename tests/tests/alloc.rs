@@ -124,7 +124,7 @@ fn inner() {
         let link = Arc::new(LinkState::new(true));
         for q in 0..2 {
             let (slot, xq) = b
-                .add_queue(name, q, ZeroCopy::Auto, 0, link.clone())
+                .add_queue(name, q, ZeroCopy::Auto, 0, link.clone(), Arc::default())
                 .expect("bind");
             prog.register(q, xq.fd()).expect("xskmap");
             slots.push(slot);

@@ -12,8 +12,8 @@
  * is smooth at the microsecond scale rather than bursty per call.
  *
  * In live-frames mode the kernel initialises each page from the template once and recycles it
- * without re-copying, so the stamped fields are rewritten on every run; the template's payload
- * fields are zero and its checksum is correct for them (and for source port sport_base).
+ * without re-copying: a frame holds whatever the previous run stamped, so the checksum update
+ * takes each rewritten word's old value from the frame itself.
  *
  * bench_drop: the lab's receive ceiling: count and drop.
  */
@@ -34,7 +34,12 @@ struct gen_state {
 	__u32 flows;       /* >= 1 */
 	__u32 sport_base;  /* host order */
 	__u32 stop;        /* user space sets it to end a run early */
+	__u32 hdr_len;     /* bytes of hdr: headers and probe, even, <= HDR_MAX */
+	__u32 pad;
+	__u8 hdr[80];      /* the template's first hdr_len bytes */
 };
+
+#define HDR_MAX 80
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -96,23 +101,43 @@ int bench_gen(struct xdp_md *ctx)
 	if ((void *)(p + 6) > data_end || (void *)(c + 1) > data_end || (void *)(sp + 1) > data_end)
 		return XDP_DROP;
 
-	/* Probe: magic(2) flow(2) seq(4) ts(4), big-endian; the magic comes with the template. */
+	/* Restore the headers and the probe from the template: a frame that went up a kernel
+	 * stack (a forwarding peer decrements the TTL and rewrites MACs, VLAN untagging moves the
+	 * MAC header) comes back to the page pool changed, and live-frames mode never re-copies
+	 * the template into a recycled page. */
+	__u16 *d16 = data;
+	__u16 *h16 = (__u16 *)s->hdr;
+	__u32 hwords = s->hdr_len / 2;
+#pragma unroll
+	for (int i = 0; i < HDR_MAX / 2; i++) {
+		if (i >= hwords || (void *)(d16 + i + 1) > data_end)
+			break;
+		d16[i] = h16[i];
+	}
+
+	/* Probe: magic(2) flow(2) seq(4) ts(4), big-endian; the magic comes with the template.
+	 * Recycled pages keep what the previous run wrote, so every rewritten word is updated
+	 * incrementally from its old value (RFC 1624: HC' = ~(~HC + ~m + m')). */
 	__u16 port = bswap16((__u16)(s->sport_base + flow));
+	__u16 w1 = bswap16((__u16)flow);
+	__u16 w2 = bswap16((__u16)(seq >> 16));
+	__u16 w3 = bswap16((__u16)seq);
+	__u16 w4 = bswap16((__u16)(ts >> 16));
+	__u16 w5 = bswap16((__u16)ts);
 	__u32 sum = (__u16)~*c;
 
-	sum += (__u16)~*sp;
+	sum += (__u16)~*sp + port;
+	sum += (__u16)~p[1] + w1;
+	sum += (__u16)~p[2] + w2;
+	sum += (__u16)~p[3] + w3;
+	sum += (__u16)~p[4] + w4;
+	sum += (__u16)~p[5] + w5;
 	*sp = port;
-	sum += port;
-	p[1] = bswap16((__u16)flow);
-	p[2] = bswap16((__u16)(seq >> 16));
-	p[3] = bswap16((__u16)seq);
-	p[4] = bswap16((__u16)(ts >> 16));
-	p[5] = bswap16((__u16)ts);
-	sum += p[1];
-	sum += p[2];
-	sum += p[3];
-	sum += p[4];
-	sum += p[5];
+	p[1] = w1;
+	p[2] = w2;
+	p[3] = w3;
+	p[4] = w4;
+	p[5] = w5;
 	sum = (sum & 0xffff) + (sum >> 16);
 	sum = (sum & 0xffff) + (sum >> 16);
 	__u16 csum = (__u16)~sum;

@@ -45,6 +45,11 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         count: u64,
     },
+    /// Packet captures on a port or a bond, written as pcap (read with `tcpdump -r`).
+    Capture {
+        #[command(subcommand)]
+        cmd: CaptureCmd,
+    },
     /// Bonds: status like /proc/net/bonding, planned switches.
     Bond {
         #[command(subcommand)]
@@ -64,6 +69,27 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum CaptureCmd {
+    /// Start capturing on a port or bond; its ports go promiscuous while it runs.
+    Start {
+        /// Port or bond.
+        target: String,
+        /// pcap file to write (made absolute).
+        file: PathBuf,
+        /// Which direction: in, out or both.
+        #[arg(long, default_value = "both")]
+        dir: String,
+    },
+    /// Stop the capture on a port or bond; flushes its file.
+    Stop {
+        /// Port or bond.
+        target: String,
+    },
+    /// Running captures.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -113,6 +139,28 @@ fn run(args: Args) -> anyhow::Result<()> {
     match args.cmd {
         // Handled in main: its exit status is the worst finding's.
         Cmd::Doctor { .. } => unreachable!("doctor returns from main"),
+        Cmd::Capture { cmd } => {
+            let req = match cmd {
+                CaptureCmd::Start { target, file, dir } => {
+                    let file = std::path::absolute(&file)?;
+                    let file = file.to_str().context("the capture path is not UTF-8")?;
+                    if [&target, file, &dir]
+                        .iter()
+                        .any(|w| w.is_empty() || w.contains(char::is_whitespace))
+                    {
+                        anyhow::bail!("target, file and direction must be single words");
+                    }
+                    format!("capture start {target} {file} {dir}")
+                }
+                CaptureCmd::Stop { target } => format!("capture stop {target}"),
+                CaptureCmd::List => "status".into(),
+            };
+            let v = client::request(&args.socket, &req)?;
+            match v.get("capture") {
+                Some(c) => println!("{}", serde_json::to_string_pretty(c)?),
+                None => println!("{}", serde_json::to_string_pretty(&v["captures"])?),
+            }
+        }
         Cmd::Bond {
             cmd: BondCmd::Switch { bond, member },
         } => {

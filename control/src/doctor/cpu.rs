@@ -158,18 +158,16 @@ fn nohz_full(f: &Facts, c: &Cores<'_>, subject: &str) -> Finding {
         return Finding::warn("cpu.nohz_full", subject)
             .detail("kernel built without CONFIG_NO_HZ_FULL: nohz_full= has no effect")
             .why(why)
-            .fix("a kernel with CONFIG_NO_HZ_FULL=y (Debian's has it), then nohz_full= as below");
+            .fix(format!(
+                "boot a kernel with CONFIG_NO_HZ_FULL=y (Debian's has it) with nohz_full={}",
+                c.list
+            ));
     }
-    cover_check(
-        "cpu.nohz_full",
-        "nohz_full",
-        f.cmdline.get("nohz_full"),
-        f,
-        c,
-        subject,
-        why,
-        fix,
-    )
+    let value = f
+        .cmdline
+        .get("nohz_full")
+        .map(|v| (format!("nohz_full={v}"), v.clone()));
+    cover_check("cpu.nohz_full", "nohz_full", value, f, c, subject, why, fix)
 }
 
 fn rcu_nocbs(f: &Facts, c: &Cores<'_>, subject: &str) -> Finding {
@@ -179,59 +177,57 @@ fn rcu_nocbs(f: &Facts, c: &Cores<'_>, subject: &str) -> Finding {
         return Finding::warn("cpu.rcu_nocbs", subject)
             .detail("kernel built without CONFIG_RCU_NOCB_CPU: rcu_nocbs= has no effect")
             .why(why)
-            .fix(
-                "a kernel with CONFIG_RCU_NOCB_CPU=y (Debian's has it), then rcu_nocbs= as below",
-            );
+            .fix(format!(
+                "boot a kernel with CONFIG_RCU_NOCB_CPU=y (Debian's has it) with rcu_nocbs={}",
+                c.list
+            ));
     }
     // nohz_full CPUs are offloaded too (kernel/rcu/tree_nocb.h, rcu_init_nohz).
-    let mut value = f.cmdline.get("rcu_nocbs").cloned();
-    if let Some(nohz) = f.cmdline.get("nohz_full") {
-        value = Some(match value {
-            Some(v) if !v.is_empty() => format!("{v},{nohz}"),
-            _ => nohz.clone(),
-        });
-    }
-    cover_check(
-        "cpu.rcu_nocbs",
-        "rcu_nocbs (or nohz_full, which implies it)",
-        value.as_ref(),
-        f,
-        c,
-        subject,
-        why,
-        fix,
-    )
+    let value = match (f.cmdline.get("rcu_nocbs"), f.cmdline.get("nohz_full")) {
+        (Some(r), Some(n)) if !r.is_empty() => Some((
+            format!("rcu_nocbs={r} with nohz_full={n}"),
+            format!("{r},{n}"),
+        )),
+        (Some(r), None) => Some((format!("rcu_nocbs={r}"), r.clone())),
+        (_, Some(n)) => Some((
+            format!("nohz_full={n} (which offloads RCU callbacks too)"),
+            n.clone(),
+        )),
+        (None, None) => None,
+    };
+    cover_check("cpu.rcu_nocbs", "rcu_nocbs", value, f, c, subject, why, fix)
 }
 
-/// A parameter holding a CPU list that should cover every worker core.
+/// Kernel parameters holding a CPU list that should cover every worker core. `value` is what
+/// to show and the CPU list, or `None` when `param` is absent.
 #[allow(clippy::too_many_arguments)]
 fn cover_check(
     check: &'static str,
     param: &str,
-    value: Option<&String>,
+    value: Option<(String, String)>,
     f: &Facts,
     c: &Cores<'_>,
     subject: &str,
     why: &str,
     fix: String,
 ) -> Finding {
-    let Some(v) = value else {
+    let Some((shown, list)) = value else {
         return Finding::warn(check, subject)
             .detail(format!("{param}= is not on the kernel command line"))
             .why(why)
             .fix(fix);
     };
-    match cpulist::parse(v, Some(f.last_cpu())) {
+    match cpulist::parse(&list, Some(f.last_cpu())) {
         Ok(cpus) => {
             let uncovered: Cpus = c.workers.difference(&cpus).copied().collect();
             if uncovered.is_empty() {
                 Finding::ok(check, subject)
-                    .detail(format!("{param}={v} covers the worker cores"))
+                    .detail(format!("{shown} covers the worker cores"))
                     .why(why)
             } else {
                 Finding::warn(check, subject)
                     .detail(format!(
-                        "{param}={v} does not cover worker cores {}",
+                        "{shown} does not cover worker cores {}",
                         cpulist::format(&uncovered)
                     ))
                     .why(why)
@@ -239,7 +235,7 @@ fn cover_check(
             }
         }
         Err(e) => Finding::warn(check, subject)
-            .detail(format!("{param}={v}: {e}"))
+            .detail(format!("{shown}: {e}"))
             .why(why)
             .fix(fix),
     }

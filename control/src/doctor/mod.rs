@@ -283,20 +283,20 @@ impl Report {
             .max(7);
         let _ = writeln!(
             out,
-            "{:<6}{:<wc$}  {:<ws$}  FINDING",
+            "{:<7}{:<wc$}  {:<ws$}  FINDING",
             "STATUS", "CHECK", "SUBJECT"
         );
         for f in &self.findings {
             let _ = writeln!(
                 out,
-                "{:<6}{:<wc$}  {:<ws$}  {}",
+                "{:<7}{:<wc$}  {:<ws$}  {}",
                 f.status.as_str(),
                 f.check,
                 f.subject,
                 f.detail
             );
             if f.status != Status::Ok {
-                let pad = 6 + wc + 2;
+                let pad = 7 + wc + 2;
                 let _ = writeln!(out, "{:pad$}why: {}", "", f.why);
                 if let Some(fix) = &f.fix {
                     let _ = writeln!(out, "{:pad$}fix: {fix}", "");
@@ -312,6 +312,36 @@ impl Report {
         );
         out
     }
+}
+
+/// `isopath doctor`: diagnoses the host under `root` for `config` (default: the root's
+/// `etc/isopath/isopath.toml` if there is one, else host checks only) and prints the table, or
+/// the JSON document with `json`. Returns the worst status.
+///
+/// # Errors
+/// The configuration cannot be read or parsed.
+pub fn run_cli(
+    root: &std::path::Path,
+    config: Option<&std::path::Path>,
+    json: bool,
+) -> Result<Status, crate::config::ConfigError> {
+    let root = Root::new(root);
+    let online = online_cpus(&root);
+    let default = root.base().join("etc/isopath/isopath.toml");
+    let path = config
+        .map(std::path::Path::to_path_buf)
+        .or_else(|| default.is_file().then_some(default));
+    let target = match &path {
+        Some(p) => Target::from_config(&Config::load(p)?, Some(&p.display().to_string()), &online),
+        None => Target::host_only(&online),
+    };
+    let report = diagnose(&root, &target);
+    if json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(report.worst())
 }
 
 #[cfg(test)]

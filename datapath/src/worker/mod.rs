@@ -21,6 +21,7 @@ use crate::{
     bond::{BondShared, MAX_MEMBERS, Mailbox, SeenMacs},
     params::{Burst, RingParams, ZeroCopy},
     stats::{DropReason, LinkState, Padded, QueueCounters, WorkerCounters},
+    tap::{DIR_IN, DIR_OUT, Tap},
     xsk::{FrameAudit, FrameBurst, XskError, XskQueue, XskUmem},
 };
 
@@ -49,6 +50,8 @@ struct Slot {
     counters: Arc<Padded<QueueCounters>>,
     /// Link of this slot's port: gates TX on it.
     link: Arc<LinkState>,
+    /// The port's capture tap.
+    tap: Arc<Tap>,
 }
 
 /// A bond as one worker sees it: the shared state and its members' slots on this worker.
@@ -58,6 +61,7 @@ struct WorkerBond {
     counters: Arc<Padded<QueueCounters>>,
     mailbox: Arc<Mailbox>,
     seen: Option<Arc<SeenMacs>>,
+    tap: Arc<Tap>,
 }
 
 /// What control keeps of a worker's part of a bond.
@@ -161,6 +165,7 @@ impl WorkerBuilder {
         zc: ZeroCopy,
         busy_poll_budget: u32,
         link: Arc<LinkState>,
+        tap: Arc<Tap>,
     ) -> Result<(usize, &XskQueue), XskError> {
         let q = self.umem.bind(ifname, queue, zc, busy_poll_budget)?;
         self.slots.push(Slot {
@@ -169,6 +174,7 @@ impl WorkerBuilder {
             member: None,
             counters: Arc::default(),
             link,
+            tap,
         });
         let i = self.slots.len() - 1;
         Ok((i, &self.slots[i].q))
@@ -195,6 +201,7 @@ impl WorkerBuilder {
         shared: Arc<BondShared>,
         mailbox: Arc<Mailbox>,
         seen: Option<Arc<SeenMacs>>,
+        tap: Arc<Tap>,
     ) -> usize {
         let bond = WorkerBond {
             shared,
@@ -202,6 +209,7 @@ impl WorkerBuilder {
             counters: Arc::default(),
             mailbox,
             seen,
+            tap,
         };
         self.bonds.push((name.to_owned(), bond));
         self.bonds.len() - 1
@@ -318,6 +326,14 @@ pub struct WorkerExit {
     pub drained: bool,
 }
 
+/// Wall clock for capture timestamps, read once per burst and only while a capture runs.
+#[inline]
+fn unix_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
 /// Transmits the burst on `out`, or drops it with a reason. Returns the number sent.
 #[inline]
 fn forward(umem: &mut XskUmem, burst: &mut FrameBurst, out: &mut Slot) -> usize {
@@ -325,6 +341,12 @@ fn forward(umem: &mut XskUmem, burst: &mut FrameBurst, out: &mut Slot) -> usize 
         let down = umem.drop_from(burst, 0);
         out.counters.count_drop(DropReason::TxLinkDown, down as u64);
         return 0;
+    }
+    if out.tap.wants(DIR_OUT) {
+        // Only what the TX ring will take: a capture shows what crossed the port.
+        let room = umem.tx_room(&mut out.q);
+        let (tap, ts) = (&out.tap, unix_ns());
+        umem.inspect_first(burst, room, |f| tap.record(f, DIR_OUT, ts));
     }
     let before = burst.bytes();
     let sent = umem.tx_burst(&mut out.q, burst);
@@ -392,6 +414,12 @@ impl Worker {
         let rx = &self.slots[i].counters;
         rx.rx_packets.add(n as u64);
         rx.rx_bytes.add(self.burst.bytes());
+        // A capture on the port sees everything that arrived, even what is dropped next.
+        if self.slots[i].tap.wants(DIR_IN) {
+            let (tap, ts) = (&self.slots[i].tap, unix_ns());
+            self.umem
+                .inspect(&self.burst, |f| tap.record(f, DIR_IN, ts));
+        }
         let runts = self
             .umem
             .retain(&mut self.burst, |frame| frame.len() >= ETH_HEADER_LEN);
@@ -407,6 +435,13 @@ impl Worker {
                 .counters
                 .count_drop(DropReason::RxBackup, n as u64);
         } else {
+            if let Some((b, _)) = self.slots[i].member
+                && self.bonds[b].tap.wants(DIR_IN)
+            {
+                let (tap, ts) = (&self.bonds[b].tap, unix_ns());
+                self.umem
+                    .inspect(&self.burst, |f| tap.record(f, DIR_IN, ts));
+            }
             match self.slots[i].out {
                 Out::None => {
                     let n = self.umem.drop_from(&mut self.burst, 0);
@@ -419,6 +454,11 @@ impl Worker {
                 }
                 Out::Bond(b) => {
                     let bond = &self.bonds[b];
+                    if bond.tap.wants(DIR_OUT) {
+                        let ts = unix_ns();
+                        self.umem
+                            .inspect(&self.burst, |f| bond.tap.record(f, DIR_OUT, ts));
+                    }
                     if let Some(seen) = &bond.seen {
                         let now_s = seen.now_s();
                         self.umem.inspect(&self.burst, |f| {
@@ -473,6 +513,11 @@ impl Worker {
                 n
             });
             if sent == 1 {
+                for tap in [&out.tap, &bond.tap] {
+                    if tap.wants(DIR_OUT) {
+                        tap.record(data, DIR_OUT, unix_ns());
+                    }
+                }
                 out.counters.tx_packets.add(1);
                 out.counters.tx_bytes.add(data.len() as u64);
             } else {

@@ -28,7 +28,7 @@ use xsk_rs::{
 
 pub use pool::FramePool;
 pub use pool::{FrameAudit, FrameLedger};
-pub use sys::{XskStats, if_index};
+pub use sys::{PromiscGuard, XskStats, if_index};
 
 use crate::params::{BindMode, MAX_BURST, RingParams, ZeroCopy};
 
@@ -257,8 +257,28 @@ impl XskUmem {
         })
     }
 
+    /// [`Self::bind_once`], retried while the queue is busy: a socket of an instance that just
+    /// died still holds the queue until the kernel's deferred release runs (milliseconds).
     #[expect(clippy::type_complexity, reason = "xsk-rs's own return shape")]
     fn bind_mode(
+        &self,
+        iface: &Interface,
+        queue: u32,
+        mode: BindMode,
+    ) -> io::Result<(TxQueue, RxQueue, Option<(FillQueue, CompQueue)>)> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        loop {
+            match self.bind_once(iface, queue, mode) {
+                Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    #[expect(clippy::type_complexity, reason = "xsk-rs's own return shape")]
+    fn bind_once(
         &self,
         iface: &Interface,
         queue: u32,
@@ -401,8 +421,20 @@ impl XskUmem {
 
     /// Lets `f` read every frame of `burst` (in order), e.g. to learn source addresses.
     #[inline]
-    pub fn inspect(&self, burst: &FrameBurst, mut f: impl FnMut(&[u8])) {
-        for desc in &burst.descs[..burst.len] {
+    pub fn inspect(&self, burst: &FrameBurst, f: impl FnMut(&[u8])) {
+        self.inspect_first(burst, burst.len, f);
+    }
+
+    /// Free slots in `q`'s TX ring: how many frames [`Self::tx_burst`] would take now.
+    #[inline]
+    pub fn tx_room(&mut self, q: &mut XskQueue) -> usize {
+        q.tx.nb_free(q.tx_size) as usize
+    }
+
+    /// Lets `f` read the first `n` frames of `burst`.
+    #[inline]
+    pub fn inspect_first(&self, burst: &FrameBurst, n: usize, mut f: impl FnMut(&[u8])) {
+        for desc in &burst.descs[..n.min(burst.len)] {
             // SAFETY: the burst owns this frame (see `retain`); the view is read-only and ends
             // before the frame is handed to any ring.
             let data = unsafe { self.umem.data(desc) };
@@ -431,6 +463,10 @@ impl XskUmem {
         burst.len = kept;
         dropped
     }
+}
+
+fn is_busy(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EBUSY) || e.to_string().contains("os error 16")
 }
 
 /// Frames a worker holds for the length of one burst. Preallocated once, reused every burst.

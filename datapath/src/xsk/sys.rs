@@ -181,3 +181,49 @@ pub fn if_index(ifname: &str) -> io::Result<u32> {
         Ok(idx)
     }
 }
+
+/// Holds an interface in promiscuous mode the way tcpdump does: a packet socket with a
+/// `PACKET_MR_PROMISC` membership (packet(7)). The kernel counts such memberships
+/// (`promiscuity N` in `ip -d link`) and drops this one when the socket closes, whether the
+/// guard is dropped or the process dies. The socket has protocol 0: it receives no frames.
+#[derive(Debug)]
+pub struct PromiscGuard {
+    _fd: OwnedFd,
+}
+
+impl PromiscGuard {
+    /// Raises the promiscuity of interface `ifindex`.
+    ///
+    /// # Errors
+    /// The socket or the membership cannot be had (e.g. `EPERM` without CAP_NET_RAW).
+    pub fn new(ifindex: u32) -> io::Result<Self> {
+        // SAFETY: plain socket(2) call; the result is checked before use.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mreq = libc::packet_mreq {
+            mr_ifindex: ifindex as libc::c_int,
+            mr_type: libc::PACKET_MR_PROMISC as libc::c_ushort,
+            mr_alen: 0,
+            mr_address: [0; 8],
+        };
+        // SAFETY: `mreq` is a valid, initialised packet_mreq and its size is passed; the kernel
+        // only reads it.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_PACKET,
+                libc::PACKET_ADD_MEMBERSHIP,
+                (&raw const mreq).cast(),
+                mem::size_of::<libc::packet_mreq>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self { _fd: owned })
+    }
+}

@@ -21,6 +21,8 @@ use crate::params::{AttachedMode, XdpMode};
 
 /// The name of our XDP program, as the kernel reports it (`bpftool net`, `ip link`).
 pub const PROG_NAME: &str = "isopath_xdp";
+/// How long start-up waits for the BPF link of a just-killed instance to be released.
+const LINK_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// Entries of the XSKMAP: the most queues a port can have sockets on.
 /// Must match `MAX_QUEUES` in `src/bpf/isopath.bpf.c`.
 pub const MAX_QUEUES: u32 = 64;
@@ -208,23 +210,40 @@ impl XdpProgram {
                 XDP_ATTACHED_DRV => XdpFlags::DRV_MODE,
                 _ => XdpFlags::empty(),
             };
-            let detached = Xdp::new(prog.program().as_fd()).detach(ifindex as i32, flags);
-            detached.map_err(|e| {
-                let source = io::Error::other(e.to_string());
-                // libbpf-rs maps errnos without an io::ErrorKind of their own (EBUSY) to Other
-                // and keeps the OS text.
+            // A program of ours held by a BPF link belongs to an instance that is either alive
+            // or just died: the kernel releases a dead process's links through deferred work,
+            // so for a few milliseconds after a SIGKILL the old program is still attached.
+            // Wait for it (bounded); a live instance keeps it and the error says so.
+            let deadline = std::time::Instant::now() + LINK_RELEASE_WAIT;
+            loop {
+                let detached = Xdp::new(prog.program().as_fd())
+                    .detach(ifindex as i32, XdpFlags::from_bits_retain(flags.bits()));
+                let e = match detached {
+                    Ok(()) => break,
+                    Err(e) => e,
+                };
+                // libbpf-rs maps errnos without an io::ErrorKind of their own (EBUSY) to
+                // Other and keeps the OS text.
                 let busy = e.to_string().contains("busy");
-                XdpError::Detach {
+                let ours = matches!(prog.previous, Previous::Stale { .. });
+                if busy && ours && std::time::Instant::now() < deadline {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    if prog.query().prog_id == 0 {
+                        break; // the dead instance's link is gone, and its program with it
+                    }
+                    continue;
+                }
+                return Err(XdpError::Detach {
                     ifname: ifname.to_owned(),
                     id,
-                    source,
+                    source: io::Error::other(e.to_string()),
                     hint: if busy {
                         " (it is held by a live BPF link: is another isopath instance running on this interface?)"
                     } else {
                         ""
                     },
-                }
-            })?;
+                });
+            }
         }
         Ok(prog)
     }

@@ -1,0 +1,309 @@
+//! isopath-bench's line-rate tools on a real lab: the generator's frames as tcpdump reads
+//! them, loss accounting under induced loss, a short peers run with its report, and rendering
+//! a stored report.
+
+use std::time::Duration;
+
+use isopath_tests::{ChildGuard, Lab, bin, require_privileges};
+use serde_json::Value;
+
+fn bench() -> String {
+    bin("isopath-bench").display().to_string()
+}
+
+/// Frames sent into t0 reach up0's kernel stack (and its taps) only when up0 runs NAPI: GRO on.
+fn up0_to_kernel(lab: &Lab) {
+    let out = lab.exec(lab.ns_app(), ["ethtool", "-K", "up0", "gro", "on"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn json(out: &std::process::Output, what: &str) -> Value {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{what} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// Captures `count` frames on up0 while `gen_args` run, and returns tcpdump's verbose reading.
+fn capture(lab: &Lab, gen_args: &[&str], count: u32) -> String {
+    let file = format!("/tmp/isopath-bench-{}.pcap", lab.prefix);
+    let mut dump = ChildGuard::new(lab.spawn(
+        lab.ns_app(),
+        [
+            "tcpdump",
+            "-i",
+            "up0",
+            "-n",
+            "-U",
+            "-c",
+            &count.to_string(),
+            "-w",
+            &file,
+        ],
+    ))
+    .with_label("tcpdump");
+    assert!(
+        dump.wait_stderr_contains("listening", Duration::from_secs(5)),
+        "tcpdump did not start: {}",
+        dump.stderr_so_far()
+    );
+    let mut args = vec![bench(), "gen".into(), "--iface".into(), "t0".into()];
+    args.extend(gen_args.iter().map(|s| s.to_string()));
+    let g = lab.exec(lab.ns_traffic(), &args);
+    let g = json(&g, "gen");
+    assert!(g["sent"].as_u64().unwrap() >= u64::from(count), "{g}");
+    let _ = dump.wait_output(Duration::from_secs(10));
+    let read = lab.exec(lab.ns_app(), ["tcpdump", "-r", &file, "-n", "-vv", "-e"]);
+    let _ = std::fs::remove_file(&file);
+    assert!(read.status.success());
+    String::from_utf8_lossy(&read.stdout).into_owned()
+}
+
+fn assert_clean(text: &str, count: usize, want: &[&str]) {
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("UDP")).collect();
+    assert!(
+        lines.len() >= count,
+        "{} UDP frames in:\n{text}",
+        lines.len()
+    );
+    for bad in ["bad udp cksum", "bad cksum", "truncated", "malformed", "[|"] {
+        assert!(!text.contains(bad), "{bad:?} in:\n{text}");
+    }
+    for w in want {
+        assert!(text.contains(w), "{w:?} not in:\n{text}");
+    }
+}
+
+#[test]
+fn generated_frames_parse_in_tcpdump() {
+    if !require_privileges() {
+        return;
+    }
+    let lab = Lab::up("bgp");
+    up0_to_kernel(&lab);
+    // Live source, IPv4, 4 flows (source ports 10000..10003).
+    let t = capture(
+        &lab,
+        &[
+            "--rate", "2000", "--secs", "1", "--flows", "4", "--size", "128",
+        ],
+        40,
+    );
+    assert_clean(
+        &t,
+        40,
+        &[
+            "198.18.0.1.10003 > 198.18.0.2.9: [udp sum ok] UDP, length 82",
+            "length 124",
+        ],
+    );
+    // IPv6 with a VLAN tag, minimum size.
+    let t = capture(
+        &lab,
+        &[
+            "--rate", "2000", "--secs", "1", "--ipv6", "--vlan", "7", "--size", "82",
+        ],
+        20,
+    );
+    assert_clean(
+        &t,
+        20,
+        &[
+            "vlan 7",
+            "2001:2::1.10000 > 2001:2::2.9: [udp sum ok] UDP, length 12",
+        ],
+    );
+    // AF_XDP source, IMIX.
+    let t = capture(
+        &lab,
+        &[
+            "--source", "xsk", "--rate", "2000", "--secs", "1", "--size", "imix", "--flows", "3",
+        ],
+        24,
+    );
+    assert_clean(&t, 24, &["length 60", "length 566", "length 1514"]);
+}
+
+#[test]
+fn induced_loss_is_counted_per_flow() {
+    if !require_privileges() {
+        return;
+    }
+    let lab = Lab::up("bls");
+    up0_to_kernel(&lab);
+    // A Linux bridge carries up0 -> m0 in the appliance namespace; nftables drops 5% at up0's
+    // ingress (this kernel has no tc classifiers). The receiver is AF_XDP on the far side's s0.
+    for cmd in [
+        "ip link add bx type bridge stp_state 0",
+        "ip link set up0 master bx",
+        "ip link set m0 master bx",
+        "ip link set bx up",
+        "bridge fdb add 02:00:00:00:00:02 dev m0 master static",
+        "nft add table netdev loss",
+        "nft add chain netdev loss in { type filter hook ingress device up0 priority 0 ; }",
+        "nft add rule netdev loss in numgen random mod 100 < 5 drop",
+    ] {
+        let out = lab.exec(lab.ns_app(), cmd.split(' '));
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut rx = ChildGuard::new(lab.spawn(
+        lab.ns_far(),
+        [
+            bench().as_str(),
+            "recv",
+            "--iface",
+            "s0",
+            "--core",
+            "1",
+            "--secs",
+            "4",
+        ],
+    ))
+    .with_label("recv");
+    assert!(
+        rx.wait_ready(Duration::from_secs(10)),
+        "{}",
+        rx.stderr_so_far()
+    );
+    let g = lab.exec(
+        lab.ns_traffic(),
+        [
+            bench().as_str(),
+            "gen",
+            "--iface",
+            "t0",
+            "--core",
+            "0",
+            "--rate",
+            "40k",
+            "--secs",
+            "2",
+            "--flows",
+            "8",
+        ],
+    );
+    let g = json(&g, "gen");
+    let r = rx.wait_output(Duration::from_secs(10));
+    let r = json(&r, "recv");
+    let sent = g["sent"].as_u64().unwrap();
+    let t = &r["totals"];
+    let (received, lost, expected) = (
+        t["received"].as_u64().unwrap(),
+        t["lost"].as_u64().unwrap(),
+        t["expected"].as_u64().unwrap(),
+    );
+    assert_eq!(t["flow"], 8, "{r}");
+    assert_eq!(t["duplicates"], 0, "{r}");
+    assert_eq!(received + lost, expected, "{r}");
+    // Only the last frame or so of each flow can be lost unseen (no higher number follows).
+    assert!(
+        expected <= sent && sent - expected <= 8 * 4,
+        "sent {sent}, expected {expected}"
+    );
+    // Frames the kernel dropped at the receiver's socket (ring full on a busy machine) are
+    // loss too, but not the induced kind.
+    let kernel_dropped = r["port"]["xsk"]["rx_dropped"].as_u64().unwrap();
+    assert!(kernel_dropped * 100 < expected, "receiver overrun: {r}");
+    let loss = (lost - kernel_dropped.min(lost)) as f64 / expected as f64;
+    assert!((0.035..0.065).contains(&loss), "loss {loss:.4}: {r}");
+    // Every flow lost some, none lost all.
+    for f in r["flows"].as_array().unwrap() {
+        assert!(
+            f["lost"].as_u64().unwrap() > 0 && f["received"].as_u64().unwrap() > 0,
+            "{f}"
+        );
+    }
+    // The receiver took every frame the XDP program redirected (the kernel dropped none).
+    let port = &r["port"];
+    assert_eq!(port["xsk"]["rx_dropped"], 0, "{port}");
+    assert_eq!(
+        port["xdp_rx_redirect"].as_u64().unwrap(),
+        r["frames"].as_u64().unwrap(),
+        "{r}"
+    );
+    assert_eq!(
+        r["latency"]["summary"]["count"].as_u64().unwrap(),
+        r["probes"].as_u64().unwrap()
+    );
+}
+
+#[test]
+fn compare_runs_the_bare_loops_and_writes_a_report() {
+    if !require_privileges() {
+        return;
+    }
+    let out_dir = std::env::temp_dir().join(format!("isopath-bench-cmp-{}", std::process::id()));
+    let prefix = format!("bcm{}", std::process::id() % 100_000);
+    let out = std::process::Command::new(bench())
+        .args([
+            "compare",
+            "--peers",
+            "xsk-fwd,xsk-drop",
+            "--rounds",
+            "1",
+            "--secs",
+            "2",
+            "--warmup",
+            "1",
+            "-q",
+            "--json",
+        ])
+        .args(["--prefix", &prefix, "--out"])
+        .arg(&out_dir)
+        .output()
+        .expect("running isopath-bench compare");
+    let r = json(&out, "compare");
+    let _ = std::process::Command::new(isopath_tests::lab_script())
+        .args(["down", &prefix])
+        .output();
+    assert_eq!(r["schema"], "isopath-bench.report.v1");
+    for p in r["peers"].as_array().unwrap() {
+        assert!(p["median_pps"].as_f64().unwrap() > 10_000.0, "{p}");
+        assert_eq!(p["runs"].as_array().unwrap().len(), 1);
+    }
+    for f in ["report.json", "summary.md", "peers.svg"] {
+        assert!(out_dir.join(f).is_file(), "{f} missing");
+    }
+    let _ = std::fs::remove_dir_all(&out_dir);
+    assert!(
+        isopath_tests::netns_list()
+            .iter()
+            .all(|n| !n.starts_with(&prefix)),
+        "lab left behind"
+    );
+}
+
+#[test]
+fn stored_report_renders() {
+    let fixture = isopath_tests::repo_root().join("bench/tests/fixtures/report.json");
+    let out = std::process::Command::new(bench())
+        .arg("report")
+        .arg(&fixture)
+        .output()
+        .expect("running isopath-bench report");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let md = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        md.contains("| peer | frame |") && md.contains("zero-loss throughput"),
+        "{md}"
+    );
+}
