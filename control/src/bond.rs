@@ -144,6 +144,92 @@ struct Pending {
     next_at: Instant,
 }
 
+/// Which ARP traffic proves a member alive (Linux's `arp_validate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ArpValidate {
+    /// Any ARP frame on any member.
+    #[default]
+    None,
+    /// The active member needs replies from the targets; backups any ARP.
+    Active,
+    /// Backups need our own probes (flooded back by the switch) or the targets' ARP; the
+    /// active member any ARP.
+    Backup,
+    /// Both rules.
+    All,
+}
+
+impl ArpValidate {
+    /// Parses the option's name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "none" => Some(Self::None),
+            "active" => Some(Self::Active),
+            "backup" => Some(Self::Backup),
+            "all" => Some(Self::All),
+            _ => None,
+        }
+    }
+
+    /// The option's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Active => "active",
+            Self::Backup => "backup",
+            Self::All => "all",
+        }
+    }
+}
+
+/// The ARP monitor (Linux's `arp_interval` and friends); replaces carrier monitoring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArpOptions {
+    /// Probe period.
+    pub interval: Duration,
+    /// Targets (at most 16).
+    pub targets: Vec<std::net::Ipv4Addr>,
+    /// Validation rule.
+    pub validate: ArpValidate,
+    /// Every target must answer (`arp_all_targets = all`), or any one (`any`).
+    pub all_targets: bool,
+    /// Intervals without proof before a member is down (`arp_missed_max`).
+    pub missed_max: u32,
+}
+
+/// An ARP frame a member received, as the monitor needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArpSeen {
+    /// Sender IP.
+    pub spa: std::net::Ipv4Addr,
+    /// Target IP.
+    pub tpa: std::net::Ipv4Addr,
+    /// Sender MAC.
+    pub sha: [u8; 6],
+    /// A reply.
+    pub reply: bool,
+}
+
+/// The monitor's record of one member.
+#[derive(Debug, Clone)]
+struct ArpRecord {
+    /// Last reply (or ARP) from each target.
+    target: Vec<Option<Instant>>,
+    /// Last ARP of any kind.
+    any: Option<Instant>,
+    /// Last validated ARP for a backup: our own probe seen again, or a target's ARP.
+    validated: Option<Instant>,
+}
+
+/// Probes to send now: ARP requests for `targets` on `member`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArpProbe {
+    /// The member to send on.
+    pub member: usize,
+    /// The targets.
+    pub targets: Vec<std::net::Ipv4Addr>,
+}
+
 /// Options of a bond.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BondOptions {
@@ -169,6 +255,8 @@ pub struct BondOptions {
     pub addresses: Vec<std::net::IpAddr>,
     /// Peer notification.
     pub notify: NotifyOptions,
+    /// ARP monitoring instead of carrier monitoring.
+    pub arp: Option<ArpOptions>,
 }
 
 impl Default for BondOptions {
@@ -185,6 +273,7 @@ impl Default for BondOptions {
             mac: None,
             addresses: Vec::new(),
             notify: NotifyOptions::default(),
+            arp: None,
         }
     }
 }
@@ -315,6 +404,9 @@ pub struct Bond {
     /// Times the active member changed.
     pub failovers: u64,
     pending: Option<Pending>,
+    arp: Vec<ArpRecord>,
+    arp_next: Option<Instant>,
+    arp_rr: usize,
     untraced: usize,
     last_reannounce: Option<Instant>,
     /// Notification frames sent: gratuitous ARPs, unsolicited NAs, MAC re-announcements.
@@ -368,10 +460,24 @@ impl Bond {
             events: VecDeque::new(),
             failovers: 0,
             pending: None,
+            arp: Vec::new(),
+            arp_next: None,
+            arp_rr: 0,
             untraced: 0,
             last_reannounce: None,
             sent: NotifyCounters::default(),
         };
+        if let Some(a) = &b.opts.arp {
+            // Every member starts with the benefit of the doubt (as Linux's bonding does): the
+            // first verdict comes after arp_missed_max intervals without proof.
+            let rec = ArpRecord {
+                target: vec![Some(now); a.targets.len()],
+                any: Some(now),
+                validated: Some(now),
+            };
+            b.arp = vec![rec; b.members.len()];
+            b.arp_next = Some(now);
+        }
         b.select(Reason::Start, now, wall);
         b.publish();
         b.trace_events();
@@ -435,6 +541,11 @@ impl Bond {
     /// A carrier report for member `m` (from rtnetlink or the miimon poll). Returns whether
     /// the active member changed.
     pub fn carrier(&mut self, m: usize, up: bool, now: Instant, wall: SystemTime) -> bool {
+        // Under the ARP monitor only ARP proves a member up; a lost carrier still takes it down
+        // at once (a dead link cannot carry the proof anyway).
+        if self.opts.arp.is_some() {
+            return !up && self.set_link(m, MemberLink::Down, now, wall);
+        }
         let link = self.members[m].link;
         let next = match (link, up) {
             (MemberLink::Up, false) if self.opts.downdelay.is_zero() => MemberLink::Down,
@@ -543,6 +654,7 @@ impl Bond {
         }
         let from = self.active;
         self.active = next;
+        self.arp_grace(next, now);
         // A failover cancels any drain: the old member is down or no longer trusted.
         self.draining = None;
         self.publish();
@@ -559,6 +671,80 @@ impl Bond {
             None => self.log(wall, "no_active_member", None, detail),
         }
         true
+    }
+
+    /// A member that just became active has not been probing: it gets `arp_missed_max`
+    /// intervals to show replies before the ARP monitor judges it (Linux does the same).
+    fn arp_grace(&mut self, m: Option<usize>, now: Instant) {
+        if let Some(rec) = m.and_then(|m| self.arp.get_mut(m)) {
+            rec.target.iter_mut().for_each(|t| *t = Some(now));
+            rec.any = Some(now);
+        }
+    }
+
+    /// Records an ARP frame received on member `m` (ARP monitor).
+    pub fn arp_rx(&mut self, m: usize, seen: &ArpSeen, now: Instant) {
+        let Some(opts) = &self.opts.arp else { return };
+        let own = self.own_mac();
+        let Some(rec) = self.arp.get_mut(m) else {
+            return;
+        };
+        rec.any = Some(now);
+        if let Some(t) = opts.targets.iter().position(|&t| t == seen.spa) {
+            rec.target[t] = Some(now);
+            rec.validated = Some(now);
+        } else if seen.sha == own && !seen.reply && opts.targets.contains(&seen.tpa) {
+            // One of our probes, flooded back to this member by the switch: its path works.
+            rec.validated = Some(now);
+        }
+    }
+
+    /// The ARP monitor's period: judges every member on the proof it got within
+    /// `arp_missed_max` intervals, then says where to probe (the active member; with none,
+    /// each member in turn, as Linux does). Returns `None` between periods or without ARP.
+    pub fn arp_tick(&mut self, now: Instant, wall: SystemTime) -> Option<ArpProbe> {
+        let opts = self.opts.arp.clone()?;
+        if self.arp_next.is_some_and(|t| now < t) {
+            return None;
+        }
+        self.arp_next = Some(now + opts.interval);
+        // Half an interval of slack: a reply to the last probe may still be on its way.
+        let window = opts.interval * opts.missed_max + opts.interval / 2;
+        let fresh =
+            |t: Option<Instant>| t.is_some_and(|t| now.saturating_duration_since(t) <= window);
+        for m in 0..self.members.len() {
+            let rec = &self.arp[m];
+            let replies = if opts.all_targets {
+                rec.target.iter().all(|&t| fresh(t))
+            } else {
+                rec.target.iter().any(|&t| fresh(t))
+            };
+            let active = self.active == Some(m);
+            let alive = match (active, opts.validate) {
+                (true, ArpValidate::Active | ArpValidate::All) => replies,
+                (false, ArpValidate::Backup | ArpValidate::All) => fresh(rec.validated),
+                _ => fresh(rec.any),
+            };
+            let next = if alive {
+                MemberLink::Up
+            } else {
+                MemberLink::Down
+            };
+            if self.members[m].link.counts_up() != alive {
+                self.set_link(m, next, now, wall);
+            }
+        }
+        let member = match self.active {
+            Some(a) => a,
+            None => {
+                self.arp_rr = (self.arp_rr + 1) % self.members.len().max(1);
+                self.arp_rr
+            }
+        };
+        Some(ArpProbe {
+            member,
+            targets: opts.targets.clone(),
+        })
     }
 
     fn schedule_notify(&mut self, member: usize, now: Instant) {
@@ -677,6 +863,7 @@ impl Bond {
         }
         let from = self.active;
         self.active = Some(m);
+        self.arp_grace(Some(m), now);
         self.draining = from.map(|f| (f, now + self.opts.drain));
         self.publish();
         self.failovers += 1;
@@ -737,6 +924,11 @@ impl Bond {
                 "reannounce": self.opts.notify.reannounce,
                 "reannounce_table": self.opts.notify.reannounce_table,
                 "reannounce_max_age_s": self.opts.notify.reannounce_max_age_s,
+                "arp_interval_ms": self.opts.arp.as_ref().map(|a| a.interval.as_millis() as u64),
+                "arp_ip_target": self.opts.arp.as_ref().map(|a| a.targets.iter().map(|t| t.to_string()).collect::<Vec<_>>()),
+                "arp_validate": self.opts.arp.as_ref().map(|a| a.validate.name()),
+                "arp_all_targets": self.opts.arp.as_ref().map(|a| if a.all_targets { "all" } else { "any" }),
+                "arp_missed_max": self.opts.arp.as_ref().map(|a| a.missed_max),
             },
             "mac": crate::frames::fmt_mac(&self.own_mac()),
             "addresses": self.opts.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
@@ -941,6 +1133,74 @@ mod tests {
         let d = b.due(t).unwrap();
         assert!(!d.grat_arp && !d.unsol_na && !d.reannounce);
         assert_eq!(b.due(t + Duration::from_secs(1)), None);
+    }
+
+    #[test]
+    fn arp_monitor_fails_over_when_the_target_goes_silent_and_rotates_probes() {
+        use std::net::Ipv4Addr;
+        let target = Ipv4Addr::new(198, 18, 0, 2);
+        let opts = BondOptions {
+            arp: Some(ArpOptions {
+                interval: Duration::from_millis(100),
+                targets: vec![target],
+                validate: ArpValidate::Active,
+                all_targets: false,
+                missed_max: 2,
+            }),
+            mac: Some([2, 0, 0, 0, 0xb, 1]),
+            ..Default::default()
+        };
+        let (mut b, t) = bond(opts, &[true, true]);
+        let w = SystemTime::now();
+        let reply = ArpSeen {
+            spa: target,
+            tpa: Ipv4Addr::new(198, 18, 0, 10),
+            sha: [2, 0, 0, 0, 0, 2],
+            reply: true,
+        };
+        let chatter = ArpSeen {
+            spa: Ipv4Addr::new(198, 18, 0, 77),
+            tpa: target,
+            sha: [2, 0, 0, 0, 0, 9],
+            reply: false,
+        };
+        assert_eq!(
+            b.arp_tick(t, w).map(|p| p.member),
+            Some(0),
+            "the active member probes"
+        );
+        // Replies on m0 keep it up; chatter keeps the backup up (validate = active).
+        for i in 1..=5 {
+            let now = t + Duration::from_millis(100 * i);
+            b.arp_rx(0, &reply, now);
+            b.arp_rx(1, &chatter, now);
+            b.arp_tick(now, w);
+            assert_eq!(b.active(), Some(0));
+        }
+        // Carrier never moves, carrier events cannot bring a member up under ARP.
+        assert!(!b.carrier(0, true, t, w));
+        // The target goes silent on m0 (chatter alone does not count for the active member).
+        for i in 6..=9 {
+            let now = t + Duration::from_millis(100 * i);
+            b.arp_rx(0, &chatter, now);
+            b.arp_rx(1, &chatter, now);
+            b.arp_tick(now, w);
+        }
+        assert_eq!(b.active(), Some(1), "failed over to the backup");
+        // (m0 hears chatter, so under validate = active it may count as a live backup again.)
+        assert_eq!(b.members[0].link_failures, 1);
+        // Everything silent: no active member, probes rotate over the members.
+        let mut probed = std::collections::BTreeSet::new();
+        for i in 10..=16 {
+            let p = b.arp_tick(t + Duration::from_millis(100 * i), w).unwrap();
+            probed.insert(p.member);
+        }
+        assert_eq!(b.active(), None);
+        assert_eq!(probed.len(), 2, "each member got to probe");
+        // A reply through m0 brings it back.
+        b.arp_rx(0, &reply, t + Duration::from_millis(1700));
+        b.arp_tick(t + Duration::from_millis(1700), w);
+        assert_eq!(b.active(), Some(0));
     }
 
     #[test]

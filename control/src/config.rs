@@ -89,6 +89,18 @@ pub struct BondConfig {
     pub reannounce_table: Option<usize>,
     /// Seconds after which a seen MAC is no longer re-announced (default 300).
     pub reannounce_max_age: Option<u16>,
+    /// ARP monitor period in ms (0 or absent: carrier monitoring). Needs an IPv4 address in
+    /// `addresses` (the probes' sender) and at least one `arp_ip_target`.
+    pub arp_interval: Option<u64>,
+    /// ARP monitor targets (at most 16).
+    #[serde(default)]
+    pub arp_ip_target: Vec<String>,
+    /// "none" (default), "active", "backup" or "all".
+    pub arp_validate: Option<String>,
+    /// "any" (default) or "all".
+    pub arp_all_targets: Option<String>,
+    /// Intervals without proof before a member is down (default 2, 1..=255).
+    pub arp_missed_max: Option<u32>,
 }
 
 /// `[daemon]`.
@@ -667,7 +679,74 @@ impl Config {
                 reannounce_table: table,
                 ..Default::default()
             };
+            let arp = match b.arp_interval {
+                None | Some(0) => {
+                    if !b.arp_ip_target.is_empty() {
+                        return Err(field(
+                            f("arp_ip_target"),
+                            "set arp_interval to use the ARP monitor",
+                        ));
+                    }
+                    None
+                }
+                Some(ms_) => {
+                    let targets = b
+                        .arp_ip_target
+                        .iter()
+                        .map(|t| {
+                            t.parse::<std::net::Ipv4Addr>().map_err(|_| {
+                                field(f("arp_ip_target"), format!("{t:?} is not an IPv4 address"))
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    if targets.is_empty() || targets.len() > 16 {
+                        return Err(field(f("arp_ip_target"), "between 1 and 16 targets"));
+                    }
+                    if !addresses.iter().any(std::net::IpAddr::is_ipv4) {
+                        return Err(field(
+                            f("addresses"),
+                            "the ARP monitor needs an IPv4 address on the bond (the probes' sender)",
+                        ));
+                    }
+                    let validate = match b.arp_validate.as_deref() {
+                        None => crate::bond::ArpValidate::None,
+                        Some(v) => crate::bond::ArpValidate::parse(v).ok_or_else(|| {
+                            field(
+                                f("arp_validate"),
+                                format!("{v:?}: expected none, active, backup or all"),
+                            )
+                        })?,
+                    };
+                    let all_targets = match b.arp_all_targets.as_deref() {
+                        None | Some("any") => false,
+                        Some("all") => true,
+                        Some(v) => {
+                            return Err(field(
+                                f("arp_all_targets"),
+                                format!("{v:?}: expected any or all"),
+                            ));
+                        }
+                    };
+                    let missed_max = match b.arp_missed_max.unwrap_or(2) {
+                        n @ 1..=255 => n,
+                        n => {
+                            return Err(field(
+                                f("arp_missed_max"),
+                                format!("{n}: between 1 and 255"),
+                            ));
+                        }
+                    };
+                    Some(crate::bond::ArpOptions {
+                        interval: ms(Some(ms_), 0, "arp_interval")?,
+                        targets,
+                        validate,
+                        all_targets,
+                        missed_max,
+                    })
+                }
+            };
             let opts = BondOptions {
+                arp,
                 fail_over_mac,
                 mac,
                 addresses,

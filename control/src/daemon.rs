@@ -23,7 +23,7 @@ use anyhow::{Context, bail};
 use std::net::IpAddr;
 
 use isopath_datapath::{
-    bond::{Inject, MAILBOX, Mailbox, SeenMacs},
+    bond::{Inject, MAILBOX, Mailbox, Punt, SeenMacs, mac_u64},
     params::BindMode,
     stats::{DropReason, LinkState},
     tap::Tap,
@@ -37,7 +37,7 @@ use serde_json::{Value, json};
 use tracing::{error, info, warn};
 
 use crate::{
-    bond::{Bond, Member, MemberLink},
+    bond::{ArpSeen, Bond, Member, MemberLink},
     capture::{self, Capture},
     config::{Endpoint, Plan},
     frames,
@@ -93,6 +93,8 @@ struct LinkBook {
     bonds: Vec<Bond>,
     /// Per bond: the mailbox workers send from, and the MACs they saw behind the bond.
     outboxes: Vec<(Arc<Mailbox>, Option<Arc<SeenMacs>>)>,
+    /// Per bond: what workers hand to control (ARP, frames to the bond's own MAC).
+    punts: Vec<Arc<Punt>>,
 }
 
 impl LinkBook {
@@ -120,6 +122,62 @@ impl LinkBook {
         }
         for b in &mut self.bonds {
             b.trace_events();
+        }
+    }
+
+    /// Handles what the workers handed over (ARP monitor evidence, ARP requests and pings for
+    /// the bond's own addresses), then runs the ARP monitors' periods.
+    fn control_frames(&mut self, now: Instant, wall: SystemTime) {
+        for (bi, punt) in self.punts.iter().enumerate() {
+            let b = &mut self.bonds[bi];
+            let mailbox = &self.outboxes[bi].0;
+            let own4: Vec<std::net::Ipv4Addr> = b
+                .opts
+                .addresses
+                .iter()
+                .filter_map(|a| match a {
+                    IpAddr::V4(v) => Some(*v),
+                    IpAddr::V6(_) => None,
+                })
+                .collect();
+            let mac = b.own_mac();
+            let mut answers = Vec::new();
+            while let Some(p) = punt.queue.pop() {
+                let m = usize::from(p.member);
+                let f = p.frame();
+                if let Some(arp) = frames::parse_arp(f) {
+                    let seen = ArpSeen {
+                        spa: arp.spa,
+                        tpa: arp.tpa,
+                        sha: arp.sha,
+                        reply: arp.op == 2,
+                    };
+                    b.arp_rx(m, &seen, now);
+                    // Requests for our own addresses, answered through the active member.
+                    if arp.op == 1 && own4.contains(&arp.tpa) && arp.sha != mac {
+                        answers.push(frames::arp_reply(mac, &arp));
+                    }
+                } else if let Some(r) = frames::icmp_echo_reply(f, mac, &own4) {
+                    answers.push(r);
+                }
+            }
+            if let Some(active) = b.active() {
+                for a in answers {
+                    if !Inject::new(active, &a).is_some_and(|i| mailbox.push(i).is_ok()) {
+                        b.sent.mailbox_full += 1;
+                    }
+                }
+            }
+            if let Some(probe) = b.arp_tick(now, wall)
+                && let Some(&src) = own4.first()
+            {
+                for t in probe.targets {
+                    let req = frames::arp_request(mac, src, t);
+                    if !Inject::new(probe.member, &req).is_some_and(|i| mailbox.push(i).is_ok()) {
+                        b.sent.mailbox_full += 1;
+                    }
+                }
+            }
         }
     }
 
@@ -261,6 +319,20 @@ impl Daemon {
             })
             .collect();
 
+        let punts: Vec<Arc<Punt>> = bonds
+            .iter()
+            .map(|b| {
+                let p = Punt::new();
+                let own = !b.opts.addresses.is_empty() || b.opts.arp.is_some();
+                let arp = b.opts.arp.is_some() || b.opts.addresses.iter().any(IpAddr::is_ipv4);
+                p.arp.store(arp, std::sync::atomic::Ordering::Relaxed);
+                if own {
+                    p.own_mac
+                        .store(mac_u64(&b.own_mac()), std::sync::atomic::Ordering::Relaxed);
+                }
+                Arc::new(p)
+            })
+            .collect();
         let outboxes: Vec<(Arc<Mailbox>, Option<Arc<SeenMacs>>)> = bonds
             .iter()
             .map(|b| {
@@ -303,8 +375,16 @@ impl Daemon {
                 .iter()
                 .zip(&outboxes)
                 .zip(&bond_taps)
-                .map(|((bd, (mb, seen)), tap)| {
-                    b.add_bond(&bd.name, bd.shared(), mb.clone(), seen.clone(), tap.clone())
+                .zip(&punts)
+                .map(|(((bd, (mb, seen)), tap), punt)| {
+                    b.add_bond(
+                        &bd.name,
+                        bd.shared(),
+                        mb.clone(),
+                        seen.clone(),
+                        tap.clone(),
+                        punt.clone(),
+                    )
                 })
                 .collect();
             for (bi, bp) in plan.bonds.iter().enumerate() {
@@ -383,6 +463,7 @@ impl Daemon {
                 .collect(),
             bonds,
             outboxes,
+            punts,
         }));
         // Carrier events from the kernel, applied the moment they arrive.
         let rtnl = {
@@ -456,6 +537,7 @@ impl Daemon {
         for b in &mut book.bonds {
             b.tick(now, wall);
         }
+        book.control_frames(now, wall);
         book.notify(now);
         for b in &mut book.bonds {
             b.trace_events();

@@ -176,3 +176,148 @@ mod tests {
         }
     }
 }
+
+/// An ARP packet (Ethernet/IPv4), as the ARP monitor and the responder read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arp {
+    /// 1 request, 2 reply.
+    pub op: u16,
+    /// Sender hardware address.
+    pub sha: Mac,
+    /// Sender protocol address.
+    pub spa: Ipv4Addr,
+    /// Target protocol address.
+    pub tpa: Ipv4Addr,
+}
+
+/// Parses an Ethernet frame carrying ARP for IPv4 over Ethernet.
+pub fn parse_arp(f: &[u8]) -> Option<Arp> {
+    if f.len() < 42 || f[12..14] != [0x08, 0x06] || f[14..20] != [0, 1, 8, 0, 6, 4] {
+        return None;
+    }
+    let ip = |o: usize| Ipv4Addr::new(f[o], f[o + 1], f[o + 2], f[o + 3]);
+    Some(Arp {
+        op: u16::from_be_bytes([f[20], f[21]]),
+        sha: f[22..28].try_into().ok()?,
+        spa: ip(28),
+        tpa: ip(38),
+    })
+}
+
+/// An ARP request from `mac`/`ip` for `target` (the ARP monitor's probe).
+pub fn arp_request(mac: Mac, ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+    let mut f = eth(BROADCAST, mac, ETH_P_ARP);
+    arp_body(&mut f, 1, mac, ip.octets(), [0; 6], target.octets());
+    pad(f)
+}
+
+/// The reply to `req` from `mac`, which owns `req.tpa`.
+pub fn arp_reply(mac: Mac, req: &Arp) -> Vec<u8> {
+    let mut f = eth(req.sha, mac, ETH_P_ARP);
+    arp_body(&mut f, 2, mac, req.tpa.octets(), req.sha, req.spa.octets());
+    pad(f)
+}
+
+fn ip_checksum(b: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for c in b.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// If `f` is an ICMP echo request to one of `own` (IPv4, no options), the echo reply from `mac`.
+pub fn icmp_echo_reply(f: &[u8], mac: Mac, own: &[Ipv4Addr]) -> Option<Vec<u8>> {
+    if f.len() < 42 || f[12..14] != [0x08, 0x00] || f[14] != 0x45 || f[23] != 1 || f[34] != 8 {
+        return None;
+    }
+    let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
+    let dst = Ipv4Addr::new(f[30], f[31], f[32], f[33]);
+    if !own.contains(&dst) || total < 28 || 14 + total > f.len() {
+        return None;
+    }
+    let mut r = f[..14 + total].to_vec();
+    r[..6].copy_from_slice(&f[6..12]);
+    r[6..12].copy_from_slice(&mac);
+    r.copy_within(26..30, 30); // the request's source becomes the destination
+    r[26..30].copy_from_slice(&dst.octets());
+    r[22] = 64; // TTL
+    r[24..26].copy_from_slice(&[0, 0]);
+    let c = ip_checksum(&r[14..34]);
+    r[24..26].copy_from_slice(&c.to_be_bytes());
+    r[34] = 0; // echo reply
+    r[36..38].copy_from_slice(&[0, 0]);
+    let c = ip_checksum(&r[34..14 + total]);
+    r[36..38].copy_from_slice(&c.to_be_bytes());
+    Some(pad(r))
+}
+
+#[cfg(test)]
+mod arp_tests {
+    use super::*;
+
+    #[test]
+    fn arp_request_and_reply_round_trip() {
+        let me = [2, 0, 0, 0, 0xb, 1];
+        let req = arp_request(
+            me,
+            Ipv4Addr::new(198, 18, 0, 10),
+            Ipv4Addr::new(198, 18, 0, 2),
+        );
+        let a = parse_arp(&req).unwrap();
+        assert_eq!((a.op, a.sha, a.tpa), (1, me, Ipv4Addr::new(198, 18, 0, 2)));
+        let host = [2, 0, 0, 0, 0, 2];
+        let ask = arp_request(
+            host,
+            Ipv4Addr::new(198, 18, 0, 2),
+            Ipv4Addr::new(198, 18, 0, 10),
+        );
+        let rep = arp_reply(me, &parse_arp(&ask).unwrap());
+        let r = parse_arp(&rep).unwrap();
+        assert_eq!(
+            (r.op, r.sha, r.spa, r.tpa),
+            (
+                2,
+                me,
+                Ipv4Addr::new(198, 18, 0, 10),
+                Ipv4Addr::new(198, 18, 0, 2)
+            )
+        );
+        assert_eq!(&rep[..6], &host);
+        assert!(parse_arp(&[0; 41]).is_none());
+    }
+
+    #[test]
+    fn echo_reply_swaps_addresses_and_checksums_verify() {
+        // A ping from 198.18.0.2 to 198.18.0.10, 8 bytes of data.
+        let mut f = vec![0u8; 14 + 36];
+        f[..6].copy_from_slice(&[2, 0, 0, 0, 0xb, 1]);
+        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+        f[12..14].copy_from_slice(&[8, 0]);
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&36u16.to_be_bytes());
+        f[22] = 64;
+        f[23] = 1;
+        f[26..30].copy_from_slice(&[198, 18, 0, 2]);
+        f[30..34].copy_from_slice(&[198, 18, 0, 10]);
+        f[34] = 8;
+        f[38..42].copy_from_slice(&[0x12, 0x34, 0, 1]);
+        let me = [2, 0, 0, 0, 0xb, 1];
+        let own = [Ipv4Addr::new(198, 18, 0, 10)];
+        let r = icmp_echo_reply(&f, me, &own).expect("a reply");
+        assert_eq!(&r[..6], &[2, 0, 0, 0, 0, 2]);
+        assert_eq!(&r[26..30], &[198, 18, 0, 10]);
+        assert_eq!(&r[30..34], &[198, 18, 0, 2]);
+        assert_eq!(r[34], 0);
+        assert_eq!(ip_checksum(&r[14..34]), 0);
+        assert_eq!(ip_checksum(&r[34..50]), 0);
+        assert!(
+            icmp_echo_reply(&f, me, &[Ipv4Addr::new(1, 1, 1, 1)]).is_none(),
+            "not ours"
+        );
+        assert!(icmp_echo_reply(&f[..40], me, &own).is_none(), "truncated");
+    }
+}

@@ -312,7 +312,9 @@ mod tests {
         assert!(missing(&caps::all()).is_empty());
         assert_eq!(
             need(Capability::CAP_NET_RAW).map(|n| n.why),
-            Some("create the AF_XDP sockets")
+            Some(
+                "create the AF_XDP sockets (and, at run time, the packet sockets that hold a capture's ports promiscuous)"
+            )
         );
         assert_eq!(need(Capability::CAP_SYS_ADMIN), None);
     }

@@ -151,6 +151,62 @@ pub type Mailbox = crossbeam_queue::ArrayQueue<Inject>;
 /// Capacity of a bond's mailbox.
 pub const MAILBOX: usize = 1024;
 
+/// What a bond hands to control from its members: ARP frames (the ARP monitor's evidence,
+/// requests for the appliance's addresses) and frames addressed to the bond's own MAC (the
+/// appliance's own traffic, consumed: never forwarded across the cross-connect).
+#[derive(Debug)]
+pub struct Punt {
+    /// Frames for control, tagged with the member they arrived on ([`Inject::member`]).
+    pub queue: Mailbox,
+    /// Hand ARP frames to control (ARP monitor or own IPv4 addresses configured).
+    pub arp: std::sync::atomic::AtomicBool,
+    /// The bond's MAC as a 48-bit number (0: none): unicast frames to it are consumed.
+    pub own_mac: std::sync::atomic::AtomicU64,
+}
+
+impl Punt {
+    /// An idle punt path (nothing handed over until control sets it up).
+    pub fn new() -> Self {
+        Self {
+            queue: Mailbox::new(MAILBOX),
+            arp: std::sync::atomic::AtomicBool::new(false),
+            own_mac: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Whether the punt path is in use (one relaxed load each; workers check per burst).
+    #[inline]
+    pub fn enabled(&self) -> (bool, u64) {
+        (
+            self.arp.load(Ordering::Relaxed),
+            self.own_mac.load(Ordering::Relaxed),
+        )
+    }
+
+    /// What a frame is to the appliance: `(to control, consumed)`.
+    #[inline]
+    pub fn classify(frame: &[u8], arp: bool, own_mac: u64) -> (bool, bool) {
+        let Some(hdr) = frame.get(..14) else {
+            return (false, false);
+        };
+        let dst = u64::from_be_bytes([0, 0, hdr[0], hdr[1], hdr[2], hdr[3], hdr[4], hdr[5]]);
+        let own = own_mac != 0 && dst == own_mac;
+        let is_arp = arp && hdr[12..14] == [0x08, 0x06];
+        (own || is_arp, own)
+    }
+}
+
+impl Default for Punt {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A MAC address as the 48-bit number [`Punt::own_mac`] holds.
+pub fn mac_u64(mac: &[u8; 6]) -> u64 {
+    u64::from_be_bytes([0, 0, mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]])
+}
+
 /// MAC addresses seen on the near side of a bond's cross-connect, for re-announcing them after a
 /// failover. Direct-mapped and fixed in size: a new address overwrites the one in its slot
 /// (the table is a best effort to cover the active hosts, like a switch's CAM under pressure).
@@ -261,6 +317,38 @@ mod tests {
         // Time wraps at 2^16 seconds.
         t.learn(&a, u16::MAX);
         assert_eq!(t.recent(2, 5), vec![a]);
+    }
+
+    #[test]
+    fn punt_classifies_arp_and_own_mac() {
+        let own = [2, 0, 0, 0, 0xb, 1];
+        let mut f = [0u8; 60];
+        f[..6].copy_from_slice(&[0xff; 6]);
+        f[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert_eq!(
+            Punt::classify(&f, true, mac_u64(&own)),
+            (true, false),
+            "broadcast ARP: copy"
+        );
+        assert_eq!(
+            Punt::classify(&f, false, mac_u64(&own)),
+            (false, false),
+            "ARP off"
+        );
+        f[..6].copy_from_slice(&own);
+        assert_eq!(
+            Punt::classify(&f, true, mac_u64(&own)),
+            (true, true),
+            "ARP to us: consumed"
+        );
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        assert_eq!(
+            Punt::classify(&f, false, mac_u64(&own)),
+            (true, true),
+            "IPv4 to us"
+        );
+        assert_eq!(Punt::classify(&f, false, 0), (false, false), "no own MAC");
+        assert_eq!(Punt::classify(&f[..10], true, 1), (false, false), "runt");
     }
 
     #[test]

@@ -26,17 +26,20 @@ pub enum DropReason {
     RxBackup,
     /// Sent to a bond that has no active member (carrier down).
     TxNoActiveMember,
+    /// For the appliance itself (ARP, own MAC) but control's queue was full.
+    RxControlFull,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 6] = [
+    pub const ALL: [DropReason; 7] = [
         Self::RxRunt,
         Self::RxNoOutput,
         Self::TxLinkDown,
         Self::TxRingFull,
         Self::RxBackup,
         Self::TxNoActiveMember,
+        Self::RxControlFull,
     ];
 
     /// The counter's name, as shown by status and metrics.
@@ -48,6 +51,7 @@ impl DropReason {
             Self::TxRingFull => "tx_drop_ring_full",
             Self::RxBackup => "rx_drop_backup",
             Self::TxNoActiveMember => "tx_drop_no_active_member",
+            Self::RxControlFull => "rx_drop_control_full",
         }
     }
 }
@@ -62,7 +66,7 @@ const _: () = {
         );
         i += 1;
     }
-    assert!(DropReason::ALL.len() == DropReason::TxNoActiveMember as usize + 1);
+    assert!(DropReason::ALL.len() == DropReason::RxControlFull as usize + 1);
 };
 
 /// A counter with a single writer.

@@ -507,3 +507,86 @@ fn peer_notification_moves_the_far_switch_and_its_absence_does_not() {
     assert_eq!(u(&d.bond(), "notifications.reannounced"), 0);
     assert_clean_stop(&d.stop());
 }
+
+#[test]
+fn arp_monitor_fails_over_when_the_far_end_goes_silent_with_carrier_up() {
+    if !require_privileges() {
+        return;
+    }
+    let lab = Lab::up("barp");
+    let opts = "addresses = [\"198.18.0.10\"]\narp_interval = 50\narp_ip_target = [\"198.18.0.2\"]\narp_validate = \"active\"";
+    let d = Isopathd::start(&lab, &bond_config(&lab, "", opts), &[]);
+    assert_eq!(d.bond()["options"]["arp_interval_ms"], 50);
+    // Probes answered: no failover while the target answers.
+    std::thread::sleep(Duration::from_millis(600));
+    let b = d.bond();
+    assert_eq!(
+        (b["active"].as_str(), u(&b, "failovers")),
+        (Some("m0"), 0),
+        "{b:#}"
+    );
+    // The appliance owns 198.18.0.10 on the bond: it answers ARP and ping there.
+    let out = lab.exec(
+        lab.ns_far(),
+        ["ping", "-c", "3", "-i", "0.2", "-W", "2", "198.18.0.10"],
+    );
+    assert!(
+        out.status.success(),
+        "ping to the bond's own address: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    warm(&lab);
+
+    // The far end of m0 silently stops passing frames; its carrier stays up.
+    for cmd in [
+        vec!["nft", "add", "table", "netdev", "silent"],
+        vec![
+            "nft",
+            "add",
+            "chain",
+            "netdev",
+            "silent",
+            "in",
+            "{ type filter hook ingress device s0 priority 0; }",
+        ],
+        vec!["nft", "add", "rule", "netdev", "silent", "in", "drop"],
+    ] {
+        let out = lab.exec(lab.ns_far(), cmd);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let b = wait_active(&d, Some("m1"));
+    assert!(u(member(&b, "m0"), "link_failures") >= 1, "{b:#}");
+    let m0 = lab.link_details(lab.ns_app(), "m0");
+    assert!(
+        m0["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "LOWER_UP"),
+        "m0's carrier stayed up: {m0}"
+    );
+    assert!(
+        b["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["detail"].as_str().unwrap().contains("m0 -> m1")),
+        "{b:#}"
+    );
+    // Traffic flows through the new active member (and the far bridge was told).
+    warm(&lab);
+    let out = lab.exec(
+        lab.ns_far(),
+        ["ping", "-c", "2", "-i", "0.2", "-W", "2", "198.18.0.10"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_clean_stop(&d.stop());
+}

@@ -18,7 +18,7 @@ use std::{
 };
 
 use crate::{
-    bond::{BondShared, MAX_MEMBERS, Mailbox, SeenMacs},
+    bond::{BondShared, INJECT_MAX, Inject, MAX_MEMBERS, Mailbox, Punt, SeenMacs},
     params::{Burst, RingParams, ZeroCopy},
     stats::{DropReason, LinkState, Padded, QueueCounters, WorkerCounters},
     tap::{DIR_IN, DIR_OUT, Tap},
@@ -62,6 +62,7 @@ struct WorkerBond {
     mailbox: Arc<Mailbox>,
     seen: Option<Arc<SeenMacs>>,
     tap: Arc<Tap>,
+    punt: Arc<Punt>,
 }
 
 /// What control keeps of a worker's part of a bond.
@@ -202,6 +203,7 @@ impl WorkerBuilder {
         mailbox: Arc<Mailbox>,
         seen: Option<Arc<SeenMacs>>,
         tap: Arc<Tap>,
+        punt: Arc<Punt>,
     ) -> usize {
         let bond = WorkerBond {
             shared,
@@ -210,6 +212,7 @@ impl WorkerBuilder {
             mailbox,
             seen,
             tap,
+            punt,
         };
         self.bonds.push((name.to_owned(), bond));
         self.bonds.len() - 1
@@ -425,6 +428,28 @@ impl Worker {
             .retain(&mut self.burst, |frame| frame.len() >= ETH_HEADER_LEN);
         rx.count_drop(DropReason::RxRunt, runts as u64);
 
+        // Frames for the appliance itself: ARP (the ARP monitor's evidence; also forwarded,
+        // ARP is the hosts' business too) and anything unicast to the bond's MAC (consumed).
+        if let Some((b, m)) = self.slots[i].member {
+            let punt = &self.bonds[b].punt;
+            let (arp, own_mac) = punt.enabled();
+            if arp || own_mac != 0 {
+                let (mut to_control, mut full) = (0u64, 0u64);
+                self.umem.retain(&mut self.burst, |f| {
+                    let (copy, consume) = Punt::classify(f, arp, own_mac);
+                    if copy {
+                        match Inject::new(m, &f[..f.len().min(INJECT_MAX)]) {
+                            Some(p) if punt.queue.push(p).is_ok() => to_control += 1,
+                            _ => full += 1,
+                        }
+                    }
+                    !consume
+                });
+                let c = &self.bonds[b].counters;
+                c.rx_packets.add(to_control);
+                c.count_drop(DropReason::RxControlFull, full);
+            }
+        }
         // A backup member's frames are dropped (counted), as Linux's bonding does, unless the
         // bond accepts every member or this one is draining after a planned switch.
         if let Some((b, m)) = self.slots[i].member
