@@ -45,6 +45,12 @@ use crate::{
     netlink::{WatcherStats, spawn_link_watcher},
 };
 
+/// Queues `frame` for a worker to send on bond member `member`; false if it does not fit or
+/// the mailbox is full.
+fn enqueue(mailbox: &Mailbox, member: usize, frame: &[u8]) -> bool {
+    Inject::new(member, frame).is_some_and(|i| mailbox.push(i).is_ok())
+}
+
 /// Takes the daemon's one lock. A poisoned lock (a panic while holding it) is taken anyway:
 /// the state it guards is plain data that every writer leaves consistent at each step.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -163,7 +169,7 @@ impl LinkBook {
             }
             if let Some(active) = b.active() {
                 for a in answers {
-                    if !Inject::new(active, &a).is_some_and(|i| mailbox.push(i).is_ok()) {
+                    if !enqueue(mailbox, active, &a) {
                         b.sent.mailbox_full += 1;
                     }
                 }
@@ -173,7 +179,7 @@ impl LinkBook {
             {
                 for t in probe.targets {
                     let req = frames::arp_request(mac, src, t);
-                    if !Inject::new(probe.member, &req).is_some_and(|i| mailbox.push(i).is_ok()) {
+                    if !enqueue(mailbox, probe.member, &req) {
                         b.sent.mailbox_full += 1;
                     }
                 }
