@@ -18,8 +18,10 @@ ISOPATH_PKGS=(
     "iputils-ping:/usr/bin/ping"
     "bpftool:/usr/sbin/bpftool"
     "tcpdump:/usr/bin/tcpdump"
-    "util-linux:/usr/bin/taskset"
+    "util-linux:/usr/bin/setpriv"        # taskset, and setpriv for the least-privilege tests
     "nftables:/usr/sbin/nft"             # sinks and induced loss in the lab
+    "systemd:/usr/bin/systemd-analyze"   # service tests: `systemd-analyze verify` of the unit
+    "passwd:/usr/sbin/useradd"           # service tests: install.sh adds its user (useradd --prefix)
 )
 # Only for the side-by-side measurement against dpdk-testpmd (bench), not for tests.
 ISOPATH_PEER_PKGS=(

@@ -101,6 +101,9 @@ pub struct BondConfig {
     pub arp_all_targets: Option<String>,
     /// Intervals without proof before a member is down (default 2, 1..=255).
     pub arp_missed_max: Option<u32>,
+    /// Link-state tracking: while no member is up, the port cross-connected to the bond is set
+    /// administratively down, so the other side sees carrier loss too (default false).
+    pub link_state_tracking: Option<bool>,
 }
 
 /// `[daemon]`.
@@ -253,6 +256,8 @@ pub enum Endpoint {
 /// A bond, validated.
 #[derive(Debug, Clone)]
 pub struct BondPlan {
+    /// Propagate the bond's carrier loss to its cross-connect peer port.
+    pub link_state_tracking: bool,
     /// Name.
     pub name: String,
     /// Member ports (indices into [`Plan::ports`]).
@@ -760,6 +765,7 @@ impl Config {
                 drain: ms(b.drain_ms, 500, "drain_ms")?,
             };
             out.push(BondPlan {
+                link_state_tracking: b.link_state_tracking.unwrap_or(false),
                 name: b.name.clone(),
                 members,
                 opts,

@@ -51,6 +51,14 @@ fn enqueue(mailbox: &Mailbox, member: usize, frame: &[u8]) -> bool {
     Inject::new(member, frame).is_some_and(|i| mailbox.push(i).is_ok())
 }
 
+/// Sets a port administratively up or down with CAP_NET_ADMIN raised for the call only (it is
+/// permitted but not effective after start-up).
+fn set_link_up(ifindex: u32, up: bool) -> std::io::Result<()> {
+    let admin = crate::privs::need(caps::Capability::CAP_NET_ADMIN);
+    crate::privs::with_effective(admin.as_slice(), || crate::netlink::set_link_up(ifindex, up))
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.to_string()))?
+}
+
 /// Takes the daemon's one lock. A poisoned lock (a panic while holding it) is taken anyway:
 /// the state it guards is plain data that every writer leaves consistent at each step.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -101,6 +109,9 @@ struct LinkBook {
     outboxes: Vec<(Arc<Mailbox>, Option<Arc<SeenMacs>>)>,
     /// Per bond: what workers hand to control (ARP, frames to the bond's own MAC).
     punts: Vec<Arc<Punt>>,
+    /// Per bond: the ports that follow its carrier (link-state tracking), and whether they
+    /// are held down now.
+    tracking: Vec<(Vec<u32>, bool)>,
 }
 
 impl LinkBook {
@@ -123,6 +134,7 @@ impl LinkBook {
             }
         }
         self.notify(now);
+        self.track_carrier();
         if let Some(name) = changed {
             info!(port = %name, up, "link state changed");
         }
@@ -182,6 +194,37 @@ impl LinkBook {
                     if !enqueue(mailbox, probe.member, &req) {
                         b.sent.mailbox_full += 1;
                     }
+                }
+            }
+        }
+    }
+
+    /// Link-state tracking: a bond without an active member takes its peer ports down; they
+    /// come back with the first member.
+    fn track_carrier(&mut self) {
+        for (b, (ports, held)) in self.bonds.iter().zip(self.tracking.iter_mut()) {
+            let down = b.active().is_none();
+            if ports.is_empty() || down == *held {
+                continue;
+            }
+            for &ifindex in ports.iter() {
+                match set_link_up(ifindex, !down) {
+                    Ok(()) => info!(bond = %b.name, ifindex, up = !down, "link-state tracking"),
+                    Err(e) => warn!(bond = %b.name, ifindex, "link-state tracking: {e}"),
+                }
+            }
+            *held = down;
+        }
+    }
+
+    /// Gives back every port held down by link-state tracking, and stops tracking (at stop:
+    /// the port's own up event must not make the still-memberless bond take it down again).
+    fn release_tracking(&mut self) {
+        for (ports, held) in &mut self.tracking {
+            let ports = std::mem::take(ports);
+            if std::mem::take(held) {
+                for ifindex in ports {
+                    let _ = set_link_up(ifindex, true);
                 }
             }
         }
@@ -325,6 +368,27 @@ impl Daemon {
             })
             .collect();
 
+        let tracking: Vec<(Vec<u32>, bool)> = plan
+            .bonds
+            .iter()
+            .enumerate()
+            .map(|(bi, bp)| {
+                let peers = plan
+                    .cross_connects
+                    .iter()
+                    .filter_map(|&(a, b)| match (a, b) {
+                        (Endpoint::Port(p), Endpoint::Bond(j))
+                        | (Endpoint::Bond(j), Endpoint::Port(p))
+                            if j == bi && bp.link_state_tracking =>
+                        {
+                            Some(plan.ports[p].ifindex)
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                (peers, false)
+            })
+            .collect();
         let punts: Vec<Arc<Punt>> = bonds
             .iter()
             .map(|b| {
@@ -470,7 +534,9 @@ impl Daemon {
             bonds,
             outboxes,
             punts,
+            tracking,
         }));
+        lock(&book).track_carrier();
         // Carrier events from the kernel, applied the moment they arrive.
         let rtnl = {
             let book = book.clone();
@@ -799,6 +865,7 @@ impl Daemon {
 
     fn shutdown(mut self) -> u8 {
         info!("stopping");
+        lock(&self.book).release_tracking();
         for c in std::mem::take(&mut self.captures) {
             let v = c.stop();
             info!(capture = %v, "capture stopped");

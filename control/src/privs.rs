@@ -23,7 +23,8 @@
 //! links, which the kernel removes when the process dies, so a crashed instance leaves none.
 //!
 //! [`acquire`] runs first: it checks that every needed capability is permitted, naming any that
-//! is missing and what it is for, and raises them into the effective set. [`settle`] runs once
+//! is missing and what it is for, and raises them into the effective set (`CAP_IPC_LOCK` is not
+//! asked for when `RLIMIT_MEMLOCK` is unlimited, e.g. `LimitMEMLOCK=infinity` in the unit). [`settle`] runs once
 //! every port is bound and every worker polls: the effective set is emptied, the permitted set is
 //! reduced to [`NEEDED`] (kept for run-time changes such as adding a port or a capture, which
 //! raise what they use with [`with_effective`]), and the inheritable and ambient sets are
@@ -32,9 +33,9 @@
 //! # Limitations
 //!
 //! Capabilities belong to threads, not processes: [`settle`] lowers the calling thread's sets
-//! only. A thread spawned during start-up (a worker) keeps the effective set it was created with
-//! unless it calls [`drop_all_for_thread`] itself; threads spawned after [`settle`] start with
-//! nothing effective. The bounding set is left as the service manager set it (lowering it needs
+//! only. A thread spawned during start-up (a worker, the rtnetlink watcher) keeps the effective
+//! set it was created with unless it calls [`drop_all_for_thread`] itself; threads spawned after
+//! [`settle`] start with nothing effective but the main thread's permitted set. The bounding set is left as the service manager set it (lowering it needs
 //! `CAP_SETPCAP`, which the daemon does not hold).
 
 use std::fmt;

@@ -590,3 +590,62 @@ fn arp_monitor_fails_over_when_the_far_end_goes_silent_with_carrier_up() {
     );
     assert_clean_stop(&d.stop());
 }
+
+fn carrier(lab: &Lab, ns: &str, dev: &str) -> bool {
+    let d = lab.link_details(ns, dev);
+    d["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f == "LOWER_UP")
+}
+
+#[test]
+fn link_state_tracking_takes_the_other_side_down_with_the_bond() {
+    if !require_privileges() {
+        return;
+    }
+    let lab = Lab::up("blst");
+    let d = Isopathd::start(
+        &lab,
+        &bond_config(&lab, "", "link_state_tracking = true"),
+        &[],
+    );
+    assert!(carrier(&lab, lab.ns_traffic(), "t0"));
+    far_link(&lab, "s0", false);
+    wait_active(&d, Some("m1"));
+    assert!(
+        carrier(&lab, lab.ns_traffic(), "t0"),
+        "one member left: still up"
+    );
+    far_link(&lab, "s1", false);
+    wait_active(&d, None);
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while carrier(&lab, lab.ns_traffic(), "t0") && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        !carrier(&lab, lab.ns_traffic(), "t0"),
+        "the traffic side saw the bond's carrier loss"
+    );
+    far_link(&lab, "s1", true);
+    wait_active(&d, Some("m1"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while !carrier(&lab, lab.ns_traffic(), "t0") && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        carrier(&lab, lab.ns_traffic(), "t0"),
+        "carrier restored with the first member"
+    );
+    warm(&lab);
+    // Held down at stop: the daemon gives the port back.
+    far_link(&lab, "s1", false);
+    wait_active(&d, None);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_clean_stop(&d.stop());
+    assert!(
+        carrier(&lab, lab.ns_traffic(), "t0"),
+        "up0 left down after stop"
+    );
+}

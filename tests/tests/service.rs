@@ -74,8 +74,8 @@ fn unit_text() -> String {
 fn unit_list(key: &str) -> Vec<String> {
     unit_text()
         .lines()
-        .filter_map(|l| l.strip_prefix(&format!("{key}=")))
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
         .unwrap_or_else(|| panic!("no {key}= in the unit"))
         .split_whitespace()
         .map(str::to_owned)
@@ -474,10 +474,17 @@ fn the_daemon_forwards_as_nobody_with_only_the_unit_capabilities() {
             // Threads spawned during start-up give up everything.
             assert_eq!(hex(f, "CapPrm"), 0, "{comm}: keeps permitted capabilities");
         } else {
-            assert_eq!(hex(f, "CapPrm") & !cap_mask(&caps), 0, "{comm}: permitted set");
+            assert_eq!(
+                hex(f, "CapPrm") & !cap_mask(&caps),
+                0,
+                "{comm}: permitted set"
+            );
         }
         if comm.starts_with("isopath-w") {
-            assert_eq!(f["Cpus_allowed_list"], "1", "{comm} is not pinned to its core");
+            assert_eq!(
+                f["Cpus_allowed_list"], "1",
+                "{comm} is not pinned to its core"
+            );
         }
     }
     let main = ts
@@ -813,4 +820,67 @@ fn restart_policy_matches_restart_on_failure() {
     assert!(restart_wanted(signal(libc::SIGKILL)));
     assert!(restart_wanted(signal(libc::SIGSEGV)));
     assert!(!restart_wanted(signal(libc::SIGTERM)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host readiness, live
+
+#[test]
+fn doctor_runs_live_on_the_lab_ports_and_changes_nothing() {
+    if !require_privileges() {
+        return;
+    }
+    let lab = Lab::up("doc");
+    let dir = TempDir::new("doc");
+    let (cfg, _) = config_in(&lab, &dir.0);
+    let before = lab.link_details(lab.ns_app(), "up0");
+    let doctor = |extra: &[&str]| {
+        let mut cmd = vec![
+            bin("isopath").display().to_string(),
+            "doctor".into(),
+            "-c".into(),
+            cfg.display().to_string(),
+        ];
+        cmd.extend(extra.iter().map(|s| s.to_string()));
+        lab.exec_timeout(lab.ns_app(), &cmd, Duration::from_secs(30))
+    };
+    let out = doctor(&["--json"]);
+    assert!(
+        out.status.success(),
+        "doctor failed a check or crashed ({:?}): {}{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("doctor --json");
+    let find = |check: &str, subject: &str| {
+        v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["check"] == check && f["subject"] == subject)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {check} for {subject} in {v:#}"))
+    };
+    for port in ["up0", "m0"] {
+        assert_eq!(find("port.driver", port)["detail"], "veth (virtual device)");
+        assert_eq!(find("port.zero_copy", port)["status"], "warn");
+        assert_eq!(find("port.link", port)["status"], "ok");
+        assert_eq!(find("port.mtu", port)["status"], "ok");
+        assert_eq!(find("port.irqs", port)["status"], "ok");
+    }
+    for check in [
+        "kernel.version",
+        "kernel.af_xdp",
+        "kernel.xdp",
+        "kernel.need_wakeup",
+    ] {
+        assert_eq!(find(check, "kernel")["status"], "ok", "{check}");
+    }
+    assert_eq!(v["worker_cores"], "1");
+    let table = doctor(&[]);
+    assert!(table.status.success());
+    eprintln!("{}", text(&table.stdout));
+    // It only read: the port is as it was.
+    assert_eq!(lab.link_details(lab.ns_app(), "up0"), before);
 }
