@@ -55,8 +55,10 @@ fn enqueue(mailbox: &Mailbox, member: usize, frame: &[u8]) -> bool {
 /// permitted but not effective after start-up).
 fn set_link_up(ifindex: u32, up: bool) -> std::io::Result<()> {
     let admin = crate::privs::need(caps::Capability::CAP_NET_ADMIN);
-    crate::privs::with_effective(admin.as_slice(), || crate::netlink::set_link_up(ifindex, up))
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.to_string()))?
+    crate::privs::with_effective(admin.as_slice(), || {
+        crate::netlink::set_link_up(ifindex, up)
+    })
+    .map_err(|e| std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.to_string()))?
 }
 
 /// Takes the daemon's one lock. A poisoned lock (a panic while holding it) is taken anyway:

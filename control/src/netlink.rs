@@ -120,6 +120,46 @@ pub fn spawn_link_watcher(
     Ok((thread, stats))
 }
 
+/// `NLM_F_REQUEST`, `NLM_F_ACK`; `NLMSG_ERROR`.
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_ACK: u16 = 4;
+const NLMSG_ERROR: u16 = 2;
+
+/// Sets interface `ifindex` administratively up or down (`RTM_NEWLINK` with `IFF_UP` in
+/// `ifi_change`), as `ip link set dev X up|down` does, and waits for the kernel's answer.
+///
+/// # Errors
+/// The socket fails, or the kernel refuses (its errno).
+pub fn set_link_up(ifindex: u32, up: bool) -> io::Result<()> {
+    let mut sock = Socket::new(NETLINK_ROUTE)?;
+    sock.bind_auto()?;
+    let mut msg = Vec::with_capacity(NLMSG_HDR + IFINFOMSG);
+    msg.extend_from_slice(&((NLMSG_HDR + IFINFOMSG) as u32).to_ne_bytes());
+    msg.extend_from_slice(&RTM_NEWLINK.to_ne_bytes());
+    msg.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+    msg.extend_from_slice(&1u32.to_ne_bytes()); // seq
+    msg.extend_from_slice(&0u32.to_ne_bytes()); // pid: the kernel
+    msg.extend_from_slice(&[0, 0, 0, 0]); // family AF_UNSPEC, pad, type
+    msg.extend_from_slice(&(ifindex as i32).to_ne_bytes());
+    msg.extend_from_slice(&(if up { IFF_UP } else { 0 }).to_ne_bytes());
+    msg.extend_from_slice(&IFF_UP.to_ne_bytes()); // change: only IFF_UP
+    sock.send_to(&msg, &SocketAddr::new(0, 0), 0)?;
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    sock.recv(&mut buf, 0)?;
+    // The ack is an NLMSG_ERROR carrying errno 0 on success (negative errno otherwise).
+    if buf.len() >= NLMSG_HDR + 4 && u16::from_ne_bytes([buf[4], buf[5]]) == NLMSG_ERROR {
+        let err = i32::from_ne_bytes([buf[16], buf[17], buf[18], buf[19]]);
+        if err != 0 {
+            return Err(io::Error::from_raw_os_error(-err));
+        }
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        "no netlink acknowledgement",
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,44 +216,4 @@ mod tests {
         assert_eq!(parse(&[1, 2, 3], &mut out), 0);
         assert!(out.is_empty());
     }
-}
-
-/// `NLM_F_REQUEST`, `NLM_F_ACK`; `NLMSG_ERROR`.
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_ACK: u16 = 4;
-const NLMSG_ERROR: u16 = 2;
-
-/// Sets interface `ifindex` administratively up or down (`RTM_NEWLINK` with `IFF_UP` in
-/// `ifi_change`), as `ip link set dev X up|down` does, and waits for the kernel's answer.
-///
-/// # Errors
-/// The socket fails, or the kernel refuses (its errno).
-pub fn set_link_up(ifindex: u32, up: bool) -> io::Result<()> {
-    let mut sock = Socket::new(NETLINK_ROUTE)?;
-    sock.bind_auto()?;
-    let mut msg = Vec::with_capacity(NLMSG_HDR + IFINFOMSG);
-    msg.extend_from_slice(&((NLMSG_HDR + IFINFOMSG) as u32).to_ne_bytes());
-    msg.extend_from_slice(&RTM_NEWLINK.to_ne_bytes());
-    msg.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
-    msg.extend_from_slice(&1u32.to_ne_bytes()); // seq
-    msg.extend_from_slice(&0u32.to_ne_bytes()); // pid: the kernel
-    msg.extend_from_slice(&[0, 0, 0, 0]); // family AF_UNSPEC, pad, type
-    msg.extend_from_slice(&(ifindex as i32).to_ne_bytes());
-    msg.extend_from_slice(&(if up { IFF_UP } else { 0 }).to_ne_bytes());
-    msg.extend_from_slice(&IFF_UP.to_ne_bytes()); // change: only IFF_UP
-    sock.send_to(&msg, &SocketAddr::new(0, 0), 0)?;
-    let mut buf: Vec<u8> = Vec::with_capacity(4096);
-    sock.recv(&mut buf, 0)?;
-    // The ack is an NLMSG_ERROR carrying errno 0 on success (negative errno otherwise).
-    if buf.len() >= NLMSG_HDR + 4 && u16::from_ne_bytes([buf[4], buf[5]]) == NLMSG_ERROR {
-        let err = i32::from_ne_bytes([buf[16], buf[17], buf[18], buf[19]]);
-        if err != 0 {
-            return Err(io::Error::from_raw_os_error(-err));
-        }
-        return Ok(());
-    }
-    Err(io::Error::new(
-        io::ErrorKind::InvalidData,
-        "no netlink acknowledgement",
-    ))
 }
