@@ -618,6 +618,80 @@ impl Bond {
         changed
     }
 
+    /// Changes option `key` to `value` at run time (the names of the config file). Selection
+    /// is run again, so a new `primary` takes effect at once as Linux does.
+    ///
+    /// # Errors
+    /// An unknown key or a bad value, with a message naming it; nothing changes then.
+    pub fn set_option(
+        &mut self,
+        key: &str,
+        value: &str,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<(), String> {
+        let ms = |v: &str| -> Result<Duration, String> {
+            match v.parse::<u64>() {
+                Ok(x) if x <= 60_000 => Ok(Duration::from_millis(x)),
+                _ => Err(format!("{key} = {v:?}: milliseconds, at most 60000")),
+            }
+        };
+        let count = |v: &str| -> Result<u32, String> {
+            v.parse::<u32>()
+                .ok()
+                .filter(|&n| n <= 255)
+                .ok_or_else(|| format!("{key} = {v:?}: 0..=255"))
+        };
+        let flag = |v: &str| -> Result<bool, String> {
+            v.parse::<bool>()
+                .map_err(|_| format!("{key} = {v:?}: true or false"))
+        };
+        let mut o = self.opts.clone();
+        match key {
+            "primary" => {
+                o.primary = match value {
+                    "none" | "" => None,
+                    name => Some(
+                        self.members
+                            .iter()
+                            .position(|m| m.name == name)
+                            .ok_or_else(|| {
+                                format!("primary = {name:?}: not a member of {}", self.name)
+                            })?,
+                    ),
+                };
+            }
+            "primary_reselect" => {
+                o.primary_reselect = Reselect::parse(value).ok_or_else(|| {
+                    format!("primary_reselect = {value:?}: always, better or failure")
+                })?;
+            }
+            "miimon" => o.miimon = ms(value)?,
+            "updelay" => o.updelay = ms(value)?,
+            "downdelay" => o.downdelay = ms(value)?,
+            "drain_ms" => o.drain = ms(value)?,
+            "peer_notif_delay" => o.notify.peer_notif_delay = ms(value)?,
+            "num_grat_arp" => o.notify.num_grat_arp = count(value)?,
+            "num_unsol_na" => o.notify.num_unsol_na = count(value)?,
+            "reannounce" => o.notify.reannounce = flag(value)?,
+            "all_members_active" => o.all_members_active = flag(value)?,
+            "fail_over_mac" => {
+                o.fail_over_mac = FailOverMac::parse(value)
+                    .ok_or_else(|| format!("fail_over_mac = {value:?}: none, active or follow"))?;
+            }
+            _ => {
+                return Err(format!(
+                    "unknown or read-only option {key:?} (run-time options: primary, primary_reselect, miimon, updelay, downdelay, drain_ms, peer_notif_delay, num_grat_arp, num_unsol_na, reannounce, all_members_active, fail_over_mac)"
+                ));
+            }
+        }
+        self.opts = o;
+        self.log(wall, "option_changed", None, format!("{key} = {value}"));
+        self.publish();
+        self.select(Reason::Options, now, wall);
+        Ok(())
+    }
+
     /// The best up member by prio (ties: configuration order), preferring the primary.
     fn best(&self) -> Option<usize> {
         if let Some(p) = self.opts.primary
@@ -640,6 +714,12 @@ impl Bond {
         let candidate = self.best();
         let next = match (current, candidate) {
             (None, c) => c,
+            // A new primary set by the operator takes over at once (Linux does the same).
+            (Some(cur), Some(c))
+                if reason == Reason::Options && c != cur && Some(c) == self.opts.primary =>
+            {
+                Some(c)
+            }
             (Some(cur), Some(c)) if c != cur && Some(c) == self.opts.primary => {
                 match self.opts.primary_reselect {
                     Reselect::Always => Some(c),
@@ -1218,6 +1298,35 @@ mod tests {
         assert_eq!(b.own_mac(), [2, 0, 0, 0, 1, 2]);
         b.opts.fail_over_mac = FailOverMac::None;
         assert_eq!(b.own_mac(), [2, 0, 0, 0, 9, 9]);
+    }
+
+    #[test]
+    fn options_change_at_run_time_and_bad_ones_change_nothing() {
+        let (mut b, t) = bond(BondOptions::default(), &[true, true]);
+        let w = SystemTime::now();
+        assert_eq!(b.active(), Some(0));
+        b.set_option("primary", "m1", t, w).unwrap();
+        assert_eq!(b.active(), Some(1), "a new primary takes over");
+        b.set_option("all_members_active", "true", t, w).unwrap();
+        assert!(b.shared().view().accepts_rx(0));
+        b.set_option("downdelay", "200", t, w).unwrap();
+        assert_eq!(b.opts.downdelay, Duration::from_millis(200));
+        let before = b.opts.clone();
+        for (k, v) in [
+            ("primary", "m9"),
+            ("miimon", "-1"),
+            ("num_grat_arp", "999"),
+            ("colour", "red"),
+            ("reannounce", "maybe"),
+        ] {
+            let e = b.set_option(k, v, t, w).unwrap_err();
+            assert!(e.contains(k), "{e}");
+        }
+        assert_eq!(b.opts, before);
+        assert!(
+            b.events()
+                .any(|e| e.kind == "option_changed" && e.detail == "primary = m1")
+        );
     }
 
     #[test]

@@ -659,6 +659,9 @@ impl Daemon {
             (Ok(()), _) if words.len() == 4 && words[..2] == ["bond", "switch"] => {
                 self.bond_switch(words[2], words[3])
             }
+            (Ok(()), _) if words.len() == 5 && words[..2] == ["bond", "set"] => {
+                self.bond_set(words[2], words[3], words[4])
+            }
             (Ok(()), _) if words.len() == 5 && words[..2] == ["capture", "start"] => {
                 self.capture_start(words[2], words[3], words[4])
             }
@@ -668,7 +671,7 @@ impl Daemon {
             (Ok(()), other) => {
                 let shown: String = other.chars().take(64).collect();
                 (
-                    json!({ "error": format!("unknown request {shown:?}; known: status, bond switch BOND MEMBER, capture start TARGET FILE in|out|both, capture stop TARGET") }),
+                    json!({ "error": format!("unknown request {shown:?}; known: status, bond switch BOND MEMBER, bond set BOND OPTION VALUE, capture start TARGET FILE in|out|both, capture stop TARGET") }),
                     false,
                 )
             }
@@ -726,6 +729,20 @@ impl Daemon {
                 json!({ "error": format!("no capture runs on {target:?}") }),
                 false,
             ),
+        }
+    }
+
+    fn bond_set(&self, bond: &str, key: &str, value: &str) -> (Value, bool) {
+        let mut book = lock(&self.book);
+        let Some(b) = book.bonds.iter_mut().find(|b| b.name == bond) else {
+            return (json!({ "error": format!("no bond named {bond:?}") }), false);
+        };
+        let result = b.set_option(key, value, Instant::now(), SystemTime::now());
+        b.trace_events();
+        book.notify(Instant::now());
+        match result {
+            Ok(()) => (json!({ "ok": true, "option": key, "value": value }), true),
+            Err(e) => (json!({ "error": format!("{bond}: {e}") }), false),
         }
     }
 

@@ -649,3 +649,43 @@ fn link_state_tracking_takes_the_other_side_down_with_the_bond() {
         "up0 left down after stop"
     );
 }
+
+#[test]
+fn options_change_at_run_time_through_the_cli() {
+    if !require_privileges() {
+        return;
+    }
+    let lab = Lab::up("bopt");
+    let d = Isopathd::start(&lab, &bond_config(&lab, "", ""), &[]);
+    let sock = isopath_tests::isopathd::socket_path(&lab);
+    let cli = |args: &[&str]| {
+        std::process::Command::new(bin("isopath"))
+            .arg("-s")
+            .arg(&sock)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["bond", "set", "bond0", "primary", "m1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b = wait_active(&d, Some("m1"));
+    assert_eq!(b["options"]["primary"], "m1");
+    let out = cli(&["bond", "set", "bond0", "updelay", "soon"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("updelay"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        d.bond()["options"]["updelay_ms"],
+        0,
+        "a refused value changes nothing"
+    );
+    warm(&lab);
+    assert_clean_stop(&d.stop());
+}

@@ -105,6 +105,17 @@ enum BondCmd {
         #[arg(long, default_value_t = 10)]
         events: usize,
     },
+    /// Change a bond option at run time (primary, primary_reselect, miimon, updelay,
+    /// downdelay, drain_ms, peer_notif_delay, num_grat_arp, num_unsol_na, reannounce,
+    /// all_members_active, fail_over_mac; "none" clears primary).
+    Set {
+        /// The bond.
+        bond: String,
+        /// The option.
+        option: String,
+        /// Its new value.
+        value: String,
+    },
     /// Planned switch of the active member; loses no frame in either direction.
     Switch {
         /// The bond.
@@ -160,6 +171,23 @@ fn run(args: Args) -> anyhow::Result<()> {
                 Some(c) => println!("{}", serde_json::to_string_pretty(c)?),
                 None => println!("{}", serde_json::to_string_pretty(&v["captures"])?),
             }
+        }
+        Cmd::Bond {
+            cmd:
+                BondCmd::Set {
+                    bond,
+                    option,
+                    value,
+                },
+        } => {
+            if [&bond, &option, &value]
+                .iter()
+                .any(|w| w.is_empty() || w.contains(char::is_whitespace))
+            {
+                anyhow::bail!("bond, option and value are single words");
+            }
+            client::request(&args.socket, &format!("bond set {bond} {option} {value}"))?;
+            println!("{bond}: {option} = {value}");
         }
         Cmd::Bond {
             cmd: BondCmd::Switch { bond, member },
