@@ -35,5 +35,5 @@ export ISOPATH_BIN_DIR="$PWD/target/release"
 phase "integration tests (privileged, veth lab)" \
     cargo test --locked -p isopath-tests -- --test-threads=1
 phase "bench compile" cargo bench --locked --workspace --no-run
-phase "fuzz compile" cargo build --locked --manifest-path fuzz/Cargo.toml --bins
+phase "fuzz compile" cargo build --locked -p isopath-fuzz --bins
 echo "=== all phases ok (${SECONDS} s)"
