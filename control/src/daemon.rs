@@ -517,7 +517,14 @@ impl Daemon {
             let (worker, handle) = b.build(Some(wp.core), plan.burst);
             let thread = std::thread::Builder::new()
                 .name(format!("isopath-w{}", wp.core))
-                .spawn(move || worker.run())
+                .spawn(move || {
+                    // Workers make no privileged call: give up what start-up left this thread
+                    // (capabilities are per thread; privs::settle lowers only the main one's).
+                    if let Err(e) = crate::privs::drop_all_for_thread() {
+                        warn!("worker thread: {e}");
+                    }
+                    worker.run()
+                })
                 .context("spawning a worker thread")?;
             info!(
                 core = wp.core,

@@ -60,7 +60,11 @@ impl Host for LiveHost {
     }
 
     fn cpus(&self) -> usize {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        // Not available_parallelism(): it counts only the CPUs of this process's affinity mask,
+        // which the service's CPUAffinity= (the housekeeping cores) makes smaller than the host.
+        crate::cpulist::online()
+            .and_then(|c| c.last().map(|&l| l + 1))
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 
     fn mac(&self, name: &str) -> Option<String> {

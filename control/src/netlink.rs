@@ -96,6 +96,10 @@ pub fn spawn_link_watcher(
     let thread = std::thread::Builder::new()
         .name("isopath-rtnl".into())
         .spawn(move || {
+            // Listening needs no capability: give up what start-up left this thread.
+            if let Err(e) = crate::privs::drop_all_for_thread() {
+                tracing::warn!("rtnetlink thread: {e}");
+            }
             let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
             let mut events = Vec::with_capacity(64);
             loop {
