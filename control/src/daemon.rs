@@ -136,7 +136,8 @@ impl LinkBook {
             }
         }
         self.notify(now);
-        self.track_carrier();
+        // Link-state tracking is not done here: this runs on the rtnetlink thread, which holds
+        // no capability at all; the control thread applies it on its next link tick (10 ms).
         if let Some(name) = changed {
             info!(port = %name, up, "link state changed");
         }
@@ -620,6 +621,7 @@ impl Daemon {
         }
         book.control_frames(now, wall);
         book.notify(now);
+        book.track_carrier();
         for b in &mut book.bonds {
             b.trace_events();
         }
