@@ -50,6 +50,9 @@ fn capture(lab: &Lab, gen_args: &[&str], count: u32) -> String {
             &count.to_string(),
             "-w",
             &file,
+            // Only the generator's frames (UDP, with or without a VLAN tag): a young lab's
+            // hosts still send IPv6 MLD reports, which would take some of the `-c` slots.
+            "udp or (vlan and udp)",
         ],
     ))
     .with_label("tcpdump");
