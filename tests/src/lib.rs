@@ -375,6 +375,112 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// Starts `isopath-bench udp-recv` in `ns`, bound to `bind`, expecting `expect` datagrams
+    /// within `timeout_secs`; returns once it is ready. Its JSON report is its stdout.
+    ///
+    /// # Panics
+    /// If it does not become ready within 5 s.
+    pub fn udp_recv(&self, ns: &str, bind: &str, expect: u64, timeout_secs: u64) -> ChildGuard {
+        let bench = bin("isopath-bench");
+        let mut rx = ChildGuard::new(self.spawn(
+            ns,
+            [
+                bench.to_str().unwrap_or_default(),
+                "udp-recv",
+                "--bind",
+                bind,
+                "--expect",
+                &expect.to_string(),
+                "--timeout-secs",
+                &timeout_secs.to_string(),
+            ],
+        ))
+        .with_label("udp-recv");
+        assert!(
+            rx.wait_ready(Duration::from_secs(5)),
+            "udp-recv not ready: {}",
+            rx.stderr_so_far()
+        );
+        rx
+    }
+
+    fn udp_send_args(cpu: usize, dst: &str, size: usize, count: u64, rate: u64) -> Vec<String> {
+        // On veth the receive work runs on the sender's core: the traffic source stays off the
+        // worker's core unless a test means otherwise.
+        let bench = bin("isopath-bench").display().to_string();
+        [
+            "taskset",
+            "-c",
+            &cpu.to_string(),
+            &bench,
+            "udp-send",
+            "--dst",
+            dst,
+            "--size",
+            &size.to_string(),
+            "--count",
+            &count.to_string(),
+            "--rate",
+            &rate.to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// Runs `isopath-bench udp-send` in `ns` on CPU `cpu`: `count` datagrams of `size` payload
+    /// bytes to `dst` at `rate` per second; returns its JSON report.
+    ///
+    /// # Panics
+    /// If it fails or its report is not JSON.
+    pub fn udp_send(
+        &self,
+        ns: &str,
+        cpu: usize,
+        dst: &str,
+        size: usize,
+        count: u64,
+        rate: u64,
+    ) -> serde_json::Value {
+        let out = self.exec(ns, Self::udp_send_args(cpu, dst, size, count, rate));
+        assert!(
+            out.status.success(),
+            "udp-send: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "udp-send output {e}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// Starts `isopath-bench udp-send` like [`Lab::udp_send`] without waiting for it.
+    pub fn udp_send_spawn(
+        &self,
+        ns: &str,
+        cpu: usize,
+        dst: &str,
+        size: usize,
+        count: u64,
+        rate: u64,
+    ) -> ChildGuard {
+        ChildGuard::new(self.spawn(ns, Self::udp_send_args(cpu, dst, size, count, rate)))
+            .with_label("udp-send")
+    }
+}
+
+/// A child's stdout as JSON.
+///
+/// # Panics
+/// If it is not JSON.
+pub fn json_out(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         match Command::new(lab_script())

@@ -20,7 +20,7 @@ use isopath_datapath::{
     worker::WorkerBuilder,
     xsk::{if_index, xdp::XdpProgram},
 };
-use isopath_tests::{ChildGuard, Lab, bin, require_privileges};
+use isopath_tests::{ChildGuard, Lab, require_privileges};
 
 struct Counting;
 
@@ -81,26 +81,14 @@ fn worker_loop_allocates_nothing_after_warm_up() {
         "inner part did not start: {}",
         child.stderr_so_far()
     );
-    let bench = bin("isopath-bench");
-    let tx = lab.exec(
+    lab.udp_send(
         lab.ns_traffic(),
-        [
-            "taskset",
-            "-c",
-            "0",
-            bench.to_str().unwrap(),
-            "udp-send",
-            "--dst",
-            &format!("{}:9000", Lab::FAR_IP),
-            "--size",
-            "100",
-            "--count",
-            "60000",
-            "--rate",
-            "30000",
-        ],
+        0,
+        &format!("{}:9000", Lab::FAR_IP),
+        100,
+        60_000,
+        30_000,
     );
-    assert!(tx.status.success());
     let out = child.wait_output(Duration::from_secs(20));
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "inner part failed:\n{log}");

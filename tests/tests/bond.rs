@@ -35,7 +35,8 @@ fn wait_active(d: &Isopathd, want: Option<&str>) -> Value {
         .clone()
 }
 
-/// A paced UDP stream of `count` datagrams from `src_ns` to `dst`; returns the receiver.
+/// A paced UDP stream of `count` datagrams from `src_ns` to `dst`; returns the receiver and
+/// the sender.
 fn stream(
     lab: &Lab,
     src_ns: &str,
@@ -44,40 +45,8 @@ fn stream(
     count: u64,
     pps: u64,
 ) -> (ChildGuard, ChildGuard) {
-    let bench = bin("isopath-bench");
-    let mut rx = ChildGuard::new(lab.spawn(
-        dst_ns,
-        [
-            bench.to_str().unwrap(),
-            "udp-recv",
-            "--bind",
-            dst,
-            "--expect",
-            &count.to_string(),
-            "--timeout-secs",
-            &(count / pps + 4).to_string(),
-        ],
-    ));
-    assert!(rx.wait_ready(Duration::from_secs(5)));
-    let tx = ChildGuard::new(lab.spawn(
-        src_ns,
-        [
-            "taskset",
-            "-c",
-            "0",
-            bench.to_str().unwrap(),
-            "udp-send",
-            "--dst",
-            dst,
-            "--size",
-            "64",
-            "--count",
-            &count.to_string(),
-            "--rate",
-            &pps.to_string(),
-        ],
-    ));
-    (rx, tx)
+    let rx = lab.udp_recv(dst_ns, dst, count, count / pps + 4);
+    (rx, lab.udp_send_spawn(src_ns, 0, dst, 64, count, pps))
 }
 
 fn report(rx: ChildGuard, count: u64, pps: u64) -> Value {
@@ -215,23 +184,14 @@ fn backup_traffic_is_dropped_and_counted_and_no_member_means_carrier_down() {
     far_link(&lab, "s1", false);
     let b = wait_active(&d, None);
     assert_eq!(b["carrier"], "down");
-    let bench = bin("isopath-bench");
-    let tx = lab.exec(
+    lab.udp_send(
         lab.ns_traffic(),
-        [
-            bench.to_str().unwrap(),
-            "udp-send",
-            "--dst",
-            &format!("{}:9000", Lab::FAR_IP),
-            "--size",
-            "64",
-            "--count",
-            "500",
-            "--rate",
-            "10000",
-        ],
+        0,
+        &format!("{}:9000", Lab::FAR_IP),
+        64,
+        500,
+        10_000,
     );
-    assert!(tx.status.success());
     let s = d.wait_for("no-active drops", Duration::from_secs(2), |s| {
         u(&s["bonds"][0], "drops.tx_drop_no_active_member") >= 500
     });

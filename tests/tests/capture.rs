@@ -69,51 +69,15 @@ fn cli(lab: &Lab, args: &[&str]) -> String {
 /// Sends `n` numbered datagrams to `dst`, where a receiver listens (without one, the far host
 /// answers ICMP port unreachable and the sender's next send fails: a datagram never sent).
 fn udp(lab: &Lab, from: &str, dst: &str, n: u64) {
-    let bench = bin("isopath-bench");
     let to = if dst.starts_with(Lab::FAR_IP) {
         lab.ns_far()
     } else {
         lab.ns_traffic()
     };
-    let mut rx = isopath_tests::ChildGuard::new(lab.spawn(
-        to,
-        [
-            bench.to_str().unwrap(),
-            "udp-recv",
-            "--bind",
-            dst,
-            "--expect",
-            &n.to_string(),
-            "--timeout-secs",
-            "5",
-        ],
-    ));
-    assert!(rx.wait_ready(Duration::from_secs(5)));
-    let out = lab.exec(
-        from,
-        [
-            // Core 0: on veth the receive work runs on the sender's core, and a sender on the
-            // worker's core loses frames in its own stack (see ../shared/peers/README.md).
-            "taskset",
-            "-c",
-            "0",
-            bench.to_str().unwrap(),
-            "udp-send",
-            "--dst",
-            dst,
-            "--size",
-            "64",
-            "--count",
-            &n.to_string(),
-            "--rate",
-            "5000",
-        ],
-    );
-    assert!(out.status.success());
-    let sent: serde_json::Value = serde_json::from_slice(&out.stdout).expect("udp-send JSON");
+    let rx = lab.udp_recv(to, dst, n, 5);
+    let sent = lab.udp_send(from, 0, dst, 64, n, 5_000);
     assert_eq!(sent["errors"], 0, "{sent}");
-    let got = rx.wait_output(Duration::from_secs(10));
-    let got: serde_json::Value = serde_json::from_slice(&got.stdout).expect("udp-recv JSON");
+    let got = isopath_tests::json_out(&rx.wait_output(Duration::from_secs(10)));
     assert_eq!(u(&got, "received"), n, "{got}");
 }
 

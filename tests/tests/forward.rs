@@ -5,65 +5,18 @@ use std::time::Duration;
 use isopath_tests::{
     ChildGuard, Lab, bin,
     isopathd::{Isopathd, PORTS, assert_clean_stop, assert_frames_add_up, lab_config, u},
-    require_privileges,
+    json_out, require_privileges,
 };
 use serde_json::Value;
 
-const PACE_PPS: &str = "20000";
+const PACE_PPS: u64 = 20_000;
 
 /// Sends `count` UDP datagrams of `size` payload bytes from `src_ns` to `dst` (in `dst_ns`) and
 /// returns the receiver's report.
 fn udp(lab: &Lab, src_ns: &str, dst_ns: &str, dst: &str, size: usize, count: u64) -> Value {
-    let bench = bin("isopath-bench");
-    let mut rx = ChildGuard::new(lab.spawn(
-        dst_ns,
-        [
-            bench.to_str().unwrap(),
-            "udp-recv",
-            "--bind",
-            dst,
-            "--expect",
-            &count.to_string(),
-            "--timeout-secs",
-            "10",
-        ],
-    ))
-    .with_label("udp-recv");
-    assert!(
-        rx.wait_ready(Duration::from_secs(5)),
-        "udp-recv not ready: {}",
-        rx.stderr_so_far()
-    );
-    let tx = lab.exec(
-        src_ns,
-        [
-            "taskset",
-            "-c",
-            "0",
-            bench.to_str().unwrap(),
-            "udp-send",
-            "--dst",
-            dst,
-            "--size",
-            &size.to_string(),
-            "--count",
-            &count.to_string(),
-            "--rate",
-            PACE_PPS,
-        ],
-    );
-    assert!(
-        tx.status.success(),
-        "udp-send: {}",
-        String::from_utf8_lossy(&tx.stderr)
-    );
-    let out = rx.wait_output(Duration::from_secs(15));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "udp-recv output {e}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
+    let rx = lab.udp_recv(dst_ns, dst, count, 10);
+    lab.udp_send(src_ns, 0, dst, size, count, PACE_PPS);
+    json_out(&rx.wait_output(Duration::from_secs(15)))
 }
 
 fn counters(d: &Isopathd) -> (Value, Value) {
@@ -314,24 +267,15 @@ fn a_down_link_drops_with_a_reason_and_leaks_no_frame() {
             .iter()
             .any(|p| p["name"] == "m0" && p["link"] == "down")
     });
-    let bench = bin("isopath-bench");
     let sent = 1000u64;
-    let tx = lab.exec(
+    lab.udp_send(
         lab.ns_traffic(),
-        [
-            bench.to_str().unwrap(),
-            "udp-send",
-            "--dst",
-            &format!("{}:9000", Lab::FAR_IP),
-            "--size",
-            "100",
-            "--count",
-            &sent.to_string(),
-            "--rate",
-            PACE_PPS,
-        ],
+        0,
+        &format!("{}:9000", Lab::FAR_IP),
+        100,
+        sent,
+        PACE_PPS,
     );
-    assert!(tx.status.success());
     let s = d.wait_for("link-down drops", Duration::from_secs(2), |s| {
         let m0 = s["ports"]
             .as_array()
@@ -378,30 +322,19 @@ fn frames_on_a_queue_without_a_socket_are_counted_and_dropped_in_xdp() {
     // Only queue 0 of up0 gets a socket; queue 1 has none.
     let ports = "[[port]]\nname = \"up0\"\nqueues = 1\n[[port]]\nname = \"m0\"\nqueues = 1\n";
     let d = Isopathd::start(&lab, &lab_config(&lab, "", ports), &[]);
-    let bench = bin("isopath-bench");
     // Many flows from both CPUs spread over both RX queues of up0.
     let per_flow = 200u64;
     let flows = 16u64;
     for f in 0..flows {
-        let tx = lab.exec(
+        let dst = format!("{}:{}", Lab::FAR_IP, 9100 + f);
+        lab.udp_send(
             lab.ns_traffic(),
-            [
-                "taskset",
-                "-c",
-                &(f % 2).to_string(),
-                bench.to_str().unwrap(),
-                "udp-send",
-                "--dst",
-                &format!("{}:{}", Lab::FAR_IP, 9100 + f),
-                "--size",
-                "64",
-                "--count",
-                &per_flow.to_string(),
-                "--rate",
-                PACE_PPS,
-            ],
+            (f % 2) as usize,
+            &dst,
+            64,
+            per_flow,
+            PACE_PPS,
         );
-        assert!(tx.status.success());
     }
     std::thread::sleep(Duration::from_millis(200));
     let up0 = d.port("up0");
