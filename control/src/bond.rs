@@ -189,6 +189,8 @@ pub struct ArpOptions {
     pub interval: Duration,
     /// Targets (at most 16).
     pub targets: Vec<std::net::Ipv4Addr>,
+    /// IPv6 targets probed with neighbour solicitations (Linux's `ns_ip6_target`, at most 16).
+    pub ns_targets: Vec<std::net::Ipv6Addr>,
     /// Validation rule.
     pub validate: ArpValidate,
     /// Every target must answer (`arp_all_targets = all`), or any one (`any`).
@@ -221,13 +223,15 @@ struct ArpRecord {
     validated: Option<Instant>,
 }
 
-/// Probes to send now: ARP requests for `targets` on `member`.
+/// Probes to send now: ARP requests for `targets` and NS for `ns_targets` on `member`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArpProbe {
     /// The member to send on.
     pub member: usize,
-    /// The targets.
+    /// The IPv4 targets.
     pub targets: Vec<std::net::Ipv4Addr>,
+    /// The IPv6 targets.
+    pub ns_targets: Vec<std::net::Ipv6Addr>,
 }
 
 /// Options of a bond.
@@ -471,7 +475,7 @@ impl Bond {
             // Every member starts with the benefit of the doubt (as Linux's bonding does): the
             // first verdict comes after arp_missed_max intervals without proof.
             let rec = ArpRecord {
-                target: vec![Some(now); a.targets.len()],
+                target: vec![Some(now); a.targets.len() + a.ns_targets.len()],
                 any: Some(now),
                 validated: Some(now),
             };
@@ -779,6 +783,22 @@ impl Bond {
         }
     }
 
+    /// Records a neighbour advertisement (or solicitation) received on member `m` from
+    /// `target`: the IPv6 half of the monitor (`ns_ip6_target`).
+    pub fn nd_rx(&mut self, m: usize, from: std::net::Ipv6Addr, advert: bool, now: Instant) {
+        let Some(opts) = &self.opts.arp else { return };
+        let Some(rec) = self.arp.get_mut(m) else {
+            return;
+        };
+        rec.any = Some(now);
+        if let Some(t) = opts.ns_targets.iter().position(|&t| t == from)
+            && advert
+        {
+            rec.target[opts.targets.len() + t] = Some(now);
+            rec.validated = Some(now);
+        }
+    }
+
     /// The ARP monitor's period: judges every member on the proof it got within
     /// `arp_missed_max` intervals, then says where to probe (the active member; with none,
     /// each member in turn, as Linux does). Returns `None` between periods or without ARP.
@@ -824,6 +844,7 @@ impl Bond {
         Some(ArpProbe {
             member,
             targets: opts.targets.clone(),
+            ns_targets: opts.ns_targets.clone(),
         })
     }
 
@@ -1223,6 +1244,7 @@ mod tests {
             arp: Some(ArpOptions {
                 interval: Duration::from_millis(100),
                 targets: vec![target],
+                ns_targets: Vec::new(),
                 validate: ArpValidate::Active,
                 all_targets: false,
                 missed_max: 2,

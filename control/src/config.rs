@@ -95,6 +95,10 @@ pub struct BondConfig {
     /// ARP monitor targets (at most 16).
     #[serde(default)]
     pub arp_ip_target: Vec<String>,
+    /// IPv6 monitor targets, probed with neighbour solicitations (at most 16; needs an IPv6
+    /// address in `addresses`).
+    #[serde(default)]
+    pub ns_ip6_target: Vec<String>,
     /// "none" (default), "active", "backup" or "all".
     pub arp_validate: Option<String>,
     /// "any" (default) or "all".
@@ -686,7 +690,7 @@ impl Config {
             };
             let arp = match b.arp_interval {
                 None | Some(0) => {
-                    if !b.arp_ip_target.is_empty() {
+                    if !b.arp_ip_target.is_empty() || !b.ns_ip6_target.is_empty() {
                         return Err(field(
                             f("arp_ip_target"),
                             "set arp_interval to use the ARP monitor",
@@ -704,10 +708,31 @@ impl Config {
                             })
                         })
                         .collect::<Result<Vec<_>, _>>()?;
-                    if targets.is_empty() || targets.len() > 16 {
-                        return Err(field(f("arp_ip_target"), "between 1 and 16 targets"));
+                    let ns_targets = b
+                        .ns_ip6_target
+                        .iter()
+                        .map(|t| {
+                            t.parse::<std::net::Ipv6Addr>().map_err(|_| {
+                                field(f("ns_ip6_target"), format!("{t:?} is not an IPv6 address"))
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    if targets.len() > 16
+                        || ns_targets.len() > 16
+                        || targets.len() + ns_targets.len() == 0
+                    {
+                        return Err(field(
+                            f("arp_ip_target"),
+                            "between 1 and 16 targets (arp_ip_target and/or ns_ip6_target)",
+                        ));
                     }
-                    if !addresses.iter().any(std::net::IpAddr::is_ipv4) {
+                    if !ns_targets.is_empty() && !addresses.iter().any(std::net::IpAddr::is_ipv6) {
+                        return Err(field(
+                            f("addresses"),
+                            "ns_ip6_target needs an IPv6 address on the bond (the probes' sender)",
+                        ));
+                    }
+                    if !targets.is_empty() && !addresses.iter().any(std::net::IpAddr::is_ipv4) {
                         return Err(field(
                             f("addresses"),
                             "the ARP monitor needs an IPv4 address on the bond (the probes' sender)",
@@ -744,6 +769,7 @@ impl Config {
                     Some(crate::bond::ArpOptions {
                         interval: ms(Some(ms_), 0, "arp_interval")?,
                         targets,
+                        ns_targets,
                         validate,
                         all_targets,
                         missed_max,

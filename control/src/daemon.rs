@@ -161,6 +161,15 @@ impl LinkBook {
                     IpAddr::V6(_) => None,
                 })
                 .collect();
+            let own6: Vec<std::net::Ipv6Addr> = b
+                .opts
+                .addresses
+                .iter()
+                .filter_map(|a| match a {
+                    IpAddr::V6(v) => Some(*v),
+                    IpAddr::V4(_) => None,
+                })
+                .collect();
             let mac = b.own_mac();
             let mut answers = Vec::new();
             while let Some(p) = punt.queue.pop() {
@@ -178,7 +187,15 @@ impl LinkBook {
                     if arp.op == 1 && own4.contains(&arp.tpa) && arp.sha != mac {
                         answers.push(frames::arp_reply(mac, &arp));
                     }
+                } else if let Some(nd) = frames::parse_nd(f) {
+                    b.nd_rx(m, nd.src, nd.kind == 136, now);
+                    // Solicitations for our own IPv6 addresses.
+                    if nd.kind == 135 && own6.contains(&nd.target) && nd.src_mac != mac {
+                        answers.push(frames::solicited_na(mac, nd.target, &nd));
+                    }
                 } else if let Some(r) = frames::icmp_echo_reply(f, mac, &own4) {
+                    answers.push(r);
+                } else if let Some(r) = frames::icmpv6_echo_reply(f, mac, &own6) {
                     answers.push(r);
                 }
             }
@@ -189,11 +206,25 @@ impl LinkBook {
                     }
                 }
             }
-            if let Some(probe) = b.arp_tick(now, wall)
-                && let Some(&src) = own4.first()
-            {
-                for t in probe.targets {
-                    let req = frames::arp_request(mac, src, t);
+            if let Some(probe) = b.arp_tick(now, wall) {
+                let mut reqs = Vec::new();
+                if let Some(&src) = own4.first() {
+                    reqs.extend(
+                        probe
+                            .targets
+                            .iter()
+                            .map(|&t| frames::arp_request(mac, src, t)),
+                    );
+                }
+                if let Some(&src) = own6.first() {
+                    reqs.extend(
+                        probe
+                            .ns_targets
+                            .iter()
+                            .map(|&t| frames::neighbour_solicitation(mac, src, t)),
+                    );
+                }
+                for req in reqs {
                     if !enqueue(mailbox, probe.member, &req) {
                         b.sent.mailbox_full += 1;
                     }
@@ -397,7 +428,9 @@ impl Daemon {
             .map(|b| {
                 let p = Punt::new();
                 let own = !b.opts.addresses.is_empty() || b.opts.arp.is_some();
-                let arp = b.opts.arp.is_some() || b.opts.addresses.iter().any(IpAddr::is_ipv4);
+                // Neighbour discovery goes to control whenever the bond monitors by ARP/NS or
+                // owns addresses (it answers ARP and NS for them).
+                let arp = b.opts.arp.is_some() || !b.opts.addresses.is_empty();
                 p.arp.store(arp, std::sync::atomic::Ordering::Relaxed);
                 if own {
                     p.own_mac
@@ -826,8 +859,22 @@ impl Daemon {
                     tx += bi.counters.tx_packets.get();
                     no_active += bi.counters.drops(DropReason::TxNoActiveMember);
                 }
+                let (mut to_control, mut control_full) = (0, 0);
+                for bi in self
+                    .workers
+                    .iter()
+                    .flat_map(|w| w.handle.bonds())
+                    .filter(|i| i.name == b.name)
+                {
+                    to_control += bi.counters.rx_packets.get();
+                    control_full += bi.counters.drops(DropReason::RxControlFull);
+                }
                 v["tx_packets"] = json!(tx);
-                v["drops"] = json!({ "tx_drop_no_active_member": no_active });
+                v["to_control"] = json!(to_control);
+                v["drops"] = json!({
+                    "tx_drop_no_active_member": no_active,
+                    "rx_drop_control_full": control_full,
+                });
                 v
             })
             .collect()

@@ -321,3 +321,168 @@ mod arp_tests {
         assert!(icmp_echo_reply(&f[..40], me, &own).is_none(), "truncated");
     }
 }
+
+/// A neighbour solicitation or advertisement (ICMPv6 135/136, no extension headers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Nd {
+    /// 135 solicitation, 136 advertisement.
+    pub kind: u8,
+    /// Ethernet source.
+    pub src_mac: Mac,
+    /// IPv6 source.
+    pub src: Ipv6Addr,
+    /// The target address.
+    pub target: Ipv6Addr,
+}
+
+fn ip6(b: &[u8]) -> Ipv6Addr {
+    let mut o = [0u8; 16];
+    o.copy_from_slice(&b[..16]);
+    Ipv6Addr::from(o)
+}
+
+/// Parses an Ethernet frame carrying an NS or NA.
+pub fn parse_nd(f: &[u8]) -> Option<Nd> {
+    if f.len() < 78 || f[12..14] != [0x86, 0xdd] || f[20] != 58 || f[21] != 255 {
+        return None;
+    }
+    let kind = f[54];
+    if kind != 135 && kind != 136 {
+        return None;
+    }
+    Some(Nd {
+        kind,
+        src_mac: f[6..12].try_into().ok()?,
+        src: ip6(&f[22..38]),
+        target: ip6(&f[62..78]),
+    })
+}
+
+fn ipv6_frame(
+    dst_mac: Mac,
+    src_mac: Mac,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    hop: u8,
+    mut icmp: Vec<u8>,
+) -> Vec<u8> {
+    let sum = icmpv6_checksum(src, dst, &icmp);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    let mut f = eth(dst_mac, src_mac, ETH_P_IPV6);
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[58, hop]);
+    f.extend_from_slice(&src.octets());
+    f.extend_from_slice(&dst.octets());
+    f.extend_from_slice(&icmp);
+    pad(f)
+}
+
+/// A solicited advertisement of `own` at `mac`, answering `ns`.
+pub fn solicited_na(mac: Mac, own: Ipv6Addr, ns: &Nd) -> Vec<u8> {
+    let mut icmp = vec![136, 0, 0, 0];
+    icmp.extend_from_slice(&0x6000_0000u32.to_be_bytes()); // Solicited | Override
+    icmp.extend_from_slice(&own.octets());
+    icmp.extend_from_slice(&[2, 1]);
+    icmp.extend_from_slice(&mac);
+    ipv6_frame(ns.src_mac, mac, own, ns.src, 255, icmp)
+}
+
+/// A neighbour solicitation from `src` at `mac` for `target` (to its solicited-node group).
+pub fn neighbour_solicitation(mac: Mac, src: Ipv6Addr, target: Ipv6Addr) -> Vec<u8> {
+    let t = target.octets();
+    let group = Ipv6Addr::new(
+        0xff02,
+        0,
+        0,
+        0,
+        0,
+        1,
+        0xff00 | u16::from(t[13]),
+        u16::from_be_bytes([t[14], t[15]]),
+    );
+    let mut icmp = vec![135, 0, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(&t);
+    icmp.extend_from_slice(&[1, 1]);
+    icmp.extend_from_slice(&mac);
+    ipv6_frame(
+        [0x33, 0x33, 0xff, t[13], t[14], t[15]],
+        mac,
+        src,
+        group,
+        255,
+        icmp,
+    )
+}
+
+/// If `f` is an ICMPv6 echo request to one of `own`, the echo reply from `mac`.
+pub fn icmpv6_echo_reply(f: &[u8], mac: Mac, own: &[Ipv6Addr]) -> Option<Vec<u8>> {
+    if f.len() < 62 || f[12..14] != [0x86, 0xdd] || f[20] != 58 || f[54] != 128 {
+        return None;
+    }
+    let plen = usize::from(u16::from_be_bytes([f[18], f[19]]));
+    let (src, dst) = (ip6(&f[22..38]), ip6(&f[38..54]));
+    if !own.contains(&dst) || plen < 8 || 54 + plen > f.len() {
+        return None;
+    }
+    let mut icmp = f[54..54 + plen].to_vec();
+    icmp[0] = 129;
+    icmp[2..4].copy_from_slice(&[0, 0]);
+    Some(ipv6_frame(
+        f[6..12].try_into().ok()?,
+        mac,
+        dst,
+        src,
+        64,
+        icmp,
+    ))
+}
+
+#[cfg(test)]
+mod nd_tests {
+    use super::*;
+
+    #[test]
+    fn ns_na_round_trip_and_checksums_verify() {
+        let me = [2, 0, 0, 0, 0xb, 1];
+        let host = [2, 0, 0, 0, 0, 2];
+        let own: Ipv6Addr = "2001:2::10".parse().unwrap();
+        let far: Ipv6Addr = "2001:2::2".parse().unwrap();
+        let ns = neighbour_solicitation(host, far, own);
+        assert_eq!(&ns[..6], &[0x33, 0x33, 0xff, 0, 0, 0x10]);
+        let parsed = parse_nd(&ns).unwrap();
+        assert_eq!(
+            (parsed.kind, parsed.src, parsed.target, parsed.src_mac),
+            (135, far, own, host)
+        );
+        let group = ip6(&ns[38..54]);
+        assert_eq!(icmpv6_checksum(far, group, &ns[54..54 + 32]), 0);
+        let na = solicited_na(me, own, &parsed);
+        let p = parse_nd(&na).unwrap();
+        assert_eq!((p.kind, p.src, p.target), (136, own, own));
+        assert_eq!(&na[..6], &host);
+        assert_eq!(icmpv6_checksum(own, far, &na[54..54 + 32]), 0);
+    }
+
+    #[test]
+    fn echo6_reply_verifies() {
+        let me = [2, 0, 0, 0, 0xb, 1];
+        let own: Ipv6Addr = "2001:2::10".parse().unwrap();
+        let far: Ipv6Addr = "2001:2::2".parse().unwrap();
+        let mut icmp = vec![128, 0, 0, 0, 0x12, 0x34, 0, 1, 9, 9, 9, 9];
+        let req = ipv6_frame(
+            me,
+            [2, 0, 0, 0, 0, 2],
+            far,
+            own,
+            64,
+            std::mem::take(&mut icmp),
+        );
+        let rep = icmpv6_echo_reply(&req, me, &[own]).unwrap();
+        assert_eq!(rep[54], 129);
+        assert_eq!(ip6(&rep[22..38]), own);
+        assert_eq!(ip6(&rep[38..54]), far);
+        assert_eq!(icmpv6_checksum(own, far, &rep[54..54 + 12]), 0);
+        assert!(icmpv6_echo_reply(&req, me, &[far]).is_none());
+    }
+}

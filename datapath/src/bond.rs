@@ -158,7 +158,8 @@ pub const MAILBOX: usize = 1024;
 pub struct Punt {
     /// Frames for control, tagged with the member they arrived on ([`Inject::member`]).
     pub queue: Mailbox,
-    /// Hand ARP frames to control (ARP monitor or own IPv4 addresses configured).
+    /// Hand neighbour discovery to control: ARP frames, and IPv6 frames to a solicited-node
+    /// multicast group (NS); for the ARP/NS monitor and the bond's own addresses.
     pub arp: std::sync::atomic::AtomicBool,
     /// The bond's MAC as a 48-bit number (0: none): unicast frames to it are consumed.
     pub own_mac: std::sync::atomic::AtomicU64,
@@ -191,8 +192,10 @@ impl Punt {
         };
         let dst = u64::from_be_bytes([0, 0, hdr[0], hdr[1], hdr[2], hdr[3], hdr[4], hdr[5]]);
         let own = own_mac != 0 && dst == own_mac;
-        let is_arp = arp && hdr[12..14] == [0x08, 0x06];
-        (own || is_arp, own)
+        let nd = arp
+            && (hdr[12..14] == [0x08, 0x06]
+                || (hdr[12..14] == [0x86, 0xdd] && hdr[..3] == [0x33, 0x33, 0xff]));
+        (own || nd, own)
     }
 }
 
@@ -349,6 +352,20 @@ mod tests {
         );
         assert_eq!(Punt::classify(&f, false, 0), (false, false), "no own MAC");
         assert_eq!(Punt::classify(&f[..10], true, 1), (false, false), "runt");
+        let mut ns = [0u8; 78];
+        ns[..6].copy_from_slice(&[0x33, 0x33, 0xff, 0, 0, 0x10]);
+        ns[12..14].copy_from_slice(&[0x86, 0xdd]);
+        assert_eq!(
+            Punt::classify(&ns, true, mac_u64(&own)),
+            (true, false),
+            "NS: copy"
+        );
+        ns[..6].copy_from_slice(&[0x33, 0x33, 0, 0, 0, 1]);
+        assert_eq!(
+            Punt::classify(&ns, true, mac_u64(&own)),
+            (false, false),
+            "all-nodes: not ND"
+        );
     }
 
     #[test]

@@ -649,3 +649,103 @@ fn options_change_at_run_time_through_the_cli() {
     warm(&lab);
     assert_clean_stop(&d.stop());
 }
+
+#[test]
+fn ns_monitor_and_own_ipv6_address() {
+    if !require_privileges() {
+        return;
+    }
+    let lab = Lab::up("bns");
+    let opts = "addresses = [\"2001:2::10\"]\narp_interval = 50\nns_ip6_target = [\"2001:2::2\"]\narp_validate = \"active\"";
+    let d = Isopathd::start(&lab, &bond_config(&lab, "", opts), &[]);
+    // A fresh lab's far host ignores neighbour solicitations for its first half second or so
+    // (its IPv6 is not ready): the monitor rightly fails over then. Wait for a stable bond.
+    let deadline = std::time::Instant::now() + Duration::from_secs(6);
+    let mut last = (u(&d.bond(), "failovers"), std::time::Instant::now());
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let b = d.bond();
+        let both_up = b["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["link"] == "up");
+        if u(&b, "failovers") != last.0 {
+            last = (u(&b, "failovers"), std::time::Instant::now());
+        } else if both_up && b["active"].is_string() && last.1.elapsed() >= Duration::from_secs(1) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the NS monitor never settled: {b:#}"
+        );
+    }
+    let active = d.bond()["active"].as_str().unwrap().to_owned();
+    let (silent, other) = if active == "m0" {
+        ("s0", "m1")
+    } else {
+        ("s1", "m0")
+    };
+    // The far host resolves the bond's IPv6 address (our NA) and gets echo replies.
+    let out = lab.exec(
+        lab.ns_far(),
+        [
+            "ping",
+            "-6",
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            "2001:2::10",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "ping6 to the bond's own address: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    for cmd in [
+        vec!["nft", "add", "table", "netdev", "silent"],
+        vec![
+            "nft",
+            "add",
+            "chain",
+            "netdev",
+            "silent",
+            "in",
+            &format!("{{ type filter hook ingress device {silent} priority 0; }}"),
+        ],
+        vec!["nft", "add", "rule", "netdev", "silent", "in", "drop"],
+    ] {
+        let out = lab.exec(lab.ns_far(), cmd);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let b = wait_active(&d, Some(other));
+    assert!(u(member(&b, &active), "link_failures") >= 1, "{b:#}");
+    let out = lab.exec(
+        lab.ns_far(),
+        [
+            "ping",
+            "-6",
+            "-c",
+            "2",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            "2001:2::10",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_clean_stop(&d.stop());
+}
