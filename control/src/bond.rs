@@ -327,6 +327,8 @@ pub struct Member {
     pub speed: u32,
     /// The member's own MAC address.
     pub perm_mac: String,
+    /// Taken out of the bond at run time: never selected, its frames no longer the bond's.
+    pub released: bool,
 }
 
 /// Why the active member changed.
@@ -700,11 +702,15 @@ impl Bond {
     fn best(&self) -> Option<usize> {
         if let Some(p) = self.opts.primary
             && self.members[p].link.counts_up()
+            && !self.members[p].released
         {
             return Some(p);
         }
         let mut best: Option<usize> = None;
         for (i, m) in self.members.iter().enumerate() {
+            if m.released {
+                continue;
+            }
             if m.link.counts_up() && best.is_none_or(|b| m.prio > self.members[b].prio) {
                 best = Some(i);
             }
@@ -714,7 +720,9 @@ impl Bond {
 
     /// Chooses the active member after `reason`. Returns whether it changed.
     fn select(&mut self, reason: Reason, now: Instant, wall: SystemTime) -> bool {
-        let current = self.active.filter(|&a| self.members[a].link.counts_up());
+        let current = self
+            .active
+            .filter(|&a| self.members[a].link.counts_up() && !self.members[a].released);
         let candidate = self.best();
         let next = match (current, candidate) {
             (None, c) => c,
@@ -764,6 +772,76 @@ impl Bond {
             rec.target.iter_mut().for_each(|t| *t = Some(now));
             rec.any = Some(now);
         }
+    }
+
+    /// Takes member `name` out of the bond (Linux's release): it is never selected again until
+    /// re-added; the active member moves at once if it was this one. Returns its index.
+    ///
+    /// # Errors
+    /// No such member, or it is already released.
+    pub fn release(&mut self, name: &str, now: Instant, wall: SystemTime) -> Result<usize, String> {
+        let m = self
+            .members
+            .iter()
+            .position(|x| x.name == name && !x.released)
+            .ok_or_else(|| format!("{}: no member named {name:?}", self.name))?;
+        self.members[m].released = true;
+        if self.opts.primary == Some(m) {
+            self.opts.primary = None;
+        }
+        self.log(wall, "member_released", Some(m), String::new());
+        if self.active == Some(m) || self.draining.is_some_and(|(d, _)| d == m) {
+            self.draining = None;
+            self.select(Reason::Options, now, wall);
+        }
+        self.publish();
+        Ok(m)
+    }
+
+    /// Adds port `member` to the bond at run time (or re-adds a released one). Returns its
+    /// member index.
+    ///
+    /// # Errors
+    /// Already a member, or the bond is full.
+    pub fn enslave(
+        &mut self,
+        mut member: Member,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<usize, String> {
+        let m = match self.members.iter().position(|x| x.name == member.name) {
+            Some(i) if !self.members[i].released => {
+                return Err(format!(
+                    "{}: {} is already a member",
+                    self.name, member.name
+                ));
+            }
+            Some(i) => {
+                self.members[i].released = false;
+                self.members[i].link = member.link;
+                i
+            }
+            None if self.members.len() >= MAX_MEMBERS => {
+                return Err(format!("{}: already {MAX_MEMBERS} members", self.name));
+            }
+            None => {
+                member.released = false;
+                self.members.push(member);
+                if let Some(a) = &self.opts.arp {
+                    let n = a.targets.len() + a.ns_targets.len();
+                    self.arp.push(ArpRecord {
+                        target: vec![Some(now); n],
+                        any: Some(now),
+                        validated: Some(now),
+                    });
+                }
+                self.members.len() - 1
+            }
+        };
+        self.log(wall, "member_added", Some(m), String::new());
+        self.select(Reason::LinkUp, now, wall);
+        self.publish();
+        Ok(m)
     }
 
     /// Records an ARP frame received on member `m` (ARP monitor).
@@ -989,7 +1067,8 @@ impl Bond {
                 json!({
                     "name": m.name,
                     "link": m.link.name(),
-                    "state": if self.active == Some(i) { "active" }
+                    "state": if m.released { "released" }
+                        else if self.active == Some(i) { "active" }
                         else if self.draining.is_some_and(|(d, _)| d == i) { "draining" }
                         else { "backup" },
                     "link_failures": m.link_failures,
@@ -1059,6 +1138,7 @@ mod tests {
             prio: 0,
             speed: 10_000,
             perm_mac: String::new(),
+            released: false,
         }
     }
 
@@ -1349,6 +1429,30 @@ mod tests {
             b.events()
                 .any(|e| e.kind == "option_changed" && e.detail == "primary = m1")
         );
+    }
+
+    #[test]
+    fn members_are_released_and_added_at_run_time() {
+        let (mut b, t) = bond(BondOptions::default(), &[true, true]);
+        let w = SystemTime::now();
+        assert_eq!(b.release("m0", t, w), Ok(0));
+        assert_eq!(
+            b.active(),
+            Some(1),
+            "the active member left: failover at once"
+        );
+        assert!(b.release("m0", t, w).is_err(), "already released");
+        b.carrier(1, false, t, w);
+        assert_eq!(b.active(), None, "a released member is never selected");
+        assert_eq!(
+            b.enslave(member("m0", true), t, w),
+            Ok(0),
+            "re-added in its old place"
+        );
+        assert_eq!(b.active(), Some(0));
+        assert_eq!(b.enslave(member("m2", true), t, w), Ok(2), "a new port");
+        assert!(b.enslave(member("m2", true), t, w).is_err());
+        assert_eq!(b.status()["members"][2]["state"], "backup");
     }
 
     #[test]

@@ -583,10 +583,10 @@ impl Config {
                     format!("{mode:?}: only \"active-backup\""),
                 ));
             }
-            if b.members.len() < 2 || b.members.len() > MAX_MEMBERS {
+            if b.members.is_empty() || b.members.len() > MAX_MEMBERS {
                 return Err(field(
                     f("members"),
-                    format!("{} members: between 2 and {MAX_MEMBERS}", b.members.len()),
+                    format!("{} members: between 1 and {MAX_MEMBERS}", b.members.len()),
                 ));
             }
             let mut members = Vec::new();
@@ -949,9 +949,7 @@ mod tests {
                 .to_string()
         };
         assert!(bad("primary = \"m0\"", "primary = \"up0\"").contains("bond[0].primary"));
-        assert!(
-            bad("members = [\"m0\", \"m1\"]", "members = [\"m0\"]").contains("bond[0].members")
-        );
+        assert!(bad("members = [\"m0\", \"m1\"]", "members = []").contains("bond[0].members"));
         assert!(bad("members = [\"m0\", \"m1\"]", "members = [\"m0\", \"zz\"]").contains("\"zz\""));
         assert!(bad("b = \"bond0\"", "b = \"m0\"").contains("bond member"));
         assert!(bad("name = \"bond0\"", "name = \"up0\"").contains("bond[0].name"));

@@ -27,7 +27,7 @@ use isopath_datapath::{
     params::BindMode,
     stats::{DropReason, LinkState},
     tap::Tap,
-    worker::{WorkerBuilder, WorkerExit, WorkerHandle},
+    worker::{WorkerBuilder, WorkerCmd, WorkerExit, WorkerHandle},
     xsk::{
         XskStats, XskStatsReader,
         xdp::{Previous, XdpProgram},
@@ -308,6 +308,8 @@ impl LinkBook {
 /// A started daemon.
 pub struct Daemon {
     book: Arc<Mutex<LinkBook>>,
+    /// Ports that are a cross-connect's end (they cannot join a bond at run time).
+    connected: Vec<String>,
     /// Capture targets: port or bond name → its tap and the interfaces it spans.
     taps: Vec<(String, Arc<Tap>, Vec<u32>)>,
     captures: Vec<Capture>,
@@ -395,6 +397,7 @@ impl Daemon {
                             prio: bp.prio[i],
                             speed: bp.speed[i],
                             perm_mac: host.mac(&port.name).unwrap_or_default(),
+                            released: false,
                         }
                     })
                     .collect();
@@ -601,7 +604,18 @@ impl Daemon {
             taps.push((bp.name.clone(), tap, members));
         }
 
+        let connected = plan
+            .cross_connects
+            .iter()
+            .flat_map(|&(a, b)| [a, b])
+            .filter_map(|e| match e {
+                Endpoint::Port(p) => Some(plan.ports[p].name.clone()),
+                Endpoint::Bond(_) => None,
+            })
+            .collect();
+
         Ok(Self {
+            connected,
             taps,
             captures: Vec::new(),
             book,
@@ -701,6 +715,12 @@ impl Daemon {
             (Ok(()), _) if words.len() == 4 && words[..2] == ["bond", "switch"] => {
                 self.bond_switch(words[2], words[3])
             }
+            (Ok(()), _) if words.len() == 4 && words[..2] == ["bond", "release"] => {
+                self.bond_member(words[2], words[3], false)
+            }
+            (Ok(()), _) if words.len() == 4 && words[..2] == ["bond", "add"] => {
+                self.bond_member(words[2], words[3], true)
+            }
             (Ok(()), _) if words.len() == 5 && words[..2] == ["bond", "set"] => {
                 self.bond_set(words[2], words[3], words[4])
             }
@@ -713,7 +733,7 @@ impl Daemon {
             (Ok(()), other) => {
                 let shown: String = other.chars().take(64).collect();
                 (
-                    json!({ "error": format!("unknown request {shown:?}; known: status, bond switch BOND MEMBER, bond set BOND OPTION VALUE, capture start TARGET FILE in|out|both, capture stop TARGET") }),
+                    json!({ "error": format!("unknown request {shown:?}; known: status, bond switch BOND MEMBER, bond set BOND OPTION VALUE, bond add|release BOND PORT, capture start TARGET FILE in|out|both, capture stop TARGET") }),
                     false,
                 )
             }
@@ -772,6 +792,70 @@ impl Daemon {
                 false,
             ),
         }
+    }
+
+    /// Adds port `name` to bond `bond`, or releases it, at run time: the bond's state first,
+    /// then every worker retags the port's sockets.
+    fn bond_member(&self, bond: &str, name: &str, on: bool) -> (Value, bool) {
+        let err = |m: String| (json!({ "error": m }), false);
+        let Some(port) = self.ports.iter().find(|p| p.name == name) else {
+            return err(format!("no port named {name:?}"));
+        };
+        let Some(ifname) = WorkerCmd::ifname(name) else {
+            return err(format!("{name:?}: interface name too long"));
+        };
+        let mut book = lock(&self.book);
+        let Some(bi) = book.bonds.iter().position(|b| b.name == bond) else {
+            return err(format!("no bond named {bond:?}"));
+        };
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let result = if on {
+            if self.connected.iter().any(|c| c == name) {
+                return err(format!("{name} is cross-connected: it cannot join a bond"));
+            }
+            let other =
+                book.bonds.iter().enumerate().any(|(j, b)| {
+                    j != bi && b.members.iter().any(|m| m.name == name && !m.released)
+                });
+            if other {
+                return err(format!("{name} is a member of another bond"));
+            }
+            let up = port.link.is_up();
+            let member = Member {
+                name: name.to_owned(),
+                ifindex: port.ifindex,
+                link: if up { MemberLink::Up } else { MemberLink::Down },
+                link_failures: 0,
+                prio: 0,
+                speed: 10_000,
+                perm_mac: std::fs::read_to_string(format!("/sys/class/net/{name}/address"))
+                    .map(|s| s.trim().to_owned())
+                    .unwrap_or_default(),
+                released: false,
+            };
+            book.bonds[bi].enslave(member, now, wall)
+        } else {
+            book.bonds[bi].release(name, now, wall)
+        };
+        book.bonds[bi].trace_events();
+        let m = match result {
+            Ok(m) => m,
+            Err(e) => return err(e),
+        };
+        let cmd = WorkerCmd::SetMember {
+            bond: bi,
+            member: m,
+            ifname,
+            on,
+        };
+        if !self.workers.iter().all(|w| w.handle.command(cmd)) {
+            return err("a worker's command queue is full; try again".into());
+        }
+        book.notify(now);
+        (
+            json!({ "ok": true, "bond": bond, "member": name, "index": m, "added": on }),
+            true,
+        )
     }
 
     fn bond_set(&self, bond: &str, key: &str, value: &str) -> (Value, bool) {

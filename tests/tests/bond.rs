@@ -749,3 +749,54 @@ fn ns_monitor_and_own_ipv6_address() {
     );
     assert_clean_stop(&d.stop());
 }
+
+#[test]
+fn members_are_added_and_released_at_run_time() {
+    if !require_privileges() {
+        return;
+    }
+    let lab = Lab::up("bmem");
+    let config =
+        bond_config(&lab, "", "").replace("members = [\"m0\", \"m1\"]", "members = [\"m0\"]");
+    let d = Isopathd::start(&lab, &config, &[]);
+    assert_eq!(d.bond()["members"].as_array().unwrap().len(), 1);
+    let sock = isopath_tests::isopathd::socket_path(&lab);
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(bin("isopath"))
+            .arg("-s")
+            .arg(&sock)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "isopath {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    warm(&lab);
+    // m1 joins at run time; when m0's far end goes, traffic moves to it.
+    cli(&["bond", "add", "bond0", "m1"]);
+    assert_eq!(member(&d.bond(), "m1")["state"], "backup");
+    far_link(&lab, "s0", false);
+    wait_active(&d, Some("m1"));
+    warm(&lab);
+    // Released, the active member leaves at once: no member left, carrier down.
+    cli(&["bond", "release", "bond0", "m1"]);
+    let b = wait_active(&d, None);
+    assert_eq!(member(&b, "m1")["state"], "released");
+    // Re-added: it carries the traffic again.
+    cli(&["bond", "add", "bond0", "m1"]);
+    wait_active(&d, Some("m1"));
+    warm(&lab);
+    // Refused: an unknown port, a cross-connected port, releasing a non-member.
+    assert!(d.request("bond add bond0 nosuch")["error"].is_string());
+    assert!(
+        d.request("bond add bond0 up0")["error"]
+            .as_str()
+            .unwrap()
+            .contains("cross-connected")
+    );
+    assert!(d.request("bond release bond0 up0")["error"].is_string());
+    assert_clean_stop(&d.stop());
+}

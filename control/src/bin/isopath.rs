@@ -116,6 +116,21 @@ enum BondCmd {
         /// Its new value.
         value: String,
     },
+    /// Add a port to the bond at run time (a configured [[port]] that is neither cross-connected
+    /// nor another bond's member), or re-add a released member.
+    Add {
+        /// The bond.
+        bond: String,
+        /// The port.
+        port: String,
+    },
+    /// Take a member out of the bond at run time (its frames are then dropped as no_output).
+    Release {
+        /// The bond.
+        bond: String,
+        /// The member.
+        member: String,
+    },
     /// Planned switch of the active member; loses no frame in either direction.
     Switch {
         /// The bond.
@@ -171,6 +186,26 @@ fn run(args: Args) -> anyhow::Result<()> {
                 Some(c) => println!("{}", serde_json::to_string_pretty(c)?),
                 None => println!("{}", serde_json::to_string_pretty(&v["captures"])?),
             }
+        }
+        Cmd::Bond {
+            cmd: BondCmd::Add { bond, port: name } | BondCmd::Release { bond, member: name },
+        } if [&bond, &name]
+            .iter()
+            .any(|w| w.is_empty() || w.contains(char::is_whitespace)) =>
+        {
+            anyhow::bail!("bond and port names are single words");
+        }
+        Cmd::Bond {
+            cmd: BondCmd::Add { bond, port },
+        } => {
+            client::request(&args.socket, &format!("bond add {bond} {port}"))?;
+            println!("{bond}: {port} added");
+        }
+        Cmd::Bond {
+            cmd: BondCmd::Release { bond, member },
+        } => {
+            client::request(&args.socket, &format!("bond release {bond} {member}"))?;
+            println!("{bond}: {member} released");
         }
         Cmd::Bond {
             cmd:

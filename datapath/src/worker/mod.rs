@@ -75,6 +75,39 @@ pub struct BondInfo {
     pub counters: Arc<Padded<QueueCounters>>,
 }
 
+/// A change control asks a running worker to make (applied between two loops).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerCmd {
+    /// The port named `ifname` becomes member `member` of bond `bond` (its frames are gated by
+    /// the bond and go where the bond's other members' go), or stops being one (`on == false`:
+    /// its frames are then dropped as `rx_drop_no_output`).
+    SetMember {
+        /// Bond index (configuration order).
+        bond: usize,
+        /// Member index in the bond.
+        member: usize,
+        /// Interface name, NUL-padded (IFNAMSIZ).
+        ifname: [u8; 16],
+        /// Add or remove.
+        on: bool,
+    },
+}
+
+impl WorkerCmd {
+    /// An interface name as the command carries it; `None` if longer than 15 bytes.
+    pub fn ifname(name: &str) -> Option<[u8; 16]> {
+        let b = name.as_bytes();
+        (b.len() < 16).then(|| {
+            let mut out = [0u8; 16];
+            out[..b.len()].copy_from_slice(b);
+            out
+        })
+    }
+}
+
+/// Commands control queues for a worker.
+pub type CommandQueue = crossbeam_queue::ArrayQueue<WorkerCmd>;
+
 /// What control keeps of a worker's socket: names and counters.
 #[derive(Debug, Clone)]
 pub struct QueueInfo {
@@ -90,6 +123,7 @@ pub struct QueueInfo {
 #[derive(Debug)]
 pub struct WorkerHandle {
     stop: Arc<AtomicBool>,
+    cmds: Arc<CommandQueue>,
     counters: Arc<Padded<WorkerCounters>>,
     queues: Vec<QueueInfo>,
     bonds: Vec<BondInfo>,
@@ -97,6 +131,11 @@ pub struct WorkerHandle {
 }
 
 impl WorkerHandle {
+    /// Queues a command for the worker; false if its queue is full.
+    pub fn command(&self, cmd: WorkerCmd) -> bool {
+        self.cmds.push(cmd).is_ok()
+    }
+
     /// The bonds this worker transmits through.
     pub fn bonds(&self) -> &[BondInfo] {
         &self.bonds
@@ -273,7 +312,9 @@ impl WorkerBuilder {
                 counters: b.counters.clone(),
             })
             .collect();
+        let cmds = Arc::new(CommandQueue::new(64));
         let handle = WorkerHandle {
+            cmds: cmds.clone(),
             stop: stop.clone(),
             counters: counters.clone(),
             queues,
@@ -281,6 +322,7 @@ impl WorkerBuilder {
             core,
         };
         let worker = Worker {
+            cmds,
             umem: self.umem,
             slots: self.slots,
             bonds: self.bonds.into_iter().map(|(_, b)| b).collect(),
@@ -298,6 +340,7 @@ impl WorkerBuilder {
 
 /// A worker ready to run on its thread.
 pub struct Worker {
+    cmds: Arc<CommandQueue>,
     umem: XskUmem,
     slots: Vec<Slot>,
     bonds: Vec<WorkerBond>,
@@ -386,6 +429,9 @@ impl Worker {
         let mut moved = 0;
         for i in 0..self.slots.len() {
             moved += self.rx_slot(i);
+        }
+        if !self.cmds.is_empty() {
+            self.apply_commands();
         }
         for b in 0..self.bonds.len() {
             self.send_injected(b);
@@ -511,6 +557,43 @@ impl Worker {
         }
         self.umem.refill(&mut self.slots[i].q, n);
         n
+    }
+
+    #[cold]
+    fn apply_commands(&mut self) {
+        while let Some(WorkerCmd::SetMember {
+            bond,
+            member,
+            ifname,
+            on,
+        }) = self.cmds.pop()
+        {
+            if bond >= self.bonds.len() || member >= MAX_MEMBERS {
+                continue;
+            }
+            let name = &ifname[..ifname.iter().position(|&c| c == 0).unwrap_or(16)];
+            // Where the bond's members send what they receive (the cross-connect's other end).
+            let peer_out = self
+                .slots
+                .iter()
+                .find(|s| s.member.is_some_and(|(b, _)| b == bond) && s.out != Out::None)
+                .map_or(Out::None, |s| s.out);
+            let mut first = None;
+            for (i, slot) in self.slots.iter_mut().enumerate() {
+                if slot.q.ifname().as_bytes() != name {
+                    continue;
+                }
+                if on {
+                    slot.member = Some((bond, member));
+                    slot.out = peer_out;
+                    first.get_or_insert(i);
+                } else if slot.member == Some((bond, member)) {
+                    slot.member = None;
+                    slot.out = Out::None;
+                }
+            }
+            self.bonds[bond].members[member] = if on { first } else { None };
+        }
     }
 
     /// Sends what control queued for bond `b` (a few per loop, so a large announcement burst
