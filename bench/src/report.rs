@@ -628,9 +628,66 @@ pub(crate) fn write_all(r: &Report, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Converts the document `isopath-failover run` writes (`"kind": "failover"`) into a report
+/// whose `failover` runs the summary and plots render: one run per failover, its trigger and
+/// the bond's event on the time axis, datagrams per ms around it, the traffic gap and the loss.
+pub(crate) fn from_failover(doc: &serde_json::Value) -> Result<Report> {
+    let runs = doc["runs"]
+        .as_array()
+        .context("a failover document has runs")?;
+    let failover = runs
+        .iter()
+        .map(|r| {
+            let mut events = vec![FailoverEvent {
+                t_ms: 0.0,
+                what: "trigger (link down)".into(),
+            }];
+            if let Some(d) = r["detection_ms"].as_f64() {
+                events.push(FailoverEvent {
+                    t_ms: d,
+                    what: "bond: active member changed".into(),
+                });
+            }
+            let timeline = r["per_ms_from_minus_20"]
+                .as_array()
+                .map(|bins| {
+                    bins.iter()
+                        .enumerate()
+                        .map(|(i, v)| (i as f64 - 20.0, v.as_f64().unwrap_or(0.0) * 1000.0))
+                        .collect()
+                })
+                .unwrap_or_default();
+            FailoverRun {
+                name: format!(
+                    "run {} from {}",
+                    r["run"],
+                    r["from"].as_str().unwrap_or("?")
+                ),
+                events,
+                timeline,
+                outage_ms: r["resume_ms"].as_f64().unwrap_or(f64::NAN),
+                lost: r["lost"].as_u64().unwrap_or(0),
+            }
+        })
+        .collect();
+    Ok(Report {
+        schema: SCHEMA.into(),
+        kind: "failover".into(),
+        machine: Machine::this(),
+        config: doc["config"].clone(),
+        failover,
+        ..Report::default()
+    })
+}
+
 pub(crate) fn load(path: &Path) -> Result<Report> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let doc: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    if doc["kind"] == "failover" && doc.get("schema").is_none() {
+        return from_failover(&doc).with_context(|| format!("{}", path.display()));
+    }
     let r: Report =
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     if r.schema != SCHEMA {
@@ -648,6 +705,23 @@ mod tests {
     use super::*;
 
     const FIXTURE: &str = include_str!("../tests/fixtures/report.json");
+
+    #[test]
+    fn failover_documents_render_as_failover_runs() {
+        let doc: serde_json::Value =
+            serde_json::from_str(include_str!("../results/failover-100kpps.json")).unwrap();
+        let r = from_failover(&doc).unwrap();
+        assert_eq!(r.failover.len(), 20);
+        assert!(r.failover.iter().all(|f| f.lost == 0 && f.outage_ms < 1.0));
+        assert_eq!(r.failover[0].timeline.len(), 50);
+        let md = markdown(&r);
+        assert!(md.contains("| failover run |"), "{md}");
+        assert!(
+            plots(&r)
+                .iter()
+                .any(|(name, svg)| name == "failover.svg" && svg.contains("<svg"))
+        );
+    }
 
     #[test]
     fn fixture_renders() {
