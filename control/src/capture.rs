@@ -96,6 +96,7 @@ pub struct Capture {
     tap: Arc<Tap>,
     writer: PcapWriter,
     _promisc: Vec<PromiscGuard>,
+    held: Vec<u32>,
     written: u64,
     write_errors: u64,
 }
@@ -127,9 +128,23 @@ impl Capture {
             tap,
             writer,
             _promisc: promisc,
+            held: ifindexes.to_vec(),
             written: 0,
             write_errors: 0,
         })
+    }
+
+    /// Holds one more interface promiscuous for this capture (a member added to a captured
+    /// bond). An interface already held is not held twice.
+    ///
+    /// # Errors
+    /// The packet socket or its membership cannot be had.
+    pub fn hold(&mut self, ifindex: u32) -> std::io::Result<()> {
+        if !self.held.contains(&ifindex) {
+            self._promisc.push(PromiscGuard::new(ifindex)?);
+            self.held.push(ifindex);
+        }
+        Ok(())
     }
 
     /// Writes what the workers queued.

@@ -796,7 +796,7 @@ impl Daemon {
 
     /// Adds port `name` to bond `bond`, or releases it, at run time: the bond's state first,
     /// then every worker retags the port's sockets.
-    fn bond_member(&self, bond: &str, name: &str, on: bool) -> (Value, bool) {
+    fn bond_member(&mut self, bond: &str, name: &str, on: bool) -> (Value, bool) {
         let err = |m: String| (json!({ "error": m }), false);
         let Some(port) = self.ports.iter().find(|p| p.name == name) else {
             return err(format!("no port named {name:?}"));
@@ -852,6 +852,27 @@ impl Daemon {
             return err("a worker's command queue is full; try again".into());
         }
         book.notify(now);
+        drop(book);
+        // The bond's capture target spans its members: future captures see the change, and a
+        // capture running on the bond holds a new member promiscuous too.
+        let ifindex = port.ifindex;
+        if let Some((_, _, members)) = self.taps.iter_mut().find(|t| t.0 == bond) {
+            members.retain(|&i| i != ifindex);
+            if on {
+                members.push(ifindex);
+            }
+        }
+        if on && let Some(c) = self.captures.iter_mut().find(|c| c.target == bond) {
+            let net_raw = crate::privs::need(caps::Capability::CAP_NET_RAW);
+            let held = crate::privs::with_effective(net_raw.as_slice(), || c.hold(ifindex));
+            if !matches!(held, Ok(Ok(()))) {
+                warn!(
+                    bond,
+                    port = name,
+                    "the running capture could not hold the new member promiscuous"
+                );
+            }
+        }
         (
             json!({ "ok": true, "bond": bond, "member": name, "index": m, "added": on }),
             true,

@@ -775,8 +775,21 @@ fn members_are_added_and_released_at_run_time() {
         );
     };
     warm(&lab);
-    // m1 joins at run time; when m0's far end goes, traffic moves to it.
+    // m1 joins at run time, while a capture runs on the bond: the capture holds it too.
+    let promisc = |dev: &str| u(&lab.link_details(lab.ns_app(), dev), "promiscuity");
+    let pcap = std::env::temp_dir().join(format!("isopath-{}-bond.pcap", lab.prefix));
+    cli(&["capture", "start", "bond0", pcap.to_str().unwrap()]);
+    assert_eq!((promisc("m0"), promisc("m1")), (1, 0));
     cli(&["bond", "add", "bond0", "m1"]);
+    assert_eq!(
+        promisc("m1"),
+        1,
+        "the running capture holds the new member promiscuous"
+    );
+    cli(&["capture", "stop", "bond0"]);
+    assert_eq!((promisc("m0"), promisc("m1")), (0, 0));
+    let _ = std::fs::remove_file(&pcap);
+    // When m0's far end goes, traffic moves to m1.
     assert_eq!(member(&d.bond(), "m1")["state"], "backup");
     far_link(&lab, "s0", false);
     wait_active(&d, Some("m1"));
