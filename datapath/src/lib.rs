@@ -19,6 +19,9 @@
 //! hands, or a TX ring until its completion. [`xsk::FrameAudit`] checks that they add up.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
+// Anything a peer can trigger is handled; an `expect` only where a local invariant is obvious
+// and written down (tests unwrap freely).
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod bond;
 pub mod params;

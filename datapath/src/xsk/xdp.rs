@@ -248,6 +248,11 @@ impl XdpProgram {
         Ok(prog)
     }
 
+    #[expect(
+        clippy::expect_used,
+        reason = "the embedded object is compiled from src/bpf/isopath.bpf.c, which defines it; \
+                  the test embedded_object_has_the_program_and_maps checks it"
+    )]
     fn program(&self) -> libbpf_rs::Program<'_> {
         self.object
             .progs()
@@ -255,6 +260,11 @@ impl XdpProgram {
             .expect("the embedded object defines isopath_xdp (compiled from src/bpf/isopath.bpf.c)")
     }
 
+    #[expect(
+        clippy::expect_used,
+        reason = "only called with the two map names the embedded object defines (see the test \
+                  embedded_object_has_the_program_and_maps)"
+    )]
     fn map(&self, name: &str) -> libbpf_rs::Map<'_> {
         self.object
             .maps()
@@ -316,7 +326,11 @@ impl XdpProgram {
                 Err(e) => last = Some((m, e)),
             }
         }
-        let (mode, source) = last.expect("at least one mode is tried");
+        // `order` is never empty, so `last` is set; the fallback only keeps this panic-free.
+        let (mode, source) = last.unwrap_or((
+            AttachedMode::Native,
+            io::Error::other("no attach mode tried"),
+        ));
         Err(XdpError::Attach {
             ifname: self.ifname.clone(),
             mode,
@@ -396,4 +410,23 @@ fn link_create(prog_fd: i32, ifindex: u32, mode: AttachedMode) -> io::Result<Own
     }
     // SAFETY: `fd` is a fresh link descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_object_has_the_program_and_maps() {
+        let open = ObjectBuilder::default()
+            .open_memory(OBJECT)
+            .expect("the embedded ELF opens");
+        assert!(open.progs().any(|p| p.name() == OsStr::new(PROG_NAME)));
+        for map in ["xsks", "stats"] {
+            assert!(
+                open.maps().any(|m| m.name() == OsStr::new(map)),
+                "map {map}"
+            );
+        }
+    }
 }
