@@ -21,7 +21,10 @@
 #![warn(missing_docs)]
 // Anything a peer can trigger is handled; an `expect` only where a local invariant is obvious
 // and written down (tests unwrap freely).
-#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod bond;
 pub mod params;
