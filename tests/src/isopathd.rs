@@ -249,6 +249,17 @@ pub fn xdp_prog(lab: &Lab, ns: &str, iface: &str) -> Option<(u64, String)> {
     ))
 }
 
+/// Port `name` in a status document.
+///
+/// # Panics
+/// If the status has no such port.
+pub fn port_of<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["ports"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+        .unwrap_or_else(|| panic!("no port {name} in {status}"))
+}
+
 /// A field of a JSON object as u64 (0 if absent).
 pub fn u(v: &Value, path: &str) -> u64 {
     path.split('.').fold(v, |v, k| &v[k]).as_u64().unwrap_or(0)

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use isopath_tests::{
     ChildGuard, Lab, bin,
-    isopathd::{Isopathd, assert_clean_stop, assert_frames_add_up, bond_config, u},
+    isopathd::{Isopathd, assert_clean_stop, assert_frames_add_up, bond_config, port_of, u},
     require_privileges,
 };
 use serde_json::Value;
@@ -111,18 +111,8 @@ fn carrier_loss_fails_over_and_traffic_resumes() {
     );
     // Traffic after the failover went out on m1 only.
     let s = d.status();
-    let m1 = s["ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "m1")
-        .unwrap();
-    let m0 = s["ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "m0")
-        .unwrap();
+    let m1 = port_of(&s, "m1");
+    let m0 = port_of(&s, "m0");
     // Before the pull everything left on m0, after it on m1: together, all that arrived.
     assert!(
         u(m0, "tx_packets") + u(m1, "tx_packets") >= n - lost,
@@ -154,20 +144,8 @@ fn backup_traffic_is_dropped_and_counted_and_no_member_means_carrier_down() {
     );
     assert!(out.status.success());
     let s = d.status();
-    let m0 = s["ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "m0")
-        .unwrap()
-        .clone();
-    let m1 = s["ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "m1")
-        .unwrap()
-        .clone();
+    let m0 = port_of(&s, "m0").clone();
+    let m1 = port_of(&s, "m1").clone();
     assert!(
         u(&m1, "drops.rx_drop_backup") >= 1,
         "flooded ARP on the backup: {m1:#}"
@@ -298,12 +276,7 @@ fn planned_switch_loses_nothing_in_either_direction() {
     assert!(text.contains("Currently Active Member: m0"), "{text}");
     assert!(text.contains("Member Interface: m1 (backup)"), "{text}");
     let s = d.status();
-    let m1 = s["ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "m1")
-        .unwrap();
+    let m1 = port_of(&s, "m1");
     assert!(
         u(m1, "tx_packets") > 1000,
         "traffic really moved to m1: {m1:#}"
@@ -454,12 +427,7 @@ fn peer_notification_moves_the_far_switch_and_its_absence_does_not() {
         "without notification traffic should stop after the drain: {lost} lost"
     );
     let s = d.status();
-    let m0 = s["ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "m0")
-        .unwrap();
+    let m0 = port_of(&s, "m0");
     assert!(
         u(m0, "drops.rx_drop_backup") >= lost - 100,
         "the lost frames died on the backup: {m0:#}"

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use isopath_tests::{
     ChildGuard, Lab, bin,
-    isopathd::{Isopathd, PORTS, assert_clean_stop, assert_frames_add_up, lab_config, u},
+    isopathd::{Isopathd, PORTS, assert_clean_stop, assert_frames_add_up, lab_config, port_of, u},
     json_out, require_privileges,
 };
 use serde_json::Value;
@@ -90,17 +90,8 @@ fn frames_cross_both_ways_counted_end_to_end() {
                 "{r}"
             );
             let after = d.status();
-            let port = |s: &Value, name: &str| -> Value {
-                s["ports"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .find(|p| p["name"] == name)
-                    .unwrap()
-                    .clone()
-            };
             let delta =
-                |name: &str, k: &str| u(&port(&after, name), k) - u(&port(&before, name), k);
+                |name: &str, k: &str| u(port_of(&after, name), k) - u(port_of(&before, name), k);
             // The datapath saw every datagram in on one port and out on the other, with its
             // exact frame size; at most a few frames of other traffic (ARP) besides.
             for (name, pk, bk) in [
@@ -261,11 +252,7 @@ fn a_down_link_drops_with_a_reason_and_leaks_no_frame() {
             .success()
     );
     d.wait_for("m0 link down", Duration::from_secs(2), |s| {
-        s["ports"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p["name"] == "m0" && p["link"] == "down")
+        port_of(s, "m0")["link"] == "down"
     });
     let sent = 1000u64;
     lab.udp_send(
@@ -277,12 +264,7 @@ fn a_down_link_drops_with_a_reason_and_leaks_no_frame() {
         PACE_PPS,
     );
     let s = d.wait_for("link-down drops", Duration::from_secs(2), |s| {
-        let m0 = s["ports"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["name"] == "m0")
-            .unwrap();
+        let m0 = port_of(s, "m0");
         u(m0, "drops.tx_drop_link_down") >= sent
     });
     assert_frames_add_up(&s);
@@ -294,11 +276,7 @@ fn a_down_link_drops_with_a_reason_and_leaks_no_frame() {
             .success()
     );
     d.wait_for("m0 link up", Duration::from_secs(2), |s| {
-        s["ports"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p["name"] == "m0" && p["link"] == "up")
+        port_of(s, "m0")["link"] == "up"
     });
     let ping = lab.exec(
         lab.ns_traffic(),
