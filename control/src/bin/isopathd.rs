@@ -24,8 +24,6 @@ use isopath_datapath::xsk::xdp::XdpError;
 use serde_json::Value;
 use tracing::{error, info, warn};
 
-/// How long start-up retries while an AF_XDP queue is still held by a dead instance.
-const BUSY_QUEUE_RETRY: Duration = Duration::from_secs(3);
 /// How long start-up waits for every worker's first poll before it gives up.
 const FIRST_POLL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -92,7 +90,9 @@ fn main() -> ExitCode {
         error!("{e}");
         return ExitCode::from(exit::FAILURE);
     }
-    let daemon = match start_retrying_busy_queues(&plan, &host, args.force, &stop) {
+    // A queue still held by a just-killed instance is waited for in the bind itself (the
+    // kernel releases the dead sockets from a workqueue; see XskUmem::bind).
+    let daemon = match Daemon::start(&plan, &host, args.force) {
         Ok(d) => d,
         Err(e) => {
             error!("start failed: {e:#}");
@@ -130,50 +130,6 @@ fn main() -> ExitCode {
     }
     spawn_stop_notifier(stop.clone());
     ExitCode::from(daemon.run(&host, &stop))
-}
-
-/// Starts the daemon; while an AF_XDP queue is still held (EBUSY), retries for a bounded time.
-///
-/// After a crash the kernel releases the dead instance's sockets and UMEMs asynchronously (the
-/// buffer pool is freed from a workqueue, and only then is the queue free again), so a restart
-/// that follows SIGKILL at once can find a queue busy for some milliseconds. Every attempt
-/// tears down what it set up before the next.
-fn start_retrying_busy_queues(
-    plan: &isopath_control::config::Plan,
-    host: &LiveHost,
-    force: bool,
-    stop: &AtomicBool,
-) -> anyhow::Result<Daemon> {
-    let deadline = Instant::now() + BUSY_QUEUE_RETRY;
-    let mut retries = 0u32;
-    loop {
-        match Daemon::start(plan, host, force) {
-            Ok(d) => {
-                if retries > 0 {
-                    info!(retries, "AF_XDP queues free again");
-                }
-                return Ok(d);
-            }
-            Err(e)
-                if queue_busy(&e) && Instant::now() < deadline && !stop.load(Ordering::Relaxed) =>
-            {
-                if retries == 0 {
-                    warn!(
-                        "{e:#}: an AF_XDP queue is still held (a dead instance's socket being released?); retrying for up to {BUSY_QUEUE_RETRY:?}"
-                    );
-                }
-                retries += 1;
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Whether binding an AF_XDP socket failed with EBUSY (the queue has a socket already).
-fn queue_busy(e: &anyhow::Error) -> bool {
-    let text = format!("{e:#}");
-    text.contains("AF_XDP socket") && text.contains("(os error 16)")
 }
 
 /// Waits until every worker has completed at least one poll loop.

@@ -266,7 +266,9 @@ impl XskUmem {
         queue: u32,
         mode: BindMode,
     ) -> io::Result<(TxQueue, RxQueue, Option<(FillQueue, CompQueue)>)> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        // A crashed instance's socket and buffer pool are freed from a workqueue: 70-100 ms
+        // after SIGKILL here. A live instance holds the queue for good: give up after 3 s.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
         loop {
             match self.bind_once(iface, queue, mode) {
                 Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
