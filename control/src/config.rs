@@ -824,9 +824,14 @@ mod tests {
         b = "m0"
     "#;
 
-    fn plan_err(extra: &str) -> String {
-        let cfg = Config::parse(&format!("{extra}\n{BASE}")).expect("parses");
+    /// The error planning `text` gives (which must parse).
+    fn refused(text: &str) -> String {
+        let cfg = Config::parse(text).expect("parses");
         cfg.plan(&host()).expect_err("must be refused").to_string()
+    }
+
+    fn plan_err(extra: &str) -> String {
+        refused(&format!("{extra}\n{BASE}"))
     }
 
     #[test]
@@ -888,27 +893,11 @@ mod tests {
     fn bad_enums_cores_and_connects_are_refused() {
         assert!(plan_err("[rings]\nzero_copy = \"maybe\"").contains("rings.zero_copy"));
         assert!(plan_err("[rings]\nxdp_mode = \"hw\"").contains("rings.xdp_mode"));
-        let cfg = Config::parse(&BASE.replace("cores = [1]", "cores = [7]")).unwrap();
         assert!(
-            cfg.plan(&host())
-                .unwrap_err()
-                .to_string()
-                .contains("core 7 does not exist")
+            refused(&BASE.replace("cores = [1]", "cores = [7]")).contains("core 7 does not exist")
         );
-        let cfg = Config::parse(&BASE.replace("b = \"m0\"", "b = \"up0\"")).unwrap();
-        assert!(
-            cfg.plan(&host())
-                .unwrap_err()
-                .to_string()
-                .contains("itself")
-        );
-        let cfg = Config::parse(&BASE.replace("b = \"m0\"", "b = \"zz\"")).unwrap();
-        assert!(
-            cfg.plan(&host())
-                .unwrap_err()
-                .to_string()
-                .contains("cross_connect[0].b")
-        );
+        assert!(refused(&BASE.replace("b = \"m0\"", "b = \"up0\"")).contains("itself"));
+        assert!(refused(&BASE.replace("b = \"m0\"", "b = \"zz\"")).contains("cross_connect[0].b"));
     }
 
     const BONDED: &str = r#"
@@ -941,13 +930,7 @@ mod tests {
             plan.cross_connects,
             vec![(Endpoint::Port(0), Endpoint::Bond(0))]
         );
-        let bad = |from: &str, to: &str| {
-            Config::parse(&BONDED.replace(from, to))
-                .unwrap()
-                .plan(&host())
-                .unwrap_err()
-                .to_string()
-        };
+        let bad = |from: &str, to: &str| refused(&BONDED.replace(from, to));
         assert!(bad("primary = \"m0\"", "primary = \"up0\"").contains("bond[0].primary"));
         assert!(bad("members = [\"m0\", \"m1\"]", "members = []").contains("bond[0].members"));
         assert!(bad("members = [\"m0\", \"m1\"]", "members = [\"m0\", \"zz\"]").contains("\"zz\""));

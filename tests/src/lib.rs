@@ -376,6 +376,20 @@ impl Lab {
 }
 
 impl Lab {
+    /// Pings the far host from the traffic namespace (two echoes) through whatever forwards
+    /// between them; panics with ping's output if it fails.
+    pub fn ping_far(&self) {
+        let out = self.exec(
+            self.ns_traffic(),
+            ["ping", "-c", "2", "-i", "0.2", "-W", "2", Self::FAR_IP],
+        );
+        assert!(
+            out.status.success(),
+            "ping: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+
     /// Starts `isopath-bench udp-recv` in `ns`, bound to `bind`, expecting `expect` datagrams
     /// within `timeout_secs`; returns once it is ready. Its JSON report is its stdout.
     ///

@@ -54,18 +54,6 @@ fn report(rx: ChildGuard, count: u64, pps: u64) -> Value {
     serde_json::from_slice(&out.stdout).expect("udp-recv JSON")
 }
 
-fn warm(lab: &Lab) {
-    let out = lab.exec(
-        lab.ns_traffic(),
-        ["ping", "-c", "2", "-i", "0.2", "-W", "2", Lab::FAR_IP],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-}
-
 #[test]
 fn carrier_loss_fails_over_and_traffic_resumes() {
     if !require_privileges() {
@@ -76,7 +64,7 @@ fn carrier_loss_fails_over_and_traffic_resumes() {
     let b = d.bond();
     assert_eq!(b["active"], "m0", "{b:#}");
     assert_eq!(b["carrier"], "up");
-    warm(&lab);
+    lab.ping_far();
 
     let (n, pps) = (60_000u64, 20_000u64);
     let (rx, _tx) = stream(
@@ -177,7 +165,7 @@ fn backup_traffic_is_dropped_and_counted_and_no_member_means_carrier_down() {
     // A member back: carrier up again, traffic flows.
     far_link(&lab, "s1", true);
     wait_active(&d, Some("m1"));
-    warm(&lab);
+    lab.ping_far();
     assert_clean_stop(&d.stop());
 }
 
@@ -201,7 +189,7 @@ fn primary_reselect_always_returns_and_failure_stays() {
         std::thread::sleep(Duration::from_millis(100));
         let want = if back { "m0" } else { "m1" };
         assert_eq!(d.bond()["active"], want, "primary_reselect = {policy}");
-        warm(&lab);
+        lab.ping_far();
         assert_clean_stop(&d.stop());
     }
     // better: the primary is faster (speeds given in the config, veth reports none).
@@ -223,7 +211,7 @@ fn planned_switch_loses_nothing_in_either_direction() {
     }
     let lab = Lab::up("bsw");
     let d = Isopathd::start(&lab, &bond_config(&lab, "", ""), &[]);
-    warm(&lab);
+    lab.ping_far();
     let (n, pps) = (30_000u64, 10_000u64);
     let (rx_far, _t1) = stream(
         &lab,
@@ -313,7 +301,7 @@ fn planned_switch_loses_nothing_in_either_direction() {
 /// can tell the far bridge that t0 moved: no IPv6 (a young interface still sends MLD reports)
 /// and a permanent neighbour entry for t0 on the far host (no ARP probes).
 fn far_only_stream_across_switch(lab: &Lab, d: &Isopathd) -> u64 {
-    warm(lab);
+    lab.ping_far();
     let quiet = lab.exec(
         lab.ns_traffic(),
         ["sysctl", "-qw", "net.ipv6.conf.t0.disable_ipv6=1"],
@@ -463,29 +451,10 @@ fn arp_monitor_fails_over_when_the_far_end_goes_silent_with_carrier_up() {
         "ping to the bond's own address: {}",
         String::from_utf8_lossy(&out.stdout)
     );
-    warm(&lab);
+    lab.ping_far();
 
     // The far end of m0 silently stops passing frames; its carrier stays up.
-    for cmd in [
-        vec!["nft", "add", "table", "netdev", "silent"],
-        vec![
-            "nft",
-            "add",
-            "chain",
-            "netdev",
-            "silent",
-            "in",
-            "{ type filter hook ingress device s0 priority 0; }",
-        ],
-        vec!["nft", "add", "rule", "netdev", "silent", "in", "drop"],
-    ] {
-        let out = lab.exec(lab.ns_far(), cmd);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    silence(&lab, "s0");
     let b = wait_active(&d, Some("m1"));
     assert!(u(member(&b, "m0"), "link_failures") >= 1, "{b:#}");
     let m0 = lab.link_details(lab.ns_app(), "m0");
@@ -506,7 +475,7 @@ fn arp_monitor_fails_over_when_the_far_end_goes_silent_with_carrier_up() {
         "{b:#}"
     );
     // Traffic flows through the new active member (and the far bridge was told).
-    warm(&lab);
+    lab.ping_far();
     let out = lab.exec(
         lab.ns_far(),
         ["ping", "-c", "2", "-i", "0.2", "-W", "2", "198.18.0.10"],
@@ -517,6 +486,24 @@ fn arp_monitor_fails_over_when_the_far_end_goes_silent_with_carrier_up() {
         String::from_utf8_lossy(&out.stdout)
     );
     assert_clean_stop(&d.stop());
+}
+
+/// Makes the far end of a member silent with its carrier up: every frame arriving at `dev` (in
+/// the far namespace) is dropped by an nftables netdev ingress rule.
+fn silence(lab: &Lab, dev: &str) {
+    let chain = format!("{{ type filter hook ingress device {dev} priority 0; }}");
+    for cmd in [
+        vec!["nft", "add", "table", "netdev", "silent"],
+        vec!["nft", "add", "chain", "netdev", "silent", "in", &chain],
+        vec!["nft", "add", "rule", "netdev", "silent", "in", "drop"],
+    ] {
+        let out = lab.exec(lab.ns_far(), cmd);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 fn carrier(lab: &Lab, ns: &str, dev: &str) -> bool {
@@ -566,7 +553,7 @@ fn link_state_tracking_takes_the_other_side_down_with_the_bond() {
         carrier(&lab, lab.ns_traffic(), "t0"),
         "carrier restored with the first member"
     );
-    warm(&lab);
+    lab.ping_far();
     // Held down at stop: the daemon gives the port back.
     far_link(&lab, "s1", false);
     wait_active(&d, None);
@@ -614,7 +601,7 @@ fn options_change_at_run_time_through_the_cli() {
         0,
         "a refused value changes nothing"
     );
-    warm(&lab);
+    lab.ping_far();
     assert_clean_stop(&d.stop());
 }
 
@@ -674,26 +661,7 @@ fn ns_monitor_and_own_ipv6_address() {
         "ping6 to the bond's own address: {}",
         String::from_utf8_lossy(&out.stdout)
     );
-    for cmd in [
-        vec!["nft", "add", "table", "netdev", "silent"],
-        vec![
-            "nft",
-            "add",
-            "chain",
-            "netdev",
-            "silent",
-            "in",
-            &format!("{{ type filter hook ingress device {silent} priority 0; }}"),
-        ],
-        vec!["nft", "add", "rule", "netdev", "silent", "in", "drop"],
-    ] {
-        let out = lab.exec(lab.ns_far(), cmd);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    silence(&lab, silent);
     let b = wait_active(&d, Some(other));
     assert!(u(member(&b, &active), "link_failures") >= 1, "{b:#}");
     let out = lab.exec(
@@ -742,7 +710,7 @@ fn members_are_added_and_released_at_run_time() {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    warm(&lab);
+    lab.ping_far();
     // m1 joins at run time, while a capture runs on the bond: the capture holds it too.
     let promisc = |dev: &str| u(&lab.link_details(lab.ns_app(), dev), "promiscuity");
     let pcap = std::env::temp_dir().join(format!("isopath-{}-bond.pcap", lab.prefix));
@@ -761,7 +729,7 @@ fn members_are_added_and_released_at_run_time() {
     assert_eq!(member(&d.bond(), "m1")["state"], "backup");
     far_link(&lab, "s0", false);
     wait_active(&d, Some("m1"));
-    warm(&lab);
+    lab.ping_far();
     // Released, the active member leaves at once: no member left, carrier down.
     cli(&["bond", "release", "bond0", "m1"]);
     let b = wait_active(&d, None);
@@ -769,7 +737,7 @@ fn members_are_added_and_released_at_run_time() {
     // Re-added: it carries the traffic again.
     cli(&["bond", "add", "bond0", "m1"]);
     wait_active(&d, Some("m1"));
-    warm(&lab);
+    lab.ping_far();
     // Refused: an unknown port, a cross-connected port, releasing a non-member.
     assert!(d.request("bond add bond0 nosuch")["error"].is_string());
     assert!(

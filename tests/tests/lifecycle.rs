@@ -21,18 +21,6 @@ fn no_program_on_datapath_ports(lab: &Lab) {
     }
 }
 
-fn ping(lab: &Lab) {
-    let out = lab.exec(
-        lab.ns_traffic(),
-        ["ping", "-c", "2", "-i", "0.2", "-W", "2", Lab::FAR_IP],
-    );
-    assert!(
-        out.status.success(),
-        "ping: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-}
-
 /// Attaches an object in netlink (non-link) mode, the way `ip link` does: it survives its
 /// loader, as a crashed instance's program would.
 fn plant(lab: &Lab, dev: &str, obj: &PathBuf) -> u64 {
@@ -132,19 +120,19 @@ fn sigterm_and_sigkill_leave_no_program_and_a_restart_forwards() {
 
     let d = Isopathd::start(&lab, &config, &[]);
     assert!(xdp_prog(&lab, lab.ns_app(), "up0").is_some_and(|p| p.1 == "isopath_xdp"));
-    ping(&lab);
+    lab.ping_far();
     assert_clean_stop(&d.stop());
     no_program_on_datapath_ports(&lab);
 
     // A crash: the BPF links die with the process, so the kernel detaches the programs.
     let d = Isopathd::start(&lab, &config, &[]);
-    ping(&lab);
+    lab.ping_far();
     d.kill();
     no_program_on_datapath_ports(&lab);
 
     // The restart finds the dead instance's control socket file and replaces it.
     let d = Isopathd::start(&lab, &config, &[]);
-    ping(&lab);
+    lab.ping_far();
     assert_clean_stop(&d.stop());
     no_program_on_datapath_ports(&lab);
 }
@@ -166,7 +154,7 @@ fn a_stale_program_of_ours_is_replaced() {
     let now = xdp_prog(&lab, lab.ns_app(), "up0").expect("ours is attached");
     assert_ne!(now.0, planted, "the planted program is still attached");
     assert_eq!(now.1, "isopath_xdp");
-    ping(&lab);
+    lab.ping_far();
     assert_clean_stop(&d.stop());
     no_program_on_datapath_ports(&lab);
     let _ = std::fs::remove_file(obj);
@@ -205,7 +193,7 @@ fn a_foreign_program_refuses_start_unless_forced() {
         xdp_prog(&lab, lab.ns_app(), "m0").map(|p| p.1),
         Some("isopath_xdp".into())
     );
-    ping(&lab);
+    lab.ping_far();
     assert_clean_stop(&d.stop());
     no_program_on_datapath_ports(&lab);
     let _ = std::fs::remove_file(obj);
@@ -219,7 +207,7 @@ fn bad_control_requests_get_an_error_and_a_counter_and_change_nothing() {
     use std::io::{Read, Write};
     let lab = Lab::up("ctl");
     let d = Isopathd::start(&lab, &lab_config(&lab, "", PORTS), &[]);
-    ping(&lab);
+    lab.ping_far();
     let before = d.status();
     let sock = isopath_tests::isopathd::socket_path(&lab);
     let bad: [&[u8]; 4] = [b"bogus\n", b"\xff\xfe\n", &[b'a'; 5000], b""];
@@ -242,6 +230,6 @@ fn bad_control_requests_get_an_error_and_a_counter_and_change_nothing() {
     );
     assert_eq!(after["state"], "running");
     assert_eq!(after["ports"].as_array().unwrap().len(), 2);
-    ping(&lab);
+    lab.ping_far();
     assert_clean_stop(&d.stop());
 }

@@ -202,18 +202,6 @@ fn bench(args: &[&str]) -> Vec<String> {
     v
 }
 
-fn ping(lab: &Lab) {
-    let out = lab.exec(
-        lab.ns_traffic(),
-        ["ping", "-c", "2", "-i", "0.2", "-W", "2", Lab::FAR_IP],
-    );
-    assert!(
-        out.status.success(),
-        "ping: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-}
-
 /// UDP datagrams through the datapath, counted at the far end.
 fn udp_through(lab: &Lab, count: u64) -> Value {
     let dst = format!("{}:9000", Lab::FAR_IP);
@@ -497,7 +485,7 @@ fn the_daemon_forwards_as_nobody_with_only_the_unit_capabilities() {
     );
 
     // It forwards, and answers on its control socket, without any capability effective.
-    ping(&lab);
+    lab.ping_far();
     let r = udp_through(&lab, 2000);
     assert_eq!(u(&r, "received"), 2000, "{r}");
     let st = request(&sock, "status").expect("status");
@@ -704,7 +692,7 @@ fn after_sigkill_a_supervised_restart_forwards_again() {
     let mut d = spawn(&lab, &prefix, &cfg);
     wait_ready(&mut d);
     let (old_prog, _) = xdp_prog(&lab, lab.ns_app(), "up0").expect("attached");
-    ping(&lab);
+    lab.ping_far();
 
     // A paced stream across the crash, counted at the far end.
     let rate = 20_000u64;
