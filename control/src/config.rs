@@ -14,6 +14,11 @@ use serde::Deserialize;
 
 use crate::host;
 
+/// Default of `workers.spare_queues`: room for one two-queue port to join at run time.
+pub const DEFAULT_SPARE_QUEUES: u32 = 2;
+/// Most spare sockets a worker reserves.
+pub const MAX_SPARE_QUEUES: u32 = 64;
+
 /// The configuration file as written.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -161,8 +166,12 @@ pub struct RingConfig {
 pub struct WorkerConfig {
     /// One worker per listed core; each is pinned there.
     pub cores: Option<Vec<usize>>,
-    /// UMEM frames per worker; default: enough to fill every ring the worker owns.
+    /// UMEM frames per worker; default: enough to fill every ring the worker owns, spare
+    /// sockets included.
     pub frame_count: Option<u32>,
+    /// Sockets each worker keeps room for, for ports that join at run time (`isopath port
+    /// add`, `isopath bond add` of an undeclared interface); default 2.
+    pub spare_queues: Option<u32>,
 }
 
 /// `[[port]]`.
@@ -246,6 +255,8 @@ pub struct WorkerPlan {
     pub queues: Vec<(usize, u32)>,
     /// UMEM frames.
     pub frames: u32,
+    /// Sockets it can take at run time.
+    pub spare: u32,
 }
 
 /// One end of a cross-connect.
@@ -521,6 +532,13 @@ impl Config {
                 ));
             }
         }
+        let spare = self.workers.spare_queues.unwrap_or(DEFAULT_SPARE_QUEUES);
+        if spare > MAX_SPARE_QUEUES {
+            return Err(field(
+                "workers.spare_queues",
+                format!("{spare}: at most {MAX_SPARE_QUEUES}"),
+            ));
+        }
         let mut workers = Vec::with_capacity(cores.len());
         for (w, &core) in cores.iter().enumerate() {
             let queues: Vec<(usize, u32)> = ports
@@ -535,12 +553,13 @@ impl Config {
             let frames = rings.frame_count(
                 "workers.frame_count",
                 self.workers.frame_count,
-                queues.len() as u32,
+                queues.len() as u32 + spare,
             )?;
             workers.push(WorkerPlan {
                 core,
                 queues,
                 frames,
+                spare,
             });
         }
 
@@ -853,7 +872,19 @@ mod tests {
         let plan = Config::parse(BASE).unwrap().plan(&host()).unwrap();
         assert_eq!(plan.workers.len(), 1);
         assert_eq!(plan.workers[0].queues, vec![(0, 0), (0, 1), (1, 0), (1, 1)]);
+        // Four sockets plus the two spare ones a port joining at run time may take.
+        assert_eq!(plan.workers[0].frames, (4 + 2) * (2048 + 2048));
+        assert_eq!(plan.workers[0].spare, DEFAULT_SPARE_QUEUES);
+    }
+
+    #[test]
+    fn spare_queues_size_the_umem_and_are_bounded() {
+        let text = BASE.replace("[workers]", "[workers]\nspare_queues = 0");
+        let plan = Config::parse(&text).unwrap().plan(&host()).unwrap();
+        assert_eq!(plan.workers[0].spare, 0);
         assert_eq!(plan.workers[0].frames, 4 * (2048 + 2048));
+        let e = refused(&BASE.replace("[workers]", "[workers]\nspare_queues = 65"));
+        assert!(e.contains("workers.spare_queues"), "{e}");
     }
 
     #[test]

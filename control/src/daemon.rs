@@ -24,13 +24,13 @@ use std::net::IpAddr;
 
 use isopath_datapath::{
     bond::{Inject, MAILBOX, Mailbox, Punt, SeenMacs, mac_u64},
-    params::BindMode,
+    params::{BindMode, XdpMode, ZeroCopy},
     stats::{DropReason, LinkState},
     tap::Tap,
     worker::{WorkerBuilder, WorkerCmd, WorkerExit, WorkerHandle},
     xsk::{
         XskStats, XskStatsReader,
-        xdp::{Previous, XdpProgram},
+        xdp::{MAX_QUEUES, Previous, XdpProgram},
     },
 };
 use serde_json::{Value, json};
@@ -94,6 +94,15 @@ struct Port {
     /// Per-socket kernel statistics readers, by queue.
     xsk: Vec<(u32, XskStatsReader)>,
     modes: Vec<BindMode>,
+}
+
+/// How the sockets and programs of ports added at run time are set up: as configured for the
+/// ports of the configuration.
+#[derive(Debug, Clone, Copy)]
+struct BindSettings {
+    zero_copy: ZeroCopy,
+    busy_poll_budget: u32,
+    xdp_mode: XdpMode,
 }
 
 struct RunningWorker {
@@ -316,6 +325,7 @@ pub struct Daemon {
     rtnl: Option<Arc<WatcherStats>>,
     ports: Vec<Port>,
     workers: Vec<RunningWorker>,
+    bind: BindSettings,
     socket_path: PathBuf,
     listener: UnixListener,
     started: Instant,
@@ -551,7 +561,7 @@ impl Daemon {
         // 4. Start the workers.
         let mut workers = Vec::with_capacity(builders.len());
         for (b, wp) in builders.into_iter().zip(&plan.workers) {
-            let (worker, handle) = b.build(Some(wp.core), plan.burst);
+            let (worker, handle) = b.build(Some(wp.core), plan.burst, wp.spare as usize);
             let thread = std::thread::Builder::new()
                 .name(format!("isopath-w{}", wp.core))
                 .spawn(move || {
@@ -622,6 +632,11 @@ impl Daemon {
             rtnl,
             ports,
             workers,
+            bind: BindSettings {
+                zero_copy: plan.zero_copy,
+                busy_poll_budget: plan.busy_poll_budget,
+                xdp_mode: plan.xdp_mode,
+            },
             socket_path: PathBuf::from(&plan.control_socket),
             listener,
             started: Instant::now(),
@@ -640,7 +655,7 @@ impl Daemon {
                 self.poll_links(host);
                 last_link = Instant::now();
             }
-            self.serve_control();
+            self.serve_control(host);
             for c in &mut self.captures {
                 c.drain();
             }
@@ -674,12 +689,12 @@ impl Daemon {
         }
     }
 
-    fn serve_control(&mut self) {
+    fn serve_control(&mut self, host: &dyn Host) {
         loop {
             match self.listener.accept() {
                 Ok((stream, _)) => {
                     self.requests += 1;
-                    match self.answer(stream) {
+                    match self.answer(stream, host) {
                         Ok(true) => {}
                         Ok(false) => self.bad_requests += 1,
                         Err(e) => {
@@ -698,7 +713,7 @@ impl Daemon {
     }
 
     /// Answers one request. `Ok(false)`: the request was refused (and told so).
-    fn answer(&mut self, stream: UnixStream) -> anyhow::Result<bool> {
+    fn answer(&mut self, stream: UnixStream, host: &dyn Host) -> anyhow::Result<bool> {
         stream.set_nonblocking(false)?;
         // A client that connects and says nothing cannot hold the control loop for long.
         stream.set_read_timeout(Some(Duration::from_millis(200)))?;
@@ -716,10 +731,16 @@ impl Daemon {
                 self.bond_switch(words[2], words[3])
             }
             (Ok(()), _) if words.len() == 4 && words[..2] == ["bond", "release"] => {
-                self.bond_member(words[2], words[3], false)
+                self.bond_member(words[2], words[3], false, host)
             }
             (Ok(()), _) if words.len() == 4 && words[..2] == ["bond", "add"] => {
-                self.bond_member(words[2], words[3], true)
+                self.bond_member(words[2], words[3], true, host)
+            }
+            (Ok(()), _) if words.len() == 3 && words[..2] == ["port", "add"] => {
+                match self.port_add(words[2], host) {
+                    Ok(v) => (v, true),
+                    Err(e) => (json!({ "error": e }), false),
+                }
             }
             (Ok(()), _) if words.len() == 5 && words[..2] == ["bond", "set"] => {
                 self.bond_set(words[2], words[3], words[4])
@@ -733,7 +754,7 @@ impl Daemon {
             (Ok(()), other) => {
                 let shown: String = other.chars().take(64).collect();
                 (
-                    json!({ "error": format!("unknown request {shown:?}; known: status, bond switch BOND MEMBER, bond set BOND OPTION VALUE, bond add|release BOND PORT, capture start TARGET FILE in|out|both, capture stop TARGET") }),
+                    json!({ "error": format!("unknown request {shown:?}; known: status, port add IFNAME, bond switch BOND MEMBER, bond set BOND OPTION VALUE, bond add|release BOND PORT, capture start TARGET FILE in|out|both, capture stop TARGET") }),
                     false,
                 )
             }
@@ -794,10 +815,122 @@ impl Daemon {
         }
     }
 
+    /// Registers interface `name` as a port while the daemon runs (`port add`), the way start-up
+    /// does for a configured one: its XDP program loaded (refused if a foreign one is attached),
+    /// a socket per RX queue bound to the workers' UMEMs from this thread (queue q on worker q
+    /// mod workers, as the planner does) and registered in the XSKMAP, the program attached, then
+    /// the sockets handed to the workers, which stock their fill rings at their next loop and
+    /// poll them from then on. Until the port joins a bond its frames go nowhere
+    /// (`rx_drop_no_output`). On any failure nothing is left: the program and the sockets close.
+    fn port_add(&mut self, name: &str, host: &dyn Host) -> Result<Value, String> {
+        if self.ports.iter().any(|p| p.name == name) {
+            return Err(format!("{name} is already a port"));
+        }
+        if WorkerCmd::ifname(name).is_none() {
+            return Err(format!("{name:?}: interface name too long"));
+        }
+        let ifindex = host
+            .ifindex(name)
+            .ok_or_else(|| format!("no interface named {name:?}"))?;
+        let queues = host.rx_queues(name).unwrap_or(1).clamp(1, MAX_QUEUES);
+        let nw = self.workers.len() as u32;
+        if queues < nw {
+            return Err(format!(
+                "{name} has {queues} RX queues but there are {nw} workers: every worker needs a queue on every port"
+            ));
+        }
+        for (w, rw) in self.workers.iter().enumerate() {
+            let needed = (0..queues).filter(|q| q % nw == w as u32).count();
+            if rw.handle.spare() < needed {
+                return Err(format!(
+                    "{name} needs {needed} sockets on the worker of core {}, which has {} spare (raise workers.spare_queues)",
+                    rw.handle.core().unwrap_or_default(),
+                    rw.handle.spare()
+                ));
+            }
+        }
+        let link = Arc::new(LinkState::new(host.carrier(name).unwrap_or(true)));
+        let tap: Arc<Tap> = Arc::default();
+        let s = self.bind;
+        let needs: Vec<crate::privs::Need> = [
+            caps::Capability::CAP_BPF,
+            caps::Capability::CAP_NET_ADMIN,
+            caps::Capability::CAP_NET_RAW,
+        ]
+        .into_iter()
+        .filter_map(crate::privs::need)
+        .collect();
+        let workers = &self.workers;
+        let set_up = || -> anyhow::Result<_> {
+            let mut prog = XdpProgram::load(name, ifindex, false)?;
+            let mut bound = Vec::with_capacity(queues as usize);
+            for q in 0..queues {
+                let w = (q % nw) as usize;
+                let nq = workers[w].handle.bind_queue(
+                    name,
+                    q,
+                    s.zero_copy,
+                    s.busy_poll_budget,
+                    link.clone(),
+                    tap.clone(),
+                )?;
+                prog.register(q, nq.queue().fd())?;
+                let stats = nq.stats_reader().context("duplicating a socket fd")?;
+                bound.push((w, q, stats, nq));
+            }
+            let mode = prog.attach(s.xdp_mode)?;
+            Ok((prog, mode, bound))
+        };
+        let (prog, xdp_mode, bound) = crate::privs::with_effective(&needs, set_up)
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("adding port {name}: {e:#}"))?;
+        let mut port = Port {
+            name: name.to_owned(),
+            ifindex,
+            tap: tap.clone(),
+            prog,
+            link: link.clone(),
+            xsk: Vec::with_capacity(bound.len()),
+            modes: Vec::with_capacity(bound.len()),
+        };
+        for (w, q, stats, nq) in bound {
+            port.modes.push(nq.queue().mode());
+            port.xsk.push((q, stats));
+            // Cannot fail: the spare slots were counted above, under the same &mut self.
+            if self.workers[w].handle.attach(nq).is_err() {
+                return Err(format!("{name} queue {q}: the worker refused the socket"));
+            }
+        }
+        let bind = port.modes.first().copied().unwrap_or(BindMode::Copy);
+        info!(port = name, queues, %bind, xdp = %xdp_mode, "port added at run time");
+        lock(&self.book)
+            .ports
+            .push((name.to_owned(), ifindex, link));
+        self.taps.push((name.to_owned(), tap, vec![ifindex]));
+        self.ports.push(port);
+        Ok(json!({
+            "ok": true,
+            "port": name,
+            "ifindex": ifindex,
+            "queues": queues,
+            "bind": bind.to_string(),
+            "xdp_mode": xdp_mode.to_string(),
+        }))
+    }
+
     /// Adds port `name` to bond `bond`, or releases it, at run time: the bond's state first,
-    /// then every worker retags the port's sockets.
-    fn bond_member(&mut self, bond: &str, name: &str, on: bool) -> (Value, bool) {
+    /// then every worker retags the port's sockets. An interface that is not a port yet is
+    /// added as one first (as `ip link set IF master BOND` takes any interface).
+    fn bond_member(&mut self, bond: &str, name: &str, on: bool, host: &dyn Host) -> (Value, bool) {
         let err = |m: String| (json!({ "error": m }), false);
+        let known_bond = lock(&self.book).bonds.iter().any(|b| b.name == bond);
+        if on
+            && known_bond
+            && !self.ports.iter().any(|p| p.name == name)
+            && let Err(e) = self.port_add(name, host)
+        {
+            return err(e);
+        }
         let Some(port) = self.ports.iter().find(|p| p.name == name) else {
             return err(format!("no port named {name:?}"));
         };
@@ -922,6 +1055,9 @@ impl Daemon {
                     "core": w.handle.core(),
                     "loops": c.loops.get(),
                     "busy_loops": c.busy_loops.get(),
+                    "queues": w.handle.queues().len(),
+                    "queues_attached_at_run_time": c.queues_attached.get(),
+                    "spare_queues": w.handle.spare(),
                     "frames": {
                         "total": c.frames_total.get(),
                         "free": c.frames_free.get(),

@@ -161,6 +161,8 @@ pub struct WorkerCounters {
     pub frames_in_fill: Counter,
     /// Frames lent to TX rings.
     pub frames_in_tx: Counter,
+    /// Sockets control handed over at run time that the worker took into its loop.
+    pub queues_attached: Counter,
 }
 
 /// Makes `T` start on its own cache line(s).

@@ -126,7 +126,7 @@ fn inner() {
     for p in &mut progs {
         p.attach(XdpMode::Native).expect("attach");
     }
-    let (mut worker, handle) = b.build(None, Burst::DEFAULT);
+    let (mut worker, handle) = b.build(None, Burst::DEFAULT, 0);
     // Warm-up: the first loops may touch lazily allocated state (none is expected, but the
     // assertion is about the steady state).
     let warm = Instant::now();

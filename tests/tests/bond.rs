@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use isopath_tests::{
     ChildGuard, Lab, bin,
-    isopathd::{Isopathd, assert_clean_stop, assert_frames_add_up, bond_config, port_of, u},
+    isopathd::{
+        Isopathd, assert_clean_stop, assert_frames_add_up, bond_config, port_of, u, xdp_prog,
+    },
     require_privileges,
 };
 use serde_json::Value;
@@ -759,4 +761,118 @@ fn members_are_added_and_released_at_run_time() {
     );
     assert!(d.request("bond release bond0 up0")["error"].is_string());
     assert_clean_stop(&d.stop());
+}
+
+#[test]
+fn an_interface_not_in_the_config_joins_the_bond_at_run_time() {
+    if !require_privileges() {
+        return;
+    }
+    let lab = Lab::up("bhot");
+    // m1 is neither a [[port]] nor a member: the daemon starts without touching it.
+    let config = bond_config(&lab, "", "")
+        .replace("[[port]]\nname = \"m1\"\n", "")
+        .replace("members = [\"m0\", \"m1\"]", "members = [\"m0\"]");
+    let d = Isopathd::start(&lab, &config, &[]);
+    let s = d.status();
+    assert!(
+        s["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["name"] != "m1"),
+        "{s:#}"
+    );
+    assert_eq!(xdp_prog(&lab, lab.ns_app(), "m1"), None);
+    let w = &s["workers"][0];
+    assert_eq!((u(w, "queues"), u(w, "spare_queues")), (4, 2), "{w:#}");
+    let frames_before = u(w, "frames.total");
+    lab.ping_far();
+
+    // Refused with a reason, nothing changed: an unknown interface.
+    let e = d.request("port add nosuch");
+    assert!(e["error"].as_str().unwrap().contains("no interface"), "{e}");
+
+    // `bond add` of an interface that is not a port registers it first (program, sockets on
+    // the running worker's UMEM), then enslaves it.
+    let sock = isopath_tests::isopathd::socket_path(&lab);
+    let out = std::process::Command::new(bin("isopath"))
+        .arg("-s")
+        .arg(&sock)
+        .args(["bond", "add", "bond0", "m1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = d.wait_for(
+        "m1's sockets taken by the worker",
+        Duration::from_secs(3),
+        |s| u(&s["workers"][0], "queues_attached_at_run_time") == 2,
+    );
+    let w = &s["workers"][0];
+    assert_eq!((u(w, "queues"), u(w, "spare_queues")), (6, 0), "{w:#}");
+    assert_eq!(
+        u(w, "frames.total"),
+        frames_before,
+        "the UMEM is not resized"
+    );
+    let m1 = port_of(&s, "m1");
+    assert_eq!(
+        (m1["queues"].as_u64(), m1["link"].as_str()),
+        (Some(2), Some("up"))
+    );
+    assert!(
+        xdp_prog(&lab, lab.ns_app(), "m1").is_some(),
+        "program attached"
+    );
+    assert_eq!(member(&d.bond(), "m1")["state"], "backup");
+    let e = d.request("port add m1");
+    assert!(
+        e["error"].as_str().unwrap().contains("already a port"),
+        "{e}"
+    );
+
+    // Traffic through the new member, both ways, nothing lost.
+    let r = d.request("bond switch bond0 m1");
+    assert_eq!(r["ok"], true, "{r}");
+    let (n, pps) = (20_000u64, 20_000u64);
+    for (src, dst_ns, dst) in [
+        (
+            lab.ns_traffic(),
+            lab.ns_far(),
+            format!("{}:9000", Lab::FAR_IP),
+        ),
+        (
+            lab.ns_far(),
+            lab.ns_traffic(),
+            format!("{}:9000", Lab::TRAFFIC_IP),
+        ),
+    ] {
+        let (rx, _tx) = stream(&lab, src, dst_ns, &dst, n, pps);
+        let r = report(rx, n, pps);
+        assert_eq!(u(&r, "received"), n, "{src} -> {dst}: {r}");
+    }
+    let s = d.status();
+    let m1 = port_of(&s, "m1");
+    assert!(u(m1, "tx_packets") >= n, "{m1:#}");
+    assert!(u(m1, "rx_packets") >= n, "{m1:#}");
+    assert_eq!(u(m1, "xsk.rx_fill_ring_empty_descs"), 0, "{m1:#}");
+
+    // No spare socket slot left: another interface is refused and left untouched.
+    let st = lab.exec(
+        lab.ns_app(),
+        [
+            "ip", "link", "add", "x0", "type", "veth", "peer", "name", "x1",
+        ],
+    );
+    assert!(st.status.success());
+    let e = d.request("port add x0");
+    assert!(e["error"].as_str().unwrap().contains("spare"), "{e}");
+    assert_eq!(xdp_prog(&lab, lab.ns_app(), "x0"), None);
+    assert_frames_add_up(&s);
+    assert_clean_stop(&d.stop());
+    assert_eq!(xdp_prog(&lab, lab.ns_app(), "m1"), None, "detached at stop");
 }

@@ -50,6 +50,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: CaptureCmd,
     },
+    /// Ports: add an interface to the running datapath.
+    Port {
+        #[command(subcommand)]
+        cmd: PortCmd,
+    },
     /// Bonds: status like /proc/net/bonding, planned switches.
     Bond {
         #[command(subcommand)]
@@ -93,6 +98,17 @@ enum CaptureCmd {
 }
 
 #[derive(Debug, Subcommand)]
+enum PortCmd {
+    /// Register an interface as a port while the daemon runs: its XDP program, a socket per RX
+    /// queue on the workers' UMEMs (spare slots: workers.spare_queues). Its frames go nowhere
+    /// until it joins a bond (`isopath bond add`).
+    Add {
+        /// The interface.
+        ifname: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum BondCmd {
     /// Mode, active member, options, and per member: link, failures, MAC, counters; events.
     Show {
@@ -116,8 +132,9 @@ enum BondCmd {
         /// Its new value.
         value: String,
     },
-    /// Add a port to the bond at run time (a configured [[port]] that is neither cross-connected
-    /// nor another bond's member), or re-add a released member.
+    /// Add a port to the bond at run time (any interface that is neither cross-connected nor
+    /// another bond's member: one that is not a port yet is added as one first), or re-add a
+    /// released member.
     Add {
         /// The bond.
         bond: String,
@@ -194,6 +211,20 @@ fn run(args: Args) -> anyhow::Result<()> {
             .any(|w| w.is_empty() || w.contains(char::is_whitespace)) =>
         {
             anyhow::bail!("bond and port names are single words");
+        }
+        Cmd::Port {
+            cmd: PortCmd::Add { ifname },
+        } => {
+            if ifname.is_empty() || ifname.contains(char::is_whitespace) {
+                anyhow::bail!("an interface name is a single word");
+            }
+            let v = client::request(&args.socket, &format!("port add {ifname}"))?;
+            println!(
+                "{ifname}: port added, {} queues, {} mode, XDP {}",
+                u(&v, "queues"),
+                v["bind"].as_str().unwrap_or("?"),
+                v["xdp_mode"].as_str().unwrap_or("?")
+            );
         }
         Cmd::Bond {
             cmd: BondCmd::Add { bond, port },

@@ -22,7 +22,7 @@ use crate::{
     params::{Burst, RingParams, ZeroCopy},
     stats::{DropReason, LinkState, Padded, QueueCounters, WorkerCounters},
     tap::{DIR_IN, DIR_OUT, Tap},
-    xsk::{FrameAudit, FrameBurst, XskError, XskQueue, XskUmem},
+    xsk::{FrameAudit, FrameBurst, XskBinder, XskError, XskQueue, XskStatsReader, XskUmem},
 };
 
 /// Shortest frame we forward: an Ethernet header.
@@ -108,6 +108,34 @@ impl WorkerCmd {
 /// Commands control queues for a worker.
 pub type CommandQueue = crossbeam_queue::ArrayQueue<WorkerCmd>;
 
+/// A socket control bound to a running worker's UMEM (a port joining at run time), not yet
+/// polled: register [`Self::fd`] in the port's XSKMAP, then hand it over with
+/// [`WorkerHandle::attach`].
+pub struct NewQueue {
+    slot: Slot,
+}
+
+impl std::fmt::Debug for NewQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewQueue").field("q", &self.slot.q).finish()
+    }
+}
+
+impl NewQueue {
+    /// The socket, for its XSKMAP entry, mode and statistics.
+    pub fn queue(&self) -> &XskQueue {
+        &self.slot.q
+    }
+
+    /// A reader of the socket's kernel statistics (`XDP_STATISTICS`).
+    ///
+    /// # Errors
+    /// Duplicating the socket's descriptor failed.
+    pub fn stats_reader(&self) -> std::io::Result<XskStatsReader> {
+        self.slot.q.stats_reader()
+    }
+}
+
 /// What control keeps of a worker's socket: names and counters.
 #[derive(Debug, Clone)]
 pub struct QueueInfo {
@@ -124,6 +152,11 @@ pub struct QueueInfo {
 pub struct WorkerHandle {
     stop: Arc<AtomicBool>,
     cmds: Arc<CommandQueue>,
+    /// Sockets handed over at run time, taken by the worker between two loops.
+    attach: Arc<crossbeam_queue::ArrayQueue<Slot>>,
+    binder: XskBinder,
+    /// Sockets the worker can still take (its slot table is sized at build time).
+    spare: usize,
     counters: Arc<Padded<WorkerCounters>>,
     queues: Vec<QueueInfo>,
     bonds: Vec<BondInfo>,
@@ -134,6 +167,65 @@ impl WorkerHandle {
     /// Queues a command for the worker; false if its queue is full.
     pub fn command(&self, cmd: WorkerCmd) -> bool {
         self.cmds.push(cmd).is_ok()
+    }
+
+    /// Binds a socket on `ifname` queue `queue` to this worker's UMEM, from the calling
+    /// (control) thread; the worker keeps polling meanwhile.
+    ///
+    /// # Errors
+    /// The bind error, or [`XskError::Params`] when the worker has no spare slot left.
+    pub fn bind_queue(
+        &self,
+        ifname: &str,
+        queue: u32,
+        zc: ZeroCopy,
+        busy_poll_budget: u32,
+        link: Arc<LinkState>,
+        tap: Arc<Tap>,
+    ) -> Result<NewQueue, XskError> {
+        if self.spare == 0 {
+            return Err(XskError::Params(format!(
+                "{ifname} queue {queue}: the worker has no spare socket slot (workers.spare_queues)"
+            )));
+        }
+        let q = self.binder.bind(ifname, queue, zc, busy_poll_budget)?;
+        Ok(NewQueue {
+            slot: Slot {
+                q,
+                out: Out::None,
+                member: None,
+                counters: Arc::default(),
+                link,
+                tap,
+            },
+        })
+    }
+
+    /// Hands a socket over to the worker, which takes it at its next loop (stocks its fill
+    /// ring, then polls it; its frames go nowhere, `rx_drop_no_output`, until a command gives
+    /// it an output). [`WorkerCounters::queues_attached`] counts the sockets taken.
+    ///
+    /// # Errors
+    /// Gives the socket back when the worker has no spare slot.
+    #[expect(clippy::result_large_err, reason = "the socket itself is handed back")]
+    pub fn attach(&mut self, q: NewQueue) -> Result<(), NewQueue> {
+        if self.spare == 0 {
+            return Err(q);
+        }
+        let info = QueueInfo {
+            ifname: q.slot.q.ifname().to_owned(),
+            queue: q.slot.q.queue(),
+            counters: q.slot.counters.clone(),
+        };
+        self.attach.push(q.slot).map_err(|slot| NewQueue { slot })?;
+        self.spare -= 1;
+        self.queues.push(info);
+        Ok(())
+    }
+
+    /// Sockets the worker can still take at run time.
+    pub fn spare(&self) -> usize {
+        self.spare
     }
 
     /// The bonds this worker transmits through.
@@ -291,8 +383,15 @@ impl WorkerBuilder {
         &self.slots[i].q
     }
 
-    /// Finishes the worker: the loop to move onto its thread, and control's handle.
-    pub fn build(self, core: Option<usize>, burst: Burst) -> (Worker, WorkerHandle) {
+    /// Finishes the worker: the loop to move onto its thread, and control's handle. Room for
+    /// `spare` more sockets is reserved now, so taking one at run time does not allocate.
+    pub fn build(
+        mut self,
+        core: Option<usize>,
+        burst: Burst,
+        spare: usize,
+    ) -> (Worker, WorkerHandle) {
+        self.slots.reserve_exact(spare);
         let stop = Arc::new(AtomicBool::new(false));
         let counters: Arc<Padded<WorkerCounters>> = Arc::default();
         let queues = self
@@ -313,8 +412,12 @@ impl WorkerBuilder {
             })
             .collect();
         let cmds = Arc::new(CommandQueue::new(64));
+        let attach = Arc::new(crossbeam_queue::ArrayQueue::new(spare.max(1)));
         let handle = WorkerHandle {
             cmds: cmds.clone(),
+            attach: attach.clone(),
+            binder: self.umem.binder(),
+            spare,
             stop: stop.clone(),
             counters: counters.clone(),
             queues,
@@ -323,6 +426,7 @@ impl WorkerBuilder {
         };
         let worker = Worker {
             cmds,
+            attach,
             umem: self.umem,
             slots: self.slots,
             bonds: self.bonds.into_iter().map(|(_, b)| b).collect(),
@@ -341,6 +445,7 @@ impl WorkerBuilder {
 /// A worker ready to run on its thread.
 pub struct Worker {
     cmds: Arc<CommandQueue>,
+    attach: Arc<crossbeam_queue::ArrayQueue<Slot>>,
     umem: XskUmem,
     slots: Vec<Slot>,
     bonds: Vec<WorkerBond>,
@@ -430,7 +535,7 @@ impl Worker {
         for i in 0..self.slots.len() {
             moved += self.rx_slot(i);
         }
-        if !self.cmds.is_empty() {
+        if !self.cmds.is_empty() || !self.attach.is_empty() {
             self.apply_commands();
         }
         for b in 0..self.bonds.len() {
@@ -561,6 +666,15 @@ impl Worker {
 
     #[cold]
     fn apply_commands(&mut self) {
+        // New sockets first: a command queued after a hand-over may name the new port.
+        while self.slots.len() < self.slots.capacity()
+            && let Some(mut slot) = self.attach.pop()
+        {
+            // Stock the fill ring before the first poll, so the port's first frames find room.
+            self.umem.refill(&mut slot.q, usize::MAX);
+            self.slots.push(slot);
+            self.counters.queues_attached.add(1);
+        }
         while let Some(WorkerCmd::SetMember {
             bond,
             member,

@@ -75,63 +75,23 @@ pub enum XskError {
     BadName(String),
 }
 
-/// A UMEM and the pool of its free frames, owned by one worker.
-pub struct XskUmem {
+/// Binds sockets to a worker's UMEM from control's thread. The socket comes back unstocked:
+/// the worker fills its fill ring from its own pool once it takes the socket over.
+#[derive(Clone)]
+pub struct XskBinder {
     umem: Umem,
-    pool: FramePool<FrameDesc>,
-    total: u64,
-    ledger: FrameLedger,
     params: RingParams,
 }
 
-impl std::fmt::Debug for XskUmem {
+impl std::fmt::Debug for XskBinder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("XskUmem")
-            .field("total", &self.total)
-            .field("free", &self.pool.len())
+        f.debug_struct("XskBinder")
+            .field("params", &self.params)
             .finish()
     }
 }
 
-impl XskUmem {
-    /// Maps and registers `frames` frames of `params.frame_size` bytes.
-    ///
-    /// # Errors
-    /// [`XskError::Umem`] if the memory cannot be mapped or registered.
-    pub fn new(params: RingParams, frames: u32) -> Result<Self, XskError> {
-        let umem_err = |reason: String| XskError::Umem { frames, reason };
-        let q = |n: u32| QueueSize::new(n).map_err(|e| XskError::Params(e.to_string()));
-        let config = UmemConfig::builder()
-            .frame_size(
-                xsk_rs::config::FrameSize::new(params.frame_size.get())
-                    .map_err(|e| XskError::Params(e.to_string()))?,
-            )
-            .fill_queue_size(q(params.fill.get())?)
-            .comp_queue_size(q(params.comp.get())?)
-            .build()
-            .map_err(|e| XskError::Params(e.to_string()))?;
-        let count = NonZeroU32::new(frames).ok_or_else(|| umem_err("zero frames".into()))?;
-        let (umem, descs) = Umem::new(config, count, false).map_err(|e| umem_err(e.to_string()))?;
-        let total = descs.len() as u64;
-        Ok(Self {
-            umem,
-            pool: FramePool::new(descs),
-            total,
-            ledger: FrameLedger::default(),
-            params,
-        })
-    }
-
-    /// Where the frames are right now.
-    pub fn audit(&self) -> FrameAudit {
-        FrameAudit {
-            total: self.total,
-            free: self.pool.len() as u64,
-            in_fill: self.ledger.in_fill,
-            in_tx: self.ledger.in_tx,
-        }
-    }
-
+impl XskBinder {
     /// Creates and binds a socket on `ifname` queue `queue` sharing this UMEM.
     ///
     /// Zero-copy is tried first unless `zc` is [`ZeroCopy::Off`]; with [`ZeroCopy::Auto`] a
@@ -141,7 +101,7 @@ impl XskUmem {
     /// # Errors
     /// [`XskError::Bind`] or [`XskError::ZeroCopyRefused`].
     pub fn bind(
-        &mut self,
+        &self,
         ifname: &str,
         queue: u32,
         zc: ZeroCopy,
@@ -311,6 +271,88 @@ impl XskUmem {
                 None => io::Error::other(e.to_string()),
             }
         })
+    }
+}
+
+/// A UMEM and the pool of its free frames, owned by one worker.
+pub struct XskUmem {
+    umem: Umem,
+    pool: FramePool<FrameDesc>,
+    total: u64,
+    ledger: FrameLedger,
+    params: RingParams,
+}
+
+impl std::fmt::Debug for XskUmem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XskUmem")
+            .field("total", &self.total)
+            .field("free", &self.pool.len())
+            .finish()
+    }
+}
+
+impl XskUmem {
+    /// Maps and registers `frames` frames of `params.frame_size` bytes.
+    ///
+    /// # Errors
+    /// [`XskError::Umem`] if the memory cannot be mapped or registered.
+    pub fn new(params: RingParams, frames: u32) -> Result<Self, XskError> {
+        let umem_err = |reason: String| XskError::Umem { frames, reason };
+        let q = |n: u32| QueueSize::new(n).map_err(|e| XskError::Params(e.to_string()));
+        let config = UmemConfig::builder()
+            .frame_size(
+                xsk_rs::config::FrameSize::new(params.frame_size.get())
+                    .map_err(|e| XskError::Params(e.to_string()))?,
+            )
+            .fill_queue_size(q(params.fill.get())?)
+            .comp_queue_size(q(params.comp.get())?)
+            .build()
+            .map_err(|e| XskError::Params(e.to_string()))?;
+        let count = NonZeroU32::new(frames).ok_or_else(|| umem_err("zero frames".into()))?;
+        let (umem, descs) = Umem::new(config, count, false).map_err(|e| umem_err(e.to_string()))?;
+        let total = descs.len() as u64;
+        Ok(Self {
+            umem,
+            pool: FramePool::new(descs),
+            total,
+            ledger: FrameLedger::default(),
+            params,
+        })
+    }
+
+    /// Where the frames are right now.
+    pub fn audit(&self) -> FrameAudit {
+        FrameAudit {
+            total: self.total,
+            free: self.pool.len() as u64,
+            in_fill: self.ledger.in_fill,
+            in_tx: self.ledger.in_tx,
+        }
+    }
+
+    /// Creates and binds a socket on `ifname` queue `queue` sharing this UMEM (see
+    /// [`XskBinder::bind`]).
+    ///
+    /// # Errors
+    /// [`XskError::Bind`] or [`XskError::ZeroCopyRefused`].
+    pub fn bind(
+        &mut self,
+        ifname: &str,
+        queue: u32,
+        zc: ZeroCopy,
+        busy_poll_budget: u32,
+    ) -> Result<XskQueue, XskError> {
+        self.binder().bind(ifname, queue, zc, busy_poll_budget)
+    }
+
+    /// A handle that binds more sockets to this UMEM from another thread (control's), while
+    /// the worker that owns the UMEM keeps polling: how a port joins at run time.
+    pub fn binder(&self) -> XskBinder {
+        XskBinder {
+            umem: self.umem.clone(),
+            params: self.params,
+        }
     }
 
     /// Tops up `q`'s fill ring from the free pool, at most `max` frames. Returns how many went.
