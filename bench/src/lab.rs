@@ -7,6 +7,7 @@
 //! normal path) leaves nothing behind.
 
 use std::{
+    collections::BTreeMap,
     io::{BufRead, BufReader, Read},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -19,7 +20,9 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
 
 /// The lab's fixed facts (see `deploy/lab.sh env`).
+pub(crate) const MAC_T0: &str = "02:00:00:00:00:01";
 pub(crate) const MAC_UP0: &str = "02:00:00:00:01:00";
+pub(crate) const MAC_M0: &str = "02:00:00:00:01:01";
 pub(crate) const MAC_BR0: &str = "02:00:00:00:00:02";
 
 /// `deploy/lab.sh`: from the working directory if it has one, else next to this crate's source.
@@ -126,46 +129,52 @@ impl Lab {
         )
     }
 
-    /// `(rx_packets, tx_packets)` of `dev` in namespace `role`.
-    pub(crate) fn link_packets(&self, role: &str, dev: &str) -> Result<(u64, u64)> {
+    /// `(rx_packets, tx_packets)` of every link in namespace `role`, read at one moment.
+    pub(crate) fn links_packets(&self, role: &str) -> Result<BTreeMap<String, (u64, u64)>> {
         let out = Command::new("ip")
-            .args(["-n", &self.ns(role), "-s", "-j", "link", "show", "dev", dev])
+            .args(["-n", &self.ns(role), "-s", "-j", "link", "show"])
             .output()?;
         let v: Value = serde_json::from_slice(&out.stdout)
-            .with_context(|| format!("ip -s -j link show {dev}"))?;
-        let s = if v[0]["stats64"].is_object() {
-            &v[0]["stats64"]
-        } else {
-            &v[0]["stats"]
-        };
-        let get = |d: &str| {
-            s[d]["packets"]
-                .as_u64()
-                .ok_or_else(|| anyhow!("no {d} packets for {dev}"))
-        };
-        Ok((get("rx")?, get("tx")?))
+            .with_context(|| format!("ip -s -j link show in {}", self.ns(role)))?;
+        let mut m = BTreeMap::new();
+        for l in v.as_array().into_iter().flatten() {
+            let s = if l["stats64"].is_object() {
+                &l["stats64"]
+            } else {
+                &l["stats"]
+            };
+            if let (Some(name), Some(rx), Some(tx)) = (
+                l["ifname"].as_str(),
+                s["rx"]["packets"].as_u64(),
+                s["tx"]["packets"].as_u64(),
+            ) {
+                m.insert(name.to_owned(), (rx, tx));
+            }
+        }
+        Ok(m)
     }
 
-    /// An nftables netdev-ingress drop on the far side's `s0`: arrivals are counted by the
-    /// veth's kernel counters and discarded cheaply before the bridge (this kernel has no tc
-    /// classifiers).
-    pub(crate) fn sink_on_s0(&self) -> Result<()> {
-        self.sh("far", &["nft", "add", "table", "netdev", "benchsink"])?;
+    /// An nftables netdev-ingress drop on `dev` in namespace `role` (the far side's `s0` and
+    /// `s1`, the traffic side's `t0`): arrivals are counted by the veth's kernel counters and
+    /// discarded cheaply before the bridge or the stack (this kernel has no tc classifiers).
+    pub(crate) fn sink_on(&self, role: &str, dev: &str) -> Result<()> {
+        let table = format!("benchsink{dev}");
+        self.sh(role, &["nft", "add", "table", "netdev", &table])?;
         self.sh(
-            "far",
+            role,
             &[
                 "nft",
                 "add",
                 "chain",
                 "netdev",
-                "benchsink",
+                &table,
                 "in",
-                "{ type filter hook ingress device s0 priority 0; }",
+                &format!("{{ type filter hook ingress device {dev} priority 0; }}"),
             ],
         )?;
         self.sh(
-            "far",
-            &["nft", "add", "rule", "netdev", "benchsink", "in", "drop"],
+            role,
+            &["nft", "add", "rule", "netdev", &table, "in", "drop"],
         )?;
         Ok(())
     }

@@ -4,6 +4,7 @@
 //! | peer | what | arrivals counted |
 //! |---|---|---|
 //! | `isopath` | isopathd, L2 cross-connect up0 ↔ m0 | s0 rx_packets |
+//! | `isopath-bond` | isopathd, up0 ↔ bond0 (active-backup over m0, m1; primary m0) | s0 + s1 rx_packets |
 //! | `testpmd` | dpdk-testpmd io forward over two net_af_xdp vdevs | s0 rx_packets |
 //! | `kernel-router` | Linux IPv4 forwarding in the appliance namespace (RPS to core 1) | s0 rx_packets |
 //! | `kernel-bridge` | a Linux bridge over up0 and m0 (RPS to core 1) | s0 rx_packets |
@@ -11,6 +12,10 @@
 //! | `xdp-drop` | XDP_DROP on up0 (receive ceiling) | the program's counter |
 //! | `isopath-rxdrop` | isopathd with up0 only, no cross-connect | worker `rx_drop_no_output` |
 //! | `xsk-drop` | the bare AF_XDP rx-drop loop | its own count |
+//!
+//! Forwarders also run both ways (`--both-ways`): a second source on the far side's s0
+//! transmits into m0, and the frames forwarded back are counted on t0 (rx_packets, nftables
+//! ingress drop). The drop peers and the receive ceiling have no way back.
 
 use std::{
     path::PathBuf,
@@ -21,13 +26,14 @@ use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
-use crate::lab::{Lab, MAC_BR0, MAC_UP0, Proc, isopath_status, sibling_bin};
+use crate::lab::{Lab, MAC_BR0, MAC_M0, MAC_T0, MAC_UP0, Proc, isopath_status, sibling_bin};
 
 /// A peer under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub(crate) enum Peer {
     Isopath,
+    IsopathBond,
     Testpmd,
     KernelRouter,
     KernelBridge,
@@ -41,6 +47,7 @@ impl Peer {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Peer::Isopath => "isopath",
+            Peer::IsopathBond => "isopath-bond",
             Peer::Testpmd => "testpmd",
             Peer::KernelRouter => "kernel-router",
             Peer::KernelBridge => "kernel-bridge",
@@ -69,9 +76,20 @@ impl Peer {
         }
     }
 
+    /// Destination MAC of the reverse source (s0 → m0 → t0) in a both-ways run.
+    pub(crate) fn reverse_dst_mac(self) -> &'static str {
+        match self {
+            Peer::KernelRouter => MAC_M0,
+            _ => MAC_T0,
+        }
+    }
+
     pub(crate) fn describe(self) -> &'static str {
         match self {
             Peer::Isopath => "isopathd, L2 cross-connect up0<->m0, worker on core 1",
+            Peer::IsopathBond => {
+                "isopathd, up0<->bond0 (active-backup over m0, m1, primary m0), worker on core 1"
+            }
             Peer::Testpmd => {
                 "dpdk-testpmd --forward-mode=io over net_af_xdp up0/m0, forwarding lcore 1"
             }
@@ -89,6 +107,7 @@ impl Peer {
 pub(crate) struct Running<'l> {
     peer: Peer,
     lab: &'l Lab,
+    both_ways: bool,
     proc: Option<Proc>,
     socket: Option<PathBuf>,
     work: PathBuf,
@@ -103,10 +122,18 @@ impl std::fmt::Debug for Running<'_> {
 /// Longest a peer may run: every run stops it long before.
 const PEER_MAX_SECS: &str = "3600";
 
-pub(crate) fn start<'l>(lab: &'l Lab, peer: Peer, work: &std::path::Path) -> Result<Running<'l>> {
+/// Starts `peer` on the lab; `both_ways` also sets up the way back (m0 → up0) where the
+/// peer needs it (the kernel peers).
+pub(crate) fn start<'l>(
+    lab: &'l Lab,
+    peer: Peer,
+    work: &std::path::Path,
+    both_ways: bool,
+) -> Result<Running<'l>> {
     let mut r = Running {
         peer,
         lab,
+        both_ways,
         proc: None,
         socket: None,
         work: work.to_path_buf(),
@@ -114,15 +141,23 @@ pub(crate) fn start<'l>(lab: &'l Lab, peer: Peer, work: &std::path::Path) -> Res
     let bench = sibling_bin("isopath-bench")?.display().to_string();
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     match peer {
-        Peer::Isopath | Peer::IsopathRxdrop => {
+        Peer::Isopath | Peer::IsopathRxdrop | Peer::IsopathBond => {
             let sock = PathBuf::from(format!("/run/isopath/bench-{}.sock", lab.prefix));
-            let xc = if peer == Peer::Isopath {
-                "[[port]]\nname = \"m0\"\n[[cross_connect]]\na = \"up0\"\nb = \"m0\"\n"
-            } else {
-                ""
+            let rest = match peer {
+                Peer::Isopath => {
+                    "[[port]]\nname = \"m0\"\n[[cross_connect]]\na = \"up0\"\nb = \"m0\"\n"
+                }
+                // The shape of README's bonding section and tests/src/isopathd.rs bond_config;
+                // primary m0, so a both-ways run's reverse source (on s0) feeds the active member.
+                Peer::IsopathBond => concat!(
+                    "[[port]]\nname = \"m0\"\n[[port]]\nname = \"m1\"\n",
+                    "[[bond]]\nname = \"bond0\"\nmembers = [\"m0\", \"m1\"]\nprimary = \"m0\"\n",
+                    "[[cross_connect]]\na = \"up0\"\nb = \"bond0\"\n"
+                ),
+                _ => "",
             };
             let cfg = format!(
-                "[daemon]\ncontrol_socket = \"{}\"\n[workers]\ncores = [1]\n[[port]]\nname = \"up0\"\n{xc}",
+                "[daemon]\ncontrol_socket = \"{}\"\n[workers]\ncores = [1]\n[[port]]\nname = \"up0\"\n{rest}",
                 sock.display()
             );
             let path = work.join(format!("isopath-{}.toml", peer.name()));
@@ -134,6 +169,9 @@ pub(crate) fn start<'l>(lab: &'l Lab, peer: Peer, work: &std::path::Path) -> Res
                 &[d, "-c".into(), path.display().to_string(), "--force".into()],
             )?;
             p.wait_ready(Duration::from_secs(15), Some(" ready "))?;
+            if peer == Peer::IsopathBond {
+                wait_active(&sock, "m0")?;
+            }
             r.proc = Some(p);
             r.socket = Some(sock);
         }
@@ -175,7 +213,7 @@ pub(crate) fn start<'l>(lab: &'l Lab, peer: Peer, work: &std::path::Path) -> Res
             r.proc = Some(p);
         }
         Peer::KernelRouter => {
-            kernel_common(lab)?;
+            kernel_common(lab, both_ways)?;
             lab.sh("app", &["ip", "link", "set", "dev", "m0", "arp", "on"])?;
             lab.sh(
                 "app",
@@ -201,6 +239,28 @@ pub(crate) fn start<'l>(lab: &'l Lab, peer: Peer, work: &std::path::Path) -> Res
                     "permanent",
                 ],
             )?;
+            if both_ways {
+                lab.sh("app", &["ip", "link", "set", "dev", "up0", "arp", "on"])?;
+                lab.sh(
+                    "app",
+                    &["ip", "route", "add", "198.18.0.1/32", "dev", "up0"],
+                )?;
+                lab.sh(
+                    "app",
+                    &[
+                        "ip",
+                        "neigh",
+                        "replace",
+                        "198.18.0.1",
+                        "lladdr",
+                        MAC_T0,
+                        "dev",
+                        "up0",
+                        "nud",
+                        "permanent",
+                    ],
+                )?;
+            }
             lab.sh(
                 "app",
                 &[
@@ -213,7 +273,7 @@ pub(crate) fn start<'l>(lab: &'l Lab, peer: Peer, work: &std::path::Path) -> Res
             )?;
         }
         Peer::KernelBridge => {
-            kernel_common(lab)?;
+            kernel_common(lab, both_ways)?;
             lab.sh(
                 "app",
                 &[
@@ -236,6 +296,14 @@ pub(crate) fn start<'l>(lab: &'l Lab, peer: Peer, work: &std::path::Path) -> Res
                     "bridge", "fdb", "add", MAC_BR0, "dev", "m0", "master", "static",
                 ],
             )?;
+            if both_ways {
+                lab.sh(
+                    "app",
+                    &[
+                        "bridge", "fdb", "add", MAC_T0, "dev", "up0", "master", "static",
+                    ],
+                )?;
+            }
         }
         Peer::XskFwd | Peer::XskDrop | Peer::XdpDrop => {
             let batch = std::env::var("ISOPATH_BENCH_BARE_BATCH").unwrap_or_else(|_| "64".into());
@@ -271,20 +339,44 @@ pub(crate) fn start<'l>(lab: &'l Lab, peer: Peer, work: &std::path::Path) -> Res
 }
 
 /// Kernel peers: frames XDP_TX'd into t0 reach up0 only if up0 runs NAPI (GRO on, pitfall 6),
-/// and veth runs the receive work on the sender's core: RPS moves it to core 1.
-fn kernel_common(lab: &Lab) -> Result<()> {
-    lab.sh("app", &["ethtool", "-K", "up0", "gro", "on"])?;
-    for q in 0..crate::xsk::rx_queues_in(lab, "up0") {
-        lab.sh(
-            "app",
-            &[
-                "sh",
-                "-c",
-                &format!("echo 2 > /sys/class/net/up0/queues/rx-{q}/rps_cpus"),
-            ],
-        )?;
+/// and veth runs the receive work on the sender's core: RPS moves it to core 1. Both ways, m0
+/// receives the reverse source's frames and needs the same.
+fn kernel_common(lab: &Lab, both_ways: bool) -> Result<()> {
+    for dev in kernel_rx_devs(both_ways) {
+        lab.sh("app", &["ethtool", "-K", dev, "gro", "on"])?;
+        for q in 0..crate::xsk::rx_queues_in(lab, dev) {
+            lab.sh(
+                "app",
+                &[
+                    "sh",
+                    "-c",
+                    &format!("echo 2 > /sys/class/net/{dev}/queues/rx-{q}/rps_cpus"),
+                ],
+            )?;
+        }
     }
     Ok(())
+}
+
+fn kernel_rx_devs(both_ways: bool) -> &'static [&'static str] {
+    if both_ways { &["up0", "m0"] } else { &["up0"] }
+}
+
+/// Waits until the bond behind `socket` has `member` active (the bond selects its member on
+/// the first link tick after start).
+fn wait_active(socket: &std::path::Path, member: &str) -> Result<()> {
+    let t = Instant::now();
+    loop {
+        let st = isopath_status(socket)?;
+        let active = st["bonds"][0]["active"].as_str().map(str::to_owned);
+        if active.as_deref() == Some(member) {
+            return Ok(());
+        }
+        if t.elapsed() > Duration::from_secs(10) {
+            bail!("bond0 has active member {active:?} after 10 s, expected {member}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 impl Running<'_> {
@@ -311,11 +403,6 @@ impl Running<'_> {
             }
             _ => Ok(None),
         }
-    }
-
-    /// Whether the peer's own count moves in whole-second steps (progress lines).
-    pub(crate) fn counts_per_second(&self) -> bool {
-        matches!(self.peer, Peer::XskDrop | Peer::XdpDrop)
     }
 
     /// The isopathd status document, for isopath peers.
@@ -349,12 +436,15 @@ impl Running<'_> {
                 lab.sh_quiet("app", &["ip", "route", "flush", "dev", "m0"]);
                 lab.sh_quiet("app", &["ip", "addr", "flush", "dev", "up0"]);
                 lab.sh_quiet("app", &["ip", "addr", "flush", "dev", "m0"]);
+                lab.sh_quiet("app", &["ip", "neigh", "flush", "dev", "up0"]);
+                lab.sh_quiet("app", &["ip", "route", "flush", "dev", "up0"]);
                 lab.sh_quiet("app", &["ip", "link", "set", "dev", "m0", "arp", "off"]);
-                kernel_undo(lab);
+                lab.sh_quiet("app", &["ip", "link", "set", "dev", "up0", "arp", "off"]);
+                kernel_undo(lab, self.both_ways);
             }
             Peer::KernelBridge => {
                 lab.sh_quiet("app", &["ip", "link", "del", "benchbr"]);
-                kernel_undo(lab);
+                kernel_undo(lab, self.both_ways);
             }
             _ => {}
         }
@@ -371,17 +461,19 @@ impl Drop for Running<'_> {
     }
 }
 
-fn kernel_undo(lab: &Lab) {
-    lab.sh_quiet("app", &["ethtool", "-K", "up0", "gro", "off"]);
-    for q in 0..crate::xsk::rx_queues_in(lab, "up0") {
-        lab.sh_quiet(
-            "app",
-            &[
-                "sh",
-                "-c",
-                &format!("echo 0 > /sys/class/net/up0/queues/rx-{q}/rps_cpus"),
-            ],
-        );
+fn kernel_undo(lab: &Lab, both_ways: bool) {
+    for dev in kernel_rx_devs(both_ways) {
+        lab.sh_quiet("app", &["ethtool", "-K", dev, "gro", "off"]);
+        for q in 0..crate::xsk::rx_queues_in(lab, dev) {
+            lab.sh_quiet(
+                "app",
+                &[
+                    "sh",
+                    "-c",
+                    &format!("echo 0 > /sys/class/net/{dev}/queues/rx-{q}/rps_cpus"),
+                ],
+            );
+        }
     }
 }
 
@@ -419,7 +511,7 @@ pub(crate) fn check_tools(peers: &[Peer]) -> Result<()> {
     }
     if peers
         .iter()
-        .any(|p| matches!(p, Peer::Isopath | Peer::IsopathRxdrop))
+        .any(|p| matches!(p, Peer::Isopath | Peer::IsopathRxdrop | Peer::IsopathBond))
     {
         sibling_bin("isopathd")?;
     }

@@ -5,7 +5,8 @@
 //! - `schema`, `kind` (`compare` | `rfc2544`), `started_unix`, `machine` (hostname, kernel,
 //!   cpus, cpu model), `versions` (tool → version), `config` (the run's arguments, free form);
 //! - `peers`: per peer, its runs (`round`, `offered_pps`, `arrived_pps`, `secs`,
-//!   `cpu_busy_pct` per core, `extra`), medians, and where arrivals were counted;
+//!   `cpu_busy_pct` per core, `directions` of a both-ways run, `extra`), medians, and where
+//!   arrivals were counted;
 //! - `ratios`: named quotients of two peers' median rates;
 //! - `rfc2544`: per peer and frame size, the throughput search (every trial: target, sent,
 //!   received, offered and arrival rates), the loss-versus-offered-load curve, latency at a
@@ -83,8 +84,27 @@ pub(crate) struct RunResult {
     pub(crate) arrived_pps: f64,
     pub(crate) secs: f64,
     pub(crate) cpu_busy_pct: Vec<f64>,
+    /// Both-ways runs: each direction's source and arrivals (`offered_pps` and `arrived_pps`
+    /// above are their sums); empty for one-way runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) directions: Vec<DirectionResult>,
     #[serde(default)]
     pub(crate) extra: serde_json::Value,
+}
+
+/// One direction of a both-ways run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct DirectionResult {
+    /// `t0->far` or `far->t0`.
+    pub(crate) direction: String,
+    pub(crate) offered_pps: f64,
+    pub(crate) arrived_pps: f64,
+    /// Frames the direction's source sent over its whole run (warm-up included).
+    #[serde(default)]
+    pub(crate) sent: u64,
+    /// Frames of that direction that arrived from the source's start until after it stopped.
+    #[serde(default)]
+    pub(crate) arrived: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -249,6 +269,7 @@ pub(crate) fn markdown(r: &Report) -> String {
             );
         }
         let _ = writeln!(m);
+        directions_table(&mut m, r);
     }
     if !r.ratios.is_empty() {
         let _ = writeln!(m, "| ratio | value | target | |");
@@ -266,6 +287,12 @@ pub(crate) fn markdown(r: &Report) -> String {
         let _ = writeln!(m);
     }
     if !r.rfc2544.is_empty() {
+        if r.config["both_ways"] == true {
+            let _ = writeln!(
+                m,
+                "Both ways: rates are per direction (each source sends at the rate shown); every trial counts the frames of both directions.\n"
+            );
+        }
         let _ = writeln!(
             m,
             "| peer | frame | zero-loss throughput Mpps | Mbit/s (L1) | trials | latency rate Mpps | p50 µs | p99 µs | p99.9 µs | max µs | lost / reordered / dup | back-to-back frames |"
@@ -319,6 +346,59 @@ pub(crate) fn markdown(r: &Report) -> String {
         let _ = writeln!(m);
     }
     m
+}
+
+/// Both-ways runs: each direction's median and the sum, per peer.
+fn directions_table(m: &mut String, r: &Report) {
+    if r.peers
+        .iter()
+        .all(|p| p.runs.iter().all(|x| x.directions.is_empty()))
+    {
+        return;
+    }
+    let _ = writeln!(
+        m,
+        "| peer | direction | median Mpps | min | max | offered Mpps (median) |"
+    );
+    let _ = writeln!(m, "|---|---|---|---|---|---|");
+    for p in &r.peers {
+        let mut names: Vec<&str> = Vec::new();
+        for x in p.runs.iter().flat_map(|x| &x.directions) {
+            if !names.contains(&x.direction.as_str()) {
+                names.push(&x.direction);
+            }
+        }
+        for name in names {
+            let pick = |f: fn(&DirectionResult) -> f64| -> Vec<f64> {
+                p.runs
+                    .iter()
+                    .flat_map(|x| &x.directions)
+                    .filter(|x| x.direction == name)
+                    .map(f)
+                    .collect()
+            };
+            let a = pick(|x| x.arrived_pps);
+            let _ = writeln!(
+                m,
+                "| {} | {name} | {} | {} | {} | {} |",
+                p.peer,
+                mpps(median(&a)),
+                mpps(a.iter().copied().fold(f64::INFINITY, f64::min)),
+                mpps(a.iter().copied().fold(0.0, f64::max)),
+                mpps(median(&pick(|x| x.offered_pps))),
+            );
+        }
+        let _ = writeln!(
+            m,
+            "| {} | sum | **{}** | {} | {} | {} |",
+            p.peer,
+            mpps(p.median_pps),
+            mpps(p.min_pps),
+            mpps(p.max_pps),
+            mpps(p.median_offered_pps)
+        );
+    }
+    let _ = writeln!(m);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -747,6 +827,55 @@ mod tests {
             assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");
         }
         // Round trip through JSON keeps everything.
+        let again: Report = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(markdown(&again), md);
+    }
+
+    #[test]
+    fn both_ways_runs_show_each_direction_and_the_sum() {
+        let run = |round, f: f64, b: f64| RunResult {
+            round,
+            offered_pps: 2e6,
+            arrived_pps: f + b,
+            directions: vec![
+                DirectionResult {
+                    direction: "t0->far".into(),
+                    offered_pps: 1e6,
+                    arrived_pps: f,
+                    ..DirectionResult::default()
+                },
+                DirectionResult {
+                    direction: "far->t0".into(),
+                    offered_pps: 1e6,
+                    arrived_pps: b,
+                    ..DirectionResult::default()
+                },
+            ],
+            ..RunResult::default()
+        };
+        let mut p = PeerResult {
+            peer: "isopath".into(),
+            runs: vec![run(1, 0.9e6, 0.8e6), run(2, 0.7e6, 0.6e6)],
+            ..PeerResult::default()
+        };
+        p.finish();
+        let r = Report {
+            peers: vec![p],
+            ..Report::default()
+        };
+        let md = markdown(&r);
+        assert!(
+            md.contains("| isopath | t0->far | 0.800 | 0.700 | 0.900 | 1.000 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| isopath | far->t0 | 0.700 | 0.600 | 0.800 | 1.000 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| isopath | sum | **1.500** | 1.300 | 1.700 | 2.000 |"),
+            "{md}"
+        );
         let again: Report = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
         assert_eq!(markdown(&again), md);
     }

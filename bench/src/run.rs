@@ -15,10 +15,11 @@ use clap::Args;
 use serde_json::{Value, json};
 
 use crate::{
-    lab::{CpuSample, Lab, Proc, sibling_bin},
+    lab::{CpuSample, Lab, MAC_BR0, Proc, sibling_bin},
     peers::{self, Peer},
     report::{
-        self, BackToBack, LatencyResult, Machine, PeerResult, Ratio, Report, RunResult, SizeResult,
+        self, BackToBack, DirectionResult, LatencyResult, Machine, PeerResult, Ratio, Report,
+        RunResult, SizeResult,
     },
     search::{self, SearchParams, Trial},
     wire::FrameSize,
@@ -45,6 +46,11 @@ pub(crate) struct Common {
     /// Seconds of traffic before counting starts.
     #[arg(long, default_value = "2", value_parser = crate::parse_secs)]
     warmup: Duration,
+    /// Both ways: a second source on the far side's s0 sends towards t0 (into m0) at the same
+    /// rate while the first sends from t0; arrivals are counted per direction (t0 → far at
+    /// s0 + s1, far → t0 at t0). Forwarding peers only. Both sources share core 0.
+    #[arg(long)]
+    both_ways: bool,
 }
 
 /// Arguments of `compare`.
@@ -223,25 +229,67 @@ fn lab_for(c: &Common) -> Result<Lab> {
         .prefix
         .clone()
         .unwrap_or_else(|| format!("bn{}", std::process::id() % 100_000_000));
-    Lab::up(&prefix)
+    let lab = Lab::up(&prefix)?;
+    // Arrivals are counted by the kernel counters of the veths they reach, and dropped there.
+    lab.sink_on("far", "s0")?;
+    lab.sink_on("far", "s1")?;
+    lab.sink_on("traffic", "t0")?;
+    Ok(lab)
 }
 
-/// Starts the source in the traffic namespace on core 0.
+/// A direction through the lab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dir {
+    /// t0 → up0 → peer → m0 (or the bond's active member) → s0 (or s1).
+    Forward,
+    /// s0 → m0 → peer → up0 → t0 (`--both-ways`).
+    Reverse,
+}
+
+impl Dir {
+    fn name(self) -> &'static str {
+        match self {
+            Dir::Forward => "t0->far",
+            Dir::Reverse => "far->t0",
+        }
+    }
+
+    /// The directions a run sends.
+    fn of(both_ways: bool) -> &'static [Dir] {
+        if both_ways {
+            &[Dir::Forward, Dir::Reverse]
+        } else {
+            &[Dir::Forward]
+        }
+    }
+}
+
+/// Starts a source on core 0: from t0 in the traffic namespace (forward) or from s0 in the
+/// far namespace towards t0 (reverse, addresses and MACs swapped).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one source of a run: each argument is a distinct knob"
+)]
 fn start_gen(
     lab: &Lab,
+    dir: Dir,
+    peer: Peer,
     size: &str,
     rate: u64,
     secs: f64,
     flows: u16,
-    dst_mac: &str,
     extra: &[String],
 ) -> Result<Proc> {
     let bench = sibling_bin("isopath-bench")?.display().to_string();
+    let (role, iface, dst_mac) = match dir {
+        Dir::Forward => ("traffic", "t0", peer.dst_mac()),
+        Dir::Reverse => ("far", "s0", peer.reverse_dst_mac()),
+    };
     let mut args: Vec<String> = vec![
         bench,
         "gen".into(),
         "--iface".into(),
-        "t0".into(),
+        iface.into(),
         "--core".into(),
         "0".into(),
         "--size".into(),
@@ -255,23 +303,140 @@ fn start_gen(
         "--secs".into(),
         format!("{secs:.3}"),
     ];
+    if dir == Dir::Reverse {
+        for (k, v) in [
+            ("--src-mac", MAC_BR0),
+            ("--src-ip", "198.18.0.2"),
+            ("--dst-ip", "198.18.0.1"),
+            ("--src-ip6", "2001:2::2"),
+            ("--dst-ip6", "2001:2::1"),
+        ] {
+            args.extend([k.into(), v.into()]);
+        }
+    }
     args.extend_from_slice(extra);
-    let mut p = lab.spawn("traffic", "gen", &args)?;
+    let mut p = lab.spawn(role, &format!("gen {}", dir.name()), &args)?;
     p.wait_ready(Duration::from_secs(10), None)?;
     Ok(p)
 }
 
-fn s0_rx(lab: &Lab) -> Result<u64> {
-    Ok(lab.link_packets("far", "s0")?.0)
+/// The sources of one run or trial, one per direction.
+fn start_gens(
+    lab: &Lab,
+    c: &Common,
+    peer: Peer,
+    size: &str,
+    rate: u64,
+    secs: f64,
+    extra: &[String],
+) -> Result<Vec<Proc>> {
+    Dir::of(c.both_ways)
+        .iter()
+        .map(|&dir| start_gen(lab, dir, peer, size, rate, secs, c.flows, extra))
+        .collect()
 }
 
-/// A count and the time it was taken (seconds on some clock of its own).
-fn count(lab: &Lab, peer: Peer, run: &peers::Running<'_>) -> Result<(u64, f64)> {
-    if peer.forwards() {
-        Ok((s0_rx(lab)?, crate::now_secs()))
-    } else {
-        Ok(run.own_count()?.unwrap_or((0, 0.0)))
+/// Frames arrived so far, read from the kernel counters of the veths they reach.
+#[derive(Debug, Clone, Copy, Default)]
+struct Arrivals {
+    /// At the far side, s0 + s1 (a bond's active member may be either).
+    fwd: u64,
+    s0: u64,
+    s1: u64,
+    /// Back at t0.
+    rev: u64,
+    /// When (seconds, [`crate::now_secs`]).
+    t: f64,
+}
+
+impl Arrivals {
+    fn read(lab: &Lab, both_ways: bool) -> Result<Self> {
+        let far = lab.links_packets("far")?;
+        let rx = |m: &BTreeMap<String, (u64, u64)>, d: &str| {
+            m.get(d)
+                .map(|x| x.0)
+                .with_context(|| format!("no rx counter for {d}"))
+        };
+        let (s0, s1) = (rx(&far, "s0")?, rx(&far, "s1")?);
+        let rev = if both_ways {
+            rx(&lab.links_packets("traffic")?, "t0")?
+        } else {
+            0
+        };
+        Ok(Self {
+            fwd: s0 + s1,
+            s0,
+            s1,
+            rev,
+            t: crate::now_secs(),
+        })
     }
+
+    fn dir(&self, d: Dir) -> u64 {
+        match d {
+            Dir::Forward => self.fwd,
+            Dir::Reverse => self.rev,
+        }
+    }
+}
+
+/// A count and the time it was taken: the far side's and t0's counters for forwarders, the
+/// peer's own count (in `fwd`) for the drop peers.
+fn count(lab: &Lab, c: &Common, peer: Peer, run: &peers::Running<'_>) -> Result<Arrivals> {
+    if peer.forwards() {
+        Arrivals::read(lab, c.both_ways)
+    } else {
+        let (n, t) = run.own_count()?.unwrap_or((0, 0.0));
+        Ok(Arrivals {
+            fwd: n,
+            t,
+            ..Arrivals::default()
+        })
+    }
+}
+
+/// `--both-ways` needs a way back: refused for the peers that only receive on up0.
+fn check_both_ways(c: &Common, peers: &[Peer]) -> Result<()> {
+    if c.both_ways
+        && let Some(p) = peers.iter().find(|p| !p.forwards())
+    {
+        bail!(
+            "--both-ways needs forwarding peers: {} receives on up0 only and has no way back \
+             (run it without --both-ways)",
+            p.name()
+        );
+    }
+    Ok(())
+}
+
+/// What a bond run adds to its record: where the frames left (the active member's far end)
+/// and what the backup transmitted (must be 0), from the far side's counters and isopathd's.
+fn bond_extra(a0: &Arrivals, a1: &Arrivals, status: Option<&Value>) -> Value {
+    let bond = status.map(|s| s["bonds"][0].clone()).unwrap_or(Value::Null);
+    let active = bond["active"].as_str().unwrap_or("").to_owned();
+    let port_tx = |name: &str| {
+        status
+            .and_then(|s| s["ports"].as_array())
+            .into_iter()
+            .flatten()
+            .find(|p| p["name"] == name)
+            .and_then(|p| p["tx_packets"].as_u64())
+    };
+    let backup = match active.as_str() {
+        "m0" => "m1",
+        "m1" => "m0",
+        _ => "",
+    };
+    json!({
+        "active": active,
+        "backup": backup,
+        "s0_rx": a1.s0 - a0.s0,
+        "s1_rx": a1.s1 - a0.s1,
+        "m0_tx_packets": port_tx("m0"),
+        "m1_tx_packets": port_tx("m1"),
+        "backup_tx_packets": port_tx(backup),
+        "failovers": bond["failovers"],
+    })
 }
 
 fn sleep(d: Duration, stop: &AtomicBool) -> Result<()> {
@@ -284,17 +449,19 @@ fn sleep(d: Duration, stop: &AtomicBool) -> Result<()> {
 
 pub(crate) fn compare(a: &CompareArgs) -> Result<()> {
     let stop = crate::bpf::stop_flag()?;
-    peers::check_tools(&a.peers)?;
     let c = &a.common;
+    check_both_ways(c, &a.peers)?;
+    peers::check_tools(&a.peers)?;
     let size = format!("{}", a.size);
     let work = std::env::temp_dir().join(format!("isopath-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
     let lab = lab_for(c)?;
-    lab.sink_on_s0()?;
+    let dirs = Dir::of(c.both_ways);
     let mut report = new_report(
         "compare",
         json!({"peers": a.peers.iter().map(|p| p.name()).collect::<Vec<_>>(), "rounds": a.rounds, "secs": a.secs.as_secs_f64(),
                "warmup_secs": c.warmup.as_secs_f64(), "size": a.size, "flows": c.flows, "rate_pps": a.rate, "source": "live",
+               "both_ways": c.both_ways, "directions": dirs.iter().map(|d| d.name()).collect::<Vec<_>>(),
                "source_core": 0, "forwarder_core": 1, "lab": lab.prefix}),
     );
     let mut results: Vec<PeerResult> = a
@@ -308,7 +475,8 @@ pub(crate) fn compare(a: &CompareArgs) -> Result<()> {
                 Peer::XdpDrop => "XDP_DROP program counter".into(),
                 Peer::IsopathRxdrop => "worker rx_drop_no_output".into(),
                 Peer::XskDrop => "rx-drop loop's own count".into(),
-                _ => "s0 rx_packets (nft ingress drop)".into(),
+                _ if c.both_ways => "s0+s1 rx_packets + t0 rx_packets (nft ingress drops)".into(),
+                _ => "s0+s1 rx_packets (nft ingress drop)".into(),
             },
             frame_size: size.clone(),
             ..PeerResult::default()
@@ -317,18 +485,15 @@ pub(crate) fn compare(a: &CompareArgs) -> Result<()> {
     let mut d = Display::new(c.quiet || c.json, a.peers.len() * a.rounds as usize);
     for round in 1..=a.rounds {
         for (i, &peer) in a.peers.iter().enumerate() {
-            let run = peers::start(&lab, peer, &work)
+            let run = peers::start(&lab, peer, &work, c.both_ways)
                 .with_context(|| format!("starting {}", peer.name()))?;
             let total = c.warmup.as_secs_f64() + a.secs.as_secs_f64() + 1.5;
-            let source = start_gen(&lab, &size, a.rate, total, c.flows, peer.dst_mac(), &[])?;
+            // Both ways, every frame of each source is accounted for: arrivals from before
+            // the sources start until after they stop.
+            let start = count(&lab, c, peer, &run)?;
+            let sources = start_gens(&lab, c, peer, &size, a.rate, total, &[])?;
             sleep(c.warmup, &stop)?;
-            // Counters that move once per second (progress lines) need a fresh line first.
-            let settle = if run.counts_per_second() {
-                Duration::from_millis(1100)
-            } else {
-                Duration::ZERO
-            };
-            let c0 = count(&lab, peer, &run)?;
+            let c0 = count(&lab, c, peer, &run)?;
             let cpu0 = CpuSample::now();
             let t0 = Instant::now();
             let mut last = c0;
@@ -337,9 +502,9 @@ pub(crate) fn compare(a: &CompareArgs) -> Result<()> {
                     Duration::from_secs(1).min(a.secs.saturating_sub(t0.elapsed())),
                     &stop,
                 )?;
-                let now = count(&lab, peer, &run)?;
-                if now.1 > last.1 {
-                    let pps = (now.0 - last.0) as f64 / (now.1 - last.1);
+                let now = count(&lab, c, peer, &run)?;
+                if now.t > last.t {
+                    let pps = (now.fwd + now.rev - last.fwd - last.rev) as f64 / (now.t - last.t);
                     d.status(&format!(
                         "{} round {round}: {:.3} Mpps",
                         peer.name(),
@@ -348,31 +513,56 @@ pub(crate) fn compare(a: &CompareArgs) -> Result<()> {
                     last = now;
                 }
             }
-            let _ = settle;
             let cpu1 = CpuSample::now();
-            let c1 = count(&lab, peer, &run)?;
-            let extra = run
-                .isopath_status()
-                .map(|s| json!({"isopath_status": s}))
-                .unwrap_or(Value::Null);
-            let g = source.stop_json()?;
-            let out = run.stop()?;
+            let c1 = count(&lab, c, peer, &run)?;
+            let status = run.isopath_status();
+            let mut extra = json!({});
+            if let Some(s) = &status {
+                extra["status"] = s.clone();
+            }
+            if peer == Peer::IsopathBond {
+                extra["bond"] = bond_extra(&c0, &c1, status.as_ref());
+            }
+            let gens = sources
+                .into_iter()
+                .map(Proc::stop_json)
+                .collect::<Result<Vec<_>>>()?;
+            // Frames in flight land before the peer stops.
+            std::thread::sleep(Duration::from_millis(300));
+            if let Some(out) = run.stop()? {
+                extra["peer"] = out;
+            }
+            extra["sources"] = json!(gens);
             // Let the kernel release the peer's sockets and programs before the next one.
             std::thread::sleep(Duration::from_millis(500));
-            let dt = c1.1 - c0.1;
-            let arrived = if dt > 0.0 {
-                (c1.0 - c0.0) as f64 / dt
+            let end = if c.both_ways {
+                Arrivals::read(&lab, true)?
             } else {
-                0.0
+                c1
             };
-            let offered = g["rate_pps"].as_f64().unwrap_or(0.0);
+            let dt = c1.t - c0.t;
+            let rate = |n: u64| if dt > 0.0 { n as f64 / dt } else { 0.0 };
+            let directions: Vec<DirectionResult> = dirs
+                .iter()
+                .zip(&gens)
+                .map(|(&dir, g)| DirectionResult {
+                    direction: dir.name().into(),
+                    offered_pps: g["rate_pps"].as_f64().unwrap_or(0.0),
+                    arrived_pps: rate(c1.dir(dir) - c0.dir(dir)),
+                    sent: g["sent"].as_u64().unwrap_or(0),
+                    arrived: end.dir(dir) - start.dir(dir),
+                })
+                .collect();
+            let arrived: f64 = directions.iter().map(|x| x.arrived_pps).sum();
+            let offered: f64 = directions.iter().map(|x| x.offered_pps).sum();
             results[i].runs.push(RunResult {
                 round,
                 offered_pps: offered,
                 arrived_pps: arrived,
                 secs: dt,
                 cpu_busy_pct: cpu0.busy_since(&cpu1),
-                extra: json!({"source": g, "peer": out, "status": extra}),
+                directions: if c.both_ways { directions } else { Vec::new() },
+                extra,
             });
             d.done_step(&format!(
                 "{} round {round}: {:.3} Mpps (offered {:.3})",
@@ -391,6 +581,8 @@ pub(crate) fn compare(a: &CompareArgs) -> Result<()> {
         ("isopath", "testpmd", Some(1.0)),
         ("isopath", "xsk-fwd", Some(0.95)),
         ("isopath-rxdrop", "xsk-drop", Some(0.95)),
+        ("isopath-bond", "isopath", None),
+        ("isopath-bond", "testpmd", None),
         ("testpmd", "xsk-fwd", None),
         ("kernel-router", "isopath", None),
         ("kernel-bridge", "isopath", None),
@@ -413,7 +605,8 @@ pub(crate) fn compare(a: &CompareArgs) -> Result<()> {
     finish(&report, c)
 }
 
-/// One throughput trial at `rate`: frames sent by the source vs frames arrived on s0.
+/// One throughput trial at `rate` (per direction): frames sent by the sources vs frames
+/// arrived, summed over the directions.
 fn trial(
     lab: &Lab,
     size: &str,
@@ -423,27 +616,26 @@ fn trial(
     peer: Peer,
     extra: &[String],
 ) -> Result<Trial> {
-    let r0 = s0_rx(lab)?;
-    let g = start_gen(
-        lab,
-        size,
-        rate,
-        secs.as_secs_f64(),
-        c.flows,
-        peer.dst_mac(),
-        extra,
-    )?
-    .wait_json(secs + Duration::from_secs(10))?;
+    let a0 = Arrivals::read(lab, c.both_ways)?;
+    let gens = start_gens(lab, c, peer, size, rate, secs.as_secs_f64(), extra)?
+        .into_iter()
+        .map(|g| g.wait_json(secs + Duration::from_secs(10)))
+        .collect::<Result<Vec<_>>>()?;
     std::thread::sleep(Duration::from_millis(300)); // frames in flight
-    let r1 = s0_rx(lab)?;
-    let sent = g["sent"].as_u64().unwrap_or(0);
-    let gsecs = g["secs"].as_f64().unwrap_or(secs.as_secs_f64());
+    let a1 = Arrivals::read(lab, c.both_ways)?;
+    let sent: u64 = gens.iter().map(|g| g["sent"].as_u64().unwrap_or(0)).sum();
+    let gsecs = gens
+        .iter()
+        .filter_map(|g| g["secs"].as_f64())
+        .fold(0.0, f64::max)
+        .max(1e-6);
+    let received = (a1.fwd - a0.fwd) + (a1.rev - a0.rev);
     Ok(Trial {
         target_pps: rate,
         sent,
-        received: r1 - r0,
+        received,
         offered_pps: sent as f64 / gsecs,
-        received_pps: (r1 - r0) as f64 / gsecs,
+        received_pps: received as f64 / gsecs,
     })
 }
 
@@ -451,7 +643,7 @@ pub(crate) fn rfc2544(a: &Rfc2544Args) -> Result<()> {
     let stop = crate::bpf::stop_flag()?;
     if a.peers.iter().any(|p| !p.forwards()) {
         bail!(
-            "rfc2544 runs forwarding peers only (isopath, testpmd, kernel-router, kernel-bridge, xsk-fwd)"
+            "rfc2544 runs forwarding peers only (isopath, isopath-bond, testpmd, kernel-router, kernel-bridge, xsk-fwd)"
         );
     }
     peers::check_tools(&a.peers)?;
@@ -459,7 +651,6 @@ pub(crate) fn rfc2544(a: &Rfc2544Args) -> Result<()> {
     let work = std::env::temp_dir().join(format!("isopath-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
     let lab = lab_for(c)?;
-    lab.sink_on_s0()?;
     let mut extra: Vec<String> = Vec::new();
     if a.ipv6 {
         extra.push("--ipv6".into());
@@ -472,7 +663,10 @@ pub(crate) fn rfc2544(a: &Rfc2544Args) -> Result<()> {
         json!({"peers": a.peers.iter().map(|p| p.name()).collect::<Vec<_>>(), "sizes": a.sizes, "trial_secs": a.trial_secs.as_secs_f64(),
                "loss_tolerance": a.loss_tolerance, "max_rate_pps": a.max_rate, "resolution_pps": a.resolution, "max_trials": a.max_trials,
                "latency_fraction": a.latency_fraction, "latency_secs": a.latency_secs.as_secs_f64(), "b2b_max": a.b2b_max,
-               "flows": c.flows, "ipv6": a.ipv6, "vlan": a.vlan, "source": "live", "counted_at": "s0 rx_packets (throughput), AF_XDP receiver on s0 (latency)", "lab": lab.prefix}),
+               "flows": c.flows, "ipv6": a.ipv6, "vlan": a.vlan, "source": "live", "both_ways": c.both_ways,
+               "rates": if c.both_ways { "per direction; trials sum both directions' frames" } else { "one way" },
+               "counted_at": if c.both_ways { "s0+s1 and t0 rx_packets (throughput), AF_XDP receiver on s0 (latency, t0->far)" }
+                             else { "s0+s1 rx_packets (throughput), AF_XDP receiver on s0 (latency)" }, "lab": lab.prefix}),
     );
     let steps = a.sizes.len() * a.peers.len();
     let mut d = Display::new(c.quiet || c.json, steps);
@@ -481,7 +675,7 @@ pub(crate) fn rfc2544(a: &Rfc2544Args) -> Result<()> {
         let fs: FrameSize = size.to_string().parse().map_err(anyhow::Error::msg)?;
         let size_s = fs.to_string();
         for &peer in &a.peers {
-            let run = peers::start(&lab, peer, &work)?;
+            let run = peers::start(&lab, peer, &work, c.both_ways)?;
             // Learning frames (RFC 2544 §23): a short slow stream before the trials.
             trial(
                 &lab,
@@ -566,10 +760,12 @@ pub(crate) fn rfc2544(a: &Rfc2544Args) -> Result<()> {
                     ],
                 )?;
                 rx.wait_ready(Duration::from_secs(10), None)?;
-                let g = start_gen(&lab, &size_s, rate, secs, c.flows, peer.dst_mac(), &extra)?
-                    .wait_json(a.latency_secs + Duration::from_secs(10))?;
+                // Both ways, the reverse source loads the peer meanwhile; latency is the
+                // forward direction's (the receiver is on s0).
+                for g in start_gens(&lab, c, peer, &size_s, rate, secs, &extra)? {
+                    g.wait_json(a.latency_secs + Duration::from_secs(10))?;
+                }
                 let r = rx.wait_json(Duration::from_secs(10))?;
-                let _ = g;
                 Some(LatencyResult {
                     rate_pps: rate,
                     fraction_of_throughput: a.latency_fraction,
