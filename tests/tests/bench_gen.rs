@@ -245,16 +245,48 @@ fn induced_loss_is_counted_per_flow() {
     );
 }
 
+/// Runs `isopath-bench compare ARGS -q --json` on a lab of its own (`tag` + this process's
+/// id); returns the report and checks the lab is gone afterwards.
+fn compare(tag: &str, args: &[&str]) -> (Value, std::path::PathBuf) {
+    let out_dir = std::env::temp_dir().join(format!("isopath-bench-{tag}-{}", std::process::id()));
+    let prefix = format!("{tag}{}", std::process::id() % 100_000);
+    let out = std::process::Command::new(bench())
+        .arg("compare")
+        .args(args)
+        .args(["-q", "--json", "--prefix", &prefix, "--out"])
+        .arg(&out_dir)
+        .output()
+        .expect("running isopath-bench compare");
+    let _ = std::process::Command::new(isopath_tests::lab_script())
+        .args(["down", &prefix])
+        .output();
+    let r = json(&out, "compare");
+    assert!(
+        isopath_tests::netns_list()
+            .iter()
+            .all(|n| !n.starts_with(&prefix)),
+        "lab left behind"
+    );
+    (r, out_dir)
+}
+
+fn peer<'a>(r: &'a Value, name: &str) -> &'a Value {
+    r["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["peer"] == name)
+        .unwrap_or_else(|| panic!("no peer {name} in {r}"))
+}
+
 #[test]
 fn compare_runs_the_bare_loops_and_writes_a_report() {
     if !require_privileges() {
         return;
     }
-    let out_dir = std::env::temp_dir().join(format!("isopath-bench-cmp-{}", std::process::id()));
-    let prefix = format!("bcm{}", std::process::id() % 100_000);
-    let out = std::process::Command::new(bench())
-        .args([
-            "compare",
+    let (r, out_dir) = compare(
+        "bcm",
+        &[
             "--peers",
             "xsk-fwd,xsk-drop",
             "--rounds",
@@ -263,17 +295,8 @@ fn compare_runs_the_bare_loops_and_writes_a_report() {
             "2",
             "--warmup",
             "1",
-            "-q",
-            "--json",
-        ])
-        .args(["--prefix", &prefix, "--out"])
-        .arg(&out_dir)
-        .output()
-        .expect("running isopath-bench compare");
-    let r = json(&out, "compare");
-    let _ = std::process::Command::new(isopath_tests::lab_script())
-        .args(["down", &prefix])
-        .output();
+        ],
+    );
     assert_eq!(r["schema"], "isopath-bench.report.v1");
     for p in r["peers"].as_array().unwrap() {
         assert!(p["median_pps"].as_f64().unwrap() > 10_000.0, "{p}");
@@ -283,11 +306,125 @@ fn compare_runs_the_bare_loops_and_writes_a_report() {
         assert!(out_dir.join(f).is_file(), "{f} missing");
     }
     let _ = std::fs::remove_dir_all(&out_dir);
+}
+
+/// The bond path as isopath's own row: frames leave on the active member only (they arrive
+/// at s0, nothing at s1, the backup m1 transmits nothing) at the rate of the plain row.
+#[test]
+fn compare_measures_the_bond_path() {
+    if !require_privileges() {
+        return;
+    }
+    let (r, out_dir) = compare(
+        "bbd",
+        &[
+            "--peers",
+            "isopath,isopath-bond",
+            "--rounds",
+            "1",
+            "--secs",
+            "2",
+            "--warmup",
+            "1",
+            "--rate",
+            "20k",
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&out_dir);
+    let plain = peer(&r, "isopath")["median_pps"].as_f64().unwrap();
+    let p = peer(&r, "isopath-bond");
+    let bonded = p["median_pps"].as_f64().unwrap();
+    assert!(bonded > 5_000.0, "{p}");
+    let run = &p["runs"][0];
+    let b = &run["extra"]["bond"];
+    assert_eq!(b["active"], "m0", "{b}");
+    assert_eq!(b["backup"], "m1", "{b}");
+    assert_eq!(b["backup_tx_packets"], 0, "{b}");
+    assert_eq!(b["m1_tx_packets"], 0, "{b}");
+    assert_eq!(b["s1_rx"], 0, "{b}");
+    assert!(b["s0_rx"].as_u64().unwrap() > 5_000, "{b}");
+    // What arrived is what the bond sent on its active member, counted on the far side.
+    assert!(b["m0_tx_packets"].as_u64().unwrap() >= b["s0_rx"].as_u64().unwrap());
+    // The ratio to the plain row is reported; at 20 kpps both forward everything offered.
+    let ratio = r["ratios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "isopath-bond/isopath")
+        .unwrap_or_else(|| panic!("no isopath-bond/isopath ratio: {r}"));
+    let v = ratio["value"].as_f64().unwrap();
+    assert!((v - bonded / plain).abs() < 1e-9, "{ratio}");
+}
+
+/// Both ways: a second source on s0 sends towards t0; each direction is counted where it
+/// arrives, and every frame each source sent arrives (at a low rate, nothing is lost; the
+/// lab's own hosts may add a few frames of their own, such as MLD reports).
+#[test]
+fn compare_both_ways_counts_each_direction() {
+    if !require_privileges() {
+        return;
+    }
+    let (r, out_dir) = compare(
+        "bbw",
+        &[
+            "--peers",
+            "isopath,xsk-fwd",
+            "--both-ways",
+            "--rounds",
+            "1",
+            "--secs",
+            "2",
+            "--warmup",
+            "1",
+            "--rate",
+            "20k",
+        ],
+    );
+    assert_eq!(r["config"]["both_ways"], true);
+    for name in ["isopath", "xsk-fwd"] {
+        let p = peer(&r, name);
+        let run = &p["runs"][0];
+        let dirs = run["directions"].as_array().unwrap();
+        assert_eq!(dirs.len(), 2, "{run}");
+        assert_eq!(dirs[0]["direction"], "t0->far");
+        assert_eq!(dirs[1]["direction"], "far->t0");
+        let mut sum = 0.0;
+        for d in dirs {
+            let (sent, arrived) = (d["sent"].as_u64().unwrap(), d["arrived"].as_u64().unwrap());
+            assert!(sent > 10_000, "{name}: {d}");
+            assert!(
+                arrived >= sent && arrived <= sent + 20,
+                "{name}: sent {sent}, arrived {arrived}: {d}"
+            );
+            let pps = d["arrived_pps"].as_f64().unwrap();
+            assert!(pps > 5_000.0, "{name}: {d}");
+            sum += pps;
+        }
+        let total = run["arrived_pps"].as_f64().unwrap();
+        assert!((total - sum).abs() < 1e-6, "{name}: {run}");
+    }
+    let md = std::fs::read_to_string(out_dir.join("summary.md")).unwrap();
     assert!(
-        isopath_tests::netns_list()
-            .iter()
-            .all(|n| !n.starts_with(&prefix)),
-        "lab left behind"
+        md.contains("| isopath | far->t0 |") && md.contains("| isopath | sum | **"),
+        "{md}"
+    );
+    let _ = std::fs::remove_dir_all(&out_dir);
+    // The drop peers have no way back: refused before any lab is built.
+    let out = std::process::Command::new(bench())
+        .args([
+            "compare",
+            "--peers",
+            "isopath,xsk-drop",
+            "--both-ways",
+            "-q",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--both-ways needs forwarding peers: xsk-drop"),
+        "{err}"
     );
 }
 
