@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 mod bpf;
+mod failover;
 mod hist;
 mod lab;
 mod pattern;
@@ -83,6 +84,10 @@ enum Command {
     /// RFC 2544 throughput (binary search for zero loss), loss curve, latency and back-to-back
     /// per frame size. Builds its own lab; writes report.json, summary.md, SVG plots.
     Rfc2544(run::Rfc2544Args),
+    /// Carrier-loss failovers through isopath's bond at set rates (or the highest the bond
+    /// forwards without loss: `--rates 100k,max`), every frame numbered and timed at the far
+    /// side (AF_XDP on s0 and s1). Builds its own lab; writes report.json, summary.md, SVG.
+    Failover(failover::FailoverCmd),
     /// Renders a stored report.json as the Markdown summary (and plots with --out).
     Report(run::ReportArgs),
 }
@@ -208,6 +213,7 @@ fn main() -> ExitCode {
         Command::XdpDrop(a) => xdp_drop(a),
         Command::Compare(a) => run::compare(a),
         Command::Rfc2544(a) => run::rfc2544(a),
+        Command::Failover(a) => failover::main(a),
         Command::Report(a) => run::render(a),
     };
     match result {

@@ -11,8 +11,10 @@
 //! - `rfc2544`: per peer and frame size, the throughput search (every trial: target, sent,
 //!   received, offered and arrival rates), the loss-versus-offered-load curve, latency at a
 //!   fraction of the throughput (HDR-style summary and buckets), back-to-back bursts;
-//! - `failover`: runs of the bonding issue (a slot: name, events `{t_ms, what}`, a rate
-//!   timeline `[t_ms, pps]`, `outage_ms`, `lost`); empty until bonding lands.
+//! - `failover`: failover runs of the bonding issue (`isopath-bench failover`): per failover
+//!   its name, events `{t_ms, what}` relative to the trigger, a rate timeline `[t_ms, pps]`,
+//!   `outage_ms` (the traffic gap), `lost`, and `rate_pps`, `detection_ms`, `resume_ms`,
+//!   `duplicates`, `reordered`; `failover_series`: per rate, the stream's exact totals.
 
 use std::{collections::BTreeMap, fmt::Write as _, path::Path};
 
@@ -43,6 +45,9 @@ pub(crate) struct Report {
     pub(crate) rfc2544: Vec<SizeResult>,
     #[serde(default)]
     pub(crate) failover: Vec<FailoverRun>,
+    /// Per rate of `isopath-bench failover`: the whole stream's exact counts.
+    #[serde(default)]
+    pub(crate) failover_series: Vec<FailoverSeries>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -183,8 +188,40 @@ pub(crate) struct FailoverRun {
     pub(crate) name: String,
     pub(crate) events: Vec<FailoverEvent>,
     pub(crate) timeline: Vec<(f64, f64)>,
-    pub(crate) outage_ms: f64,
+    /// The traffic gap: the longest silence at the far side before the first frame through the
+    /// new member (`isopath-failover` documents: their resume time).
+    pub(crate) outage_ms: Option<f64>,
     pub(crate) lost: u64,
+    #[serde(default)]
+    pub(crate) rate_pps: u64,
+    /// The bond's event time minus the trigger (`ip link set ... down` returned).
+    #[serde(default)]
+    pub(crate) detection_ms: Option<f64>,
+    /// First arrival after the trigger newer than every arrival before it, minus the trigger.
+    #[serde(default)]
+    pub(crate) resume_ms: Option<f64>,
+    #[serde(default)]
+    pub(crate) duplicates: u64,
+    #[serde(default)]
+    pub(crate) reordered: u64,
+}
+
+/// One rate of `isopath-bench failover`: the stream's exact counts (every sequence number).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct FailoverSeries {
+    pub(crate) rate_pps: u64,
+    /// Failovers triggered, and those the bond counted.
+    pub(crate) failovers: u32,
+    pub(crate) bond_failovers: u64,
+    pub(crate) sent: u64,
+    pub(crate) received: u64,
+    pub(crate) lost: u64,
+    /// Lost outside every failover's window.
+    pub(crate) background_lost: u64,
+    pub(crate) duplicates: u64,
+    pub(crate) reordered: u64,
+    pub(crate) offered_pps: f64,
+    pub(crate) extra: serde_json::Value,
 }
 
 pub(crate) fn median(v: &[f64]) -> f64 {
@@ -337,11 +374,62 @@ pub(crate) fn markdown(r: &Report) -> String {
         }
         let _ = writeln!(m);
     }
+    if !r.failover_series.is_empty() {
+        let _ = writeln!(
+            m,
+            "| failover rate (pps) | failovers (bond) | detection ms median / worst | resume ms median / worst | gap ms median / worst | lost median / worst | background lost | duplicates | reordered |"
+        );
+        let _ = writeln!(m, "|---|---|---|---|---|---|---|---|---|");
+        for s in &r.failover_series {
+            let runs: Vec<&FailoverRun> = r
+                .failover
+                .iter()
+                .filter(|f| f.rate_pps == s.rate_pps)
+                .collect();
+            let stat = |v: Vec<f64>| {
+                if v.is_empty() {
+                    "-".to_string()
+                } else {
+                    let worst = v.iter().copied().fold(f64::MIN, f64::max);
+                    format!("{:.3} / {worst:.3}", median(&v))
+                }
+            };
+            let _ = writeln!(
+                m,
+                "| {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} |",
+                s.rate_pps,
+                s.failovers,
+                s.bond_failovers,
+                stat(runs.iter().filter_map(|f| f.detection_ms).collect()),
+                stat(runs.iter().filter_map(|f| f.resume_ms).collect()),
+                stat(runs.iter().filter_map(|f| f.outage_ms).collect()),
+                stat(runs.iter().map(|f| f.lost as f64).collect()),
+                s.background_lost,
+                s.duplicates,
+                s.reordered,
+            );
+        }
+        let _ = writeln!(m);
+    }
     if !r.failover.is_empty() {
-        let _ = writeln!(m, "| failover run | outage ms | lost |");
-        let _ = writeln!(m, "|---|---|---|");
+        let _ = writeln!(
+            m,
+            "| failover run | detection ms | resume ms | gap ms | lost | duplicates | reordered |"
+        );
+        let _ = writeln!(m, "|---|---|---|---|---|---|---|");
+        let opt = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.3}"));
         for f in &r.failover {
-            let _ = writeln!(m, "| {} | {:.1} | {} |", f.name, f.outage_ms, f.lost);
+            let _ = writeln!(
+                m,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                f.name,
+                opt(f.detection_ms),
+                opt(f.resume_ms),
+                opt(f.outage_ms),
+                f.lost,
+                f.duplicates,
+                f.reordered
+            );
         }
         let _ = writeln!(m);
     }
@@ -745,8 +833,12 @@ pub(crate) fn from_failover(doc: &serde_json::Value) -> Result<Report> {
                 ),
                 events,
                 timeline,
-                outage_ms: r["resume_ms"].as_f64().unwrap_or(f64::NAN),
+                outage_ms: r["resume_ms"].as_f64(),
                 lost: r["lost"].as_u64().unwrap_or(0),
+                rate_pps: doc["summary"]["rate_pps"].as_u64().unwrap_or(0),
+                detection_ms: r["detection_ms"].as_f64(),
+                resume_ms: r["resume_ms"].as_f64(),
+                ..FailoverRun::default()
             }
         })
         .collect();
@@ -792,7 +884,11 @@ mod tests {
             serde_json::from_str(include_str!("../results/failover-100kpps.json")).unwrap();
         let r = from_failover(&doc).unwrap();
         assert_eq!(r.failover.len(), 20);
-        assert!(r.failover.iter().all(|f| f.lost == 0 && f.outage_ms < 1.0));
+        assert!(
+            r.failover
+                .iter()
+                .all(|f| f.lost == 0 && f.outage_ms.is_some_and(|o| o < 1.0))
+        );
         assert_eq!(r.failover[0].timeline.len(), 50);
         let md = markdown(&r);
         assert!(md.contains("| failover run |"), "{md}");

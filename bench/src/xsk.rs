@@ -185,6 +185,160 @@ pub(crate) struct RecvReport {
     pub(crate) port: serde_json::Value,
 }
 
+/// What a receive loop does with what arrives: one call per frame, one per second.
+pub(crate) trait RxSink {
+    /// A frame taken off an RX ring of port `port` (index into the interfaces given to
+    /// [`Rx::open`]); `now` is the loop's clock, read once per burst.
+    fn frame(&mut self, port: usize, now: u64, data: &[u8]);
+    /// Once per second: seconds since the loop started and frames so far.
+    fn second(&mut self, _t: f64, _frames: u64) {}
+}
+
+/// Sockets on every RX queue of one or more interfaces, sharing one UMEM, isopath's XDP program
+/// redirecting into them, fill rings full.
+pub(crate) struct Rx {
+    // Sockets drop before the UMEM they share (fields drop in declaration order).
+    ports: Vec<Port>,
+    umem: XskUmem,
+}
+
+/// Totals of a receive loop.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RxTotals {
+    pub(crate) secs: f64,
+    pub(crate) frames: u64,
+    pub(crate) bytes: u64,
+}
+
+impl Rx {
+    /// Opens `ifaces` for receiving (every RX queue of each gets a socket).
+    pub(crate) fn open(ifaces: &[&str]) -> Result<Self> {
+        let mut nq = 0;
+        for i in ifaces {
+            nq += rx_queues(i)?;
+        }
+        let mut umem = XskUmem::new(ring_params(), nq * (RING + RING))?;
+        let mut ports = Vec::new();
+        for i in ifaces {
+            ports.push(Port::open(&mut umem, i, true)?);
+        }
+        for p in &mut ports {
+            for q in &mut p.queues {
+                umem.refill(q, usize::MAX);
+            }
+        }
+        Ok(Self { ports, umem })
+    }
+
+    /// Receives until `secs` pass or `stop` is raised (both checked once per second), handing
+    /// every frame to `sink`; `clock` is read once per burst.
+    pub(crate) fn run(
+        &mut self,
+        secs: Duration,
+        stop: &AtomicBool,
+        clock: impl Fn() -> u64,
+        sink: &mut impl RxSink,
+    ) -> RxTotals {
+        let mut burst = FrameBurst::new();
+        let (mut frames, mut bytes) = (0u64, 0u64);
+        let mut tick = Ticker::new();
+        let deadline = tick.start + secs;
+        let mut idle = 0u32;
+        let umem = &mut self.umem;
+        loop {
+            let mut got = 0;
+            for (pi, p) in self.ports.iter_mut().enumerate() {
+                for q in &mut p.queues {
+                    let n = umem.rx_burst(q, &mut burst, 256);
+                    if n == 0 {
+                        umem.refill(q, usize::MAX);
+                        continue;
+                    }
+                    got += n;
+                    frames += n as u64;
+                    bytes += burst.bytes();
+                    let now = clock();
+                    umem.retain(&mut burst, |f| {
+                        sink.frame(pi, now, f);
+                        false
+                    });
+                    umem.refill(q, n);
+                }
+            }
+            if got == 0 {
+                // Leave the core to a source that may share it; copy-mode RX needs no kick.
+                idle += 1;
+                if idle > 64 {
+                    std::thread::sleep(Duration::from_micros(50));
+                } else {
+                    std::thread::yield_now();
+                }
+            } else {
+                idle = 0;
+            }
+            if let Some(now) = tick.due() {
+                sink.second(tick.secs(now), frames);
+                if now >= deadline || stop.load(Ordering::Relaxed) {
+                    break;
+                }
+            }
+        }
+        RxTotals {
+            secs: tick.start.elapsed().as_secs_f64(),
+            frames,
+            bytes,
+        }
+    }
+
+    /// Per interface: sockets, bind mode, XDP and kernel socket counters.
+    pub(crate) fn report(&self) -> Vec<serde_json::Value> {
+        self.ports.iter().map(Port::report).collect()
+    }
+}
+
+/// The verifying receiver's state: per-flow accounting and latency histograms.
+#[derive(Default)]
+struct Verify {
+    flows: FlowTable,
+    hist: Histogram,
+    interval: Histogram,
+    probes: u64,
+    other: u64,
+    last_frames: u64,
+}
+
+impl RxSink for Verify {
+    #[inline]
+    fn frame(&mut self, _port: usize, now: u64, data: &[u8]) {
+        match wire::parse(data) {
+            Some(p) => {
+                self.probes += 1;
+                self.flows.record(p.flow, p.seq);
+                let lat = u64::from((now as u32).wrapping_sub(p.ts));
+                self.hist.record(lat);
+                self.interval.record(lat);
+            }
+            None => self.other += 1,
+        }
+    }
+
+    fn second(&mut self, t: f64, frames: u64) {
+        let tot = self.flows.totals();
+        progress(&json!({
+            "t": t,
+            "packets": frames,
+            "pps": frames - self.last_frames,
+            "lost": tot.lost,
+            "reordered": tot.reordered,
+            "duplicates": tot.duplicates,
+            "p50_ns": self.interval.quantile(0.5),
+            "p99_ns": self.interval.quantile(0.99),
+        }));
+        self.last_frames = frames;
+        self.interval = Histogram::default();
+    }
+}
+
 /// The verifying receiver: counts per flow (loss, duplicates, reordering) and records latency.
 pub(crate) fn recv(
     ifname: &str,
@@ -193,94 +347,23 @@ pub(crate) fn recv(
     stop: &AtomicBool,
 ) -> Result<RecvReport> {
     crate::bpf::pin(core)?;
-    let params = ring_params();
-    let nq = rx_queues(ifname)?;
-    let mut umem = XskUmem::new(params, nq * (RING + RING))?;
-    let mut port = Port::open(&mut umem, ifname, true)?;
-    for q in &mut port.queues {
-        umem.refill(q, usize::MAX);
-    }
+    let mut rx = Rx::open(&[ifname])?;
     eprintln!("ready");
-    let mut burst = FrameBurst::new();
-    let mut flows = FlowTable::default();
-    let mut hist = Histogram::default();
-    let mut interval = Histogram::default();
-    let (mut frames, mut bytes, mut probes, mut other) = (0u64, 0u64, 0u64, 0u64);
-    let mut last_frames = 0;
-    let mut tick = Ticker::new();
-    let deadline = tick.start + secs;
-    let mut idle = 0u32;
-    loop {
-        let mut got = 0;
-        for q in &mut port.queues {
-            let n = umem.rx_burst(q, &mut burst, 256);
-            if n == 0 {
-                umem.refill(q, usize::MAX);
-                continue;
-            }
-            got += n;
-            frames += n as u64;
-            bytes += burst.bytes();
-            let now = monotonic_ns() as u32;
-            umem.retain(&mut burst, |f| {
-                match wire::parse(f) {
-                    Some(p) => {
-                        probes += 1;
-                        flows.record(p.flow, p.seq);
-                        let lat = u64::from(now.wrapping_sub(p.ts));
-                        hist.record(lat);
-                        interval.record(lat);
-                    }
-                    None => other += 1,
-                }
-                false
-            });
-            umem.refill(q, n);
-        }
-        if got == 0 {
-            // Leave the core to a source that may share it; copy-mode RX needs no kick.
-            idle += 1;
-            if idle > 64 {
-                std::thread::sleep(Duration::from_micros(50));
-            } else {
-                std::thread::yield_now();
-            }
-        } else {
-            idle = 0;
-        }
-        if let Some(now) = tick.due() {
-            let t = flows.totals();
-            progress(&json!({
-                "t": tick.secs(now),
-                "packets": frames,
-                "pps": frames - last_frames,
-                "lost": t.lost,
-                "reordered": t.reordered,
-                "duplicates": t.duplicates,
-                "p50_ns": interval.quantile(0.5),
-                "p99_ns": interval.quantile(0.99),
-            }));
-            last_frames = frames;
-            interval = Histogram::default();
-            if now >= deadline || stop.load(Ordering::Relaxed) {
-                break;
-            }
-        }
-    }
-    let secs = tick.start.elapsed().as_secs_f64();
-    let mut all = flows.stats();
+    let mut v = Verify::default();
+    let t = rx.run(secs, stop, monotonic_ns, &mut v);
+    let mut all = v.flows.stats();
     all.truncate(MAX_LISTED_FLOWS);
     Ok(RecvReport {
-        secs,
-        frames,
-        bytes,
-        probes,
-        other,
-        rate_pps: frames as f64 / secs,
-        totals: flows.totals(),
+        secs: t.secs,
+        frames: t.frames,
+        bytes: t.bytes,
+        probes: v.probes,
+        other: v.other,
+        rate_pps: t.frames as f64 / t.secs,
+        totals: v.flows.totals(),
         flows: all,
-        latency: hist.dump(),
-        port: port.report(),
+        latency: v.hist.dump(),
+        port: rx.report().pop().unwrap_or_default(),
     })
 }
 
@@ -441,18 +524,12 @@ pub(crate) fn bare(
     stop: &AtomicBool,
 ) -> Result<serde_json::Value> {
     crate::bpf::pin(core)?;
-    let params = ring_params();
-    let nq = rx_queues(a)? + b.map_or(Ok(0), rx_queues)?;
-    let mut umem = XskUmem::new(params, nq * (RING + RING))?;
-    let mut ports = vec![Port::open(&mut umem, a, true)?];
-    if let Some(b) = b {
-        ports.push(Port::open(&mut umem, b, true)?);
-    }
-    for p in &mut ports {
-        for q in &mut p.queues {
-            umem.refill(q, usize::MAX);
-        }
-    }
+    let ifaces: Vec<&str> = std::iter::once(a).chain(b).collect();
+    // The UMEM is bound first so that it drops after the sockets.
+    let Rx {
+        mut umem,
+        mut ports,
+    } = Rx::open(&ifaces)?;
     eprintln!("ready");
     let mut burst = FrameBurst::new();
     let mut scratch = FrameBurst::new();
