@@ -257,6 +257,8 @@ pub struct BondOptions {
     pub mac: Option<[u8; 6]>,
     /// The appliance's own addresses on the bond.
     pub addresses: Vec<std::net::IpAddr>,
+    /// VLANs over the bond (802.1Q id) with the appliance's addresses on each.
+    pub vlans: Vec<(u16, Vec<std::net::IpAddr>)>,
     /// Peer notification.
     pub notify: NotifyOptions,
     /// ARP monitoring instead of carrier monitoring.
@@ -276,6 +278,7 @@ impl Default for BondOptions {
             fail_over_mac: FailOverMac::None,
             mac: None,
             addresses: Vec::new(),
+            vlans: Vec::new(),
             notify: NotifyOptions::default(),
             arp: None,
         }
@@ -1112,6 +1115,10 @@ impl Bond {
             },
             "mac": crate::frames::fmt_mac(&self.own_mac()),
             "addresses": self.opts.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            "vlans": self.opts.vlans.iter().map(|(id, addrs)| json!({
+                "id": id,
+                "addresses": addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
             "notifications": {
                 "grat_arp": self.sent.grat_arp,
                 "unsol_na": self.sent.unsol_na,

@@ -78,6 +78,11 @@ pub struct BondConfig {
     /// gratuitous ARP / unsolicited NA after every change of active member.
     #[serde(default)]
     pub addresses: Vec<String>,
+    /// VLANs on the bond with the appliance's addresses on each (`[[bond.vlan]]`): announced
+    /// per VLAN, tagged, after every change of active member, and answered (ARP, NS, echo) on
+    /// their VLAN.
+    #[serde(default)]
+    pub vlan: Vec<VlanConfig>,
     /// The bond's MAC ("02:..."); default: the first member's.
     pub mac: Option<String>,
     /// "none" (default), "active" or "follow", as in Linux.
@@ -114,6 +119,21 @@ pub struct BondConfig {
     /// administratively down, so the other side sees carrier loss too (default false).
     pub link_state_tracking: Option<bool>,
 }
+
+/// `[[bond.vlan]]`: an 802.1Q VLAN over the bond.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VlanConfig {
+    /// VLAN id, 1..=4094.
+    pub id: u16,
+    /// The appliance's own addresses on this VLAN.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+}
+
+/// Most VLANs per bond: a change of active member announces every VLAN's addresses at once,
+/// and the announcements must fit the bond's mailbox.
+pub const MAX_VLANS: usize = 64;
 
 /// `[daemon]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -654,18 +674,42 @@ impl Config {
                     x => Err(field(f(key), format!("{x} ms: at most 60000"))),
                 }
             };
-            let addresses = b
-                .addresses
-                .iter()
-                .map(|a| {
-                    a.parse::<std::net::IpAddr>().map_err(|_| {
-                        field(
-                            f("addresses"),
-                            format!("{a:?} is not an IPv4 or IPv6 address"),
-                        )
+            let parse_addrs = |list: &[String], key: &str| {
+                list.iter()
+                    .map(|a| {
+                        a.parse::<std::net::IpAddr>().map_err(|_| {
+                            field(f(key), format!("{a:?} is not an IPv4 or IPv6 address"))
+                        })
                     })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+                    .collect::<Result<Vec<_>, _>>()
+            };
+            let addresses = parse_addrs(&b.addresses, "addresses")?;
+            if b.vlan.len() > MAX_VLANS {
+                return Err(field(
+                    f("vlan"),
+                    format!("{} VLANs: at most {MAX_VLANS}", b.vlan.len()),
+                ));
+            }
+            let mut vlans: Vec<(u16, Vec<std::net::IpAddr>)> = Vec::with_capacity(b.vlan.len());
+            for (j, v) in b.vlan.iter().enumerate() {
+                let key = format!("vlan[{j}]");
+                if !(1..=4094).contains(&v.id) {
+                    return Err(field(
+                        f(&format!("{key}.id")),
+                        format!("{}: a VLAN id is 1..=4094", v.id),
+                    ));
+                }
+                if vlans.iter().any(|(id, _)| *id == v.id) {
+                    return Err(field(
+                        f(&format!("{key}.id")),
+                        format!("VLAN {} listed twice", v.id),
+                    ));
+                }
+                vlans.push((
+                    v.id,
+                    parse_addrs(&v.addresses, &format!("{key}.addresses"))?,
+                ));
+            }
             let mac = match &b.mac {
                 None => None,
                 Some(m) => Some(
@@ -800,6 +844,7 @@ impl Config {
                 fail_over_mac,
                 mac,
                 addresses,
+                vlans,
                 notify,
                 miimon: ms(b.miimon, 10, "miimon")?,
                 updelay: ms(b.updelay, 0, "updelay")?,
@@ -971,6 +1016,50 @@ mod tests {
             bad("prio = { m1 = 5 }", "primary_reselect = \"sometimes\"")
                 .contains("primary_reselect")
         );
+    }
+
+    #[test]
+    fn bond_vlans_plan_and_are_validated() {
+        let with = |vlans: &str| {
+            BONDED.replace(
+                "prio = { m1 = 5 }",
+                &format!("prio = {{ m1 = 5 }}\n{vlans}"),
+            )
+        };
+        let text = with(
+            "[[bond.vlan]]\nid = 100\naddresses = [\"198.18.1.10\", \"2001:2:0:100::10\"]\n[[bond.vlan]]\nid = 200",
+        );
+        let plan = Config::parse(&text).unwrap().plan(&host()).unwrap();
+        let v = &plan.bonds[0].opts.vlans;
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].0, 100);
+        assert_eq!(
+            v[0].1,
+            vec![
+                "198.18.1.10".parse::<std::net::IpAddr>().unwrap(),
+                "2001:2:0:100::10".parse().unwrap()
+            ]
+        );
+        assert_eq!((v[1].0, v[1].1.len()), (200, 0));
+        for (vlans, field) in [
+            ("[[bond.vlan]]\nid = 0", "bond[0].vlan[0].id"),
+            ("[[bond.vlan]]\nid = 4095", "bond[0].vlan[0].id"),
+            (
+                "[[bond.vlan]]\nid = 7\n[[bond.vlan]]\nid = 7",
+                "bond[0].vlan[1].id",
+            ),
+            (
+                "[[bond.vlan]]\nid = 7\naddresses = [\"198.18.1\"]",
+                "bond[0].vlan[0].addresses",
+            ),
+        ] {
+            let e = refused(&with(vlans));
+            assert!(e.contains(field), "{vlans}: {e}");
+        }
+        let many: String = (1..=65)
+            .map(|i| format!("[[bond.vlan]]\nid = {i}\n"))
+            .collect();
+        assert!(refused(&with(&many)).contains("at most 64"));
     }
 
     #[test]

@@ -161,29 +161,45 @@ impl LinkBook {
         for (bi, punt) in self.punts.iter().enumerate() {
             let b = &mut self.bonds[bi];
             let mailbox = &self.outboxes[bi].0;
-            let own4: Vec<std::net::Ipv4Addr> = b
-                .opts
-                .addresses
-                .iter()
-                .filter_map(|a| match a {
-                    IpAddr::V4(v) => Some(*v),
-                    IpAddr::V6(_) => None,
+            // The appliance's addresses per VLAN (None: untagged, on the bond itself).
+            let own: Vec<(
+                Option<u16>,
+                Vec<std::net::Ipv4Addr>,
+                Vec<std::net::Ipv6Addr>,
+            )> = std::iter::once((None, &b.opts.addresses))
+                .chain(b.opts.vlans.iter().map(|(id, a)| (Some(*id), a)))
+                .map(|(vid, addrs)| {
+                    let v4 = addrs
+                        .iter()
+                        .filter_map(|a| match a {
+                            IpAddr::V4(v) => Some(*v),
+                            IpAddr::V6(_) => None,
+                        })
+                        .collect();
+                    let v6 = addrs
+                        .iter()
+                        .filter_map(|a| match a {
+                            IpAddr::V6(v) => Some(*v),
+                            IpAddr::V4(_) => None,
+                        })
+                        .collect();
+                    (vid, v4, v6)
                 })
                 .collect();
-            let own6: Vec<std::net::Ipv6Addr> = b
-                .opts
-                .addresses
-                .iter()
-                .filter_map(|a| match a {
-                    IpAddr::V6(v) => Some(*v),
-                    IpAddr::V4(_) => None,
-                })
-                .collect();
+            let (own4, own6) = (&own[0].1, &own[0].2);
             let mac = b.own_mac();
             let mut answers = Vec::new();
             while let Some(p) = punt.queue.pop() {
                 let m = usize::from(p.member);
-                let f = p.frame();
+                // A frame on a VLAN is read untagged, checked against that VLAN's addresses,
+                // and answered on the same VLAN; a VLAN not configured has none.
+                let (vid, f) = frames::untag(p.frame());
+                let f = &f[..];
+                let (own4, own6) = match own.iter().find(|o| o.0 == vid) {
+                    Some((_, v4, v6)) => (&v4[..], &v6[..]),
+                    None => (&[][..], &[][..]),
+                };
+                let before = answers.len();
                 if let Some(arp) = frames::parse_arp(f) {
                     let seen = ArpSeen {
                         spa: arp.spa,
@@ -202,10 +218,13 @@ impl LinkBook {
                     if nd.kind == 135 && own6.contains(&nd.target) && nd.src_mac != mac {
                         answers.push(frames::solicited_na(mac, nd.target, &nd));
                     }
-                } else if let Some(r) = frames::icmp_echo_reply(f, mac, &own4) {
+                } else if let Some(r) = frames::icmp_echo_reply(f, mac, own4) {
                     answers.push(r);
-                } else if let Some(r) = frames::icmpv6_echo_reply(f, mac, &own6) {
+                } else if let Some(r) = frames::icmpv6_echo_reply(f, mac, own6) {
                     answers.push(r);
+                }
+                if let Some(a) = answers.get_mut(before) {
+                    *a = frames::tag(std::mem::take(a), vid);
                 }
             }
             if let Some(active) = b.active() {
@@ -279,15 +298,18 @@ impl LinkBook {
         for (b, (mailbox, seen)) in self.bonds.iter_mut().zip(&self.outboxes) {
             while let Some(due) = b.due(now) {
                 let mut frames: Vec<(Vec<u8>, u8)> = Vec::new();
-                for a in &b.opts.addresses {
-                    match a {
-                        IpAddr::V4(ip) if due.grat_arp => {
-                            frames.push((frames::gratuitous_arp(due.mac, *ip), 0));
+                // The bond's own addresses untagged, then each VLAN's on its VLAN (as Linux
+                // announces through the bond's VLAN devices).
+                let on_vlans = b.opts.vlans.iter().map(|(id, a)| (Some(*id), a));
+                for (vid, addrs) in std::iter::once((None, &b.opts.addresses)).chain(on_vlans) {
+                    for a in addrs {
+                        match a {
+                            IpAddr::V4(ip) if due.grat_arp => frames
+                                .push((frames::tag(frames::gratuitous_arp(due.mac, *ip), vid), 0)),
+                            IpAddr::V6(ip) if due.unsol_na => frames
+                                .push((frames::tag(frames::unsolicited_na(due.mac, *ip), vid), 1)),
+                            _ => {}
                         }
-                        IpAddr::V6(ip) if due.unsol_na => {
-                            frames.push((frames::unsolicited_na(due.mac, *ip), 1));
-                        }
-                        _ => {}
                     }
                 }
                 if due.reannounce
@@ -440,10 +462,11 @@ impl Daemon {
             .iter()
             .map(|b| {
                 let p = Punt::new();
-                let own = !b.opts.addresses.is_empty() || b.opts.arp.is_some();
+                let owns = !b.opts.addresses.is_empty() || !b.opts.vlans.is_empty();
+                let own = owns || b.opts.arp.is_some();
                 // Neighbour discovery goes to control whenever the bond monitors by ARP/NS or
                 // owns addresses (it answers ARP and NS for them).
-                let arp = b.opts.arp.is_some() || !b.opts.addresses.is_empty();
+                let arp = b.opts.arp.is_some() || owns;
                 p.arp.store(arp, std::sync::atomic::Ordering::Relaxed);
                 if own {
                     p.own_mac

@@ -8,7 +8,8 @@
 //!   sourced from it (what QEMU and hypervisors send after a live migration), so that switches
 //!   relearn where that host now is.
 //!
-//! All are padded to the 60-byte Ethernet minimum.
+//! All are padded to the 60-byte Ethernet minimum. On a VLAN of the bond they carry an 802.1Q
+//! tag ([`tag`]); what arrives tagged is read with the tag taken off ([`untag`]).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -19,6 +20,7 @@ const BROADCAST: Mac = [0xff; 6];
 const ETH_P_ARP: u16 = 0x0806;
 const ETH_P_RARP: u16 = 0x8035;
 const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
 const MIN_FRAME: usize = 60;
 
 fn eth(dst: Mac, src: Mac, ethertype: u16) -> Vec<u8> {
@@ -27,6 +29,33 @@ fn eth(dst: Mac, src: Mac, ethertype: u16) -> Vec<u8> {
     f.extend_from_slice(&src);
     f.extend_from_slice(&ethertype.to_be_bytes());
     f
+}
+
+/// The VLAN of a frame with an 802.1Q tag, and the frame with the tag taken off; an untagged
+/// frame as it is. A priority tag (VLAN id 0) is taken off and means no VLAN.
+pub fn untag(f: &[u8]) -> (Option<u16>, std::borrow::Cow<'_, [u8]>) {
+    if f.len() < 18 || f[12..14] != ETH_P_8021Q.to_be_bytes() {
+        return (None, std::borrow::Cow::Borrowed(f));
+    }
+    let vid = u16::from_be_bytes([f[14], f[15]]) & 0x0fff;
+    let mut u = Vec::with_capacity(f.len() - 4);
+    u.extend_from_slice(&f[..12]);
+    u.extend_from_slice(&f[16..]);
+    ((vid != 0).then_some(vid), std::borrow::Cow::Owned(u))
+}
+
+/// `f` on VLAN `vid`: an 802.1Q tag (priority 0) after the MAC addresses; `None` leaves it
+/// untagged.
+pub fn tag(f: Vec<u8>, vid: Option<u16>) -> Vec<u8> {
+    let Some(vid) = vid else {
+        return f;
+    };
+    let mut t = Vec::with_capacity(f.len() + 4);
+    t.extend_from_slice(&f[..12]);
+    t.extend_from_slice(&ETH_P_8021Q.to_be_bytes());
+    t.extend_from_slice(&(vid & 0x0fff).to_be_bytes());
+    t.extend_from_slice(&f[12..]);
+    t
 }
 
 fn pad(mut f: Vec<u8>) -> Vec<u8> {
@@ -165,6 +194,29 @@ mod tests {
         // Summing over the message including its checksum gives 0 (one's complement).
         let dst = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
         assert_eq!(icmpv6_checksum(ip, dst, icmp), 0);
+    }
+
+    #[test]
+    fn vlan_tags_go_on_and_come_off() {
+        let f = gratuitous_arp(MAC, Ipv4Addr::new(198, 18, 1, 10));
+        let t = tag(f.clone(), Some(100));
+        assert_eq!(t.len(), f.len() + 4);
+        assert_eq!(&t[12..16], &[0x81, 0x00, 0x00, 100]);
+        assert_eq!(&t[16..18], &[0x08, 0x06]);
+        let (vid, u) = untag(&t);
+        assert_eq!((vid, &u[..]), (Some(100), &f[..]));
+        assert_eq!(
+            parse_arp(&u).map(|a| a.spa),
+            Some(Ipv4Addr::new(198, 18, 1, 10))
+        );
+        // Untagged stays as is; a priority tag (VLAN 0) comes off and means no VLAN.
+        assert_eq!(untag(&f), (None, std::borrow::Cow::Borrowed(&f[..])));
+        assert_eq!(tag(f.clone(), None), f);
+        let prio = tag(f.clone(), Some(0));
+        let (vid, u) = untag(&prio);
+        assert_eq!((vid, &u[..]), (None, &f[..]));
+        // Too short to hold a tag and an EtherType: left alone.
+        assert_eq!(untag(&t[..17]).0, None);
     }
 
     #[test]

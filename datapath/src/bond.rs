@@ -192,9 +192,15 @@ impl Punt {
         };
         let dst = u64::from_be_bytes([0, 0, hdr[0], hdr[1], hdr[2], hdr[3], hdr[4], hdr[5]]);
         let own = own_mac != 0 && dst == own_mac;
+        // One 802.1Q tag may come before the EtherType: neighbour discovery on a VLAN of the
+        // bond (control reads it untagged and answers on the same VLAN).
+        let ethertype = match &hdr[12..14] {
+            [0x81, 0x00] => frame.get(16..18).unwrap_or(&[0, 0]),
+            t => t,
+        };
         let nd = arp
-            && (hdr[12..14] == [0x08, 0x06]
-                || (hdr[12..14] == [0x86, 0xdd] && hdr[..3] == [0x33, 0x33, 0xff]));
+            && (*ethertype == [0x08, 0x06]
+                || (*ethertype == [0x86, 0xdd] && hdr[..3] == [0x33, 0x33, 0xff]));
         (own || nd, own)
     }
 }
@@ -365,6 +371,33 @@ mod tests {
             Punt::classify(&ns, true, mac_u64(&own)),
             (false, false),
             "all-nodes: not ND"
+        );
+        // On a VLAN: the EtherType after the 802.1Q tag decides.
+        let mut tagged = [0u8; 64];
+        tagged[..6].copy_from_slice(&[0xff; 6]);
+        tagged[12..18].copy_from_slice(&[0x81, 0x00, 0x00, 100, 0x08, 0x06]);
+        assert_eq!(
+            Punt::classify(&tagged, true, mac_u64(&own)),
+            (true, false),
+            "tagged ARP: copy"
+        );
+        tagged[16..18].copy_from_slice(&[0x08, 0x00]);
+        assert_eq!(
+            Punt::classify(&tagged, true, mac_u64(&own)),
+            (false, false),
+            "tagged IPv4 broadcast: not ND"
+        );
+        tagged[..6].copy_from_slice(&[0x33, 0x33, 0xff, 0, 0, 0x10]);
+        tagged[16..18].copy_from_slice(&[0x86, 0xdd]);
+        assert_eq!(
+            Punt::classify(&tagged, true, mac_u64(&own)),
+            (true, false),
+            "tagged NS: copy"
+        );
+        assert_eq!(
+            Punt::classify(&tagged[..16], true, mac_u64(&own)),
+            (false, false),
+            "tag without EtherType"
         );
     }
 

@@ -876,3 +876,189 @@ fn an_interface_not_in_the_config_joins_the_bond_at_run_time() {
     assert_clean_stop(&d.stop());
     assert_eq!(xdp_prog(&lab, lab.ns_app(), "m1"), None, "detached at stop");
 }
+
+/// A classic pcap file of Ethernet frames (for `isopath-bench gen --pcap`).
+fn write_pcap(path: &std::path::Path, frames: &[Vec<u8>]) {
+    let mut out = Vec::new();
+    for v in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 65535, 1] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    for f in frames {
+        for v in [0u32, 0, f.len() as u32, f.len() as u32] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(f);
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+/// The Internet checksum of `b`.
+fn csum(b: &[u8]) -> u16 {
+    let mut s: u32 = b
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
+}
+
+/// Frames from a far host on VLAN 100 (MAC `src`, 198.18.1.2) to the bond (MAC `bond`,
+/// 198.18.1.10): an ARP request, and an ICMP echo request with sequence 7.
+fn vlan100_requests(src: [u8; 6], bond: [u8; 6]) -> Vec<Vec<u8>> {
+    let (me, it) = ([198, 18, 1, 2], [198, 18, 1, 10]);
+    let l2 = |dst: [u8; 6], ethertype: [u8; 2]| {
+        let mut f = dst.to_vec();
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&[0x81, 0x00, 0x00, 100]);
+        f.extend_from_slice(&ethertype);
+        f
+    };
+    let mut arp = l2([0xff; 6], [0x08, 0x06]);
+    arp.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    arp.extend_from_slice(&src);
+    arp.extend_from_slice(&me);
+    arp.extend_from_slice(&[0; 6]);
+    arp.extend_from_slice(&it);
+    arp.resize(64, 0);
+    let mut icmp = vec![8, 0, 0, 0, 0x12, 0x34, 0, 7];
+    icmp.extend_from_slice(b"isopath-vlan-echo");
+    let c = csum(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 1, 0, 0];
+    ip[2..4].copy_from_slice(&((20 + icmp.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&me);
+    ip.extend_from_slice(&it);
+    let c = csum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut echo = l2(bond, [0x08, 0x00]);
+    echo.extend_from_slice(&ip);
+    echo.extend_from_slice(&icmp);
+    vec![arp, echo]
+}
+
+/// Starts tcpdump on `dev` in the far namespace, writing the first `count` VLAN-tagged frames
+/// to `file`.
+fn tcpdump_vlan(lab: &Lab, dev: &str, file: &str, count: u32) -> ChildGuard {
+    let mut dump = ChildGuard::new(lab.spawn(
+        lab.ns_far(),
+        [
+            "timeout",
+            "20",
+            "tcpdump",
+            "-c",
+            &count.to_string(),
+            "-i",
+            dev,
+            "-n",
+            "-U",
+            "-w",
+            file,
+            "vlan",
+        ],
+    ))
+    .with_label("tcpdump");
+    assert!(
+        dump.wait_stderr_contains("listening", Duration::from_secs(5)),
+        "tcpdump did not start: {}",
+        dump.stderr_so_far()
+    );
+    dump
+}
+
+/// What `tcpdump -r -e -n` reads from `file` once `dump` has its frames.
+fn tcpdump_read(lab: &Lab, dump: ChildGuard, file: &str) -> String {
+    dump.wait_output(Duration::from_secs(10));
+    let read = lab.exec(lab.ns_far(), ["tcpdump", "-r", file, "-n", "-e", "-v"]);
+    let _ = std::fs::remove_file(file);
+    assert!(read.status.success(), "{read:?}");
+    String::from_utf8_lossy(&read.stdout).into_owned()
+}
+
+#[test]
+fn vlans_on_the_bond_are_announced_and_answered_tagged() {
+    if !require_privileges() {
+        return;
+    }
+    let lab = Lab::up("bvlan");
+    let mac = "02:00:00:00:0b:01";
+    let bond = format!(
+        "drain_ms = 100\naddresses = [\"198.18.0.10\"]\nmac = \"{mac}\"\n\
+         [[bond.vlan]]\nid = 100\naddresses = [\"198.18.1.10\", \"2001:2:0:100::10\"]"
+    );
+    let d = Isopathd::start(&lab, &bond_config(&lab, "", &bond), &[]);
+    assert_eq!(d.bond()["vlans"][0]["id"], 100, "{:#}", d.bond());
+    lab.ping_far();
+
+    // A far host on VLAN 100 asks for 198.18.1.10 and pings it: both answered on VLAN 100,
+    // through the active member m0, seen on the far side of its link (s0).
+    let (file, pcap) = (
+        format!("/tmp/isopath-{}-s0.pcap", lab.prefix),
+        std::env::temp_dir().join(format!("isopath-{}-vlan-req.pcap", lab.prefix)),
+    );
+    let far_mac = [0x02, 0, 0, 0, 0x0f, 0x01];
+    write_pcap(&pcap, &vlan100_requests(far_mac, [2, 0, 0, 0, 0x0b, 1]));
+    // The two answers, twice: the requests are replayed for a second.
+    let dump = tcpdump_vlan(&lab, "s0", &file, 4);
+    let sent = lab.exec(
+        lab.ns_far(),
+        [
+            bin("isopath-bench").to_str().unwrap(),
+            "gen",
+            "--iface",
+            "s0",
+            "--source",
+            "xsk",
+            "--pcap",
+            pcap.to_str().unwrap(),
+            "--rate",
+            "20",
+            "--secs",
+            "1",
+            "--core",
+            "0",
+        ],
+    );
+    let _ = std::fs::remove_file(&pcap);
+    assert!(sent.status.success(), "{sent:?}");
+    let text = tcpdump_read(&lab, dump, &file);
+    let answered = |what: &str| {
+        text.lines().any(|l| {
+            l.contains(&format!("{mac} > 02:00:00:00:0f:01"))
+                && l.contains("vlan 100")
+                && l.contains(what)
+        })
+    };
+    assert!(
+        answered("Reply 198.18.1.10 is-at 02:00:00:00:0b:01"),
+        "{text}"
+    );
+    assert!(
+        text.contains("198.18.1.10 > 198.18.1.2: ICMP echo reply, id 4660, seq 7"),
+        "{text}"
+    );
+
+    // A planned switch to m1: the bond's address is announced untagged, VLAN 100's tagged, on
+    // m1's far side (s1).
+    let file = format!("/tmp/isopath-{}-s1.pcap", lab.prefix);
+    // The tagged gratuitous ARP and unsolicited NA.
+    let dump = tcpdump_vlan(&lab, "s1", &file, 2);
+    let garps = u(&d.bond(), "notifications.grat_arp");
+    let r = d.request("bond switch bond0 m1");
+    assert_eq!(r["ok"], true, "{r}");
+    let text = tcpdump_read(&lab, dump, &file);
+    assert!(
+        text.lines().any(|l| l.contains("vlan 100")
+            && l.contains("Request who-has 198.18.1.10 tell 198.18.1.10")),
+        "gratuitous ARP on VLAN 100: {text}"
+    );
+    assert!(
+        text.contains("2001:2:0:100::10 > ff02::1") && text.contains("tgt is 2001:2:0:100::10"),
+        "unsolicited NA on VLAN 100: {text}"
+    );
+    // The untagged announcement is not in a `vlan` capture; the bond counted both.
+    let b = d.bond();
+    assert_eq!(u(&b, "notifications.grat_arp"), garps + 2, "{b:#}");
+    assert_clean_stop(&d.stop());
+}
