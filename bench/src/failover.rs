@@ -37,6 +37,7 @@
 //! receiver), then runs the failovers at that rate.
 
 use std::{
+    collections::BTreeMap,
     fmt::Write as _,
     path::{Path, PathBuf},
     process::Command,
@@ -614,6 +615,7 @@ impl BondLab {
     /// One steady trial at `rate` (no failover): frames sent vs distinct frames received.
     fn trial(&self, size: usize, rate: u64, secs: Duration) -> Result<(Trial, Value)> {
         let s = secs.as_secs_f64();
+        let st0 = self.status()?;
         let (rx, control) = self.receiver(capacity(rate, s), s + 30.0)?;
         let g = self
             .source(size, rate, s)?
@@ -622,6 +624,7 @@ impl BondLab {
         let sent = g["sent"].as_u64().unwrap_or(0);
         let r = self.finish_receiver(rx, &control, sent, 0, &[])?;
         let received = r["totals"]["received"].as_u64().unwrap_or(0);
+        let where_ = json!({"datapath": datapath_delta(&st0, &self.status()?), "receiver": r});
         let gsecs = g["secs"].as_f64().unwrap_or(s).max(1e-9);
         Ok((
             Trial {
@@ -631,7 +634,7 @@ impl BondLab {
                 offered_pps: sent as f64 / gsecs,
                 received_pps: received as f64 / gsecs,
             },
-            r,
+            where_,
         ))
     }
 }
@@ -678,23 +681,38 @@ fn bond_events(st: &Value) -> Vec<(u64, String)> {
         .collect()
 }
 
-/// What the datapath dropped, by port and reason (non-zero only), and the bond's no-member drops.
-fn datapath_drops(st: &Value) -> Value {
-    let mut m = serde_json::Map::new();
+/// isopathd's per-port counters (packets, drops by reason, XDP and kernel socket counters)
+/// and the bond's drops, as flat `port.counter` names.
+fn datapath_counters(st: &Value) -> BTreeMap<String, u64> {
+    let mut m = BTreeMap::new();
     for p in st["ports"].as_array().into_iter().flatten() {
-        for (k, v) in p["drops"].as_object().into_iter().flatten() {
-            if let Some(n) = v.as_u64().filter(|&n| n > 0) {
-                m.insert(
-                    format!("{}.{k}", p["name"].as_str().unwrap_or("?")),
-                    json!(n),
-                );
+        let name = p["name"].as_str().unwrap_or("?");
+        for k in ["rx_packets", "tx_packets"] {
+            m.insert(format!("{name}.{k}"), p[k].as_u64().unwrap_or(0));
+        }
+        for (group, prefix) in [("drops", ""), ("xdp", "xdp."), ("xsk", "xsk.")] {
+            for (k, v) in p[group].as_object().into_iter().flatten() {
+                m.insert(format!("{name}.{prefix}{k}"), v.as_u64().unwrap_or(0));
             }
         }
     }
-    let n = st["bonds"][0]["drops"]["tx_drop_no_active_member"]
-        .as_u64()
-        .unwrap_or(0);
-    m.insert("bond0.tx_drop_no_active_member".into(), json!(n));
+    for (k, v) in st["bonds"][0]["drops"].as_object().into_iter().flatten() {
+        m.insert(format!("bond0.{k}"), v.as_u64().unwrap_or(0));
+    }
+    m
+}
+
+/// The counters that moved between two status documents, and by how much: where the
+/// frames of a series went inside the datapath (and what it dropped).
+fn datapath_delta(before: &Value, after: &Value) -> Value {
+    let b = datapath_counters(before);
+    let mut m = serde_json::Map::new();
+    for (k, v) in datapath_counters(after) {
+        let d = v.saturating_sub(b.get(&k).copied().unwrap_or(0));
+        if d > 0 {
+            m.insert(k, json!(d));
+        }
+    }
     Value::Object(m)
 }
 
@@ -815,7 +833,9 @@ fn series(
             "other_frames": totals.other_frames,
             "per_port": totals.per_port,
             "log_overflow": totals.log_overflow,
-            "datapath_drops": datapath_drops(&st),
+            // Frames sent, then per hop: up0's XDP redirects and socket drops, the worker's
+            // counters, m0/m1 TX, and what the receiver took at s0/s1 (receiver_ports).
+            "datapath": datapath_delta(&st0, &st),
             "receiver_ports": r["ports"],
             "source": g,
         }),
@@ -875,8 +895,11 @@ fn run(a: &RunArgs) -> Result<()> {
                         }
                         say(quiet, &format!("search: trial at {rate} pps"));
                         match bl.trial(a.size, rate, a.trial_secs) {
-                            Ok((t, _)) => {
+                            Ok((t, w)) => {
                                 say(quiet, &format!("  sent {} received {}", t.sent, t.received));
+                                if t.received < t.sent {
+                                    say(quiet, &format!("  where: {w}"));
+                                }
                                 t
                             }
                             Err(e) => {
@@ -891,13 +914,9 @@ fn run(a: &RunArgs) -> Result<()> {
                     if stop.load(Ordering::Relaxed) {
                         bail!("interrupted");
                     }
-                    if res.throughput_pps == 0 {
-                        bail!("no trial passed: the bond lost frames at every rate tried");
-                    }
                     let mut curve = res.trials.clone();
                     curve.sort_by(|x, y| x.offered_pps.total_cmp(&y.offered_pps));
                     let rate = res.throughput_pps;
-                    say(quiet, &format!("highest rate without loss: {rate} pps"));
                     report.rfc2544.push(SizeResult {
                         peer: "isopath-bond".into(),
                         size: a.size.to_string(),
@@ -905,6 +924,14 @@ fn run(a: &RunArgs) -> Result<()> {
                         loss_curve: curve,
                         ..SizeResult::default()
                     });
+                    if rate == 0 {
+                        // The report keeps the trials; the other rates still run.
+                        eprintln!(
+                            "failover: no trial passed (frames lost at every rate tried): no failovers at `max`"
+                        );
+                        continue;
+                    }
+                    say(quiet, &format!("highest rate without loss: {rate} pps"));
                     rate
                 }
             };

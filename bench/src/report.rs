@@ -377,7 +377,7 @@ pub(crate) fn markdown(r: &Report) -> String {
     if !r.failover_series.is_empty() {
         let _ = writeln!(
             m,
-            "| failover rate (pps) | failovers (bond) | detection ms median / worst | resume ms median / worst | gap ms median / worst | lost median / worst | background lost | duplicates | reordered |"
+            "| failover rate (pps) | failovers (bond) | detection ms median / worst | resume ms median / worst | gap ms median / worst | lost median / worst (as time at the rate) | background lost | duplicates | reordered |"
         );
         let _ = writeln!(m, "|---|---|---|---|---|---|---|---|---|");
         for s in &r.failover_series {
@@ -386,6 +386,17 @@ pub(crate) fn markdown(r: &Report) -> String {
                 .iter()
                 .filter(|f| f.rate_pps == s.rate_pps)
                 .collect();
+            // Lost frames also as the time they cover at the offered rate: a stall of the
+            // receiver does not change it.
+            let lost_stat = |v: Vec<f64>, rate: u64| {
+                if v.is_empty() || rate == 0 {
+                    return "-".to_string();
+                }
+                let worst = v.iter().copied().fold(f64::MIN, f64::max);
+                let t = |n: f64| n * 1e3 / rate as f64;
+                let med = median(&v);
+                format!("{med:.0} / {worst:.0} ({:.2} / {:.2} ms)", t(med), t(worst))
+            };
             let stat = |v: Vec<f64>| {
                 if v.is_empty() {
                     "-".to_string()
@@ -403,7 +414,7 @@ pub(crate) fn markdown(r: &Report) -> String {
                 stat(runs.iter().filter_map(|f| f.detection_ms).collect()),
                 stat(runs.iter().filter_map(|f| f.resume_ms).collect()),
                 stat(runs.iter().filter_map(|f| f.outage_ms).collect()),
-                stat(runs.iter().map(|f| f.lost as f64).collect()),
+                lost_stat(runs.iter().map(|f| f.lost as f64).collect(), s.rate_pps),
                 s.background_lost,
                 s.duplicates,
                 s.reordered,

@@ -447,3 +447,95 @@ fn stored_report_renders() {
         "{md}"
     );
 }
+
+/// `isopath-bench failover` at the bonding issue's CI rate: two carrier-loss failovers (m0 → m1,
+/// then back) at 20 kpps, every frame numbered at the source and taken by the AF_XDP receiver
+/// on s0 and s1. Each failover is detected by the bond and traffic resumes with fewer than
+/// 20,000 frames lost; the counts are exact: sent = received + lost, the failovers' losses
+/// plus the background loss are all the loss, and the receiver saw every frame the XDP
+/// program on s0/s1 redirected.
+#[test]
+fn failover_runs_detect_resume_and_count_exactly() {
+    if !require_privileges() {
+        return;
+    }
+    let tag = "bfo";
+    let out_dir = std::env::temp_dir().join(format!("isopath-bench-{tag}-{}", std::process::id()));
+    let prefix = format!("{tag}{}", std::process::id() % 100_000);
+    let out = std::process::Command::new(bench())
+        .args([
+            "failover",
+            "--rates",
+            "20k",
+            "--runs",
+            "2",
+            "--period-ms",
+            "1000",
+        ])
+        .args(["-q", "--json", "--prefix", &prefix, "--out"])
+        .arg(&out_dir)
+        .output()
+        .expect("running isopath-bench failover");
+    let _ = std::process::Command::new(isopath_tests::lab_script())
+        .args(["down", &prefix])
+        .output();
+    let r = json(&out, "failover");
+    assert!(
+        isopath_tests::netns_list()
+            .iter()
+            .all(|n| !n.starts_with(&prefix)),
+        "lab left behind"
+    );
+    assert_eq!(r["schema"], "isopath-bench.report.v1");
+    assert_eq!(r["kind"], "failover");
+    let runs = r["failover"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{r:#}");
+    for (run, dir) in runs.iter().zip(["m0->m1", "m1->m0"]) {
+        assert!(run["name"].as_str().unwrap().ends_with(dir), "{run}");
+        let detection = run["detection_ms"].as_f64();
+        assert!(
+            detection.is_some_and(|d| d.abs() < 100.0),
+            "the bond reported no change near the trigger: {run}"
+        );
+        assert!(
+            run["resume_ms"].as_f64().is_some_and(|t| t < 100.0),
+            "traffic did not resume: {run}"
+        );
+        assert!(run["outage_ms"].as_f64().is_some(), "{run}");
+        assert!(run["lost"].as_u64().unwrap() < 20_000, "{run}");
+        assert_eq!(run["timeline"].as_array().unwrap().len(), 50);
+    }
+    let s = &r["failover_series"][0];
+    let n = |v: &Value| v.as_u64().unwrap();
+    assert_eq!(n(&s["bond_failovers"]), 2, "{s:#}");
+    let (sent, received, lost) = (n(&s["sent"]), n(&s["received"]), n(&s["lost"]));
+    assert!(sent > 50_000, "{s:#}");
+    assert_eq!(sent, n(&s["extra"]["source"]["sent"]), "{s:#}");
+    assert_eq!(sent, received + lost, "{s:#}");
+    let run_lost: u64 = runs.iter().map(|x| n(&x["lost"])).sum();
+    assert_eq!(lost, run_lost + n(&s["background_lost"]), "{s:#}");
+    assert_eq!(n(&s["extra"]["beyond_capacity"]), 0, "{s:#}");
+    // Both members carried the stream, and the receiver took every frame redirected to it.
+    let per_port: Vec<u64> = s["extra"]["per_port"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(n)
+        .collect();
+    assert!(per_port.iter().all(|&p| p > 10_000), "{s:#}");
+    let ports = s["extra"]["receiver_ports"].as_array().unwrap();
+    let redirected: u64 = ports.iter().map(|p| n(&p["xdp_rx_redirect"])).sum();
+    let taken = per_port.iter().sum::<u64>() + n(&s["extra"]["other_frames"]);
+    assert_eq!(redirected, taken, "{s:#}");
+    assert_eq!(
+        received + n(&s["duplicates"]),
+        per_port.iter().sum::<u64>(),
+        "{s:#}"
+    );
+    for f in ["report.json", "summary.md", "failover.svg"] {
+        assert!(out_dir.join(f).is_file(), "{f} missing");
+    }
+    let md = std::fs::read_to_string(out_dir.join("summary.md")).unwrap();
+    assert!(md.contains("| failover rate (pps) |"), "{md}");
+    let _ = std::fs::remove_dir_all(&out_dir);
+}
