@@ -316,8 +316,8 @@ impl LinkBook {
                     && let Some(seen) = seen
                 {
                     let max_age = b.opts.notify.reannounce_max_age_s;
-                    for mac in seen.recent(seen.now_s(), max_age) {
-                        frames.push((frames::announce(mac), 2));
+                    for (mac, vid) in seen.recent(seen.now_s(), max_age) {
+                        frames.push((frames::tag(frames::announce(mac), vid), 2));
                     }
                 }
                 for (f, kind) in frames {

@@ -219,11 +219,16 @@ pub fn mac_u64(mac: &[u8; 6]) -> u64 {
 /// MAC addresses seen on the near side of a bond's cross-connect, for re-announcing them after a
 /// failover. Direct-mapped and fixed in size: a new address overwrites the one in its slot
 /// (the table is a best effort to cover the active hosts, like a switch's CAM under pressure).
-/// Each entry is one word: the MAC in the low 48 bits, the second it was last seen (modulo
-/// 2^16) in the high 16. Workers write with relaxed stores, only when an entry changes.
+/// Each entry is two words: the key (the MAC in the low 48 bits, its VLAN id + 1 above, 0 for
+/// untagged: a host is learned per VLAN, as a switch's forwarding table keys on (VLAN, MAC)),
+/// and the second it was last seen (modulo 2^16). Workers write with relaxed stores, only when
+/// an entry changes; a reader may pair a new key with its predecessor's time for an instant,
+/// which at worst announces a host once more or once less.
 #[derive(Debug)]
 pub struct SeenMacs {
-    entries: Box<[std::sync::atomic::AtomicU64]>,
+    entries: Box<[(std::sync::atomic::AtomicU64, std::sync::atomic::AtomicU16)]>,
+    /// 64 − log2(entries): the hash keeps the product's top bits.
+    shift: u32,
     epoch: std::time::Instant,
 }
 
@@ -233,8 +238,14 @@ impl SeenMacs {
         let n = slots.max(1).next_power_of_two();
         Self {
             entries: (0..n)
-                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .map(|_| {
+                    (
+                        std::sync::atomic::AtomicU64::new(0),
+                        std::sync::atomic::AtomicU16::new(0),
+                    )
+                })
                 .collect(),
+            shift: 64 - n.trailing_zeros(),
             epoch: std::time::Instant::now(),
         }
     }
@@ -246,37 +257,54 @@ impl SeenMacs {
         self.epoch.elapsed().as_secs() as u16
     }
 
-    /// Records source MAC `mac` seen at second `now_s`. Multicast sources are ignored.
+    /// Records the source of Ethernet frame `frame` (and its VLAN, if it carries an 802.1Q
+    /// tag) seen at second `now_s`. Multicast sources and runts are ignored.
     #[inline]
-    pub fn learn(&self, mac: &[u8; 6], now_s: u16) {
-        if mac[0] & 1 != 0 {
+    pub fn learn(&self, frame: &[u8], now_s: u16) {
+        let Some(src) = frame.get(6..12) else {
+            return;
+        };
+        if src[0] & 1 != 0 {
             return;
         }
-        let m = u64::from_be_bytes([0, 0, mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]]);
+        let m = u64::from_be_bytes([0, 0, src[0], src[1], src[2], src[3], src[4], src[5]]);
         if m == 0 {
             return;
         }
-        // Fibonacci hashing of the 48-bit address onto the table.
-        let slot =
-            (m.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize & (self.entries.len() - 1);
-        let word = m | (u64::from(now_s) << 48);
-        let e = &self.entries[slot];
-        if e.load(Ordering::Relaxed) != word {
-            e.store(word, Ordering::Relaxed);
+        let vid = match frame.get(12..16) {
+            Some([0x81, 0x00, hi, lo]) => u64::from(u16::from_be_bytes([*hi, *lo]) & 0x0fff),
+            _ => 0,
+        };
+        let key = m | (vid + 1) << 48;
+        // Fibonacci hashing of the key onto the table: the product's top bits depend on every
+        // bit of the key (a 1-entry table shifts by 64: checked_shr gives 0).
+        let slot = key
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .checked_shr(self.shift)
+            .unwrap_or(0) as usize;
+        let (k, t) = &self.entries[slot];
+        if k.load(Ordering::Relaxed) != key {
+            k.store(key, Ordering::Relaxed);
+        }
+        if t.load(Ordering::Relaxed) != now_s {
+            t.store(now_s, Ordering::Relaxed);
         }
     }
 
-    /// The addresses seen within `max_age_s` seconds of `now_s`.
-    pub fn recent(&self, now_s: u16, max_age_s: u16) -> Vec<[u8; 6]> {
+    /// The hosts seen within `max_age_s` seconds of `now_s`: MAC and VLAN (`None`: untagged).
+    pub fn recent(&self, now_s: u16, max_age_s: u16) -> Vec<([u8; 6], Option<u16>)> {
         self.entries
             .iter()
-            .filter_map(|e| {
-                let w = e.load(Ordering::Relaxed);
-                let mac = w & 0xffff_ffff_ffff;
-                let seen = (w >> 48) as u16;
-                (mac != 0 && now_s.wrapping_sub(seen) <= max_age_s).then(|| {
-                    let b = mac.to_be_bytes();
-                    [b[2], b[3], b[4], b[5], b[6], b[7]]
+            .filter_map(|(k, t)| {
+                let key = k.load(Ordering::Relaxed);
+                let seen = t.load(Ordering::Relaxed);
+                (key != 0 && now_s.wrapping_sub(seen) <= max_age_s).then(|| {
+                    let b = key.to_be_bytes();
+                    let vid = (key >> 48) as u16;
+                    (
+                        [b[2], b[3], b[4], b[5], b[6], b[7]],
+                        vid.checked_sub(1).filter(|&v| v != 0),
+                    )
                 })
             })
             .collect()
@@ -316,16 +344,36 @@ mod tests {
         let t = SeenMacs::new(200);
         assert_eq!(t.capacity(), 256);
         let a = [2, 0, 0, 0, 0, 1];
-        t.learn(&a, 10);
-        t.learn(&[1, 0, 0x5e, 0, 0, 1], 10); // multicast: ignored
-        t.learn(&[0; 6], 10);
-        assert_eq!(t.recent(10, 5), vec![a]);
-        assert_eq!(t.recent(20, 5), Vec::<[u8; 6]>::new(), "aged out");
-        t.learn(&a, 19);
-        assert_eq!(t.recent(20, 5), vec![a]);
+        let frame = |src: [u8; 6], vid: Option<u16>| {
+            let mut f = vec![0xff; 6];
+            f.extend_from_slice(&src);
+            if let Some(v) = vid {
+                f.extend_from_slice(&[0x81, 0x00]);
+                f.extend_from_slice(&v.to_be_bytes());
+            }
+            f.extend_from_slice(&[0x08, 0x00]);
+            f.resize(60, 0);
+            f
+        };
+        t.learn(&frame(a, None), 10);
+        t.learn(&frame([1, 0, 0x5e, 0, 0, 1], None), 10); // multicast: ignored
+        t.learn(&frame([0; 6], None), 10);
+        t.learn(&a[..5], 10); // runt: ignored
+        assert_eq!(t.recent(10, 5), vec![(a, None)]);
+        assert_eq!(t.recent(20, 5), Vec::new(), "aged out");
+        t.learn(&frame(a, None), 19);
+        assert_eq!(t.recent(20, 5), vec![(a, None)]);
+        // The same host on VLAN 100 is a second entry; a priority tag (VLAN 0) is untagged.
+        t.learn(&frame(a, Some(100)), 19);
+        let mut r = t.recent(20, 5);
+        r.sort();
+        assert_eq!(r, vec![(a, None), (a, Some(100))]);
+        let t2 = SeenMacs::new(8);
+        t2.learn(&frame(a, Some(0)), 1);
+        assert_eq!(t2.recent(1, 5), vec![(a, None)]);
         // Time wraps at 2^16 seconds.
-        t.learn(&a, u16::MAX);
-        assert_eq!(t.recent(2, 5), vec![a]);
+        t.learn(&frame(a, None), u16::MAX);
+        assert_eq!(t.recent(2, 5), vec![(a, None)]);
     }
 
     #[test]

@@ -1039,11 +1039,34 @@ fn vlans_on_the_bond_are_announced_and_answered_tagged() {
         "{text}"
     );
 
-    // A planned switch to m1: the bond's address is announced untagged, VLAN 100's tagged, on
-    // m1's far side (s1).
+    // A host behind the appliance on VLAN 100 (tagged frames from t0 into the bond).
+    let host = "02:00:00:00:0a:0a";
+    let sent = lab.exec(
+        lab.ns_traffic(),
+        [
+            bin("isopath-bench").to_str().unwrap(),
+            "gen",
+            "--iface",
+            "t0",
+            "--vlan",
+            "100",
+            "--src-mac",
+            host,
+            "--count",
+            "10",
+            "--secs",
+            "2",
+            "--core",
+            "0",
+        ],
+    );
+    assert!(sent.status.success(), "{sent:?}");
+
+    // A planned switch to m1: the bond's address is announced untagged, VLAN 100's tagged, and
+    // the host on VLAN 100 is re-announced on VLAN 100, on m1's far side (s1).
     let file = format!("/tmp/isopath-{}-s1.pcap", lab.prefix);
-    // The tagged gratuitous ARP and unsolicited NA.
-    let dump = tcpdump_vlan(&lab, "s1", &file, 2);
+    // The tagged gratuitous ARP, unsolicited NA and re-announcement.
+    let dump = tcpdump_vlan(&lab, "s1", &file, 3);
     let garps = u(&d.bond(), "notifications.grat_arp");
     let r = d.request("bond switch bond0 m1");
     assert_eq!(r["ok"], true, "{r}");
@@ -1056,6 +1079,13 @@ fn vlans_on_the_bond_are_announced_and_answered_tagged() {
     assert!(
         text.contains("2001:2:0:100::10 > ff02::1") && text.contains("tgt is 2001:2:0:100::10"),
         "unsolicited NA on VLAN 100: {text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains(&format!("{host} > ff:ff:ff:ff:ff:ff"))
+                && l.contains("vlan 100")
+                && l.contains(&format!("Reverse Request who-is {host}"))),
+        "the VLAN 100 host re-announced on VLAN 100: {text}"
     );
     // The untagged announcement is not in a `vlan` capture; the bond counted both.
     let b = d.bond();

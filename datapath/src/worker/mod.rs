@@ -637,13 +637,7 @@ impl Worker {
                     }
                     if let Some(seen) = &bond.seen {
                         let now_s = seen.now_s();
-                        self.umem.inspect(&self.burst, |f| {
-                            if let Some(src) =
-                                f.get(6..12).and_then(|s| <&[u8; 6]>::try_from(s).ok())
-                            {
-                                seen.learn(src, now_s);
-                            }
-                        });
+                        self.umem.inspect(&self.burst, |f| seen.learn(f, now_s));
                     }
                     // One atomic load per burst decides the member for the whole burst.
                     match bond.shared.view().active().and_then(|a| bond.members[a]) {
