@@ -2,7 +2,7 @@
 # isopath lab demo: builds, creates a veth lab in three network namespaces, runs isopathd on it,
 # sends real traffic through the datapath (ping, a verified TCP transfer, a timed UDP stream
 # both ways) while showing live per-port rates, checks the counts end to end, stops the daemon,
-# then runs carrier-loss failovers on a bonded lab (isopath-failover). Tears every lab down.
+# then runs carrier-loss failovers on a bonded lab (isopath-bench failover). Tears every lab down.
 # Ends by itself; exits non-zero on any failure.
 #
 #   sudo scripts/demo.sh            # ISOPATH_DEMO_SECS=10 ISOPATH_DEMO_PPS=100000 by default
@@ -157,18 +157,20 @@ echo "  no XDP program left on up0/m0"
 
 FO_RUNS=${ISOPATH_DEMO_FAILOVERS:-6}
 say "failover: up0 <-> bond0 {m0, m1}; $FO_RUNS carrier-loss failovers at 50 kpps (pull the active member's far end)"
-"$BIN/isopath-failover" run --rate 50000 --runs "$FO_RUNS" --prefix "fo$(( $$ % 100000 ))" \
-    --out "$WORK/failover.json" --svg "$WORK/failover.svg" > "$WORK/failover.out" 2>&1 \
+"$BIN/isopath-bench" failover --rates 50k --runs "$FO_RUNS" --prefix "fo$(( $$ % 100000 ))" -q \
+    --out "$WORK/failover" > "$WORK/failover.out" 2>&1 \
     || { cat "$WORK/failover.out"; fail "failover run"; }
-python3 - "$WORK/failover.json" <<'PY'
+python3 - "$WORK/failover/report.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
-s = r["summary"]
-for run in r["runs"]:
-    print(f"  failover {run['run']:2d} from {run['from']}: detection {run['detection_ms']:+.3f} ms, "
-          f"resume {run['resume_ms']:.3f} ms, lost {run['lost']}")
-print(f"  median resume {s['resume_ms_median']:.3f} ms, worst {s['resume_ms_worst']:.3f} ms; "
-      f"lost median {s['lost_median']:.0f}, worst {s['lost_worst']:.0f}; datapath drops {s['datapath_drops']}")
-ok = s["failovers"] == s["bond_failovers"] and s["resume_ms_worst"] < 50
+s = r["failover_series"][0]
+ok = s["failovers"] == s["bond_failovers"]
+ms = lambda v, sign="": "-" if v is None else f"{v:{sign}.3f} ms"
+for f in r["failover"]:
+    print(f"  {f['name']}: detection {ms(f['detection_ms'], '+')}, resume {ms(f['resume_ms'])}, "
+          f"gap {ms(f['outage_ms'])}, lost {f['lost']}")
+    ok = ok and f["detection_ms"] is not None and f["resume_ms"] is not None and f["resume_ms"] < 50
+print(f"  every frame numbered: sent {s['sent']}, received {s['received']}, lost {s['lost']} "
+      f"({s['background_lost']} outside the failovers), duplicates {s['duplicates']}, reordered {s['reordered']}")
 sys.exit(0 if ok else 1)
 PY
