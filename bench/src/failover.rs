@@ -191,6 +191,9 @@ pub(crate) struct Arrivals {
     /// Per sequence number: arrival time in wall-clock ns with bit 0 replaced by the port
     /// index; 0 = not arrived.
     at: Vec<u64>,
+    /// Per sequence number: its TX timestamp from the probe (low 32 bits of the source's
+    /// CLOCK_MONOTONIC, ns).
+    tx: Vec<u32>,
     highest: Option<u32>,
     dup_log: Vec<u32>,
     reorder_log: Vec<u32>,
@@ -206,12 +209,15 @@ impl Arrivals {
     /// arrive.
     pub(crate) fn new(capacity: usize) -> Self {
         let mut at = vec![0u64; capacity];
+        let mut tx = vec![0u32; capacity];
         // Fault every page in now (a zeroed allocation is mapped lazily).
         for i in (0..capacity).step_by(512) {
             at[i] = std::hint::black_box(0);
+            tx[i] = std::hint::black_box(0);
         }
         Self {
             at,
+            tx,
             highest: None,
             dup_log: Vec::with_capacity(EVENT_LOG),
             reorder_log: Vec::with_capacity(EVENT_LOG),
@@ -223,9 +229,10 @@ impl Arrivals {
         }
     }
 
-    /// Records one arrival of `seq` on `port` (0 or 1) at wall-clock `t` ns. Never allocates.
+    /// Records one arrival of `seq` (sent at `ts`) on `port` (0 or 1) at wall-clock `t` ns.
+    /// Never allocates.
     #[inline]
-    pub(crate) fn record(&mut self, seq: u32, port: usize, t: u64) {
+    pub(crate) fn record(&mut self, seq: u32, port: usize, t: u64, ts: u32) {
         let port = port & 1;
         let Some(slot) = self.at.get_mut(seq as usize) else {
             self.beyond_capacity += 1;
@@ -240,6 +247,7 @@ impl Arrivals {
             return;
         }
         *slot = (t & !1).max(2) | port as u64;
+        self.tx[seq as usize] = ts;
         match self.highest {
             Some(h) if seq < h => {
                 self.reordered += 1;
@@ -256,7 +264,7 @@ impl RxSink for Arrivals {
     #[inline]
     fn frame(&mut self, port: usize, now: u64, data: &[u8]) {
         match crate::wire::parse(data) {
-            Some(p) if p.flow == 0 => self.record(p.seq, port, now),
+            Some(p) if p.flow == 0 => self.record(p.seq, port, now, p.ts),
             _ => self.other += 1,
         }
     }
@@ -289,6 +297,8 @@ pub(crate) struct Window {
     pub(crate) last_on_old_ms: Option<f64>,
     pub(crate) first_on_new_ms: Option<f64>,
     pub(crate) gap_ms: Option<f64>,
+    /// TX time of the frame that ended the gap minus that of the frame before it.
+    pub(crate) gap_send_ms: Option<f64>,
     /// Frames per ms from -20 ms to +30 ms around the trigger.
     pub(crate) per_ms: Vec<u32>,
 }
@@ -378,7 +388,7 @@ pub(crate) fn analyse(
             }
             w.received += 1;
             let (tm, port) = (v & !1, (v & 1) as usize);
-            times.push(tm);
+            times.push((tm, lo + s));
             if port == t.pulled {
                 last_old = Some(last_old.map_or(tm, |x| x.max(tm)));
             } else {
@@ -399,16 +409,18 @@ pub(crate) fn analyse(
         w.resume_ms = resume.map(|x| ms(x, trig));
         w.last_on_old_ms = last_old.map(|x| ms(x, trig));
         w.first_on_new_ms = first_new.map(|x| ms(x, trig));
-        w.gap_ms = first_new.and_then(|f| {
+        if let Some(f) = first_new {
             let from = trig.saturating_sub(GAP_LOOKBACK_NS);
-            times.retain(|&x| x >= from && x <= f);
+            times.retain(|&(x, _)| x >= from && x <= f);
             times.sort_unstable();
-            times
-                .windows(2)
-                .map(|p| p[1] - p[0])
-                .max()
-                .map(|g| g as f64 / 1e6)
-        });
+            if let Some(p) = times.windows(2).max_by_key(|p| p[1].0 - p[0].0) {
+                let ((t0, s0), (t1, s1)) = (p[0], p[1]);
+                w.gap_ms = Some((t1 - t0) as f64 / 1e6);
+                // The same two frames' TX times: about the gap when the frames between them
+                // were lost (or never sent); far below it when they were held up on the way.
+                w.gap_send_ms = Some(f64::from(a.tx[s1].wrapping_sub(a.tx[s0]) as i32) / 1e6);
+            }
+        }
         lost_in_windows += w.lost;
         windows.push(w);
     }
@@ -808,6 +820,7 @@ fn series(
                 .map(|(k, &n)| ((k as i64 + TIMELINE_FROM_MS) as f64, f64::from(n) * 1000.0))
                 .collect(),
             outage_ms: w.gap_ms,
+            gap_send_ms: w.gap_send_ms,
             lost: w.lost,
             rate_pps: rate,
             detection_ms,
@@ -872,6 +885,7 @@ fn run(a: &RunArgs) -> Result<()> {
                 "detection": "bond active_changed event timestamp - trigger",
                 "resume": "first arrival after the trigger newer than every arrival before it - trigger",
                 "gap": "longest silence between consecutive arrivals from trigger - 50 ms to the first arrival through the new member",
+                "gap_send": "TX time of the frame ending the gap - TX time of the frame before it (close to the gap: frames lost or not sent; far below: frames delayed)",
                 "lost": "sequence numbers sent from half a period before the trigger to half a period after, never received",
             }),
             ..Report::default()
@@ -980,7 +994,7 @@ mod tests {
             if (lose.0..lose.1).contains(&t) {
                 continue;
             }
-            a.record(s, usize::from(t >= switch), t + 50_000);
+            a.record(s, usize::from(t >= switch), t + 50_000, t as u32);
         }
         a
     }
@@ -1013,6 +1027,8 @@ mod tests {
         // First through the new one: sent at +1001.5 ms.
         assert!((w.first_on_new_ms.unwrap() - (-0.45)).abs() < 1e-6, "{w:?}");
         assert!((w.gap_ms.unwrap() - 2.51).abs() < 1e-6, "{w:?}");
+        // The frames around the gap were sent as far apart: the ones between were lost.
+        assert!((w.gap_send_ms.unwrap() - 2.51).abs() < 1e-6, "{w:?}");
         // Resume: the first arrival at or after the trigger.
         assert!(
             w.resume_ms.unwrap() >= 0.0 && w.resume_ms.unwrap() < 0.011,
@@ -1028,9 +1044,9 @@ mod tests {
     fn duplicates_reordering_and_tail_loss() {
         let mut a = Arrivals::new(100);
         for s in [0, 1, 3, 2, 2, 5] {
-            a.record(s, 0, T0 + u64::from(s) * MS);
+            a.record(s, 0, T0 + u64::from(s) * MS, 0);
         }
-        a.record(1000, 0, T0); // beyond the capacity
+        a.record(1000, 0, T0, 0); // beyond the capacity
         // 10 sent: 4, 6, 7, 8, 9 never arrived.
         let (tot, w) = analyse(&a, 10, &[], 500 * MS);
         assert!(w.is_empty());
@@ -1052,7 +1068,7 @@ mod tests {
         for s in 0..n {
             let t = T0 + u64::from(s) * 10_000;
             let port = usize::from((T0 + 1000 * MS..T0 + 2000 * MS).contains(&t));
-            a.record(s, port, t);
+            a.record(s, port, t, t as u32);
         }
         let trig = [
             Trigger {

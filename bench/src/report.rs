@@ -200,6 +200,9 @@ pub(crate) struct FailoverRun {
     /// First arrival after the trigger newer than every arrival before it, minus the trigger.
     #[serde(default)]
     pub(crate) resume_ms: Option<f64>,
+    /// TX time of the frame that ended the gap minus that of the frame before it.
+    #[serde(default)]
+    pub(crate) gap_send_ms: Option<f64>,
     #[serde(default)]
     pub(crate) duplicates: u64,
     #[serde(default)]
@@ -425,18 +428,19 @@ pub(crate) fn markdown(r: &Report) -> String {
     if !r.failover.is_empty() {
         let _ = writeln!(
             m,
-            "| failover run | detection ms | resume ms | gap ms | lost | duplicates | reordered |"
+            "| failover run | detection ms | resume ms | gap ms | gap's frames sent apart, ms | lost | duplicates | reordered |"
         );
-        let _ = writeln!(m, "|---|---|---|---|---|---|---|");
+        let _ = writeln!(m, "|---|---|---|---|---|---|---|---|");
         let opt = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.3}"));
         for f in &r.failover {
             let _ = writeln!(
                 m,
-                "| {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
                 f.name,
                 opt(f.detection_ms),
                 opt(f.resume_ms),
                 opt(f.outage_ms),
+                opt(f.gap_send_ms),
                 f.lost,
                 f.duplicates,
                 f.reordered
