@@ -841,10 +841,12 @@ impl Daemon {
     /// Registers interface `name` as a port while the daemon runs (`port add`), the way start-up
     /// does for a configured one: its XDP program loaded (refused if a foreign one is attached),
     /// a socket per RX queue bound to the workers' UMEMs from this thread (queue q on worker q
-    /// mod workers, as the planner does) and registered in the XSKMAP, the program attached, then
-    /// the sockets handed to the workers, which stock their fill rings at their next loop and
-    /// poll them from then on. Until the port joins a bond its frames go nowhere
-    /// (`rx_drop_no_output`). On any failure nothing is left: the program and the sockets close.
+    /// mod workers, as the planner does), the program attached with an empty XSKMAP (what
+    /// arrives meanwhile is counted as `rx_drop_no_socket`), the sockets handed to the workers,
+    /// which stock their fill rings at their next loop, and only then the XSKMAP filled: no
+    /// frame ever meets an empty fill ring. Until the port joins a bond its frames go nowhere
+    /// (`rx_drop_no_output`). A failure before the hand-over leaves nothing behind (the program
+    /// and the sockets close).
     fn port_add(&mut self, name: &str, host: &dyn Host) -> Result<Value, String> {
         if self.ports.iter().any(|p| p.name == name) {
             return Err(format!("{name} is already a port"));
@@ -897,7 +899,6 @@ impl Daemon {
                     link.clone(),
                     tap.clone(),
                 )?;
-                prog.register(q, nq.queue().fd())?;
                 let stats = nq.stats_reader().context("duplicating a socket fd")?;
                 bound.push((w, q, stats, nq));
             }
@@ -916,14 +917,44 @@ impl Daemon {
             xsk: Vec::with_capacity(bound.len()),
             modes: Vec::with_capacity(bound.len()),
         };
+        let taken_before: Vec<u64> = self
+            .workers
+            .iter()
+            .map(|w| w.handle.counters().queues_attached.get())
+            .collect();
+        let mut handed = vec![0u64; self.workers.len()];
+        let mut fds = Vec::with_capacity(bound.len());
         for (w, q, stats, nq) in bound {
             port.modes.push(nq.queue().mode());
             port.xsk.push((q, stats));
+            fds.push((q, nq.queue().fd()));
             // Cannot fail: the spare slots were counted above, under the same &mut self.
             if self.workers[w].handle.attach(nq).is_err() {
                 return Err(format!("{name} queue {q}: the worker refused the socket"));
             }
+            handed[w] += 1;
         }
+        // The workers stock the new fill rings at their next loop (microseconds); then the
+        // XSKMAP entries open the way.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while self
+            .workers
+            .iter()
+            .enumerate()
+            .any(|(w, rw)| rw.handle.counters().queues_attached.get() < taken_before[w] + handed[w])
+        {
+            if Instant::now() > deadline {
+                warn!(
+                    port = name,
+                    "a worker has not taken the new sockets within 1 s"
+                );
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        let registered = fds
+            .iter()
+            .try_for_each(|&(q, fd)| port.prog.register(q, fd));
         let bind = port.modes.first().copied().unwrap_or(BindMode::Copy);
         info!(port = name, queues, %bind, xdp = %xdp_mode, "port added at run time");
         lock(&self.book)
@@ -931,6 +962,12 @@ impl Daemon {
             .push((name.to_owned(), ifindex, link));
         self.taps.push((name.to_owned(), tap, vec![ifindex]));
         self.ports.push(port);
+        if let Err(e) = registered {
+            error!(port = name, "XSKMAP registration failed: {e}");
+            return Err(format!(
+                "{name} was added but its sockets could not be registered ({e}): it receives nothing"
+            ));
+        }
         Ok(json!({
             "ok": true,
             "port": name,

@@ -368,6 +368,18 @@ fn print_bond(b: &Value, status: &Value, events: usize) {
         "Failovers: {}  Notifications: {}",
         b["failovers"], b["notifications"]
     );
+    let addrs = |v: &Value| {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!("Addresses: {}", addrs(&b["addresses"]));
+    for v in b["vlans"].as_array().into_iter().flatten() {
+        println!("VLAN {}: {}", v["id"], addrs(&v["addresses"]));
+    }
     for m in b["members"].as_array().into_iter().flatten() {
         let name = s(&m["name"]);
         let port = status["ports"]
