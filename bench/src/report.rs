@@ -782,20 +782,49 @@ pub(crate) fn plots(r: &Report) -> Vec<(String, String)> {
         ));
     }
     if !r.failover.is_empty() {
-        let series: Vec<(String, Vec<(f64, f64)>)> = r
-            .failover
-            .iter()
-            .map(|f| {
-                (
-                    f.name.clone(),
-                    f.timeline.iter().map(|&(t, p)| (t, p / 1e6)).collect(),
-                )
-            })
-            .collect();
+        let series = failover_series_plot(&r.failover);
         out.push((
             "failover.svg".into(),
             svg_lines("Failover timeline", "time (ms)", "Mpps", &series, false),
         ));
+    }
+    out
+}
+
+/// The failover timeline's lines: per rate, the median of the runs' rates in each ms and the
+/// run with the longest gap (twenty overlaid runs would hide both).
+fn failover_series_plot(runs: &[FailoverRun]) -> Vec<(String, Vec<(f64, f64)>)> {
+    let mut rates: Vec<u64> = runs.iter().map(|f| f.rate_pps).collect();
+    rates.dedup();
+    let mut out = Vec::new();
+    for rate in rates {
+        let of: Vec<&FailoverRun> = runs.iter().filter(|f| f.rate_pps == rate).collect();
+        let label = if rate > 0 {
+            format!("{} kpps", rate as f64 / 1e3)
+        } else {
+            "runs".into()
+        };
+        let bins = of.iter().map(|f| f.timeline.len()).min().unwrap_or(0);
+        let med = (0..bins)
+            .map(|i| {
+                let v: Vec<f64> = of.iter().map(|f| f.timeline[i].1).collect();
+                (of[0].timeline[i].0, median(&v) / 1e6)
+            })
+            .collect();
+        out.push((format!("{label}: median of {}", of.len()), med));
+        if let Some(w) = of.iter().max_by(|a, b| {
+            a.outage_ms
+                .unwrap_or(0.0)
+                .total_cmp(&b.outage_ms.unwrap_or(0.0))
+        }) {
+            out.push((
+                format!(
+                    "{label}: worst, {}",
+                    w.name.split_once("pps ").map_or(w.name.as_str(), |x| x.1)
+                ),
+                w.timeline.iter().map(|&(t, p)| (t, p / 1e6)).collect(),
+            ));
+        }
     }
     out
 }
