@@ -107,8 +107,8 @@ pub(crate) struct GenArgs {
     /// Core to pin to.
     #[arg(long)]
     pub(crate) core: Option<usize>,
-    /// Live source: send one burst of exactly this many frames (at the source's full speed
-    /// unless --rate) and stop; --secs still bounds the run.
+    /// Live source: send one back-to-back burst of exactly this many frames (at the source's
+    /// full speed; not with --rate) and stop; --secs still bounds the run.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) count: Option<u32>,
     /// Replay the frames of this pcap file instead of generating probes (xsk source).
@@ -174,6 +174,11 @@ fn live(
             "frame size {size} is below {} for this header stack",
             spec.min_size()
         );
+    }
+    if a.count.is_some() && a.rate > 0 {
+        // The program paces by turning iterations over the rate into drops, and a counted run
+        // is one call of `count` iterations: paced, it would send almost none of them.
+        bail!("--count sends one back-to-back burst: it cannot be paced with --rate");
     }
     crate::bpf::pin(a.core)?;
     let template = spec.build(
