@@ -245,22 +245,22 @@ fn induced_loss_is_counted_per_flow() {
     );
 }
 
-/// Runs `isopath-bench compare ARGS -q --json` on a lab of its own (`tag` + this process's
-/// id); returns the report and checks the lab is gone afterwards.
-fn compare(tag: &str, args: &[&str]) -> (Value, std::path::PathBuf) {
+/// Runs `isopath-bench SUBCOMMAND ARGS -q --json` (a run that builds its own lab, `tag` + this
+/// process's id); returns the report and its `--out` directory and checks the lab is gone.
+fn run_on_lab(subcommand: &str, tag: &str, args: &[&str]) -> (Value, std::path::PathBuf) {
     let out_dir = std::env::temp_dir().join(format!("isopath-bench-{tag}-{}", std::process::id()));
     let prefix = format!("{tag}{}", std::process::id() % 100_000);
     let out = std::process::Command::new(bench())
-        .arg("compare")
+        .arg(subcommand)
         .args(args)
         .args(["-q", "--json", "--prefix", &prefix, "--out"])
         .arg(&out_dir)
         .output()
-        .expect("running isopath-bench compare");
+        .unwrap_or_else(|e| panic!("running isopath-bench {subcommand}: {e}"));
     let _ = std::process::Command::new(isopath_tests::lab_script())
         .args(["down", &prefix])
         .output();
-    let r = json(&out, "compare");
+    let r = json(&out, subcommand);
     assert!(
         isopath_tests::netns_list()
             .iter()
@@ -284,7 +284,8 @@ fn compare_runs_the_bare_loops_and_writes_a_report() {
     if !require_privileges() {
         return;
     }
-    let (r, out_dir) = compare(
+    let (r, out_dir) = run_on_lab(
+        "compare",
         "bcm",
         &[
             "--peers",
@@ -315,7 +316,8 @@ fn compare_measures_the_bond_path() {
     if !require_privileges() {
         return;
     }
-    let (r, out_dir) = compare(
+    let (r, out_dir) = run_on_lab(
+        "compare",
         "bbd",
         &[
             "--peers",
@@ -364,7 +366,8 @@ fn compare_both_ways_counts_each_direction() {
     if !require_privileges() {
         return;
     }
-    let (r, out_dir) = compare(
+    let (r, out_dir) = run_on_lab(
+        "compare",
         "bbw",
         &[
             "--peers",
@@ -459,32 +462,10 @@ fn failover_runs_detect_resume_and_count_exactly() {
     if !require_privileges() {
         return;
     }
-    let tag = "bfo";
-    let out_dir = std::env::temp_dir().join(format!("isopath-bench-{tag}-{}", std::process::id()));
-    let prefix = format!("{tag}{}", std::process::id() % 100_000);
-    let out = std::process::Command::new(bench())
-        .args([
-            "failover",
-            "--rates",
-            "20k",
-            "--runs",
-            "2",
-            "--period-ms",
-            "1000",
-        ])
-        .args(["-q", "--json", "--prefix", &prefix, "--out"])
-        .arg(&out_dir)
-        .output()
-        .expect("running isopath-bench failover");
-    let _ = std::process::Command::new(isopath_tests::lab_script())
-        .args(["down", &prefix])
-        .output();
-    let r = json(&out, "failover");
-    assert!(
-        isopath_tests::netns_list()
-            .iter()
-            .all(|n| !n.starts_with(&prefix)),
-        "lab left behind"
+    let (r, out_dir) = run_on_lab(
+        "failover",
+        "bfo",
+        &["--rates", "20k", "--runs", "2", "--period-ms", "1000"],
     );
     assert_eq!(r["schema"], "isopath-bench.report.v1");
     assert_eq!(r["kind"], "failover");
