@@ -650,6 +650,28 @@ pub(crate) fn rfc2544(a: &Rfc2544Args) -> Result<()> {
     let c = &a.common;
     let work = std::env::temp_dir().join(format!("isopath-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
+    // Frame sizes the header stack cannot hold are refused before any lab is built.
+    let spec = crate::wire::FrameSpec {
+        src_mac: [0; 6],
+        dst_mac: [0; 6],
+        vlan: a.vlan,
+        ipv6: a.ipv6,
+        src4: std::net::Ipv4Addr::UNSPECIFIED,
+        dst4: std::net::Ipv4Addr::UNSPECIFIED,
+        src6: std::net::Ipv6Addr::UNSPECIFIED,
+        dst6: std::net::Ipv6Addr::UNSPECIFIED,
+        sport_base: 0,
+        dport: 0,
+    };
+    if let Some(&small) = a.sizes.iter().find(|&&s| s < spec.min_size()) {
+        bail!(
+            "frame size {small} is below {} for this header stack{}{} (use --sizes {},...)",
+            spec.min_size(),
+            if a.ipv6 { ", IPv6" } else { ", IPv4" },
+            if a.vlan.is_some() { ", VLAN tag" } else { "" },
+            spec.min_size()
+        );
+    }
     let lab = lab_for(c)?;
     let mut extra: Vec<String> = Vec::new();
     if a.ipv6 {
