@@ -25,12 +25,14 @@
 //! - **resume**: arrival of the first frame after the trigger that is newer than every frame
 //!   that arrived before it, minus the trigger;
 //! - **gap**: the longest silence at the far side (time between two consecutive arrivals,
-//!   either member) from 50 ms before the trigger up to the first arrival through the new
-//!   member: the traffic gap of the failover, wherever it falls relative to the trigger;
+//!   either member) from the window's start up to the first arrival through the new member:
+//!   the traffic gap of the failover, wherever it falls relative to the trigger; with it, how
+//!   far apart the two frames bounding it were sent (close to the gap: the frames between were
+//!   lost or never sent; far below it: they were held up on the way, e.g. a descheduled core);
 //! - **lost**: sequence numbers of the failover's window never received. The window of a
-//!   failover is the stream from half a period before its trigger to half a period after (all
-//!   numbers sent in between, exact: lost frames are counted by number, not estimated); losses
-//!   outside every window are reported as background loss.
+//!   failover is the stream from `--window-ms` (50) before its trigger to as long after: every
+//!   number sent in between, exact (lost frames are counted by number, not estimated); loss
+//!   outside every window is reported as background loss.
 //!
 //! `--rates 100k,max`: `max` first searches the highest rate the bond forwards with zero loss
 //! in steady state (the RFC 2544 binary search of `search.rs`, trials counted by the same
@@ -63,8 +65,6 @@ const EVENT_LOG: usize = 1 << 20;
 /// Per-ms timeline around each trigger: from -20 ms to +30 ms.
 const TIMELINE_FROM_MS: i64 = -20;
 const TIMELINE_MS: usize = 50;
-/// The failover gap is looked for from this long before the trigger.
-const GAP_LOOKBACK_NS: u64 = 50_000_000;
 /// Most sequence numbers a receiver preallocates (8 bytes each).
 const MAX_CAPACITY: u64 = 1 << 29;
 /// Interfaces the receiver takes frames on (s0, s1).
@@ -118,6 +118,10 @@ pub(crate) struct RunArgs {
     /// Time from one pull to the next, ms (the pulled link comes back halfway).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
     period_ms: u64,
+    /// Each failover's window: the frames sent from this long before its trigger to this long
+    /// after (its loss; loss elsewhere is background), ms; at most half the period.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(10..=30_000))]
+    window_ms: u64,
     /// Frame size with FCS.
     #[arg(long, default_value_t = 64)]
     size: usize,
@@ -410,7 +414,7 @@ pub(crate) fn analyse(
         w.last_on_old_ms = last_old.map(|x| ms(x, trig));
         w.first_on_new_ms = first_new.map(|x| ms(x, trig));
         if let Some(f) = first_new {
-            let from = trig.saturating_sub(GAP_LOOKBACK_NS);
+            let from = trig.saturating_sub(half_window_ns);
             times.retain(|&(x, _)| x >= from && x <= f);
             times.sort_unstable();
             if let Some(p) = times.windows(2).max_by_key(|p| p[1].0 - p[0].0) {
@@ -776,7 +780,7 @@ fn series(
     std::thread::sleep(Duration::from_millis(300)); // frames in flight
     let st = bl.status()?;
     let sent = g["sent"].as_u64().unwrap_or(0);
-    let half = (period / 2).as_nanos() as u64;
+    let half = (Duration::from_millis(a.window_ms).min(period / 2)).as_nanos() as u64;
     let r = bl.finish_receiver(rx, &control, sent, half, &triggers)?;
     let windows: Vec<Window> = serde_json::from_value(r["windows"].clone())?;
     let totals: Totals = serde_json::from_value(r["totals"].clone())?;
@@ -884,9 +888,10 @@ fn run(a: &RunArgs) -> Result<()> {
                 "trigger": "ip -n FAR link set <active member's far end> down returns (wall clock)",
                 "detection": "bond active_changed event timestamp - trigger",
                 "resume": "first arrival after the trigger newer than every arrival before it - trigger",
-                "gap": "longest silence between consecutive arrivals from trigger - 50 ms to the first arrival through the new member",
+                "gap": "longest silence between consecutive arrivals from trigger - window_ms to the first arrival through the new member",
                 "gap_send": "TX time of the frame ending the gap - TX time of the frame before it (close to the gap: frames lost or not sent; far below: frames delayed)",
-                "lost": "sequence numbers sent from half a period before the trigger to half a period after, never received",
+                "window_ms": a.window_ms,
+                "lost": "sequence numbers sent from window_ms before the trigger to window_ms after, never received",
             }),
             ..Report::default()
         };
@@ -1038,6 +1043,26 @@ mod tests {
         // 100 frames per ms away from the failover, none in the lost stretch.
         assert_eq!(w.per_ms[0], 100);
         assert_eq!(w.per_ms[(-2 - TIMELINE_FROM_MS) as usize], 0);
+    }
+
+    #[test]
+    fn loss_outside_the_window_is_background() {
+        // As above, plus 100 frames lost 500 ms after the trigger: with a 50 ms window they
+        // are background loss, not the failover's.
+        let n = 200_000;
+        let trig = T0 + 1002 * MS;
+        let mut a = stream(n, T0 + 1000 * MS, (T0 + 999 * MS, T0 + 1_001_500_000));
+        for s in 150_200..150_300u32 {
+            let i = s as usize;
+            a.at[i] = 0;
+        }
+        let t = Trigger {
+            unix_ns: trig,
+            pulled: 0,
+        };
+        let (tot, w) = analyse(&a, u64::from(n), &[t], 50 * MS);
+        assert_eq!((tot.lost, tot.background_lost, w[0].lost), (350, 100, 250));
+        assert_eq!(w[0].seq_end - w[0].seq_first, 10_000);
     }
 
     #[test]
