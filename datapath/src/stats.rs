@@ -163,6 +163,10 @@ pub struct WorkerCounters {
     pub frames_in_tx: Counter,
     /// Sockets control handed over at run time that the worker took into its loop.
     pub queues_attached: Counter,
+    /// Sockets the worker gave back to control (their port unregistered).
+    pub queues_retired: Counter,
+    /// Frames taken back from closed sockets.
+    pub frames_reclaimed: Counter,
 }
 
 /// Makes `T` start on its own cache line(s).

@@ -873,6 +873,73 @@ fn an_interface_not_in_the_config_joins_the_bond_at_run_time() {
     assert!(e["error"].as_str().unwrap().contains("spare"), "{e}");
     assert_eq!(xdp_prog(&lab, lab.ns_app(), "x0"), None);
     assert_frames_add_up(&s);
+
+    // Unregistered while it carries the traffic: m1 leaves the bond (traffic back on m0), its
+    // program goes, the worker gives its sockets back, and once they are closed every frame they
+    // held returns to the pool.
+    let e = d.request("port del up0");
+    assert!(
+        e["error"].as_str().unwrap().contains("cross-connected"),
+        "{e}"
+    );
+    let e = d.request("port del m1 nosuch");
+    assert!(
+        e["error"].as_str().unwrap().contains("nosuch"),
+        "all or none: {e}"
+    );
+    assert!(port_of(&d.status(), "m1").is_object());
+    let total = u(&s["workers"][0], "frames.total");
+    let out = std::process::Command::new(bin("isopath"))
+        .arg("-s")
+        .arg(&sock)
+        .args(["port", "del", "m1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        wait_active(&d, Some("m0"))["members"][1]["state"],
+        "released"
+    );
+    // Four sockets of 1024-entry fill rings remain: what the fill rings hold is theirs only.
+    let s = d.wait_for("m1's frames back", Duration::from_secs(3), |s| {
+        let w = &s["workers"][0];
+        u(w, "frames_reclaimed") > 0 && u(w, "frames.in_fill") <= 4 * 1024
+    });
+    let w = &s["workers"][0];
+    assert_eq!((u(w, "queues"), u(w, "spare_queues")), (4, 2), "{w:#}");
+    assert_eq!(u(w, "queues_retired_at_run_time"), 2, "{w:#}");
+    assert_eq!(u(w, "frames.total"), total);
+    assert_frames_add_up(&s);
+    assert!(
+        s["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["name"] != "m1"),
+        "{s:#}"
+    );
+    assert_eq!(xdp_prog(&lab, lab.ns_app(), "m1"), None, "program detached");
+    lab.ping_far();
+
+    // The kernel let the queues go: m1 comes back and carries traffic again.
+    let r = d.request("bond add bond0 m1");
+    assert_eq!(r["ok"], true, "{r}");
+    let r = d.request("bond switch bond0 m1");
+    assert_eq!(r["ok"], true, "{r}");
+    let (rx, _tx) = stream(
+        &lab,
+        lab.ns_traffic(),
+        lab.ns_far(),
+        &format!("{}:9001", Lab::FAR_IP),
+        n,
+        pps,
+    );
+    let r = report(rx, n, pps);
+    assert_eq!(u(&r, "received"), n, "after re-adding m1: {r}");
     assert_clean_stop(&d.stop());
     assert_eq!(xdp_prog(&lab, lab.ns_app(), "m1"), None, "detached at stop");
 }

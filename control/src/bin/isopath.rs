@@ -50,7 +50,7 @@ enum Cmd {
         #[command(subcommand)]
         cmd: CaptureCmd,
     },
-    /// Ports: add an interface to the running datapath.
+    /// Ports: add an interface to the running datapath, or take one out.
     Port {
         #[command(subcommand)]
         cmd: PortCmd,
@@ -105,6 +105,14 @@ enum PortCmd {
     Add {
         /// The interface.
         ifname: String,
+    },
+    /// Unregister ports while the daemon runs (all or none): each leaves its bond, its
+    /// captures stop, its XDP program is detached, its sockets close, and the frames they held
+    /// return to their worker. Cross-connected ports cannot go.
+    Del {
+        /// The interfaces.
+        #[arg(required = true)]
+        ifnames: Vec<String>,
     },
 }
 
@@ -224,6 +232,22 @@ fn run(args: Args) -> anyhow::Result<()> {
                 u(&v, "queues"),
                 v["bind"].as_str().unwrap_or("?"),
                 v["xdp_mode"].as_str().unwrap_or("?")
+            );
+        }
+        Cmd::Port {
+            cmd: PortCmd::Del { ifnames },
+        } => {
+            if ifnames
+                .iter()
+                .any(|n| n.is_empty() || n.contains(char::is_whitespace))
+            {
+                anyhow::bail!("interface names are single words");
+            }
+            let v = client::request(&args.socket, &format!("port del {}", ifnames.join(" ")))?;
+            println!(
+                "{}: unregistered ({} sockets)",
+                ifnames.join(", "),
+                u(&v, "sockets")
             );
         }
         Cmd::Bond {

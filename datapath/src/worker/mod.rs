@@ -91,6 +91,19 @@ pub enum WorkerCmd {
         /// Add or remove.
         on: bool,
     },
+    /// Every socket on the port named `ifname` leaves the loop and goes back to control
+    /// ([`WorkerHandle::take_retired`]), which closes it; the frames it held stay counted as
+    /// lent until [`WorkerCmd::Reclaim`].
+    Detach {
+        /// Interface name, NUL-padded (IFNAMSIZ).
+        ifname: [u8; 16],
+    },
+    /// The socket with this id is closed and the kernel has let go of its buffers: its frames
+    /// come back to the pool.
+    Reclaim {
+        /// The socket's id ([`RetiredQueue::id`]).
+        id: u16,
+    },
 }
 
 impl WorkerCmd {
@@ -118,6 +131,32 @@ pub struct NewQueue {
 impl std::fmt::Debug for NewQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NewQueue").field("q", &self.slot.q).finish()
+    }
+}
+
+/// A socket a worker gave back (its port unregistered): dropping it closes the socket, on
+/// control's thread (closing waits for an RCU grace period in the kernel).
+pub struct RetiredQueue {
+    slot: Slot,
+}
+
+impl std::fmt::Debug for RetiredQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RetiredQueue")
+            .field("q", &self.slot.q)
+            .finish()
+    }
+}
+
+impl RetiredQueue {
+    /// The socket's id, for [`WorkerCmd::Reclaim`] once it is closed.
+    pub fn id(&self) -> u16 {
+        self.slot.q.id()
+    }
+
+    /// The interface.
+    pub fn ifname(&self) -> &str {
+        self.slot.q.ifname()
     }
 }
 
@@ -154,6 +193,8 @@ pub struct WorkerHandle {
     cmds: Arc<CommandQueue>,
     /// Sockets handed over at run time, taken by the worker between two loops.
     attach: Arc<crossbeam_queue::ArrayQueue<Slot>>,
+    /// Sockets the worker gave back.
+    retired: Arc<crossbeam_queue::ArrayQueue<Slot>>,
     binder: XskBinder,
     /// Sockets the worker can still take (its slot table is sized at build time).
     spare: usize,
@@ -228,6 +269,21 @@ impl WorkerHandle {
         self.spare
     }
 
+    /// Forgets the sockets of port `ifname` after a [`WorkerCmd::Detach`] for it was queued:
+    /// their slots count as spare again. Returns how many.
+    pub fn forget_queues(&mut self, ifname: &str) -> usize {
+        let before = self.queues.len();
+        self.queues.retain(|q| q.ifname != ifname);
+        let n = before - self.queues.len();
+        self.spare += n;
+        n
+    }
+
+    /// A socket the worker gave back, if any.
+    pub fn take_retired(&self) -> Option<RetiredQueue> {
+        self.retired.pop().map(|slot| RetiredQueue { slot })
+    }
+
     /// The bonds this worker transmits through.
     pub fn bonds(&self) -> &[BondInfo] {
         &self.bonds
@@ -277,8 +333,12 @@ impl WorkerBuilder {
     /// # Errors
     /// [`XskError::Umem`] if the UMEM cannot be created.
     pub fn new(params: RingParams, frames: u32) -> Result<Self, XskError> {
+        let mut umem = XskUmem::new(params, frames)?;
+        // Sockets can leave while the worker runs (a port unregistered): their frames are
+        // found by holder and come back.
+        umem.track_owners();
         Ok(Self {
-            umem: XskUmem::new(params, frames)?,
+            umem,
             slots: Vec::new(),
             bonds: Vec::new(),
         })
@@ -413,9 +473,14 @@ impl WorkerBuilder {
             .collect();
         let cmds = Arc::new(CommandQueue::new(64));
         let attach = Arc::new(crossbeam_queue::ArrayQueue::new(spare.max(1)));
+        // Every socket the worker can hold may be given back at once.
+        let retired = Arc::new(crossbeam_queue::ArrayQueue::new(
+            (self.slots.len() + spare).max(1),
+        ));
         let handle = WorkerHandle {
             cmds: cmds.clone(),
             attach: attach.clone(),
+            retired: retired.clone(),
             binder: self.umem.binder(),
             spare,
             stop: stop.clone(),
@@ -427,6 +492,7 @@ impl WorkerBuilder {
         let worker = Worker {
             cmds,
             attach,
+            retired,
             umem: self.umem,
             slots: self.slots,
             bonds: self.bonds.into_iter().map(|(_, b)| b).collect(),
@@ -446,6 +512,7 @@ impl WorkerBuilder {
 pub struct Worker {
     cmds: Arc<CommandQueue>,
     attach: Arc<crossbeam_queue::ArrayQueue<Slot>>,
+    retired: Arc<crossbeam_queue::ArrayQueue<Slot>>,
     umem: XskUmem,
     slots: Vec<Slot>,
     bonds: Vec<WorkerBond>,
@@ -669,38 +736,90 @@ impl Worker {
             self.slots.push(slot);
             self.counters.queues_attached.add(1);
         }
-        while let Some(WorkerCmd::SetMember {
-            bond,
-            member,
-            ifname,
-            on,
-        }) = self.cmds.pop()
-        {
-            if bond >= self.bonds.len() || member >= MAX_MEMBERS {
+        while let Some(cmd) = self.cmds.pop() {
+            match cmd {
+                WorkerCmd::SetMember {
+                    bond,
+                    member,
+                    ifname,
+                    on,
+                } => self.set_member(bond, member, &ifname, on),
+                WorkerCmd::Detach { ifname } => self.detach(&ifname),
+                WorkerCmd::Reclaim { id } => {
+                    let (fill, tx) = self.umem.reclaim(id);
+                    self.counters.frames_reclaimed.add(fill + tx);
+                }
+            }
+        }
+    }
+
+    #[cold]
+    fn set_member(&mut self, bond: usize, member: usize, ifname: &[u8; 16], on: bool) {
+        if bond >= self.bonds.len() || member >= MAX_MEMBERS {
+            return;
+        }
+        let name = &ifname[..ifname.iter().position(|&c| c == 0).unwrap_or(16)];
+        // Where the bond's members send what they receive (the cross-connect's other end).
+        let peer_out = self
+            .slots
+            .iter()
+            .find(|s| s.member.is_some_and(|(b, _)| b == bond) && s.out != Out::None)
+            .map_or(Out::None, |s| s.out);
+        let mut first = None;
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if slot.q.ifname().as_bytes() != name {
                 continue;
             }
-            let name = &ifname[..ifname.iter().position(|&c| c == 0).unwrap_or(16)];
-            // Where the bond's members send what they receive (the cross-connect's other end).
-            let peer_out = self
-                .slots
-                .iter()
-                .find(|s| s.member.is_some_and(|(b, _)| b == bond) && s.out != Out::None)
-                .map_or(Out::None, |s| s.out);
-            let mut first = None;
-            for (i, slot) in self.slots.iter_mut().enumerate() {
-                if slot.q.ifname().as_bytes() != name {
-                    continue;
-                }
-                if on {
-                    slot.member = Some((bond, member));
-                    slot.out = peer_out;
-                    first.get_or_insert(i);
-                } else if slot.member == Some((bond, member)) {
-                    slot.member = None;
-                    slot.out = Out::None;
+            if on {
+                slot.member = Some((bond, member));
+                slot.out = peer_out;
+                first.get_or_insert(i);
+            } else if slot.member == Some((bond, member)) {
+                slot.member = None;
+                slot.out = Out::None;
+            }
+        }
+        self.bonds[bond].members[member] = if on { first } else { None };
+    }
+
+    /// Takes every socket of port `ifname` out of the loop and gives it to control. Slot
+    /// indices above a removed one shift down: outputs and bond members are renumbered.
+    #[cold]
+    fn detach(&mut self, ifname: &[u8; 16]) {
+        let name = &ifname[..ifname.iter().position(|&c| c == 0).unwrap_or(16)];
+        while let Some(i) = self
+            .slots
+            .iter()
+            .rposition(|s| s.q.ifname().as_bytes() == name)
+        {
+            let slot = self.slots.remove(i);
+            let renumber = |j: usize| match j.cmp(&i) {
+                std::cmp::Ordering::Less => Some(j),
+                std::cmp::Ordering::Equal => None,
+                std::cmp::Ordering::Greater => Some(j - 1),
+            };
+            for s in &mut self.slots {
+                if let Out::Slot(j) = s.out {
+                    s.out = renumber(j).map_or(Out::None, Out::Slot);
                 }
             }
-            self.bonds[bond].members[member] = if on { first } else { None };
+            for b in &mut self.bonds {
+                for m in &mut b.members {
+                    *m = m.and_then(renumber);
+                }
+            }
+            // The queue has room for every slot the worker can hold.
+            if self.retired.push(slot).is_ok() {
+                self.counters.queues_retired.add(1);
+            }
+        }
+        // A bond member whose first slot went may have another on this worker.
+        for (bi, b) in self.bonds.iter_mut().enumerate() {
+            for (k, m) in b.members.iter_mut().enumerate() {
+                if m.is_none() {
+                    *m = self.slots.iter().position(|s| s.member == Some((bi, k)));
+                }
+            }
         }
     }
 

@@ -49,6 +49,9 @@ impl XskUmem {
         // `produce` is all-or-nothing (libxdp reserves the whole batch or none), and the room
         // was checked, so either all `n` go to the ring and leave the pool, or none does.
         let done = unsafe { q.tx.produce(&descs[..n]) };
+        if let Some(o) = &mut self.owners {
+            o.set(&descs[..done], q.id | super::pool::OWNER_TX);
+        }
         self.pool.take(done);
         self.ledger.lend_tx(done);
         q.in_tx += done as u64;

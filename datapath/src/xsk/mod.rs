@@ -27,7 +27,8 @@ use xsk_rs::{
 };
 
 pub use pool::FramePool;
-pub use pool::{FrameAudit, FrameLedger};
+use pool::{FrameAddr, MAX_OWNER, OWNER_TX};
+pub use pool::{FrameAudit, FrameLedger, FrameOwners};
 pub use sys::{PromiscGuard, XskStats, if_index};
 
 use crate::params::{BindMode, MAX_BURST, RingParams, ZeroCopy};
@@ -81,6 +82,8 @@ pub enum XskError {
 pub struct XskBinder {
     umem: Umem,
     params: RingParams,
+    /// The last socket id given out (ids name a frame's holder in [`FrameOwners`]).
+    ids: std::sync::Arc<std::sync::atomic::AtomicU16>,
 }
 
 impl std::fmt::Debug for XskBinder {
@@ -197,7 +200,17 @@ impl XskBinder {
                 source: io::Error::new(source.kind(), format!("setting busy poll: {source}")),
             })?;
         }
+        // Ids run 1..=MAX_OWNER and wrap (a UMEM never has that many sockets at once).
+        let id = self
+            .ids
+            .fetch_update(
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+                |i| Some(if i >= MAX_OWNER { 1 } else { i + 1 }),
+            )
+            .map_or(1, |i| if i >= MAX_OWNER { 1 } else { i + 1 });
         Ok(XskQueue {
+            id,
             busy_poll,
             ifname: ifname.to_owned(),
             queue,
@@ -274,6 +287,12 @@ impl XskBinder {
     }
 }
 
+impl FrameAddr for FrameDesc {
+    fn frame_addr(&self) -> usize {
+        self.addr()
+    }
+}
+
 /// A UMEM and the pool of its free frames, owned by one worker.
 pub struct XskUmem {
     umem: Umem,
@@ -281,6 +300,9 @@ pub struct XskUmem {
     total: u64,
     ledger: FrameLedger,
     params: RingParams,
+    ids: std::sync::Arc<std::sync::atomic::AtomicU16>,
+    /// Which socket holds each lent frame, when tracked ([`Self::track_owners`]).
+    owners: Option<FrameOwners<FrameDesc>>,
 }
 
 impl std::fmt::Debug for XskUmem {
@@ -318,7 +340,36 @@ impl XskUmem {
             total,
             ledger: FrameLedger::default(),
             params,
+            ids: std::sync::Arc::default(),
+            owners: None,
         })
+    }
+
+    /// Keeps track of which socket holds each lent frame (one store per frame lent or given
+    /// back), so that a socket can be closed while the UMEM stays in use and its frames come
+    /// back ([`Self::reclaim`]). Call before the first frame is lent.
+    pub fn track_owners(&mut self) {
+        let frames = self.pool.peek_top(self.pool.len());
+        self.owners = Some(FrameOwners::new(
+            frames,
+            self.params.frame_size.get() as usize,
+        ));
+    }
+
+    /// Frames socket `id` holds now: (fill/RX ring, TX ring); `None` when not tracked.
+    pub fn held_by(&self, id: u16) -> Option<(u64, u64)> {
+        self.owners.as_ref().map(|o| o.held_by(id))
+    }
+
+    /// Takes back every frame the socket `id` held, once it is closed and the kernel has
+    /// released its buffers (the caller's word: a frame still in use by the kernel would be
+    /// handed out twice). Returns (from its fill/RX ring, from its TX ring); (0, 0) when owners
+    /// are not tracked.
+    pub fn reclaim(&mut self, id: u16) -> (u64, u64) {
+        match &mut self.owners {
+            Some(o) => o.reclaim(id, &mut self.pool, &mut self.ledger),
+            None => (0, 0),
+        }
     }
 
     /// Where the frames are right now.
@@ -352,6 +403,7 @@ impl XskUmem {
         XskBinder {
             umem: self.umem.clone(),
             params: self.params,
+            ids: self.ids.clone(),
         }
     }
 
@@ -368,6 +420,9 @@ impl XskUmem {
         // back from one of this UMEM's rings) and is owned by nobody else: the pool is the only
         // holder, and `take` below removes exactly the ones the ring accepted.
         let done = unsafe { q.fill.produce(frames) };
+        if let Some(o) = &mut self.owners {
+            o.set(&frames[..done], q.id);
+        }
         self.pool.take(done);
         self.ledger.lend_fill(done);
         q.in_fill += done as u64;
@@ -392,6 +447,9 @@ impl XskUmem {
         // SAFETY: RX hands back descriptors of frames this UMEM lent to the fill ring; the burst
         // becomes their only owner.
         let n = unsafe { q.rx.consume(&mut burst.descs[..max]) };
+        if let Some(o) = &mut self.owners {
+            o.set(&burst.descs[..n], 0);
+        }
         burst.len = n;
         self.ledger.return_rx(n);
         q.in_fill -= n as u64;
@@ -411,6 +469,9 @@ impl XskUmem {
         // SAFETY: the burst owns these descriptors (from RX of this UMEM); after `produce` the
         // accepted ones are removed from the burst, so the TX ring is their only owner.
         let n = unsafe { q.tx.produce(&burst.descs[..burst.len]) };
+        if let Some(o) = &mut self.owners {
+            o.set(&burst.descs[..n], q.id | OWNER_TX);
+        }
         burst.descs.copy_within(n..burst.len, 0);
         burst.len -= n;
         self.ledger.lend_tx(n);
@@ -444,6 +505,9 @@ impl XskUmem {
             // SAFETY: completions are descriptors this UMEM lent to a TX ring; once consumed the
             // kernel no longer touches them and the pool becomes their owner.
             let n = unsafe { q.comp.consume(&mut scratch.descs[..]) };
+            if let Some(o) = &mut self.owners {
+                o.set(&scratch.descs[..n], 0);
+            }
             self.pool.put(&scratch.descs[..n]);
             self.ledger.return_comp(n);
             q.in_tx -= n as u64;
@@ -558,6 +622,8 @@ impl Default for FrameBurst {
 
 /// One AF_XDP socket: a (port, queue) pair with its four rings, owned by one worker.
 pub struct XskQueue {
+    /// Names this socket as a frame holder in the UMEM's [`FrameOwners`].
+    id: u16,
     busy_poll: bool,
     ifname: String,
     queue: u32,
@@ -610,6 +676,11 @@ impl XskQueue {
     /// The copy-mode TX budget set with `XDP_MAX_TX_SKB_BUDGET`, if the kernel took it.
     pub fn tx_budget(&self) -> Option<u32> {
         self.tx_budget
+    }
+
+    /// The socket's id as a frame holder (see [`XskUmem::held_by`], [`XskUmem::reclaim`]).
+    pub fn id(&self) -> u16 {
+        self.id
     }
 
     /// The socket's file descriptor, to be stored in the port's XSKMAP. Valid while the queue

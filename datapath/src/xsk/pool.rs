@@ -104,6 +104,113 @@ impl FrameLedger {
     }
 }
 
+/// The UMEM offset a frame descriptor points into (its frame is `offset / frame_size`).
+pub trait FrameAddr: Copy {
+    /// Offset in the UMEM.
+    fn frame_addr(&self) -> usize;
+}
+
+impl FrameAddr for u64 {
+    fn frame_addr(&self) -> usize {
+        *self as usize
+    }
+}
+
+/// Marks a frame lent to a TX ring (rather than a fill ring) in [`FrameOwners`].
+pub(super) const OWNER_TX: u16 = 0x8000;
+/// Socket ids are 1..=`MAX_OWNER` (0: not lent).
+pub(super) const MAX_OWNER: u16 = OWNER_TX - 1;
+
+/// Which socket holds each lent frame: what lets a socket be closed while the worker runs on.
+///
+/// The [`FrameLedger`] counts lent frames but not which; a socket that goes away (its port
+/// unregistered) leaves frames in its fill ring, in its RX ring and (briefly) in its TX ring,
+/// in an order the kernel chooses (a zero-copy driver recycles dropped frames out of ring
+/// order). With one word per frame naming its holder, the frames of a closed socket are found
+/// by a scan and come back to the pool, and the ledger stays exact. The cost is one store per
+/// frame each time a frame is lent or given back.
+#[derive(Debug)]
+pub struct FrameOwners<D> {
+    /// By frame index: 0, or the holder's socket id (| [`OWNER_TX`] when in a TX ring).
+    owner: Box<[u16]>,
+    /// The descriptor of each frame as the UMEM first gave it, by frame index.
+    frames: Box<[D]>,
+    frame_size: usize,
+}
+
+impl<D: FrameAddr> FrameOwners<D> {
+    /// A map over `frames` (every frame of the UMEM, as created) of `frame_size` bytes each.
+    ///
+    /// # Panics
+    /// If two descriptors point into the same frame, or one points past `frames.len()` frames.
+    pub fn new(frames: &[D], frame_size: usize) -> Self {
+        let mut table: Vec<Option<D>> = vec![None; frames.len()];
+        for &f in frames {
+            let i = f.frame_addr() / frame_size;
+            assert!(
+                i < table.len() && table[i].is_none(),
+                "frame descriptor {i} outside the UMEM or repeated"
+            );
+            table[i] = Some(f);
+        }
+        Self {
+            owner: vec![0; frames.len()].into_boxed_slice(),
+            frames: table.into_iter().flatten().collect(),
+            frame_size,
+        }
+    }
+
+    /// Records `frames` as held by socket `owner` (| [`OWNER_TX`] for a TX ring), or as back
+    /// with the worker (`owner` 0).
+    #[inline]
+    pub fn set(&mut self, frames: &[D], owner: u16) {
+        for f in frames {
+            if let Some(o) = self.owner.get_mut(f.frame_addr() / self.frame_size) {
+                *o = owner;
+            }
+        }
+    }
+
+    /// Frames socket `id` holds: (in its fill or RX ring, in its TX ring).
+    pub fn held_by(&self, id: u16) -> (u64, u64) {
+        self.owner.iter().fold((0, 0), |(fill, tx), &o| {
+            if o == id {
+                (fill + 1, tx)
+            } else if o == id | OWNER_TX {
+                (fill, tx + 1)
+            } else {
+                (fill, tx)
+            }
+        })
+    }
+
+    /// Gives every frame socket `id` held back to `pool` and settles `ledger`. Call only once
+    /// the socket is closed and the kernel has let go of its buffers. Returns (from fill/RX,
+    /// from TX).
+    pub fn reclaim(
+        &mut self,
+        id: u16,
+        pool: &mut FramePool<D>,
+        ledger: &mut FrameLedger,
+    ) -> (u64, u64) {
+        let (mut fill, mut tx) = (0, 0);
+        for (o, f) in self.owner.iter_mut().zip(self.frames.iter()) {
+            if *o != 0 && *o & !OWNER_TX == id {
+                if *o & OWNER_TX != 0 {
+                    tx += 1;
+                } else {
+                    fill += 1;
+                }
+                *o = 0;
+                pool.put_one(*f);
+            }
+        }
+        ledger.return_rx(fill as usize);
+        ledger.return_comp(tx as usize);
+        (fill, tx)
+    }
+}
+
 /// Where a worker's frames are, at a point where it holds none in a burst.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct FrameAudit {
@@ -121,6 +228,54 @@ impl FrameAudit {
     /// Frames that are nowhere: must be 0. A non-zero value is a leak (or a double return).
     pub fn unaccounted(&self) -> i64 {
         self.total as i64 - (self.free + self.in_fill + self.in_tx) as i64
+    }
+}
+
+#[cfg(test)]
+mod owner_tests {
+    use super::*;
+
+    #[test]
+    fn a_closed_sockets_frames_come_back_whatever_the_order() {
+        const SIZE: usize = 4096;
+        let all: Vec<u64> = (0..16u64).map(|i| i * SIZE as u64 + 256).collect();
+        let mut owners = FrameOwners::new(&all, SIZE);
+        let mut pool = FramePool::new(Vec::with_capacity(16));
+        let mut ledger = FrameLedger::default();
+        // Socket 1 gets frames 0..6 in its fill ring, socket 2 frames 6..10; RX on socket 1
+        // hands back 4 and 2 (not in ring order), which go out on socket 2's TX ring.
+        owners.set(&all[0..6], 1);
+        owners.set(&all[6..10], 2);
+        ledger.lend_fill(10);
+        let rx = [all[4], all[2]];
+        owners.set(&rx, 0);
+        ledger.return_rx(2);
+        owners.set(&rx, 2 | OWNER_TX);
+        ledger.lend_tx(2);
+        pool.put(&all[10..16]);
+        assert_eq!(owners.held_by(1), (4, 0));
+        assert_eq!(owners.held_by(2), (4, 2));
+        // Socket 2 closes: its 4 fill frames and 2 TX frames return; socket 1 keeps its own.
+        assert_eq!(owners.reclaim(2, &mut pool, &mut ledger), (4, 2));
+        assert_eq!(owners.held_by(2), (0, 0));
+        assert_eq!(owners.held_by(1), (4, 0));
+        assert_eq!((pool.len(), ledger.in_fill, ledger.in_tx), (12, 4, 0));
+        let mut back: Vec<u64> = pool.peek_top(12).to_vec();
+        back.sort_unstable();
+        let mut want: Vec<u64> = [&all[2..3], &all[4..5], &all[6..16]].concat();
+        want.sort_unstable();
+        assert_eq!(
+            back, want,
+            "exactly the frames socket 2 held, plus the free ones"
+        );
+        // Nothing left for a second reclaim.
+        assert_eq!(owners.reclaim(2, &mut pool, &mut ledger), (0, 0));
+    }
+
+    #[test]
+    #[should_panic(expected = "outside the UMEM or repeated")]
+    fn repeated_descriptors_are_refused() {
+        let _ = FrameOwners::new(&[0u64, 100], 4096);
     }
 }
 
