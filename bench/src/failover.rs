@@ -802,6 +802,13 @@ fn series(
             t_ms: 0.0,
             what: format!("trigger: {} down", FAR_ENDS[triggers[i].pulled]),
         }];
+        if let Some(l) = w.last_on_old_ms {
+            // The closest the far side sees to the carrier loss itself.
+            ev.push(FailoverEvent {
+                t_ms: l,
+                what: "last frame through the old member".into(),
+            });
+        }
         if let Some(d) = detection_ms {
             ev.push(FailoverEvent {
                 t_ms: d,
@@ -910,7 +917,7 @@ fn run(a: &RunArgs) -> Result<()> {
                     let mut err = None;
                     let res = search::search(p, |rate| {
                         if err.is_some() || stop.load(Ordering::Relaxed) {
-                            return failed(rate);
+                            return Trial::failed(rate);
                         }
                         say(quiet, &format!("search: trial at {rate} pps"));
                         match bl.trial(a.size, rate, a.trial_secs) {
@@ -923,7 +930,7 @@ fn run(a: &RunArgs) -> Result<()> {
                             }
                             Err(e) => {
                                 err = Some(e);
-                                failed(rate)
+                                Trial::failed(rate)
                             }
                         }
                     });
@@ -970,17 +977,6 @@ fn run(a: &RunArgs) -> Result<()> {
         eprintln!("report: {}", a.out.join("report.json").display());
     }
     Ok(())
-}
-
-/// A trial that did not run (interrupted or failed): counts as a failure.
-fn failed(rate: u64) -> Trial {
-    Trial {
-        target_pps: rate,
-        sent: 1,
-        received: 0,
-        offered_pps: 0.0,
-        received_pps: 0.0,
-    }
 }
 
 #[cfg(test)]

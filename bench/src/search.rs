@@ -20,6 +20,17 @@ pub(crate) struct Trial {
 }
 
 impl Trial {
+    /// A trial that could not run (interrupted, or its tools failed): a failure at `rate`.
+    pub(crate) fn failed(rate: u64) -> Self {
+        Self {
+            target_pps: rate,
+            sent: 1,
+            received: 0,
+            offered_pps: 0.0,
+            received_pps: 0.0,
+        }
+    }
+
     /// Fraction of the sent frames that did not arrive (negative counts as 0).
     pub(crate) fn loss(&self) -> f64 {
         if self.sent == 0 {
