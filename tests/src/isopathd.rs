@@ -75,6 +75,30 @@ b = "bond0"
 /// The default `[[port]]` list: up0 and m0, all queues.
 pub const PORTS: &str = "[[port]]\nname = \"up0\"\n[[port]]\nname = \"m0\"\n";
 
+/// Runs `isopath -s SOCKET ARGS...`.
+pub fn cli_output(socket: &Path, args: &[&str]) -> Output {
+    std::process::Command::new(bin("isopath"))
+        .arg("-s")
+        .arg(socket)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("isopath {args:?}: {e}"))
+}
+
+/// Runs `isopath -s SOCKET ARGS...`; returns its stdout.
+///
+/// # Panics
+/// If the command fails (its stderr is shown).
+pub fn cli(socket: &Path, args: &[&str]) -> String {
+    let out = cli_output(socket, args);
+    assert!(
+        out.status.success(),
+        "isopath {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The control socket path of a lab's daemon.
 pub fn socket_path(lab: &Lab) -> PathBuf {
     PathBuf::from(format!("/run/isopath/test-{}.sock", lab.prefix))
@@ -185,6 +209,19 @@ impl Isopathd {
     /// The first bond's status.
     pub fn bond(&self) -> Value {
         self.status()["bonds"][0].clone()
+    }
+
+    /// Runs the `isopath` CLI against this daemon, as an operator would.
+    pub fn cli_output(&self, args: &[&str]) -> Output {
+        cli_output(&self.socket, args)
+    }
+
+    /// Runs the `isopath` CLI against this daemon; returns its stdout.
+    ///
+    /// # Panics
+    /// If the command fails (its stderr is shown).
+    pub fn cli(&self, args: &[&str]) -> String {
+        cli(&self.socket, args)
     }
 
     /// Sends a control request; panics on transport errors, returns the reply.

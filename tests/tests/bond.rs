@@ -236,19 +236,8 @@ fn planned_switch_loses_nothing_in_either_direction() {
     assert_eq!(r["ok"], true, "{r}");
     std::thread::sleep(Duration::from_millis(800));
     // The second switch through the CLI, as an operator does it.
-    let sock = isopath_tests::isopathd::socket_path(&lab);
-    let cli = std::process::Command::new(bin("isopath"))
-        .arg("-s")
-        .arg(&sock)
-        .args(["bond", "switch", "bond0", "m0"])
-        .output()
-        .unwrap();
-    assert!(
-        cli.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cli.stderr)
-    );
-    assert!(String::from_utf8_lossy(&cli.stdout).contains("bond0: active member m0"));
+    let said = d.cli(&["bond", "switch", "bond0", "m0"]);
+    assert!(said.contains("bond0: active member m0"), "{said}");
     for (name, rx) in [("traffic->far", rx_far), ("far->traffic", rx_near)] {
         let r = report(rx, n, pps);
         assert_eq!(u(&r, "received"), n, "{name}: {r}");
@@ -256,13 +245,7 @@ fn planned_switch_loses_nothing_in_either_direction() {
     }
     let b = d.bond();
     assert_eq!(u(&b, "failovers"), 2, "{b:#}");
-    let show = std::process::Command::new(bin("isopath"))
-        .arg("-s")
-        .arg(&sock)
-        .args(["bond", "show", "bond0"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&show.stdout);
+    let text = d.cli(&["bond", "show", "bond0"]);
     assert!(text.contains("Currently Active Member: m0"), "{text}");
     assert!(text.contains("Member Interface: m1 (backup)"), "{text}");
     let s = d.status();
@@ -607,21 +590,8 @@ fn options_change_at_run_time_through_the_cli() {
     }
     let lab = Lab::up("bopt");
     let d = Isopathd::start(&lab, &bond_config(&lab, "", ""), &[]);
-    let sock = isopath_tests::isopathd::socket_path(&lab);
-    let cli = |args: &[&str]| {
-        std::process::Command::new(bin("isopath"))
-            .arg("-s")
-            .arg(&sock)
-            .args(args)
-            .output()
-            .unwrap()
-    };
-    let out = cli(&["bond", "set", "bond0", "primary", "m1"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let cli = |args: &[&str]| d.cli_output(args);
+    d.cli(&["bond", "set", "bond0", "primary", "m1"]);
     let b = wait_active(&d, Some("m1"));
     assert_eq!(b["options"]["primary"], "m1");
     let out = cli(&["bond", "set", "bond0", "updelay", "soon"]);
@@ -709,19 +679,8 @@ fn members_are_added_and_released_at_run_time() {
         bond_config(&lab, "", "").replace("members = [\"m0\", \"m1\"]", "members = [\"m0\"]");
     let d = Isopathd::start(&lab, &config, &[]);
     assert_eq!(d.bond()["members"].as_array().unwrap().len(), 1);
-    let sock = isopath_tests::isopathd::socket_path(&lab);
     let cli = |args: &[&str]| {
-        let out = std::process::Command::new(bin("isopath"))
-            .arg("-s")
-            .arg(&sock)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "isopath {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        d.cli(args);
     };
     lab.ping_far();
     // m1 joins at run time, while a capture runs on the bond: the capture holds it too.
@@ -795,18 +754,7 @@ fn an_interface_not_in_the_config_joins_the_bond_at_run_time() {
 
     // `bond add` of an interface that is not a port registers it first (program, sockets on
     // the running worker's UMEM), then enslaves it.
-    let sock = isopath_tests::isopathd::socket_path(&lab);
-    let out = std::process::Command::new(bin("isopath"))
-        .arg("-s")
-        .arg(&sock)
-        .args(["bond", "add", "bond0", "m1"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    d.cli(&["bond", "add", "bond0", "m1"]);
     let s = d.wait_for(
         "m1's sockets taken by the worker",
         Duration::from_secs(3),
@@ -889,17 +837,7 @@ fn an_interface_not_in_the_config_joins_the_bond_at_run_time() {
     );
     assert!(port_of(&d.status(), "m1").is_object());
     let total = u(&s["workers"][0], "frames.total");
-    let out = std::process::Command::new(bin("isopath"))
-        .arg("-s")
-        .arg(&sock)
-        .args(["port", "del", "m1"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    d.cli(&["port", "del", "m1"]);
     assert_eq!(
         wait_active(&d, Some("m0"))["members"][1]["state"],
         "released"
@@ -1055,13 +993,7 @@ fn vlans_on_the_bond_are_announced_and_answered_tagged() {
          [[bond.vlan]]\nid = 100\naddresses = [\"198.18.1.10\", \"2001:2:0:100::10\"]"
     );
     let d = Isopathd::start(&lab, &bond_config(&lab, "", &bond), &[]);
-    let show = std::process::Command::new(bin("isopath"))
-        .arg("-s")
-        .arg(isopath_tests::isopathd::socket_path(&lab))
-        .args(["bond", "show", "bond0"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&show.stdout);
+    let text = d.cli(&["bond", "show", "bond0"]);
     assert!(
         text.contains("VLAN 100: 198.18.1.10, 2001:2:0:100::10"),
         "{text}"

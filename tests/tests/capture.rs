@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, path::Path, process::Command, time::Duration};
 
 use isopath_tests::{
-    Lab, bin,
+    Lab,
     isopathd::{Isopathd, assert_clean_stop, bond_config, socket_path, u},
     require_privileges,
 };
@@ -52,18 +52,7 @@ fn promiscuity(lab: &Lab, dev: &str) -> u64 {
 }
 
 fn cli(lab: &Lab, args: &[&str]) -> String {
-    let out = Command::new(bin("isopath"))
-        .arg("-s")
-        .arg(socket_path(lab))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "isopath {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    isopath_tests::isopathd::cli(&socket_path(lab), args)
 }
 
 /// Sends `n` numbered datagrams to `dst`, where a receiver listens (without one, the far host
