@@ -558,6 +558,17 @@ impl BondLab {
         isopath_status(&self.socket)
     }
 
+    /// Every counter on the way: isopathd's (`port.counter`) and the kernel's for each link of
+    /// the three namespaces (`role/link.counter`), with the status document they came from.
+    fn counters(&self) -> Result<(BTreeMap<String, u64>, Value)> {
+        let st = self.status()?;
+        let mut m = datapath_counters(&st);
+        for role in ["traffic", "app", "far"] {
+            kernel_counters(&self.lab, role, &mut m)?;
+        }
+        Ok((m, st))
+    }
+
     /// Starts the receiver on s0 and s1 (core 0, SCHED_FIFO: it shares the core with the
     /// source, which would otherwise hold it for whole scheduler slices).
     fn receiver(&self, capacity: u64, secs: f64) -> Result<(Proc, PathBuf)> {
@@ -631,7 +642,7 @@ impl BondLab {
     /// One steady trial at `rate` (no failover): frames sent vs distinct frames received.
     fn trial(&self, size: usize, rate: u64, secs: Duration) -> Result<(Trial, Value)> {
         let s = secs.as_secs_f64();
-        let st0 = self.status()?;
+        let (c0, _) = self.counters()?;
         let (rx, control) = self.receiver(capacity(rate, s), s + 30.0)?;
         let g = self
             .source(size, rate, s)?
@@ -640,7 +651,7 @@ impl BondLab {
         let sent = g["sent"].as_u64().unwrap_or(0);
         let r = self.finish_receiver(rx, &control, sent, 0, &[])?;
         let received = r["totals"]["received"].as_u64().unwrap_or(0);
-        let where_ = json!({"datapath": datapath_delta(&st0, &self.status()?), "receiver": r});
+        let where_ = json!({"counters": delta(&c0, &self.counters()?.0), "receiver": r});
         let gsecs = g["secs"].as_f64().unwrap_or(s).max(1e-9);
         Ok((
             Trial {
@@ -718,15 +729,39 @@ fn datapath_counters(st: &Value) -> BTreeMap<String, u64> {
     m
 }
 
-/// The counters that moved between two status documents, and by how much: where the
-/// frames of a series went inside the datapath (and what it dropped).
-fn datapath_delta(before: &Value, after: &Value) -> Value {
-    let b = datapath_counters(before);
+/// The kernel's counters of every link in the lab's namespace `role` (packets and drops each
+/// way), as `role/link.counter`.
+fn kernel_counters(lab: &Lab, role: &str, m: &mut BTreeMap<String, u64>) -> Result<()> {
+    let out = Command::new("ip")
+        .args(["-n", &lab.ns(role), "-s", "-j", "link", "show"])
+        .output()?;
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("ip -s -j link show in {}", lab.ns(role)))?;
+    for l in v.as_array().into_iter().flatten() {
+        let name = l["ifname"].as_str().unwrap_or("?");
+        let st = if l["stats64"].is_object() {
+            &l["stats64"]
+        } else {
+            &l["stats"]
+        };
+        for dir in ["rx", "tx"] {
+            for k in ["packets", "dropped"] {
+                if let Some(n) = st[dir][k].as_u64() {
+                    m.insert(format!("{role}/{name}.{dir}_{k}"), n);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The counters that moved between two snapshots, and by how much.
+fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> Value {
     let mut m = serde_json::Map::new();
-    for (k, v) in datapath_counters(after) {
-        let d = v.saturating_sub(b.get(&k).copied().unwrap_or(0));
+    for (k, &v) in after {
+        let d = v.saturating_sub(before.get(k).copied().unwrap_or(0));
         if d > 0 {
-            m.insert(k, json!(d));
+            m.insert(k.clone(), json!(d));
         }
     }
     Value::Object(m)
@@ -744,7 +779,7 @@ fn series(
     let tail = Duration::from_millis(500);
     let total = warmup + period * a.runs + tail;
     let secs = total.as_secs_f64();
-    let st0 = bl.status()?;
+    let (c0, st0) = bl.counters()?;
     let (rx, control) = bl.receiver(capacity(rate, secs), secs + 60.0)?;
     let gen_proc = bl.source(a.size, rate, secs)?;
     let start = Instant::now();
@@ -778,7 +813,7 @@ fn series(
     }
     let g = gen_proc.wait_json(total + Duration::from_secs(10))?;
     std::thread::sleep(Duration::from_millis(300)); // frames in flight
-    let st = bl.status()?;
+    let (c1, st) = bl.counters()?;
     let sent = g["sent"].as_u64().unwrap_or(0);
     let half = (Duration::from_millis(a.window_ms).min(period / 2)).as_nanos() as u64;
     let r = bl.finish_receiver(rx, &control, sent, half, &triggers)?;
@@ -857,9 +892,10 @@ fn series(
             "other_frames": totals.other_frames,
             "per_port": totals.per_port,
             "log_overflow": totals.log_overflow,
-            // Frames sent, then per hop: up0's XDP redirects and socket drops, the worker's
-            // counters, m0/m1 TX, and what the receiver took at s0/s1 (receiver_ports).
-            "datapath": datapath_delta(&st0, &st),
+            // Where the frames went, hop by hop: the kernel's link counters (t0 TX, up0 RX,
+            // m0/m1 TX and drops, s0/s1 RX), isopathd's (XDP redirects, socket drops, worker
+            // RX/TX, drops by reason); the receiver's sockets are in receiver_ports.
+            "counters": delta(&c0, &c1),
             "receiver_ports": r["ports"],
             "source": g,
         }),
