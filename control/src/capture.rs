@@ -147,6 +147,19 @@ impl Capture {
         Ok(())
     }
 
+    /// Lets go of an interface this capture held promiscuous (a member released from a
+    /// captured bond). Returns whether it was held.
+    pub fn release(&mut self, ifindex: u32) -> bool {
+        match self.held.iter().position(|&i| i == ifindex) {
+            Some(k) => {
+                self.held.remove(k);
+                self._promisc.remove(k);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Writes what the workers queued.
     pub fn drain(&mut self) {
         while let Some(r) = self.tap.pop() {

@@ -1164,6 +1164,9 @@ impl Daemon {
                 members.push(ifindex);
             }
         }
+        if !on && let Some(c) = self.captures.iter_mut().find(|c| c.target == bond) {
+            c.release(ifindex);
+        }
         if on && let Some(c) = self.captures.iter_mut().find(|c| c.target == bond) {
             let net_raw = crate::privs::need(caps::Capability::CAP_NET_RAW);
             let held = crate::privs::with_effective(net_raw.as_slice(), || c.hold(ifindex));

@@ -694,6 +694,11 @@ fn members_are_added_and_released_at_run_time() {
         1,
         "the running capture holds the new member promiscuous"
     );
+    // Released, it is no longer the capture's: its promiscuity goes with it; re-added, back.
+    cli(&["bond", "release", "bond0", "m1"]);
+    assert_eq!((promisc("m0"), promisc("m1")), (1, 0));
+    cli(&["bond", "add", "bond0", "m1"]);
+    assert_eq!((promisc("m0"), promisc("m1")), (1, 1));
     cli(&["capture", "stop", "bond0"]);
     assert_eq!((promisc("m0"), promisc("m1")), (0, 0));
     let _ = std::fs::remove_file(&pcap);
