@@ -914,8 +914,9 @@ fn csum(b: &[u8]) -> u16 {
     !(s as u16)
 }
 
-/// Frames from a far host on VLAN 100 (MAC `src`, 198.18.1.2) to the bond (MAC `bond`,
-/// 198.18.1.10): an ARP request, and an ICMP echo request with sequence 7.
+/// Frames from a far host on VLAN 100 (MAC `src`, 198.18.1.2, 2001:2:0:100::2) to the bond
+/// (MAC `bond`, 198.18.1.10, 2001:2:0:100::10): an ARP request, an ICMP echo request with
+/// sequence 7, and a neighbour solicitation.
 fn vlan100_requests(src: [u8; 6], bond: [u8; 6]) -> Vec<Vec<u8>> {
     let (me, it) = ([198, 18, 1, 2], [198, 18, 1, 10]);
     let l2 = |dst: [u8; 6], ethertype: [u8; 2]| {
@@ -945,7 +946,29 @@ fn vlan100_requests(src: [u8; 6], bond: [u8; 6]) -> Vec<Vec<u8>> {
     let mut echo = l2(bond, [0x08, 0x00]);
     echo.extend_from_slice(&ip);
     echo.extend_from_slice(&icmp);
-    vec![arp, echo]
+    // NS for 2001:2:0:100::10 from 2001:2:0:100::2, to its solicited-node group.
+    let me6: std::net::Ipv6Addr = "2001:2:0:100::2".parse().unwrap();
+    let it6: std::net::Ipv6Addr = "2001:2:0:100::10".parse().unwrap();
+    let group: std::net::Ipv6Addr = "ff02::1:ff00:10".parse().unwrap();
+    let mut ns = vec![135, 0, 0, 0, 0, 0, 0, 0];
+    ns.extend_from_slice(&it6.octets());
+    ns.extend_from_slice(&[1, 1]); // source link-layer address option
+    ns.extend_from_slice(&src);
+    let mut pseudo = me6.octets().to_vec();
+    pseudo.extend_from_slice(&group.octets());
+    pseudo.extend_from_slice(&(ns.len() as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 58]);
+    pseudo.extend_from_slice(&ns);
+    let c = csum(&pseudo);
+    ns[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut sol = l2([0x33, 0x33, 0xff, 0, 0, 0x10], [0x86, 0xdd]);
+    sol.extend_from_slice(&[0x60, 0, 0, 0]);
+    sol.extend_from_slice(&(ns.len() as u16).to_be_bytes());
+    sol.extend_from_slice(&[58, 255]);
+    sol.extend_from_slice(&me6.octets());
+    sol.extend_from_slice(&group.octets());
+    sol.extend_from_slice(&ns);
+    vec![arp, echo, sol]
 }
 
 /// Starts tcpdump on `dev` in the far namespace, writing the first `count` VLAN-tagged frames
@@ -1013,8 +1036,8 @@ fn vlans_on_the_bond_are_announced_and_answered_tagged() {
     );
     let far_mac = [0x02, 0, 0, 0, 0x0f, 0x01];
     write_pcap(&pcap, &vlan100_requests(far_mac, [2, 0, 0, 0, 0x0b, 1]));
-    // The two answers, twice: the requests are replayed for a second.
-    let dump = tcpdump_vlan(&lab, "s0", &file, 4);
+    // The three answers, twice: the requests are replayed for a second.
+    let dump = tcpdump_vlan(&lab, "s0", &file, 6);
     let sent = lab.exec(
         lab.ns_far(),
         [
@@ -1050,6 +1073,10 @@ fn vlans_on_the_bond_are_announced_and_answered_tagged() {
     );
     assert!(
         text.contains("198.18.1.10 > 198.18.1.2: ICMP echo reply, id 4660, seq 7"),
+        "{text}"
+    );
+    assert!(
+        text.contains("2001:2:0:100::10 > 2001:2:0:100::2: [icmp6 sum ok] ICMP6, neighbor advertisement, length 32, tgt is 2001:2:0:100::10"),
         "{text}"
     );
 
