@@ -940,6 +940,7 @@ fn run(a: &RunArgs) -> Result<()> {
         };
         // Learning frames: a short slow stream before anything is measured.
         bl.trial(a.size, 10_000, Duration::from_millis(500))?;
+        let mut search_trials = Value::Null;
         for &spec in &a.rates {
             let rate = match spec {
                 RateSpec::Fixed(r) => r,
@@ -951,6 +952,8 @@ fn run(a: &RunArgs) -> Result<()> {
                         max_trials: a.max_trials,
                     };
                     let mut err = None;
+                    // Where each trial's frames went (kept with the series at the found rate).
+                    let mut details = Vec::new();
                     let res = search::search(p, |rate| {
                         if err.is_some() || stop.load(Ordering::Relaxed) {
                             return Trial::failed(rate);
@@ -959,9 +962,11 @@ fn run(a: &RunArgs) -> Result<()> {
                         match bl.trial(a.size, rate, a.trial_secs) {
                             Ok((t, w)) => {
                                 say(quiet, &format!("  sent {} received {}", t.sent, t.received));
-                                if t.received < t.sent {
-                                    say(quiet, &format!("  where: {w}"));
-                                }
+                                details.push(json!({
+                                    "target_pps": rate, "sent": t.sent, "received": t.received,
+                                    "counters": w["counters"],
+                                    "receiver_ports": w["receiver"]["ports"],
+                                }));
                                 t
                             }
                             Err(e) => {
@@ -989,15 +994,20 @@ fn run(a: &RunArgs) -> Result<()> {
                     if rate == 0 {
                         // The report keeps the trials; the other rates still run.
                         eprintln!(
-                            "failover: no trial passed (frames lost at every rate tried): no failovers at `max`"
+                            "failover: no trial passed (frames lost at every rate tried): no failovers at `max`; where the frames went: {}",
+                            Value::Array(details)
                         );
                         continue;
                     }
                     say(quiet, &format!("highest rate without loss: {rate} pps"));
+                    search_trials = Value::Array(details);
                     rate
                 }
             };
-            let (runs, s) = series(&bl, a, rate, &stop)?;
+            let (runs, mut s) = series(&bl, a, rate, &stop)?;
+            if !search_trials.is_null() {
+                s.extra["search_trials"] = std::mem::take(&mut search_trials);
+            }
             report.failover.extend(runs);
             report.failover_series.push(s);
         }
