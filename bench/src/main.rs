@@ -7,8 +7,8 @@
 //!   (`gen`: XDP live frames or AF_XDP), the verifying AF_XDP receiver (`recv`), the bare AF_XDP
 //!   reference loops (`xsk-fwd`, `xsk-drop`) and the XDP_DROP ceiling (`xdp-drop`);
 //! - **runs**, started from the root namespace, that build a lab, start the primitives and the
-//!   peers in it, and write a report (`compare`, `rfc2544`), and `report`, which renders a stored
-//!   report again.
+//!   peers in it, and write a report (`compare`, `rfc2544`, `failover`), and `report`, which
+//!   renders a stored report again.
 //!
 //! Every subcommand is bounded in time and prints exactly one JSON object on stdout when it
 //! ends (exit status 0). Receivers print a line `ready` on stderr once their socket is bound,
