@@ -9,7 +9,8 @@
 #   ISOPATH_BIN_DIR  where isopathd and isopath-bench are (default target/release)
 #   ISOPATH_CALLGRIND_OUT  keep the traffic windows' dumps there (callgrind_annotate FILE)
 #
-# Method, per forwarder (isopathd: up0 <-> m0 cross-connect; isopath-bench xsk-fwd):
+# Method, per forwarder (isopathd: up0 <-> m0 cross-connect; isopathd-bond: up0 <-> bond0 over
+# m0/m1, primary m0; isopath-bench xsk-fwd):
 #   1. start it under `valgrind --tool=callgrind --dump-instr=no` in the lab's appliance
 #      namespace, worker on core 1;
 #   2. idle window: `callgrind_control -z`, 2 s without traffic, `callgrind_control -d`:
@@ -175,42 +176,59 @@ print(f"{name}: {packets} frames forwarded ({dropped} dropped at the input ring)
 print(f"{name}:   idle loop {ci:.1f} Ir; traffic window {ir} Ir, idle loops' share "
       f"{100 * idle_polls * ci / max(1, ir):.1f}%")
 print(f"{name}:   instructions per forwarded packet: {net / max(1, packets):.1f} "
-      f"(all-in, idle polls included: {ir / max(1, packets):.1f})")
+      f"(all-in, idle loops included: {ir / max(1, packets):.1f})")
 EOF
 }
 
-# isopathd: up0 <-> m0, worker on core 1.
-cat >"$WORK/isopath.toml" <<EOF
-[daemon]
-control_socket = "$SOCK"
-[workers]
-cores = [1]
-[[port]]
+# isopathd $1 with the config body $2 (ports, bonds, cross-connects), worker on core 1; the
+# frames leave on m0 (the plain cross-connect's output, the bond's primary member).
+measure_isopathd() {
+    local name=$1 body=$2 d idle traffic b0 p0 d0 b1 p1 d1
+    printf '[daemon]\ncontrol_socket = "%s"\n[workers]\ncores = [1]\n%s' "$SOCK" "$body" \
+        >"$WORK/$name.toml"
+    start_vg " ready " "$name" "$BIN/isopathd" -c "$WORK/$name.toml" --force
+    local poll='isopath_datapath::worker::Worker::poll_once'
+    zero
+    sleep 2
+    d=$(dump "$name")
+    idle=$(sum "$d" "$poll")
+    read -r b0 p0 d0 < <(status)
+    zero
+    gen >"$WORK/gen-$name.json"
+    d=$(dump "$name")
+    traffic=$(sum "$d" "$poll")
+    keep "$d" "$name"
+    sleep 0.5
+    read -r b1 p1 d1 < <(status)
+    report "$name" "$idle" "$traffic" $((b1 - b0)) $((p1 - p0)) $((d1 - d0))
+    kill -INT "$VG"
+    wait 2>/dev/null || true
+    PIDS=()
+}
+
+measure_isopathd isopathd '[[port]]
 name = "up0"
 [[port]]
 name = "m0"
 [[cross_connect]]
 a = "up0"
 b = "m0"
-EOF
-start_vg " ready " isopathd "$BIN/isopathd" -c "$WORK/isopath.toml" --force
-POLL='isopath_datapath::worker::Worker::poll_once'
-zero
-sleep 2
-D=$(dump isopathd)
-IDLE=$(sum "$D" "$POLL")
-read -r B0 P0 D0 < <(status)
-zero
-gen >"$WORK/gen1.json"
-D=$(dump isopathd)
-TRAFFIC=$(sum "$D" "$POLL")
-keep "$D" isopathd
-sleep 0.5
-read -r B1 P1 D1 < <(status)
-report isopathd "$IDLE" "$TRAFFIC" $((B1 - B0)) $((P1 - P0)) $((D1 - D0))
-kill -INT "$VG"
-wait 2>/dev/null || true
-PIDS=()
+'
+# The bond path: up0 <-> bond0, active-backup over m0 and m1 (primary m0).
+measure_isopathd isopathd-bond '[[port]]
+name = "up0"
+[[port]]
+name = "m0"
+[[port]]
+name = "m1"
+[[bond]]
+name = "bond0"
+members = ["m0", "m1"]
+primary = "m0"
+[[cross_connect]]
+a = "up0"
+b = "bond0"
+'
 
 # The bare AF_XDP forwarder (no processing), same path and cores.
 start_vg ready xskfwd "$BIN/isopath-bench" xsk-fwd --iface up0 --to m0 --core 1 --secs 300
