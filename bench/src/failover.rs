@@ -825,6 +825,14 @@ fn series(
         let trig = w.trigger_unix_ns;
         let next = triggers.get(i + 1).map_or(u64::MAX, |t| t.unix_ns);
         let from = &froms[i];
+        if w.resume_ms.is_none() || w.first_on_new_ms.is_none() {
+            // Its loss past the window counts as background: say so rather than hide it.
+            eprintln!(
+                "failover: {rate} pps #{}: no frame through the new member within {} ms of the trigger (--window-ms)",
+                i + 1,
+                half / 1_000_000
+            );
+        }
         let change = events.iter().find(|(t, d)| {
             *t + 50_000_000 > trig && *t < next && d.contains(&format!("{from} ->"))
         });
