@@ -431,6 +431,46 @@ fn compare_both_ways_counts_each_direction() {
     );
 }
 
+/// RFC 2544 both ways on the bond path: a trial runs both sources at the rate (per direction)
+/// and counts both directions' frames; at 20 kpps nothing is lost.
+#[test]
+fn rfc2544_both_ways_counts_both_directions() {
+    if !require_privileges() {
+        return;
+    }
+    let (r, out_dir) = run_on_lab(
+        "rfc2544",
+        "brw",
+        &[
+            "--peers",
+            "isopath-bond",
+            "--both-ways",
+            "--sizes",
+            "64",
+            "--trial-secs",
+            "1",
+            "--max-trials",
+            "1",
+            "--max-rate",
+            "20k",
+            "--latency-fraction",
+            "0",
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&out_dir);
+    assert_eq!(r["config"]["both_ways"], true);
+    let t = &r["rfc2544"][0]["throughput"]["trials"][0];
+    let (sent, received) = (t["sent"].as_u64().unwrap(), t["received"].as_u64().unwrap());
+    // One source paced at 20 kpps for 1 s sends at most 20,000 frames and one bucket (64): more
+    // means both directions sent.
+    assert!(sent > 21_000, "{t}");
+    assert!(received >= sent && received <= sent + 20, "{t}");
+    assert_eq!(
+        r["rfc2544"][0]["throughput"]["throughput_pps"], 20_000,
+        "{r}"
+    );
+}
+
 #[test]
 fn stored_report_renders() {
     let fixture = isopath_tests::repo_root().join("bench/tests/fixtures/report.json");
