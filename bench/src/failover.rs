@@ -1007,6 +1007,18 @@ fn run(a: &RunArgs) -> Result<()> {
                         );
                         continue;
                     }
+                    let offered = report
+                        .rfc2544
+                        .last()
+                        .and_then(|r| r.throughput.as_ref()?.best)
+                        .map_or(0.0, |b| b.offered_pps);
+                    if offered < 0.9 * rate as f64 {
+                        // The source, not the bond, set the limit: say so; the failovers run
+                        // at the same target and get the same offered rate.
+                        eprintln!(
+                            "failover: at the {rate} pps target the source offered only {offered:.0} pps and nothing was lost: the lab forwards all the source can offer"
+                        );
+                    }
                     say(quiet, &format!("highest rate without loss: {rate} pps"));
                     search_trials = Value::Array(details);
                     rate

@@ -380,7 +380,7 @@ pub(crate) fn markdown(r: &Report) -> String {
     if !r.failover_series.is_empty() {
         let _ = writeln!(
             m,
-            "| failover rate (pps) | failovers (bond) | detection ms median / worst | resume ms median / worst | gap ms median / worst | lost median / worst (as time at the rate) | background lost | duplicates | reordered |"
+            "| failover rate (pps): target (offered) | failovers (bond) | detection ms median / worst | resume ms median / worst | gap ms median / worst | lost median / worst (as time at the rate) | background lost | duplicates | reordered |"
         );
         let _ = writeln!(m, "|---|---|---|---|---|---|---|---|---|");
         for s in &r.failover_series {
@@ -410,8 +410,9 @@ pub(crate) fn markdown(r: &Report) -> String {
             };
             let _ = writeln!(
                 m,
-                "| {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} ({:.0}) | {} ({}) | {} | {} | {} | {} | {} | {} | {} |",
                 s.rate_pps,
+                s.offered_pps,
                 s.failovers,
                 s.bond_failovers,
                 stat(runs.iter().filter_map(|f| f.detection_ms).collect()),

@@ -557,6 +557,9 @@ fn failover_runs_detect_resume_and_count_exactly() {
         assert!(out_dir.join(f).is_file(), "{f} missing");
     }
     let md = std::fs::read_to_string(out_dir.join("summary.md")).unwrap();
-    assert!(md.contains("| failover rate (pps) |"), "{md}");
+    assert!(
+        md.contains("| failover rate (pps): target (offered) |"),
+        "{md}"
+    );
     let _ = std::fs::remove_dir_all(&out_dir);
 }
