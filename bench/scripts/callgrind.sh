@@ -11,7 +11,7 @@
 #
 # Method, per forwarder (isopathd: up0 <-> m0 cross-connect; isopathd-bond: up0 <-> bond0 over
 # m0/m1, primary m0; isopath-bench xsk-fwd):
-#   1. start it under `valgrind --tool=callgrind --dump-instr=no` in the lab's appliance
+#   1. start it under `valgrind --tool=callgrind --fair-sched=yes --dump-instr=no` in the lab's appliance
 #      namespace, worker on core 1;
 #   2. idle window: `callgrind_control -z`, 2 s without traffic, `callgrind_control -d`:
 #      cost of one idle loop = inclusive Ir of the poll function / its loops;
@@ -84,10 +84,13 @@ ip netns exec "$PREFIX-far" nft add rule netdev cgsink in drop
 start_vg() {
     local ready=$1 name=$2
     shift 2
-    ip netns exec "$PREFIX-app" timeout 600 valgrind --tool=callgrind --dump-instr=no \
-        --callgrind-out-file="$WORK/$name.out" "$@" >"$WORK/$name.stdout" 2>"$WORK/$name.stderr" &
+    # --fair-sched=yes: valgrind runs one thread at a time, and without a fair lock a worker
+    # that spins without system calls can starve the daemon's control thread (status).
+    ip netns exec "$PREFIX-app" timeout 600 valgrind --tool=callgrind --fair-sched=yes \
+        --dump-instr=no --callgrind-out-file="$WORK/$name.out" "$@" \
+        >"$WORK/$name.stdout" 2>"$WORK/$name.stderr" &
     for _ in $(seq 600); do
-        VG=$(pgrep -f "^[^ ]*valgrind(\.bin)? --tool=callgrind --dump-instr=no --callgrind-out-file=$WORK/$name.out" || true)
+        VG=$(pgrep -f "^[^ ]*valgrind(\.bin)? --tool=callgrind --fair-sched=yes --dump-instr=no --callgrind-out-file=$WORK/$name.out" || true)
         if [[ -n $VG ]] && grep -q -- "$ready" "$WORK/$name.stderr"; then
             PIDS+=("$VG")
             return 0
@@ -97,6 +100,18 @@ start_vg() {
     echo "callgrind.sh: $name did not become ready:" >&2
     tail -20 "$WORK/$name.stderr" >&2
     exit 1
+}
+
+# Stops the program under callgrind (SIGINT, SIGKILL after 60 s) and waits for it.
+stop_vg() {
+    kill -INT "$VG" 2>/dev/null || true
+    for _ in $(seq 600); do
+        kill -0 "$VG" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$VG" 2>/dev/null || true
+    wait 2>/dev/null || true
+    PIDS=()
 }
 
 # Zeroes the counters of the program under callgrind (pid $VG).
@@ -201,9 +216,7 @@ measure_isopathd() {
     sleep 0.5
     read -r b1 p1 d1 < <(status)
     report "$name" "$idle" "$traffic" $((b1 - b0)) $((p1 - p0)) $((d1 - d0))
-    kill -INT "$VG"
-    wait 2>/dev/null || true
-    PIDS=()
+    stop_vg
 }
 
 measure_isopathd isopathd '[[port]]
@@ -243,9 +256,7 @@ gen >"$WORK/gen2.json"
 D=$(dump xskfwd)
 T=$(sum "$D" "$POLL" "$RX")
 keep "$D" xsk-fwd
-kill -INT "$VG"
-wait 2>/dev/null || true
-PIDS=()
+stop_vg
 # Loops = queue polls / queues (xsk-fwd polls every queue of both ports per loop); busy loops =
 # busy polls, since one source pinned to one core fills one RX queue only.
 read -r Q BUSY TX DROP < <(python3 -c '
