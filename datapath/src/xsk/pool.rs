@@ -135,15 +135,19 @@ pub struct FrameOwners<D> {
     owner: Box<[u16]>,
     /// The descriptor of each frame as the UMEM first gave it, by frame index.
     frames: Box<[D]>,
-    frame_size: usize,
+    /// log2 of the frame size (a power of two, checked by `FrameSize`): a shift, not a
+    /// division, on the hot path.
+    shift: u32,
 }
 
 impl<D: FrameAddr> FrameOwners<D> {
     /// A map over `frames` (every frame of the UMEM, as created) of `frame_size` bytes each.
     ///
     /// # Panics
-    /// If two descriptors point into the same frame, or one points past `frames.len()` frames.
+    /// If `frame_size` is not a power of two, two descriptors point into the same frame, or
+    /// one points past `frames.len()` frames.
     pub fn new(frames: &[D], frame_size: usize) -> Self {
+        assert!(frame_size.is_power_of_two(), "frame size {frame_size}");
         let mut table: Vec<Option<D>> = vec![None; frames.len()];
         for &f in frames {
             let i = f.frame_addr() / frame_size;
@@ -156,7 +160,7 @@ impl<D: FrameAddr> FrameOwners<D> {
         Self {
             owner: vec![0; frames.len()].into_boxed_slice(),
             frames: table.into_iter().flatten().collect(),
-            frame_size,
+            shift: frame_size.trailing_zeros(),
         }
     }
 
@@ -165,7 +169,7 @@ impl<D: FrameAddr> FrameOwners<D> {
     #[inline]
     pub fn set(&mut self, frames: &[D], owner: u16) {
         for f in frames {
-            if let Some(o) = self.owner.get_mut(f.frame_addr() / self.frame_size) {
+            if let Some(o) = self.owner.get_mut(f.frame_addr() >> self.shift) {
                 *o = owner;
             }
         }
