@@ -625,47 +625,32 @@ fn ns_monitor_and_own_ipv6_address() {
         ("s1", "m0")
     };
     // The far host resolves the bond's IPv6 address (our NA) and gets echo replies.
-    let out = lab.exec(
-        lab.ns_far(),
-        [
-            "ping",
-            "-6",
-            "-c",
-            "3",
-            "-i",
-            "0.2",
-            "-W",
-            "2",
-            "2001:2::10",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "ping6 to the bond's own address: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let ping6_bond = |count: &str| {
+        let out = lab.exec(
+            lab.ns_far(),
+            [
+                "ping",
+                "-6",
+                "-c",
+                count,
+                "-i",
+                "0.2",
+                "-W",
+                "2",
+                "2001:2::10",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "ping6 to the bond's own address: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    };
+    ping6_bond("3");
     silence(&lab, silent);
     let b = wait_active(&d, Some(other));
     assert!(u(member(&b, &active), "link_failures") >= 1, "{b:#}");
-    let out = lab.exec(
-        lab.ns_far(),
-        [
-            "ping",
-            "-6",
-            "-c",
-            "2",
-            "-i",
-            "0.2",
-            "-W",
-            "2",
-            "2001:2::10",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    ping6_bond("2");
     assert_clean_stop(&d.stop());
 }
 
