@@ -5,7 +5,7 @@
 # then runs carrier-loss failovers on a bonded lab (isopath-bench failover). Tears every lab down.
 # Ends by itself; exits non-zero on any failure.
 #
-#   sudo scripts/demo.sh            # ISOPATH_DEMO_SECS=10 ISOPATH_DEMO_PPS=100000 by default
+#   (as root) scripts/demo.sh            # ISOPATH_DEMO_SECS=10 ISOPATH_DEMO_PPS=100000 by default
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
@@ -43,7 +43,14 @@ trap 'exit 130' INT TERM
 isopath_deps
 
 say "build (release)"
-cargo build --release --locked --workspace --bins 2>&1 | tail -1
+# Quiet on success; on failure the build's own errors are shown, not only its last line.
+if ! cargo build --release --locked --workspace --bins > "$WORK/build.log" 2>&1; then
+    grep -E -A12 '^(error|warning: build failed)' "$WORK/build.log" | head -200 >&2 || true
+    echo "demo: full build log: last 60 lines" >&2
+    tail -n 60 "$WORK/build.log" >&2
+    fail "build"
+fi
+tail -n 1 "$WORK/build.log"
 
 say "lab $PREFIX: traffic ns t0 ── up0 [isopath] m0 ── s0/br0 far ns (m1 ── s1 spare)"
 deploy/lab.sh up "$PREFIX"

@@ -1,33 +1,49 @@
 #!/usr/bin/env bash
-# Installs what isopath's build, lab and tests need, only what is missing. Sourced by demo.sh and
-# test.sh; safe to run again. Needs root (apt-get) on a Debian 12 machine of the project's kind.
+# Installs what isopath's build, demo, tests and CI need beyond what a fresh machine of the
+# project's kind has (the base image: the library's env/packages/installed-rust.txt, copied as
+# tests/fixtures/installed-rust.txt), and only what is missing. Sourced by demo.sh and test.sh;
+# safe to run again. Installing needs root (apt-get); these machines have no sudo.
+#
+#   scripts/deps.sh                  install the build/test packages and tools
+#   scripts/deps.sh --peers          also the benchmark peers (dpdk-testpmd, dpdk-test)
+#   scripts/deps.sh --list [--peers] print the Debian packages guaranteed, sorted (no root needed)
+#
+# This file is the one list: `tests/tests/deps.rs` checks that every external program the project
+# runs resolves to a package named here or in the base image.
 set -euo pipefail
 
-# Debian packages: package name, then a file that proves it is installed.
+# Debian packages: package, then a file that proves it is installed. The comment says who needs it.
 ISOPATH_PKGS=(
-    "clang:/usr/bin/clang"               # compiles the XDP program (libbpf-cargo)
-    "llvm:/usr/bin/llvm-strip"
+    "m4:/usr/bin/m4"                     # libxdp-sys runs xdp-tools' configure, which needs m4
+    "clang:/usr/bin/clang"               # compiles the XDP program (libbpf-cargo) and libxdp's BPF
+    "llvm:/usr/bin/llvm-strip"           # libxdp's build strips its BPF objects
     "libelf-dev:/usr/include/libelf.h"   # libbpf, libxdp (built by libbpf-sys / xsk-rs)
-    "zlib1g-dev:/usr/include/zlib.h"
+    "zlib1g-dev:/usr/include/zlib.h"     # libbpf
     "libbpf-dev:/usr/include/bpf/bpf_helpers.h"  # bpf_helpers.h for the XDP program
-    "linux-libc-dev:/usr/include/linux/bpf.h"
-    "pkg-config:/usr/bin/pkg-config"
-    "make:/usr/bin/make"
-    "iproute2:/usr/sbin/ip"              # the veth lab
-    "ethtool:/usr/sbin/ethtool"
-    "iputils-ping:/usr/bin/ping"
-    "bpftool:/usr/sbin/bpftool"
-    "tcpdump:/usr/bin/tcpdump"
+    "linux-libc-dev:/usr/include/linux/bpf.h"    # UAPI headers for the XDP program
+    "pkg-config:/usr/bin/pkg-config"     # libbpf-sys/libxdp-sys find libelf and zlib
+    "make:/usr/bin/make"                 # libbpf-sys and libxdp-sys build with make
+    "iproute2:/usr/sbin/ip"              # the veth lab (ip netns, ip link)
+    "ethtool:/usr/sbin/ethtool"          # lab: checksum offload off on the host veths
+    "iputils-ping:/usr/bin/ping"         # demo and tests: ping, ping -6 through the datapath
+    "bpftool:/usr/sbin/bpftool"          # tests: no XDP program left behind
+    "tcpdump:/usr/bin/tcpdump"           # captures read back with tcpdump -r; far-side captures
     "util-linux:/usr/bin/setpriv"        # taskset, and setpriv for the least-privilege tests
     "nftables:/usr/sbin/nft"             # sinks and induced loss in the lab
     "systemd:/usr/bin/systemd-analyze"   # service tests: `systemd-analyze verify` of the unit
     "passwd:/usr/sbin/useradd"           # service tests: install.sh adds its user (useradd --prefix)
+    "procps:/usr/bin/pgrep"              # tests: kill, ps, pgrep
 )
-# Only for the side-by-side measurement against dpdk-testpmd (bench), not for tests.
+# Only for the side-by-side measurement against DPDK (bench), not for tests.
 ISOPATH_PEER_PKGS=(
-    "dpdk-dev:/usr/bin/dpdk-testpmd"
+    "dpdk-dev:/usr/bin/dpdk-testpmd"     # dpdk-testpmd (forwarding peer), dpdk-test (rte_hash perf)
     "librte-net-af-xdp23:/usr/lib/x86_64-linux-gnu/dpdk/pmds-23.0/librte_net_af_xdp.so.23"
 )
+
+isopath_pkg_names() {
+    local entry
+    for entry in "$@"; do printf '%s\n' "${entry%%:*}"; done
+}
 
 isopath_install() {
     local want=() entry pkg file
@@ -45,8 +61,12 @@ isopath_install() {
     fi
     echo "deps: installing ${want[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q >/dev/null
-    apt-get install -y -q --no-install-recommends "${want[@]}" >/dev/null
+    if ! apt-get update -q >/dev/null || ! apt-get install -y -q --no-install-recommends "${want[@]}" \
+        > /tmp/isopath-deps-apt.log 2>&1; then
+        cat /tmp/isopath-deps-apt.log >&2 || true
+        echo "deps: apt-get failed for ${want[*]}" >&2
+        return 1
+    fi
 }
 
 isopath_deps() {
@@ -67,7 +87,22 @@ isopath_peer_deps() {
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    list=0 peers=0
+    for arg in "$@"; do
+        case $arg in
+            --list) list=1 ;;
+            --peers) peers=1 ;;
+            *) echo "usage: scripts/deps.sh [--peers] [--list]" >&2; exit 2 ;;
+        esac
+    done
+    if [ $list -eq 1 ]; then
+        {
+            isopath_pkg_names "${ISOPATH_PKGS[@]}"
+            [ $peers -eq 1 ] && isopath_pkg_names "${ISOPATH_PEER_PKGS[@]}"
+        } | LC_ALL=C sort -u
+        exit 0
+    fi
     isopath_deps
-    [ "${1:-}" = "--peers" ] && isopath_peer_deps
+    [ $peers -eq 1 ] && isopath_peer_deps
     echo "deps: ok" >&2
 fi

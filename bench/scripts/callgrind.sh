@@ -3,7 +3,7 @@
 # veth lab of its own. This VM has no hardware counters; callgrind counts the instructions a
 # process executes in user space (the kernel's share, the copy-mode TX in sendto, is not counted).
 #
-# usage: sudo bench/scripts/callgrind.sh [SECS] [RATE]
+# usage (as root): bench/scripts/callgrind.sh [SECS] [RATE]
 #   SECS  seconds of traffic per measurement (default 3)
 #   RATE  source rate, pps with k/M (default 0 = the live source's full speed)
 #   ISOPATH_BIN_DIR  where isopathd and isopath-bench are (default target/release)

@@ -5,7 +5,7 @@
 # machine's drift. Arrivals are counted on the sink veth s0 (kernel rx_packets; an nftables ingress drop
 # there discards them cheaply, so the far bridge does no work).
 #
-#   sudo bench/scripts/forward-vs-testpmd.sh [ROUNDS=3] [SECS=10]
+#   (as root) bench/scripts/forward-vs-testpmd.sh [ROUNDS=3] [SECS=10]
 # Prints one line per run and a summary with medians and the ratio; JSON to $OUT if set.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
