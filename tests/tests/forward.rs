@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use isopath_tests::{
-    ChildGuard, Lab, bin,
+    ChildGuard, Lab, assert_udp_accounted, bin,
     isopathd::{Isopathd, PORTS, assert_clean_stop, assert_frames_add_up, lab_config, port_of, u},
     json_out, require_privileges,
 };
@@ -78,17 +78,10 @@ fn frames_cross_both_ways_counted_end_to_end() {
         ] {
             let before = d.status();
             let r = udp(&lab, from, to, &dst, size, n);
-            assert_eq!(
-                u(&r, "received"),
-                n,
-                "{size}-byte payloads {ingress}->{egress}: {r}"
-            );
-            assert_eq!(u(&r, "bytes"), n * size as u64, "{r}");
-            assert_eq!(
-                u(&r, "corrupt") + u(&r, "missing") + u(&r, "duplicates"),
-                0,
-                "{r}"
-            );
+            // Every datagram arrived, or the receiving kernel counted where it dropped it.
+            let dropped =
+                assert_udp_accounted(&r, n, &format!("{size}-byte payloads {ingress}->{egress}"));
+            assert_eq!(u(&r, "bytes"), (n - dropped) * size as u64, "{r}");
             let after = d.status();
             let delta =
                 |name: &str, k: &str| u(port_of(&after, name), k) - u(port_of(&before, name), k);
