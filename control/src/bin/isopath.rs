@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use isopath_control::{client, doctor};
+use isopath_control::{client, doctor, topology};
 use serde_json::Value;
 
 /// Query and control a running isopathd.
@@ -73,6 +73,30 @@ enum Cmd {
         /// Print one JSON document instead of the table.
         #[arg(long)]
         json: bool,
+    },
+    /// Workers: where they would run on this host, and why.
+    Worker {
+        #[command(subcommand)]
+        cmd: WorkerCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum WorkerCmd {
+    /// The placement isopathd makes at start: topology (packages, NUMA nodes, cores,
+    /// hyperthreads, caches, each port's NIC), isolated CPUs, each worker's CPU and queues, the
+    /// housekeeping CPUs, and warnings with their fixes. Needs no daemon.
+    Plan {
+        /// Print one JSON document.
+        #[arg(short = 'j', long)]
+        json: bool,
+        /// Read the host under this directory: its /proc, /sys and a topology.xml
+        /// (`lstopo --of xml`) or topology.synthetic (tests use fixtures).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        /// The daemon's configuration (ports, [workers]); default ROOT/etc/isopath/isopath.toml.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -177,6 +201,18 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Cmd::Worker {
+        cmd: WorkerCmd::Plan { json, root, config },
+    } = &args.cmd
+    {
+        return match topology::run_cli(root, config.as_deref(), *json) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("isopath worker plan: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -189,7 +225,7 @@ fn main() -> ExitCode {
 fn run(args: Args) -> anyhow::Result<()> {
     match args.cmd {
         // Handled in main: its exit status is the worst finding's.
-        Cmd::Doctor { .. } => unreachable!("doctor returns from main"),
+        Cmd::Doctor { .. } | Cmd::Worker { .. } => unreachable!("handled in main"),
         Cmd::Capture { cmd } => {
             let req = match cmd {
                 CaptureCmd::Start { target, file, dir } => {
