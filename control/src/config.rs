@@ -320,6 +320,8 @@ pub struct WorkerPlan {
     pub frames: u32,
     /// Sockets it can take at run time.
     pub spare: u32,
+    /// The isolated cgroup partition it joins before pinning itself (its directory).
+    pub cgroup: Option<String>,
 }
 
 /// One end of a cross-connect.
@@ -632,6 +634,7 @@ impl Config {
                 queues,
                 frames,
                 spare,
+                cgroup: slot.cgroup.clone(),
             });
         }
 

@@ -223,6 +223,16 @@ pub fn place(machine: &Machine, iso: &Isolation, req: &Request) -> Result<Plan, 
     let minus = |set: &Cpus, out: &Cpus| -> Cpus { set.difference(out).copied().collect() };
     let mut house = minus(&minus(&reach, &isolated), &used);
     if house.is_empty() {
+        // Better a worker's sibling than an isolated CPU.
+        house = minus(&minus(&reach, &isolated), &wset);
+        if !house.is_empty() {
+            warnings.push(format!(
+                "housekeeping CPUs {} are hyperthread siblings of worker CPUs: the control threads share those cores",
+                cpulist::format(&house)
+            ));
+        }
+    }
+    if house.is_empty() {
         house = minus(&reach, &used);
     }
     if house.is_empty() {
@@ -258,25 +268,28 @@ pub fn place(machine: &Machine, iso: &Isolation, req: &Request) -> Result<Plan, 
     let on_isolated: Cpus = wset.intersection(&isolated).copied().collect();
     let plain: Cpus = minus(&wset, &isolated);
     if !wset.is_empty() {
-        let m = iso.mechanisms(&wset);
-        let missing = m.missing(&wset, &house);
         if on_isolated.is_empty() {
+            let missing = iso.mechanisms(&wset).missing(&wset, &house);
             warnings.push(format!(
                 "no worker CPU is isolated: workers on {} share their cores with other tasks, the scheduler tick, RCU callbacks and interrupts; to isolate them add `{}` to the kernel command line ({GRUB})",
                 cpulist::format(&wset),
                 missing.join(" ")
             ));
-        } else if !missing.is_empty() {
-            warnings.push(format!(
-                "worker CPUs {} are isolated by {} only; also add `{}` to the kernel command line ({GRUB})",
-                cpulist::format(&wset),
-                describe(&m),
-                missing.join(" ")
-            ));
+        } else {
+            let m = iso.mechanisms(&on_isolated);
+            let missing = m.missing(&on_isolated, &house);
+            if !missing.is_empty() {
+                warnings.push(format!(
+                    "worker CPUs {} are isolated by {} only; also add `{}` to the kernel command line ({GRUB})",
+                    cpulist::format(&on_isolated),
+                    describe(&m),
+                    missing.join(" ")
+                ));
+            }
         }
         if !plain.is_empty() && !on_isolated.is_empty() {
             warnings.push(format!(
-                "worker CPUs {} are not isolated while {} are",
+                "worker CPUs {} are not isolated while {} are: list them in the isolation parameters too, or choose isolated CPUs",
                 cpulist::format(&plain),
                 cpulist::format(&on_isolated)
             ));

@@ -86,16 +86,21 @@ impl Housekeeping {
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
         let topology = self.topology.clone();
         let all: Cpus = self.cpus.union(&self.workers).copied().collect();
-        std::thread::Builder::new()
+        let (bound, wait) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
             .name("isopath-planted".into())
             .spawn(move || {
                 if let Err(e) = bind_current(&topology, &all) {
                     tracing::warn!("planted thread: {e}");
                 }
+                let _ = bound.send(());
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
-            })
+            })?;
+        // Returns once the mask is set, so a check made next sees it.
+        let _ = wait.recv_timeout(std::time::Duration::from_secs(5));
+        Ok(thread)
     }
 }
 
