@@ -97,6 +97,10 @@ enum WorkerCmd {
         /// The daemon's configuration (ports, [workers]); default ROOT/etc/isopath/isopath.toml.
         #[arg(short, long)]
         config: Option<PathBuf>,
+        /// Print this host's topology as hwloc XML instead (what `lstopo --of xml` writes:
+        /// a fixture's topology.xml).
+        #[arg(long, conflicts_with_all = ["json", "config"])]
+        topology_xml: bool,
     },
 }
 
@@ -202,9 +206,27 @@ fn main() -> ExitCode {
         };
     }
     if let Cmd::Worker {
-        cmd: WorkerCmd::Plan { json, root, config },
+        cmd:
+            WorkerCmd::Plan {
+                json,
+                root,
+                config,
+                topology_xml,
+            },
     } = &args.cmd
     {
+        if *topology_xml {
+            return match topology::machine::Machine::live_xml() {
+                Ok(xml) => {
+                    print!("{xml}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("isopath worker plan: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         return match topology::run_cli(root, config.as_deref(), *json) {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => {

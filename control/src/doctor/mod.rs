@@ -10,7 +10,8 @@
 //! Checks come in three groups, each in its own module: the kernel ([`kernel`]: version-gated
 //! AF_XDP features, build options from the kernel config, BTF, JIT), CPU isolation ([`cpu`]:
 //! `isolcpus`, `nohz_full`, `rcu_nocbs`, `irqaffinity` against the worker cores, frequency
-//! governor, irqbalance, other tasks pinned onto worker cores) and every configured port
+//! governor, irqbalance, other tasks pinned onto worker cores, unbound kernel threads allowed
+//! on them) and every configured port
 //! ([`port`]: driver and zero-copy, queues, MTU against the XDP frame limit, link, IRQ
 //! affinity). Every input is a file, so a fixture directory holding a copy of a real host's
 //! layout reproduces its findings exactly.

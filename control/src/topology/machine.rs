@@ -87,6 +87,18 @@ impl Machine {
         Ok(Self::from_topology(&t, "this host".into()))
     }
 
+    /// The running host's topology as hwloc XML, what `lstopo --of xml` writes (a fixture).
+    ///
+    /// # Errors
+    /// hwloc could not discover or export it.
+    pub fn live_xml() -> Result<String, TopologyError> {
+        let t = builder()?.build().map_err(hwloc)?;
+        let xml = t
+            .export_xml(hwlocality::topology::export::xml::XMLExportFlags::empty())
+            .map_err(hwloc)?;
+        Ok(xml.as_str().to_owned())
+    }
+
     /// From hwloc XML (`lstopo --of xml`).
     ///
     /// # Errors
