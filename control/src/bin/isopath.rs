@@ -546,6 +546,30 @@ fn print_status(v: &Value) {
             u(f, "in_tx")
         );
     }
+    let house: Vec<String> = v["placement"]["housekeeping_cores"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(Value::to_string)
+        .collect();
+    let t = &v["threads"];
+    let offenders = t["offenders"].as_array().cloned().unwrap_or_default();
+    println!(
+        "housekeeping CPUs {}; threads {}, workers pinned {}, others on worker CPUs {}",
+        house.join(","),
+        u(t, "threads"),
+        u(t, "workers_pinned"),
+        offenders.len()
+    );
+    for o in &offenders {
+        println!(
+            "    thread {} ({}) may run on CPUs {}: {}",
+            o["tid"],
+            o["name"].as_str().unwrap_or("?"),
+            o["allowed"].as_str().unwrap_or("?"),
+            o["problem"].as_str().unwrap_or("?")
+        );
+    }
 }
 
 fn rates_line(prev: &Value, cur: &Value) -> Option<String> {

@@ -222,7 +222,9 @@ impl Isolation {
                 .all(|c| self.cgroup.isolated.iter().any(|p| p.cpus.contains(c)));
         let domain = partition || cpus.is_subset(&self.domain()) && !cpus.is_empty();
         let isolcpus = covers(self.isolcpus_cpus.as_ref());
-        let nohz = covers(self.nohz_full.as_ref());
+        // isolcpus=nohz sets up the same tick isolation as nohz_full= (housekeeping_setup()
+        // calls tick_nohz_full_setup() for it, kernel/sched/isolation.c).
+        let nohz = covers(self.nohz_full.as_ref()) || isolcpus && flag("nohz");
         Mechanisms {
             partition,
             domain,

@@ -382,6 +382,26 @@ fn an_isolated_core_whose_sibling_is_housekeeping_comes_last() {
     );
 }
 
+#[test]
+fn isolcpus_nohz_counts_as_tick_isolation() {
+    let mut iso = Isolation::none((0..8).collect());
+    iso.isolcpus_flags = vec!["nohz".into(), "domain".into(), "managed_irq".into()];
+    iso.isolcpus_cpus = Some((2..6).collect());
+    let cpus: Cpus = (2..6).collect();
+    let m = iso.mechanisms(&cpus);
+    assert!(m.domain && m.managed_irq && m.nohz_full && m.rcu_nocbs && !m.irqaffinity);
+    assert_eq!(
+        m.missing(&cpus, &[0, 1, 6, 7].into_iter().collect()),
+        ["irqaffinity=0-1,6-7"]
+    );
+    // managed_irq alone: isolated for placement, but the scheduler still balances onto them.
+    iso.isolcpus_flags = vec!["managed_irq".into()];
+    assert_eq!(iso.domain(), Cpus::new());
+    assert_eq!(iso.isolated(), cpus);
+    let m = iso.mechanisms(&cpus);
+    assert!(!m.domain && m.managed_irq && !m.nohz_full);
+}
+
 /// The running host: on this project's 2-CPU lab VM the one worker goes on CPU 1 (the tests
 /// and the demo run traffic on CPU 0).
 #[test]
