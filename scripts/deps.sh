@@ -33,6 +33,8 @@ ISOPATH_PKGS=(
     "systemd:/usr/bin/systemd-analyze"   # service tests: `systemd-analyze verify` of the unit
     "passwd:/usr/sbin/useradd"           # service tests: install.sh adds its user (useradd --prefix)
     "procps:/usr/bin/pgrep"              # tests: kill, ps, pgrep
+    "libhwloc-dev:/usr/include/hwloc.h"  # hwlocality (control): the machine's topology for worker placement
+    "libudev-dev:/usr/include/libudev.h" # hwlocality links hwloc, which links libudev
 )
 # Only for the side-by-side measurement against DPDK (bench), not for tests.
 ISOPATH_PEER_PKGS=(

@@ -180,12 +180,55 @@ pub struct RingConfig {
     pub busy_poll_budget: Option<u32>,
 }
 
+/// `[workers] cores`: `"auto"` (the default) or the CPUs to pin workers to.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Cores {
+    /// Chosen from the topology and the kernel's isolation ([`crate::topology`]).
+    #[default]
+    Auto,
+    /// One worker per listed CPU, in order.
+    List(Vec<usize>),
+}
+
+impl<'de> Deserialize<'de> for Cores {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Cores;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("\"auto\" or a list of CPU numbers")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Cores, E> {
+                match v {
+                    "auto" => Ok(Cores::Auto),
+                    other => Err(E::custom(format!(
+                        "{other:?}: expected \"auto\" or a list of CPU numbers"
+                    ))),
+                }
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Cores, A::Error> {
+                let mut v = Vec::new();
+                while let Some(c) = a.next_element::<usize>()? {
+                    v.push(c);
+                }
+                Ok(Cores::List(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// `[workers]`.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerConfig {
-    /// One worker per listed core; each is pinned there.
-    pub cores: Option<Vec<usize>>,
+    /// `"auto"` (default): isolated cores, NIC-local NUMA node first, one worker per physical
+    /// core; or one worker per listed CPU, each pinned there.
+    #[serde(default)]
+    pub cores: Cores,
+    /// With `cores = "auto"`, let two workers share a physical core's hyperthreads (default
+    /// false: a worker's sibling stays idle).
+    pub allow_siblings: Option<bool>,
     /// UMEM frames per worker; default: enough to fill every ring the worker owns, spare
     /// sockets included.
     pub frame_count: Option<u32>,
@@ -277,6 +320,8 @@ pub struct WorkerPlan {
     pub frames: u32,
     /// Sockets it can take at run time.
     pub spare: u32,
+    /// The isolated cgroup partition it joins before pinning itself (its directory).
+    pub cgroup: Option<String>,
 }
 
 /// One end of a cross-connect.
@@ -328,6 +373,8 @@ pub struct Plan {
     pub bonds: Vec<BondPlan>,
     /// Cross-connects.
     pub cross_connects: Vec<(Endpoint, Endpoint)>,
+    /// Where the workers and housekeeping threads run, and why.
+    pub placement: crate::topology::Plan,
 }
 
 impl Config {
@@ -519,39 +566,49 @@ impl Config {
             cross_connects.push((a, b));
         }
 
-        let cores = self
-            .workers
-            .cores
-            .clone()
-            .unwrap_or_else(|| vec![host.default_worker_core()]);
-        if cores.is_empty() {
-            return Err(field("workers.cores", "at least one core"));
-        }
-        let online = host.cpus();
-        let mut seen = std::collections::BTreeSet::new();
-        for &c in &cores {
-            if c >= online {
-                return Err(field(
-                    "workers.cores",
-                    format!("core {c} does not exist (this host has {online})"),
-                ));
+        if let Cores::List(cores) = &self.workers.cores {
+            if cores.is_empty() {
+                return Err(field("workers.cores", "at least one core"));
             }
-            if !seen.insert(c) {
-                return Err(field("workers.cores", format!("core {c} listed twice")));
+            let online = host.cpus();
+            let mut seen = std::collections::BTreeSet::new();
+            for &c in cores {
+                if c >= online {
+                    return Err(field(
+                        "workers.cores",
+                        format!("core {c} does not exist (this host has {online})"),
+                    ));
+                }
+                if !seen.insert(c) {
+                    return Err(field("workers.cores", format!("core {c} listed twice")));
+                }
             }
-        }
-        let nw = cores.len() as u32;
-        for (i, p) in ports.iter().enumerate() {
-            if p.queues < nw {
-                return Err(field(
-                    format!("port[{i}].queues"),
-                    format!(
-                        "{} binds {} queues but there are {nw} workers: every worker needs a queue on every port",
-                        p.name, p.queues
-                    ),
-                ));
+            let nw = cores.len() as u32;
+            for (i, p) in ports.iter().enumerate() {
+                if p.queues < nw {
+                    return Err(field(
+                        format!("port[{i}].queues"),
+                        format!(
+                            "{} binds {} queues but there are {nw} workers: every worker needs a queue on every port",
+                            p.name, p.queues
+                        ),
+                    ));
+                }
             }
         }
+        let machine = host.machine();
+        let request = crate::topology::request(
+            self,
+            ports
+                .iter()
+                .map(|p| crate::topology::place::PortRequest {
+                    locality: host.locality(&machine, &p.name),
+                    queues: p.queues,
+                })
+                .collect(),
+        );
+        let placement = crate::topology::place::place(&machine, &host.isolation(), &request)
+            .map_err(|e| field("workers.cores", e.to_string()))?;
         let spare = self.workers.spare_queues.unwrap_or(DEFAULT_SPARE_QUEUES);
         if spare > MAX_SPARE_QUEUES {
             return Err(field(
@@ -559,17 +616,14 @@ impl Config {
                 format!("{spare}: at most {MAX_SPARE_QUEUES}"),
             ));
         }
-        let mut workers = Vec::with_capacity(cores.len());
-        for (w, &core) in cores.iter().enumerate() {
-            let queues: Vec<(usize, u32)> = ports
+        let mut workers = Vec::with_capacity(placement.workers.len());
+        for slot in &placement.workers {
+            let queues: Vec<(usize, u32)> = slot
+                .queues
                 .iter()
-                .enumerate()
-                .flat_map(|(pi, p)| {
-                    (0..p.queues)
-                        .filter(move |q| q % nw == w as u32)
-                        .map(move |q| (pi, q))
-                })
+                .filter_map(|q| Some((*by_name.get(&q.port)?, q.queue)))
                 .collect();
+            let core = slot.core;
             let frames = rings.frame_count(
                 "workers.frame_count",
                 self.workers.frame_count,
@@ -580,6 +634,7 @@ impl Config {
                 queues,
                 frames,
                 spare,
+                cgroup: slot.cgroup.clone(),
             });
         }
 
@@ -594,6 +649,7 @@ impl Config {
             workers,
             bonds,
             cross_connects,
+            placement,
         })
     }
 

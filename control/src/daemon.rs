@@ -43,6 +43,7 @@ use crate::{
     frames,
     host::Host,
     netlink::{WatcherStats, spawn_link_watcher},
+    topology,
 };
 
 /// Queues `frame` for a worker to send on bond member `member`; false if it does not fit or
@@ -361,6 +362,9 @@ pub struct Daemon {
     started: Instant,
     requests: u64,
     bad_requests: u64,
+    /// Where workers and housekeeping run, and why.
+    placement: topology::Plan,
+    housekeeping: Option<topology::Housekeeping>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -380,9 +384,13 @@ impl Daemon {
         let listener = bind_control_socket(Path::new(&plan.control_socket))?;
         // Control threads (this one and those it spawns, e.g. rtnetlink) stay off the worker
         // cores: a control thread scheduled there would preempt a polling worker.
-        let workers_cores: Vec<usize> = plan.workers.iter().map(|w| w.core).collect();
-        if let Some(house) = (0..host.cpus()).find(|c| !workers_cores.contains(c)) {
-            core_affinity::set_for_current(core_affinity::CoreId { id: house });
+        let housekeeping = topology::Housekeeping::new(&plan.placement)
+            .inspect_err(|e| warn!("no housekeeping mask for the control threads: {e}"))
+            .ok();
+        if let Some(h) = &housekeeping
+            && let Err(e) = h.pin_current()
+        {
+            warn!("control thread: {e}");
         }
 
         // 1. Load the programs and look at every interface before changing any.
@@ -593,9 +601,16 @@ impl Daemon {
         let mut workers = Vec::with_capacity(builders.len());
         for (b, wp) in builders.into_iter().zip(&plan.workers) {
             let (worker, handle) = b.build(Some(wp.core), plan.burst, wp.spare as usize);
+            let cgroup = wp.cgroup.clone();
             let thread = std::thread::Builder::new()
-                .name(format!("isopath-w{}", wp.core))
+                .name(format!("{}{}", topology::threads::WORKER_THREAD, wp.core))
                 .spawn(move || {
+                    // An isolated cpuset partition is joined before the worker pins itself.
+                    if let Some(dir) = cgroup
+                        && let Err(e) = topology::threads::join_cgroup(Path::new(&dir))
+                    {
+                        warn!("worker thread: joining cgroup {dir}: {e}");
+                    }
                     // Workers make no privileged call: give up what start-up left this thread
                     // (capabilities are per thread; privs::settle lowers only the main one's).
                     if let Err(e) = crate::privs::drop_all_for_thread() {
@@ -627,7 +642,15 @@ impl Daemon {
         // Carrier events from the kernel, applied the moment they arrive.
         let rtnl = {
             let book = book.clone();
-            match spawn_link_watcher(move |e| lock(&book).carrier(e.ifindex, e.up)) {
+            let house = housekeeping.clone();
+            let on_start = move || {
+                if let Some(h) = house
+                    && let Err(e) = h.pin_current()
+                {
+                    warn!("rtnetlink thread: {e}");
+                }
+            };
+            match spawn_link_watcher(on_start, move |e| lock(&book).carrier(e.ifindex, e.up)) {
                 Ok((_thread, stats)) => Some(stats),
                 Err(e) => {
                     warn!("rtnetlink link events unavailable ({e}); relying on the miimon poll");
@@ -674,7 +697,20 @@ impl Daemon {
             started: Instant::now(),
             requests: 0,
             bad_requests: 0,
+            placement: plan.placement.clone(),
+            housekeeping,
         })
+    }
+
+    /// The housekeeping CPU mask, for threads started outside the daemon (`None` when hwloc
+    /// could not read the host).
+    pub fn housekeeping(&self) -> Option<&topology::Housekeeping> {
+        self.housekeeping.as_ref()
+    }
+
+    /// Which of this process's threads may run on a worker CPU ([`topology::threads::check`]).
+    pub fn check_threads(&self) -> topology::ThreadCheck {
+        topology::threads::check(&crate::doctor::Root::new("/"), &self.placement)
     }
 
     /// Runs the control loop until `stop` is set (by a signal), then stops everything.
@@ -1250,6 +1286,8 @@ impl Daemon {
             "bonds": self.bonds_status(),
             "captures": self.captures.iter().map(Capture::status).collect::<Vec<_>>(),
             "control": { "requests": self.requests, "bad_requests": self.bad_requests },
+            "placement": self.placement,
+            "threads": self.check_threads(),
             "rtnetlink": self.rtnl.as_ref().map(|r| json!({
                 "events": r.events.load(std::sync::atomic::Ordering::Relaxed),
                 "malformed": r.malformed.load(std::sync::atomic::Ordering::Relaxed),

@@ -3,6 +3,11 @@
 
 use std::path::PathBuf;
 
+use crate::{
+    doctor::Root,
+    topology::{PortLocality, isolation::Isolation, locate, machine::Machine},
+};
+
 /// Facts about the host.
 pub trait Host {
     /// Index of interface `name`, if it exists (in this network namespace).
@@ -18,10 +23,23 @@ pub trait Host {
         let _ = name;
         None
     }
-    /// The core a worker gets when the config names none: the last one (core 0 is where the
-    /// kernel's housekeeping and, in the lab, the traffic source run).
-    fn default_worker_core(&self) -> usize {
-        self.cpus().saturating_sub(1)
+    /// The machine's topology. By default `cpus()` single-thread cores in one NUMA node.
+    fn machine(&self) -> Machine {
+        Machine::flat(self.cpus())
+    }
+    /// CPU isolation. By default none.
+    fn isolation(&self) -> Isolation {
+        Isolation::none((0..self.cpus()).collect())
+    }
+    /// Where interface `name`'s NIC is. By default unknown.
+    fn locality(&self, machine: &Machine, name: &str) -> PortLocality {
+        let _ = machine;
+        PortLocality {
+            port: name.to_owned(),
+            numa: None,
+            pci: None,
+            note: "locality unknown".to_owned(),
+        }
     }
 }
 
@@ -70,6 +88,18 @@ impl Host for LiveHost {
     fn mac(&self, name: &str) -> Option<String> {
         let s = std::fs::read_to_string(self.sysfs.join(name).join("address")).ok()?;
         Some(s.trim().to_owned())
+    }
+
+    fn machine(&self) -> Machine {
+        crate::topology::live_or_flat(self.cpus())
+    }
+
+    fn isolation(&self) -> Isolation {
+        Isolation::read(&Root::new("/"))
+    }
+
+    fn locality(&self, machine: &Machine, name: &str) -> PortLocality {
+        locate(machine, &Root::new("/"), name)
     }
 }
 

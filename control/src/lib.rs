@@ -18,3 +18,4 @@ pub mod metrics;
 pub mod netlink;
 pub mod notify;
 pub mod privs;
+pub mod topology;

@@ -80,11 +80,13 @@ pub struct WatcherStats {
     pub errors: AtomicU64,
 }
 
-/// Starts the watcher thread; `on_event` runs on it for every link event.
+/// Starts the watcher thread; `on_start` runs on it first (its CPU mask), `on_event` for every
+/// link event.
 ///
 /// # Errors
 /// The socket cannot be created or bound.
 pub fn spawn_link_watcher(
+    on_start: impl FnOnce() + Send + 'static,
     mut on_event: impl FnMut(LinkEvent) + Send + 'static,
 ) -> io::Result<(JoinHandle<()>, Arc<WatcherStats>)> {
     let mut sock = Socket::new(NETLINK_ROUTE)?;
@@ -96,6 +98,7 @@ pub fn spawn_link_watcher(
     let thread = std::thread::Builder::new()
         .name("isopath-rtnl".into())
         .spawn(move || {
+            on_start();
             // Listening needs no capability: give up what start-up left this thread.
             if let Err(e) = crate::privs::drop_all_for_thread() {
                 tracing::warn!("rtnetlink thread: {e}");

@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use isopath_control::{client, doctor};
+use isopath_control::{client, doctor, topology};
 use serde_json::Value;
 
 /// Query and control a running isopathd.
@@ -73,6 +73,34 @@ enum Cmd {
         /// Print one JSON document instead of the table.
         #[arg(long)]
         json: bool,
+    },
+    /// Workers: where they would run on this host, and why.
+    Worker {
+        #[command(subcommand)]
+        cmd: WorkerCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum WorkerCmd {
+    /// The placement isopathd makes at start: topology (packages, NUMA nodes, cores,
+    /// hyperthreads, caches, each port's NIC), isolated CPUs, each worker's CPU and queues, the
+    /// housekeeping CPUs, and warnings with their fixes. Needs no daemon.
+    Plan {
+        /// Print one JSON document.
+        #[arg(short = 'j', long)]
+        json: bool,
+        /// Read the host under this directory: its /proc, /sys and a topology.xml
+        /// (`lstopo --of xml`) or topology.synthetic (tests use fixtures).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        /// The daemon's configuration (ports, [workers]); default ROOT/etc/isopath/isopath.toml.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Print this host's topology as hwloc XML instead (what `lstopo --of xml` writes:
+        /// a fixture's topology.xml).
+        #[arg(long, conflicts_with_all = ["json", "config"])]
+        topology_xml: bool,
     },
 }
 
@@ -177,6 +205,36 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Cmd::Worker {
+        cmd:
+            WorkerCmd::Plan {
+                json,
+                root,
+                config,
+                topology_xml,
+            },
+    } = &args.cmd
+    {
+        if *topology_xml {
+            return match topology::machine::Machine::live_xml() {
+                Ok(xml) => {
+                    print!("{xml}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("isopath worker plan: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        return match topology::run_cli(root, config.as_deref(), *json) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("isopath worker plan: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -189,7 +247,7 @@ fn main() -> ExitCode {
 fn run(args: Args) -> anyhow::Result<()> {
     match args.cmd {
         // Handled in main: its exit status is the worst finding's.
-        Cmd::Doctor { .. } => unreachable!("doctor returns from main"),
+        Cmd::Doctor { .. } | Cmd::Worker { .. } => unreachable!("handled in main"),
         Cmd::Capture { cmd } => {
             let req = match cmd {
                 CaptureCmd::Start { target, file, dir } => {
@@ -486,6 +544,30 @@ fn print_status(v: &Value) {
             u(f, "free"),
             u(f, "in_fill"),
             u(f, "in_tx")
+        );
+    }
+    let house: Vec<String> = v["placement"]["housekeeping_cores"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(Value::to_string)
+        .collect();
+    let t = &v["threads"];
+    let offenders = t["offenders"].as_array().cloned().unwrap_or_default();
+    println!(
+        "housekeeping CPUs {}; threads {}, workers pinned {}, others on worker CPUs {}",
+        house.join(","),
+        u(t, "threads"),
+        u(t, "workers_pinned"),
+        offenders.len()
+    );
+    for o in &offenders {
+        println!(
+            "    thread {} ({}) may run on CPUs {}: {}",
+            o["tid"],
+            o["name"].as_str().unwrap_or("?"),
+            o["allowed"].as_str().unwrap_or("?"),
+            o["problem"].as_str().unwrap_or("?")
         );
     }
 }

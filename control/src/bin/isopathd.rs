@@ -19,10 +19,15 @@ use isopath_control::{
     daemon::{Daemon, exit},
     host::LiveHost,
     notify, privs,
+    topology::Housekeeping,
 };
 use isopath_datapath::xsk::xdp::XdpError;
 use serde_json::Value;
 use tracing::{error, info, warn};
+
+/// Set in isopathd's environment (tests only), it starts a thread allowed on every CPU after
+/// start-up, which the thread check must report.
+const UNPINNED_THREAD_ENV: &str = "ISOPATH_TEST_UNPINNED_THREAD";
 
 /// How long start-up waits for every worker's first poll before it gives up.
 const FIRST_POLL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -68,6 +73,13 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::CONFIG);
         }
     };
+    // The placement, as `isopath worker plan` prints it.
+    for line in plan.placement.table().lines() {
+        info!("placement: {line}");
+    }
+    for w in &plan.placement.warnings {
+        warn!("placement: {w}");
+    }
     if args.check_config {
         println!(
             "{}: ok ({} ports, {} workers)",
@@ -110,6 +122,24 @@ fn main() -> ExitCode {
         error!("start failed: {e}");
         return ExitCode::from(exit::FAILURE);
     }
+    // Test-only: a thread that ignores the housekeeping mask, for the thread check to find.
+    if std::env::var_os(UNPINNED_THREAD_ENV).is_some()
+        && let Some(h) = daemon.housekeeping()
+        && let Err(e) = h.spawn_unpinned(stop.clone())
+    {
+        warn!("{UNPINNED_THREAD_ENV}: {e}");
+    }
+    // Every thread but the workers must keep off the worker CPUs; say which do not.
+    let threads = daemon.check_threads();
+    for w in threads.warnings() {
+        warn!("{w}");
+    }
+    info!(
+        threads = threads.threads,
+        workers_pinned = threads.workers_pinned,
+        off_worker_cpus = threads.offenders.is_empty(),
+        "thread check"
+    );
     if let Err(e) = privs::settle() {
         error!("dropping start-up capabilities: {e}");
         return ExitCode::from(exit::FAILURE);
@@ -128,7 +158,7 @@ fn main() -> ExitCode {
     if let Err(e) = notify::notify(&ready) {
         warn!("sd_notify READY=1: {e}");
     }
-    spawn_stop_notifier(stop.clone());
+    spawn_stop_notifier(stop.clone(), daemon.housekeeping().cloned());
     ExitCode::from(daemon.run(&host, &stop))
 }
 
@@ -161,13 +191,18 @@ fn wait_first_poll(daemon: &Daemon, timeout: Duration) -> Result<(), String> {
 
 /// Tells the service manager `STOPPING=1` as soon as a stop signal arrives (the control loop
 /// then drains and detaches, which takes a moment).
-fn spawn_stop_notifier(stop: Arc<AtomicBool>) {
+fn spawn_stop_notifier(stop: Arc<AtomicBool>, house: Option<Housekeeping>) {
     if std::env::var_os(notify::ENV).is_none() {
         return;
     }
     let spawned = std::thread::Builder::new()
         .name("isopath-notify".into())
         .spawn(move || {
+            if let Some(h) = house
+                && let Err(e) = h.pin_current()
+            {
+                warn!("notifier thread: {e}");
+            }
             // Spawned after start-up, it holds the permitted set: it needs none of it.
             if let Err(e) = privs::drop_all_for_thread() {
                 warn!("notifier thread: {e}");

@@ -6,7 +6,11 @@
 //! Documentation/admin-guide/kernel-parameters.txt (`isolcpus`, `nohz_full`, `rcu_nocbs`,
 //! `irqaffinity`).
 
-use super::{Finding, Root, Target, kernel::Facts};
+use super::{
+    Finding, Root, Target,
+    kernel::Facts,
+    tasks::{Task, tasks},
+};
 use crate::cpulist::{self, Cpus};
 
 /// The flags `isolcpus=` accepts before its CPU list (kernel/sched/isolation.c).
@@ -102,6 +106,7 @@ pub fn check(root: &Root, f: &Facts, target: &Target) -> Vec<Finding> {
     out.push(governor(root, &cores, &subject));
     out.push(irqbalance(root, &cores));
     out.push(pinned_tasks(root, f, &cores, &subject));
+    out.push(kthreads(root, f, &cores, &subject));
     out
 }
 
@@ -341,69 +346,6 @@ fn governor(root: &Root, c: &Cores<'_>, subject: &str) -> Finding {
     }
 }
 
-/// A process or thread as `/proc/PID[/task/TID]/status` describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Task {
-    pid: u32,
-    tid: u32,
-    name: String,
-    kthread: bool,
-    allowed: Option<Cpus>,
-}
-
-fn read_status(root: &Root, dir: &str, pid: u32, tid: u32, last: usize) -> Option<Task> {
-    let s = root.read(&format!("{dir}/status"))?;
-    let field = |k: &str| {
-        s.lines()
-            .find_map(|l| l.strip_prefix(k))
-            .map(|v| v.trim().to_owned())
-    };
-    let ppid = field("PPid:").and_then(|v| v.parse::<u32>().ok());
-    // `Kthread:` appeared in 6.x; before it, kernel threads are kthreadd (pid 2) and its children.
-    let kthread = match field("Kthread:") {
-        Some(k) => k == "1",
-        None => pid == 2 || ppid == Some(2),
-    };
-    Some(Task {
-        pid,
-        tid,
-        name: field("Name:").unwrap_or_default(),
-        kthread,
-        allowed: field("Cpus_allowed_list:").and_then(|l| cpulist::parse(&l, Some(last)).ok()),
-    })
-}
-
-/// Every user task (threads included where `task/` is readable).
-fn tasks(root: &Root, last: usize) -> Vec<Task> {
-    let mut out = Vec::new();
-    for pid in root
-        .list("proc")
-        .iter()
-        .filter_map(|p| p.parse::<u32>().ok())
-    {
-        let dir = format!("proc/{pid}");
-        let tids: Vec<u32> = root
-            .list(&format!("{dir}/task"))
-            .iter()
-            .filter_map(|t| t.parse().ok())
-            .collect();
-        if tids.is_empty() {
-            out.extend(read_status(root, &dir, pid, pid, last));
-        } else {
-            for tid in tids {
-                out.extend(read_status(
-                    root,
-                    &format!("{dir}/task/{tid}"),
-                    pid,
-                    tid,
-                    last,
-                ));
-            }
-        }
-    }
-    out
-}
-
 fn irqbalance(root: &Root, c: &Cores<'_>) -> Finding {
     let why = "irqbalance rewrites IRQ affinities every 10 s and can move NIC interrupts onto worker cores";
     let running: Vec<u32> = root
@@ -483,6 +425,84 @@ fn pinned_tasks(root: &Root, f: &Facts, c: &Cores<'_>, subject: &str) -> Finding
         ))
 }
 
+/// Kernel threads that are not per-CPU (kthreadd itself, kswapd, kcompactd, RCU's grace-period
+/// threads, unbound kworkers) may run wherever their affinity says; on kernels that boot with
+/// `isolcpus=` alone it still covers the isolated CPUs (kthreadd follows the `nohz_full`
+/// housekeeping mask, kernel/kthread.c). Per-CPU ones (one CPU allowed) belong where they are.
+fn kthreads(root: &Root, f: &Facts, c: &Cores<'_>, subject: &str) -> Finding {
+    let why = "an unbound kernel thread allowed on a worker core can be scheduled there and preempt the poll loop";
+    let mut found: Vec<Task> = tasks(root, f.last_cpu())
+        .into_iter()
+        .filter(|t| t.kthread)
+        .filter(|t| {
+            t.allowed
+                .as_ref()
+                .is_some_and(|a| a.len() > 1 && !a.is_disjoint(c.workers))
+        })
+        .collect();
+    // By pid: kthreadd (2) first, whose mask new kernel threads inherit.
+    found.sort_by_key(|t| t.pid);
+    if found.is_empty() {
+        return Finding::ok("cpu.kthreads", subject)
+            .detail("no unbound kernel thread may run on a worker core")
+            .why(why);
+    }
+    let shown: Vec<String> = found
+        .iter()
+        .take(4)
+        .map(|t| {
+            format!(
+                "{} {} on {}",
+                t.pid,
+                t.name,
+                cpulist::format(t.allowed.as_ref().expect("filtered on Some"))
+            )
+        })
+        .collect();
+    let more = found.len().saturating_sub(shown.len());
+    let pids: Vec<String> = found.iter().map(|t| t.pid.to_string()).collect();
+    let house = cpulist::format(&c.housekeeping);
+    Finding::warn("cpu.kthreads", subject)
+        .detail(format!(
+            "{}{}",
+            shown.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        ))
+        .why(why)
+        .fix(format!(
+            "for p in {}; do taskset -p -c {house} $p; done (kthreadd first: new kernel threads inherit its mask; per-CPU ones refuse); echo {} > /sys/devices/virtual/workqueue/cpumask for unbound kworkers; to make it stick boot with nohz_full={}",
+            pids.join(" "),
+            format_hex_mask(&c.housekeeping),
+            c.list
+        ))
+}
+
+/// A CPU set as the kernel's hex mask (`/proc/irq/*/smp_affinity`, the workqueue cpumask):
+/// 32-bit groups, most significant first, comma-separated.
+fn format_hex_mask(cpus: &Cpus) -> String {
+    let words = cpus.last().map_or(1, |l| l / 32 + 1);
+    let mut out: Vec<String> = (0..words)
+        .rev()
+        .map(|w| {
+            let v: u32 = cpus
+                .iter()
+                .filter(|&&c| c / 32 == w)
+                .fold(0, |m, &c| m | 1 << (c % 32));
+            format!("{v:08x}")
+        })
+        .collect();
+    // The leading group without padding, as the kernel prints it.
+    if let Some(first) = out.first_mut() {
+        let t = first.trim_start_matches('0');
+        *first = if t.is_empty() { "0".into() } else { t.into() };
+    }
+    out.join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -516,5 +536,18 @@ mod tests {
             "0,32"
         );
         assert_eq!(parse_hex_mask("zz"), None);
+        for set in [&[0usize, 1][..], &[0, 32], &[2, 3, 4, 5], &[40]] {
+            let c: Cpus = set.iter().copied().collect();
+            assert_eq!(
+                parse_hex_mask(&format_hex_mask(&c)),
+                Some(c.clone()),
+                "{set:?}"
+            );
+        }
+        assert_eq!(format_hex_mask(&[0, 1, 6, 7].into_iter().collect()), "c3");
+        assert_eq!(
+            format_hex_mask(&[0, 32].into_iter().collect()),
+            "1,00000001"
+        );
     }
 }

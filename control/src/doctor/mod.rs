@@ -10,7 +10,8 @@
 //! Checks come in three groups, each in its own module: the kernel ([`kernel`]: version-gated
 //! AF_XDP features, build options from the kernel config, BTF, JIT), CPU isolation ([`cpu`]:
 //! `isolcpus`, `nohz_full`, `rcu_nocbs`, `irqaffinity` against the worker cores, frequency
-//! governor, irqbalance, other tasks pinned onto worker cores) and every configured port
+//! governor, irqbalance, other tasks pinned onto worker cores, unbound kernel threads allowed
+//! on them) and every configured port
 //! ([`port`]: driver and zero-copy, queues, MTU against the XDP frame limit, link, IRQ
 //! affinity). Every input is a file, so a fixture directory holding a copy of a real host's
 //! layout reproduces its findings exactly.
@@ -27,6 +28,7 @@ pub mod cpu;
 pub mod kernel;
 pub mod port;
 mod root;
+pub mod tasks;
 
 use std::fmt::Write as _;
 
@@ -35,7 +37,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::{
-    config::Config,
+    config::{Config, Cores},
     cpulist::{self, Cpus},
 };
 
@@ -153,11 +155,12 @@ pub struct Target {
 const DEFAULT_FRAME_SIZE: u32 = 2048;
 
 impl Target {
-    /// The ports and cores of `config`, whose default worker core is the host's last CPU.
-    pub fn from_config(config: &Config, path: Option<&str>, online: &Cpus) -> Self {
+    /// The ports and cores of `config`; with `cores = "auto"` the cores the placement picks on
+    /// the host under `root` (see [`crate::topology`]).
+    pub fn from_config(config: &Config, path: Option<&str>, root: &Root) -> Self {
         let worker_cores = match &config.workers.cores {
-            Some(c) => c.iter().copied().collect(),
-            None => default_worker(online),
+            Cores::List(c) => c.iter().copied().collect(),
+            Cores::Auto => auto_workers(root, config),
         };
         Self {
             config: path.map(str::to_owned),
@@ -175,20 +178,29 @@ impl Target {
         }
     }
 
-    /// No configuration: host checks only, with the default worker core.
-    pub fn host_only(online: &Cpus) -> Self {
+    /// No configuration: host checks only, with the worker core the default placement picks.
+    pub fn host_only(root: &Root) -> Self {
         Self {
             config: None,
             ports: Vec::new(),
-            worker_cores: default_worker(online),
+            worker_cores: auto_workers(root, &Config::default()),
             frame_size: DEFAULT_FRAME_SIZE,
             busy_poll_budget: 0,
         }
     }
 }
 
-fn default_worker(online: &Cpus) -> Cpus {
-    online.last().copied().into_iter().collect()
+/// The worker CPUs `cores = "auto"` picks under `root`; on a fixture without a topology file,
+/// over single-thread cores.
+fn auto_workers(root: &Root, config: &Config) -> Cpus {
+    let online = online_cpus(root);
+    let machine = crate::topology::machine_at(root)
+        .unwrap_or_else(|_| crate::topology::machine::Machine::flat(online.len()));
+    crate::topology::plan_with(&machine, root, config)
+        .map(|p| p.worker_cpus())
+        .ok()
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| online.last().copied().into_iter().collect())
 }
 
 /// The online CPUs of the host under `root` (`sys/devices/system/cpu/online`).
@@ -326,14 +338,13 @@ pub fn run_cli(
     json: bool,
 ) -> Result<Status, crate::config::ConfigError> {
     let root = Root::new(root);
-    let online = online_cpus(&root);
     let default = root.base().join("etc/isopath/isopath.toml");
     let path = config
         .map(std::path::Path::to_path_buf)
         .or_else(|| default.is_file().then_some(default));
     let target = match &path {
-        Some(p) => Target::from_config(&Config::load(p)?, Some(&p.display().to_string()), &online),
-        None => Target::host_only(&online),
+        Some(p) => Target::from_config(&Config::load(p)?, Some(&p.display().to_string()), &root),
+        None => Target::host_only(&root),
     };
     let report = diagnose(&root, &target);
     if json {

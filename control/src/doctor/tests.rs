@@ -16,7 +16,7 @@ fn fixture(name: &str) -> Report {
     let root = Root::new(&dir);
     let cfg = dir.join("isopath.toml");
     let config = Config::load(&cfg).unwrap_or_else(|e| panic!("{e}"));
-    let target = Target::from_config(&config, Some("isopath.toml"), &online_cpus(&root));
+    let target = Target::from_config(&config, Some("isopath.toml"), &root);
     diagnose(&root, &target)
 }
 
@@ -56,6 +56,12 @@ const TABLE: &[(&str, &[(&str, &str, Status, &str)])] = &[
                 "cpu2 powersave, cpu3 powersave",
             ),
             ("cpu.irqbalance", "irqbalance", W, "running (pid 612)"),
+            (
+                "cpu.kthreads",
+                "cores 2-3",
+                W,
+                "2 kthreadd on 0-3, 10 rcu_preempt on 0-3, 11 kworker/u16:0-events_unbound on 0-3, 12 kcompactd0 on 0-3",
+            ),
             (
                 "port.queues",
                 "ens1f0",
@@ -125,6 +131,7 @@ const TABLE: &[(&str, &[(&str, &str, Status, &str)])] = &[
                 "not on the kernel command line",
             ),
             ("cpu.irqaffinity", "cores 2-3", W, "new IRQs may go to 0-15"),
+            ("cpu.kthreads", "cores 2-3", W, "2 kthreadd on 0-15"),
             (
                 "port.queues",
                 "eth2",
@@ -157,6 +164,12 @@ const TABLE: &[(&str, &[(&str, &str, Status, &str)])] = &[
                 "not on the kernel command line",
             ),
             ("cpu.irqaffinity", "cores 1", W, "new IRQs may go to 0-1"),
+            (
+                "cpu.kthreads",
+                "cores 1",
+                W,
+                "2 kthreadd on 0-1, 4 kworker/R-rcu_gp on 0-1, 12 kworker/u8:0-kvfree_rcu_reclaim on 0-1, 15 rcu_preempt on 0-1 and 1 more",
+            ),
             ("port.zero_copy", "up0", W, "copy mode only"),
             ("port.queues", "up0", W, "2 RX / 2 TX"),
             ("port.zero_copy", "m0", W, "copy mode only"),
@@ -218,7 +231,7 @@ fn every_check_runs_once_per_subject() {
         .filter(|f| f.check.starts_with("cpu."))
         .count();
     let per_port = |p: &str| r.findings.iter().filter(|f| f.subject == p).count();
-    assert_eq!((kernel, cpu, per_port("up0"), per_port("m0")), (7, 8, 6, 6));
+    assert_eq!((kernel, cpu, per_port("up0"), per_port("m0")), (7, 9, 6, 6));
 }
 
 #[test]
@@ -233,6 +246,13 @@ fn fixes_name_the_exact_values() {
     };
     assert!(fix("cpu.nohz_full").contains("nohz_full=2-3"));
     assert!(fix("cpu.irqaffinity").contains("irqaffinity=0-1,4-15"));
+    assert!(
+        fix("cpu.kthreads").starts_with("for p in 2 10 11 12; do taskset -p -c 0-1,4-15 $p; done")
+            && fix("cpu.kthreads").contains("echo fff3 > /sys/devices/virtual/workqueue/cpumask")
+            && fix("cpu.kthreads").contains("nohz_full=2-3"),
+        "{}",
+        fix("cpu.kthreads")
+    );
     assert!(fix("port.queues").contains("ethtool -L eth2 combined 2"));
     assert!(fix("port.mtu").contains("ip link set dev eth2 mtu 1774"));
     assert!(
@@ -247,7 +267,7 @@ fn fixes_name_the_exact_values() {
 fn a_missing_port_fails_and_host_only_runs_without_ports() {
     let dir = fixture_dir("veth-host");
     let root = Root::new(&dir);
-    let mut target = Target::host_only(&online_cpus(&root));
+    let mut target = Target::host_only(&root);
     assert_eq!(cpulist::format(&target.worker_cores), "1");
     let r = diagnose(&root, &target);
     assert!(r.findings.iter().all(|f| !f.check.starts_with("port.")));
@@ -265,7 +285,7 @@ fn a_missing_port_fails_and_host_only_runs_without_ports() {
 fn a_queue_limit_below_the_device_queues_fails() {
     let dir = fixture_dir("ixgbe-16q");
     let root = Root::new(&dir);
-    let mut target = Target::host_only(&online_cpus(&root));
+    let mut target = Target::host_only(&root);
     target.worker_cores = [2, 3].into_iter().collect();
     target.ports.push(TargetPort {
         name: "eth2".into(),
@@ -303,7 +323,7 @@ fn the_table_shows_why_and_fix_under_problems_only() {
     assert!(t.contains("isolcpus=nohz,domain,managed_irq,2-5 covers the worker cores"));
     assert_eq!(t.matches("why:").count(), 1, "{t}");
     assert!(
-        t.trim_end().ends_with("summary: 26 ok, 1 warn, 0 fail"),
+        t.trim_end().ends_with("summary: 27 ok, 1 warn, 0 fail"),
         "{t}"
     );
 }
@@ -312,8 +332,7 @@ fn the_table_shows_why_and_fix_under_problems_only() {
 #[test]
 fn the_running_host_is_diagnosed_without_crashing() {
     let root = Root::new("/");
-    let online = online_cpus(&root);
-    let r = diagnose(&root, &Target::host_only(&online));
+    let r = diagnose(&root, &Target::host_only(&root));
     assert!(r.findings.iter().any(|f| f.check == "kernel.version"));
     assert_ne!(
         r.findings
