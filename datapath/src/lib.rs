@@ -30,5 +30,6 @@ pub mod bond;
 pub mod params;
 pub mod stats;
 pub mod tap;
+pub mod wire;
 pub mod worker;
 pub mod xsk;
