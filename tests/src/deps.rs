@@ -18,7 +18,10 @@ use std::process::Command;
 pub const BUILD_TOOLS: &[(&str, &str)] = &[
     ("m4", "libxdp-sys: xdp-tools' configure"),
     ("make", "libbpf-sys and libxdp-sys"),
-    ("clang", "libbpf-cargo (the XDP program), libxdp-sys (its BPF objects)"),
+    (
+        "clang",
+        "libbpf-cargo (the XDP program), libxdp-sys (its BPF objects)",
+    ),
     ("llvm-strip", "libxdp-sys strips its BPF objects"),
     ("pkg-config", "libbpf-sys finds libelf and zlib"),
     ("gcc", "cc-rs for libbpf and libxdp"),
@@ -33,9 +36,9 @@ const SHELL_WORDS: &[&str] = &[
     "if", "then", "else", "elif", "fi", "for", "in", "do", "done", "while", "until", "case",
     "esac", "function", "return", "local", "export", "set", "shift", "cd", "echo", "printf",
     "read", "exit", "trap", "wait", "kill", "test", "true", "false", "source", "eval", "exec",
-    "declare", "unset", "break", "continue", "command", "type", "time", "readonly", "let",
-    "pwd", "umask", "ulimit", "hash", "getopts", "mapfile", "select", "builtin", "exec",
-    "jobs", "disown", "bg", "fg", "alias", "shopt", "printenv",
+    "declare", "unset", "break", "continue", "command", "type", "time", "readonly", "let", "pwd",
+    "umask", "ulimit", "hash", "getopts", "mapfile", "select", "builtin", "exec", "jobs", "disown",
+    "bg", "fg", "alias", "shopt", "printenv",
 ];
 
 /// One program the project runs: where it was found, and what resolving it gave.
@@ -53,7 +56,9 @@ pub struct Finding {
 pub fn discover(root: &Path) -> BTreeMap<String, Vec<String>> {
     let mut found: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for file in rust_sources(root) {
-        let Ok(text) = fs::read_to_string(&file) else { continue };
+        let Ok(text) = fs::read_to_string(&file) else {
+            continue;
+        };
         for (n, line) in text.lines().enumerate() {
             let mut rest = line;
             while let Some(i) = rest.find("Command::new(\"") {
@@ -61,17 +66,20 @@ pub fn discover(root: &Path) -> BTreeMap<String, Vec<String>> {
                 let Some(end) = rest.find('"') else { break };
                 let prog = &rest[..end];
                 if is_program_name(prog) {
-                    found
-                        .entry(prog.to_string())
-                        .or_default()
-                        .push(format!("{}:{}", rel(root, &file), n + 1));
+                    found.entry(prog.to_string()).or_default().push(format!(
+                        "{}:{}",
+                        rel(root, &file),
+                        n + 1
+                    ));
                 }
                 rest = &rest[end..];
             }
         }
     }
     for file in shell_scripts(root) {
-        let Ok(text) = fs::read_to_string(&file) else { continue };
+        let Ok(text) = fs::read_to_string(&file) else {
+            continue;
+        };
         for (prog, n) in shell_commands(&text) {
             found
                 .entry(prog)
@@ -97,7 +105,11 @@ pub fn check(root: &Path, deps_list: &BTreeSet<String>, base: &BTreeSet<String>)
         .into_iter()
         .map(|(program, used_at)| {
             let problem = problem_of(&program, deps_list, base);
-            Finding { program, used_at, problem }
+            Finding {
+                program,
+                used_at,
+                problem,
+            }
         })
         .collect();
     out.sort_by_key(|f| f.problem.is_none());
@@ -115,7 +127,10 @@ fn problem_of(program: &str, deps: &BTreeSet<String>, base: &BTreeSet<String>) -
         ));
     };
     let Some(pkg) = package_of(&path) else {
-        return Some(format!("`{program}` ({}) belongs to no Debian package", path.display()));
+        return Some(format!(
+            "`{program}` ({}) belongs to no Debian package",
+            path.display()
+        ));
     };
     if deps.contains(&pkg) || base.contains(&pkg) {
         None
@@ -165,7 +180,9 @@ pub fn package_of(path: &Path) -> Option<String> {
         }
     }
     for p in tries {
-        let Ok(out) = Command::new("dpkg").arg("-S").arg(&p).output() else { continue };
+        let Ok(out) = Command::new("dpkg").arg("-S").arg(&p).output() else {
+            continue;
+        };
         if !out.status.success() {
             continue;
         }
@@ -188,7 +205,10 @@ fn is_program_name(s: &str) -> bool {
 }
 
 fn rel(root: &Path, file: &Path) -> String {
-    file.strip_prefix(root).unwrap_or(file).display().to_string()
+    file.strip_prefix(root)
+        .unwrap_or(file)
+        .display()
+        .to_string()
 }
 
 fn rust_sources(root: &Path) -> Vec<PathBuf> {
@@ -207,10 +227,14 @@ fn rust_sources(root: &Path) -> Vec<PathBuf> {
 fn shell_scripts(root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for dir in ["scripts", "deploy", "bench/scripts", ".ci"] {
-        let Ok(rd) = fs::read_dir(root.join(dir)) else { continue };
+        let Ok(rd) = fs::read_dir(root.join(dir)) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
-            let Ok(text) = fs::read_to_string(&p) else { continue };
+            let Ok(text) = fs::read_to_string(&p) else {
+                continue;
+            };
             let first = text.lines().next().unwrap_or("");
             if p.is_file() && first.starts_with("#!") && (first.contains("sh")) {
                 out.push(p);
@@ -226,7 +250,9 @@ fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) {
     for e in rd.flatten() {
         let p = e.path();
         if p.is_dir() {
-            if p.file_name().is_some_and(|n| n == "target" || n == "corpus" || n == "artifacts") {
+            if p.file_name()
+                .is_some_and(|n| n == "target" || n == "corpus" || n == "artifacts")
+            {
                 continue;
             }
             walk(&p, f);
@@ -394,6 +420,9 @@ mod tests {
             ip netns exec NS taskset -c 0 nft list ruleset | grep -q x && ethtool -K a tx off\n\
             echo 'not; acmd' \"$(bpftool prog)\"\ncat <<'EOF'\nheredoc-tool arg\nEOF\nfoo\n";
         let got: Vec<String> = shell_commands(script).into_iter().map(|(p, _)| p).collect();
-        assert_eq!(got, ["bar", "ip", "nft", "grep", "ethtool", "bpftool", "cat"]);
+        assert_eq!(
+            got,
+            ["bar", "ip", "nft", "grep", "ethtool", "bpftool", "cat"]
+        );
     }
 }

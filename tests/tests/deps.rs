@@ -22,7 +22,10 @@ fn deps_list(root: &Path) -> BTreeSet<String> {
     let mut sorted = names.clone();
     sorted.sort_unstable();
     sorted.dedup();
-    assert_eq!(names, sorted, "deps.sh --list prints one name per line, sorted");
+    assert_eq!(
+        names, sorted,
+        "deps.sh --list prints one name per line, sorted"
+    );
     names.into_iter().map(String::from).collect()
 }
 
@@ -30,14 +33,21 @@ fn base(root: &Path) -> BTreeSet<String> {
     let text = fs::read_to_string(root.join("tests/fixtures/installed-rust.txt"))
         .expect("tests/fixtures/installed-rust.txt");
     let base = deps::base_packages(&text);
-    assert!(base.len() > 500, "the base image lists {} packages", base.len());
+    assert!(
+        base.len() > 500,
+        "the base image lists {} packages",
+        base.len()
+    );
     base
 }
 
 fn problems(root: &Path) -> Vec<String> {
     deps::check(root, &deps_list(&repo_root()), &base(&repo_root()))
         .into_iter()
-        .filter_map(|f| f.problem.map(|p| format!("{p} (used at {})", f.used_at.join(", "))))
+        .filter_map(|f| {
+            f.problem
+                .map(|p| format!("{p} (used at {})", f.used_at.join(", ")))
+        })
         .collect()
 }
 
@@ -46,17 +56,35 @@ fn every_program_the_project_runs_has_a_guaranteed_package() {
     let root = repo_root();
     let found = deps::discover(&root);
     // The discovery itself must see the programs the lab cannot work without.
-    for p in ["ip", "tcpdump", "nft", "ethtool", "bpftool", "ping", "taskset"] {
-        assert!(found.contains_key(p), "discovery missed `{p}`: {:?}", found.keys());
+    for p in [
+        "ip", "tcpdump", "nft", "ethtool", "bpftool", "ping", "taskset",
+    ] {
+        assert!(
+            found.contains_key(p),
+            "discovery missed `{p}`: {:?}",
+            found.keys()
+        );
     }
     let bad = problems(&root);
-    assert!(bad.is_empty(), "programs a fresh machine would lack:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "programs a fresh machine would lack:\n{}",
+        bad.join("\n")
+    );
 }
 
 #[test]
 fn deps_list_is_sorted_and_names_the_build_tools_packages() {
     let list = deps_list(&repo_root());
-    for pkg in ["m4", "clang", "libelf-dev", "libbpf-dev", "bpftool", "tcpdump", "nftables"] {
+    for pkg in [
+        "m4",
+        "clang",
+        "libelf-dev",
+        "libbpf-dev",
+        "bpftool",
+        "tcpdump",
+        "nftables",
+    ] {
         assert!(list.contains(pkg), "deps.sh --list lacks {pkg}");
     }
     assert!(BUILD_TOOLS.iter().any(|(t, _)| *t == "m4"));
@@ -80,16 +108,21 @@ fn a_planted_unknown_tool_fails_the_check() {
     .unwrap();
     let bad = problems(&tmp);
     assert!(
-        bad.iter().any(|p| p.contains("frobnicate-tool") && p.contains("control/src/planted.rs:1")),
+        bad.iter()
+            .any(|p| p.contains("frobnicate-tool") && p.contains("control/src/planted.rs:1")),
         "planted Command::new not reported: {bad:?}"
     );
     fs::remove_file(tmp.join("control/src/planted.rs")).unwrap();
 
-    fs::write(tmp.join("scripts/planted.sh"), "#!/usr/bin/env bash\nset -e\nfrobnicate-tool --now\n")
-        .unwrap();
+    fs::write(
+        tmp.join("scripts/planted.sh"),
+        "#!/usr/bin/env bash\nset -e\nfrobnicate-tool --now\n",
+    )
+    .unwrap();
     let bad = problems(&tmp);
     assert!(
-        bad.iter().any(|p| p.contains("frobnicate-tool") && p.contains("scripts/planted.sh:3")),
+        bad.iter()
+            .any(|p| p.contains("frobnicate-tool") && p.contains("scripts/planted.sh:3")),
         "planted script command not reported: {bad:?}"
     );
     // A program that is installed but whose package nothing guarantees is refused too.
@@ -97,7 +130,9 @@ fn a_planted_unknown_tool_fails_the_check() {
     let f = deps::check(&tmp, &empty, &empty);
     assert!(
         f.iter().any(|f| f.program == "ip"
-            && f.problem.as_deref().is_some_and(|p| p.contains("package iproute2"))),
+            && f.problem
+                .as_deref()
+                .is_some_and(|p| p.contains("package iproute2"))),
         "an unlisted package is reported"
     );
     let _ = fs::remove_dir_all(&tmp);
@@ -140,14 +175,18 @@ fn no_sudo_in_documented_commands() {
                 let before = line[..i].chars().last().unwrap_or(' ');
                 let after = line[i + 4..].chars().next().unwrap_or(' ');
                 (before.is_whitespace() || "`($".contains(before))
-                    && (after == ' ' || after == '\t' || after == 'e' /* sudoedit */)
+                    && (after == ' ' || after == '\t' || after == 'e'/* sudoedit */)
             });
             if hit {
                 bad.push(format!("{}:{}: {line}", f.display(), n + 1));
             }
         }
     }
-    assert!(bad.is_empty(), "documented commands with sudo:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "documented commands with sudo:\n{}",
+        bad.join("\n")
+    );
 }
 
 /// `.ci/run` runs exactly the README's test command (its second code block).
@@ -155,7 +194,10 @@ fn no_sudo_in_documented_commands() {
 fn ci_runs_the_readme_test_command() {
     let root = repo_root();
     let ci = fs::read_to_string(root.join(".ci/run")).unwrap();
-    assert!(ci.contains("README.md"), ".ci/run reads the README's command");
+    assert!(
+        ci.contains("README.md"),
+        ".ci/run reads the README's command"
+    );
     let out = Command::new("bash")
         .arg("-c")
         .arg(

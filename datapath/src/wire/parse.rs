@@ -214,34 +214,30 @@ fn ipv6(l3: &[u8], off: usize, h: &mut Headers) -> Result<(), ParseError> {
     let mut next = ip.next_header_raw();
     let mut at = 0;
     let mut walked = 0;
-    loop {
-        match next {
-            0 | 43 | 60 | 44 => {
-                if walked == MAX_EXT_HEADERS {
-                    return Err(ParseError::TooManyExtHeaders);
-                }
-                walked += 1;
-                let rest = &payload[at..];
-                if next == 44 {
-                    let f = Ipv6FragHeader::new_checked(rest)?;
-                    next = f.next_header_raw();
-                    at += ipv6::FRAG_HEADER_LEN;
-                    if f.frag_offset() != 0 {
-                        h.frag = Fragment::Later;
-                        h.proto = next;
-                        h.l4 = (off + ipv6::HEADER_LEN + at) as u16;
-                        return Ok(());
-                    }
-                    if f.more_frags() {
-                        h.frag = Fragment::First;
-                    }
-                } else {
-                    let e = Ipv6ExtHeader::new_checked(rest)?;
-                    next = e.next_header_raw();
-                    at += e.header_len();
-                }
+    // Hop-by-hop, routing, destination options, fragment.
+    while let 0 | 43 | 60 | 44 = next {
+        if walked == MAX_EXT_HEADERS {
+            return Err(ParseError::TooManyExtHeaders);
+        }
+        walked += 1;
+        let rest = &payload[at..];
+        if next == 44 {
+            let f = Ipv6FragHeader::new_checked(rest)?;
+            next = f.next_header_raw();
+            at += ipv6::FRAG_HEADER_LEN;
+            if f.frag_offset() != 0 {
+                h.frag = Fragment::Later;
+                h.proto = next;
+                h.l4 = (off + ipv6::HEADER_LEN + at) as u16;
+                return Ok(());
             }
-            _ => break,
+            if f.more_frags() {
+                h.frag = Fragment::First;
+            }
+        } else {
+            let e = Ipv6ExtHeader::new_checked(rest)?;
+            next = e.next_header_raw();
+            at += e.header_len();
         }
     }
     h.proto = next;
