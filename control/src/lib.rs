@@ -16,4 +16,5 @@ pub mod frames;
 pub mod host;
 pub mod netlink;
 pub mod notify;
+pub mod parse_status;
 pub mod privs;
