@@ -416,8 +416,15 @@ pub struct Nd {
     pub target: Ipv6Addr,
 }
 
+/// An Ethernet frame read as IPv6 carrying ICMPv6.
+type Icmpv6Frame<'a> = (
+    EthernetFrame<&'a [u8]>,
+    Ipv6Packet<&'a [u8]>,
+    IcmpPacket<&'a [u8]>,
+);
+
 /// The IPv6 packet and its ICMPv6 message of an Ethernet frame (no extension headers).
-fn icmpv6_of(f: &[u8]) -> Option<(EthernetFrame<&[u8]>, Ipv6Packet<&[u8]>, IcmpPacket<&[u8]>)> {
+fn icmpv6_of(f: &[u8]) -> Option<Icmpv6Frame<'_>> {
     let e = EthernetFrame::new_checked(f).ok()?;
     if e.ethertype() != EtherType::Ipv6 {
         return None;
