@@ -6,7 +6,7 @@ use super::{
     ArpPacket, EthernetFrame, IcmpPacket, Ipv4Packet, Ipv6ExtHeader, Ipv6FragHeader, Ipv6Packet,
     ParseError, TcpPacket, UdpPacket, VlanHeader,
     ethernet::{self, EtherType, Mac},
-    ipv6,
+    ipv6, udp,
 };
 
 /// The most VLAN tags a frame may carry (QinQ: a service tag and a customer tag).
@@ -15,7 +15,7 @@ pub const MAX_VLAN_TAGS: usize = 2;
 pub const MAX_EXT_HEADERS: usize = 8;
 
 /// What a frame carries, as counted per port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 #[repr(u8)]
 pub enum FrameClass {
     /// IPv4.
@@ -255,7 +255,15 @@ fn l4(proto: u8, data: &[u8], h: &mut Headers) -> Result<(), ParseError> {
             h.tcp_flags = t.flags();
         }
         17 => {
-            let u = UdpPacket::new_checked(data)?;
+            // A first fragment's UDP length counts the whole datagram, beyond this fragment.
+            let u = if h.frag == Fragment::First {
+                if data.len() < udp::HEADER_LEN {
+                    return Err(ParseError::Truncated);
+                }
+                UdpPacket::new_unchecked(data)
+            } else {
+                UdpPacket::new_checked(data)?
+            };
             h.sport = u.src_port();
             h.dport = u.dst_port();
         }
@@ -432,6 +440,16 @@ mod tests {
         ip.fill_checksum();
         let h = parse(&first);
         assert_eq!((h.frag, h.sport, h.error), (Fragment::First, 12345, None));
+        // The UDP length of a first fragment counts the whole datagram.
+        first[39] = 200;
+        assert_eq!(
+            parse(&first).error,
+            None,
+            "UDP length beyond a first fragment"
+        );
+        let mut whole = IPV4_UDP;
+        whole[39] = 200;
+        assert_eq!(parse(&whole).error, Some(ParseError::BadL4Header));
         let mut later = IPV4_UDP;
         let mut ip = Ipv4Packet::new_unchecked(&mut later[14..]);
         ip.set_frag(1, false, 8);

@@ -16,25 +16,36 @@
 //! The loop is generic over [`Rings`](crate::xsk::Rings): AF_XDP in production,
 //! [`MemUmem`](crate::xsk::mem::MemUmem) in the unit tests (`tests.rs`).
 
-use std::{sync::Arc, time::Duration};
+#[cfg(feature = "xdp")]
+use std::sync::Arc;
+use std::time::Duration;
 
+#[cfg(feature = "xdp")]
 use crate::{
     bond::{BondShared, MAX_MEMBERS, Mailbox, Punt, SeenMacs},
     stats::{LinkState, Padded, QueueCounters},
     tap::Tap,
 };
 
+#[cfg(feature = "xdp")]
 mod builder;
 pub mod classify;
+#[cfg(feature = "xdp")]
 mod commands;
+#[cfg(feature = "xdp")]
 mod handle;
+#[cfg(feature = "xdp")]
 mod poll;
-#[cfg(test)]
+#[cfg(all(test, feature = "xdp"))]
 mod tests;
 
+#[cfg(feature = "xdp")]
 pub use builder::WorkerBuilder;
+#[cfg(feature = "xdp")]
 pub use commands::{CommandQueue, WorkerCmd};
+#[cfg(feature = "xdp")]
 pub use handle::{BondInfo, NewQueue, QueueInfo, RetiredQueue, WorkerHandle};
+#[cfg(feature = "xdp")]
 pub use poll::{Worker, WorkerExit};
 
 /// Shortest frame we forward: an Ethernet header.
@@ -43,6 +54,7 @@ pub const ETH_HEADER_LEN: usize = crate::wire::ethernet::HEADER_LEN;
 pub const DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Where frames received on a slot go.
+#[cfg(feature = "xdp")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Out {
     /// Nowhere: counted as `rx_drop_no_output`.
@@ -54,6 +66,7 @@ enum Out {
 }
 
 /// One socket of a worker with where its frames go.
+#[cfg(feature = "xdp")]
 struct Slot<S> {
     q: S,
     out: Out,
@@ -66,6 +79,7 @@ struct Slot<S> {
     tap: Arc<Tap>,
 }
 
+#[cfg(feature = "xdp")]
 impl<S> Slot<S> {
     fn new(q: S, link: Arc<LinkState>, tap: Arc<Tap>) -> Self {
         Self {
@@ -80,6 +94,7 @@ impl<S> Slot<S> {
 }
 
 /// A bond as one worker sees it: the shared state and its members' slots on this worker.
+#[cfg(feature = "xdp")]
 struct WorkerBond {
     shared: Arc<BondShared>,
     members: [Option<usize>; MAX_MEMBERS],
