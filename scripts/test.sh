@@ -40,7 +40,8 @@ phase "fuzz compile" cargo build --locked -p isopath-fuzz --bins
 # needs a nightly toolchain (sanitizer flags); the datapath is built without its XDP modules.
 if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
     phase "fuzz parser 60 s (nightly)" \
-        cargo +nightly fuzz run parser --no-default-features -- -max_total_time=60
+        cargo +nightly fuzz run parser --no-default-features fuzz/corpus/parser fuzz/seeds/parser \
+        -- -max_total_time=60
 else
     echo "=== phase: fuzz parser: SKIPPED, no nightly toolchain installed (rustup toolchain list)"
 fi

@@ -56,6 +56,12 @@ fn check(frame: &[u8], h: &Headers) {
                     );
                     let _ = (t.seq(), t.ack(), t.window(), t.payload());
                 }
+                // A first fragment's UDP length counts the whole datagram: only whole ones
+                // pass the checked view.
+                17 if h.frag == wire::Fragment::First => {
+                    let u = wire::UdpPacket::new_unchecked(l4);
+                    assert_eq!((u.src_port(), u.dst_port()), (h.sport, h.dport));
+                }
                 17 => {
                     let u = wire::UdpPacket::new_checked(l4).expect("parsed UDP");
                     assert_eq!((u.src_port(), u.dst_port()), (h.sport, h.dport));

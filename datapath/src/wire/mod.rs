@@ -104,7 +104,7 @@ enum_with_unknown! {
 
 /// Why a frame did not parse. Each is a counter (`parse_errors` per port); the frame is still
 /// forwarded unless `[flows] strict` asks to drop it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[repr(u8)]
 pub enum ParseError {
     /// Shorter than a header it announces (a VLAN tag, ARP, the IP header, the L4 header).
