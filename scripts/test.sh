@@ -31,8 +31,11 @@ phase "clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 phase "unit tests" cargo test --locked
 phase "release build" cargo build --release --locked --workspace --bins
 export ISOPATH_BIN_DIR="$PWD/target/release"
-# One lab at a time: the tests pin the worker and the traffic source to the two cores.
+# One lab at a time: the tests pin the worker and the traffic source to the two cores. The lock
+# also keeps two checkouts on one machine (or a benchmark) from running labs at once.
+cargo test --locked -p isopath-tests --no-run
 phase "integration tests (privileged, veth lab)" \
+    flock "${ISOPATH_LAB_LOCK:-/tmp/isopath-lab.lock}" \
     cargo test --locked -p isopath-tests -- --test-threads=1
 phase "bench compile" cargo bench --locked --workspace --no-run
 phase "fuzz compile" cargo build --locked -p isopath-fuzz --bins

@@ -157,6 +157,11 @@ pub(crate) struct RecvArgs {
     /// Stop after this many seconds (from the moment the socket is bound).
     #[arg(long, value_parser = parse_secs)]
     timeout_secs: Duration,
+    /// Receive buffer to ask for (SO_RCVBUFFORCE as root, else SO_RCVBUF capped by
+    /// net.core.rmem_max). The default 208 KiB holds only ~200 small datagrams, so a receiver
+    /// that shares its core with the sender overflows now and then.
+    #[arg(long, default_value_t = 8 << 20)]
+    rcvbuf: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -178,11 +183,79 @@ struct RecvReport {
     /// The timeout ended the run (rather than every expected datagram having arrived).
     timed_out: bool,
     elapsed_secs: f64,
+    /// The socket's receive buffer as the kernel set it (`SO_RCVBUF`, bytes).
+    rcvbuf_bytes: usize,
+    /// UDP datagrams the kernel of this network namespace dropped while the receiver ran
+    /// (`InErrors` of Udp and Udp6 in /proc/net/snmp{,6}: receive-buffer overflows, bad
+    /// checksums), so that `received + kernel_drops` accounts for every datagram that reached
+    /// this host's UDP layer. The namespace's own: a test's namespace holds only its receiver.
+    kernel_drops: u64,
+    /// Of those, receive-buffer overflows (`RcvbufErrors`).
+    kernel_rcvbuf_errors: u64,
+}
+
+/// UDP error counters of the calling process's network namespace.
+#[derive(Debug, Clone, Copy, Default)]
+struct UdpErrors {
+    in_errors: u64,
+    rcvbuf_errors: u64,
+}
+
+impl UdpErrors {
+    fn read() -> Self {
+        let mut e = Self::default();
+        // /proc/net/snmp: a "Udp:" header line with the names, then a "Udp:" line with values.
+        if let Ok(text) = std::fs::read_to_string("/proc/net/snmp") {
+            let udp: Vec<&str> = text.lines().filter(|l| l.starts_with("Udp:")).collect();
+            if let [names, values] = udp[..] {
+                for (k, v) in names
+                    .split_whitespace()
+                    .zip(values.split_whitespace())
+                    .skip(1)
+                {
+                    e.add(k, v);
+                }
+            }
+        }
+        // /proc/net/snmp6: one "Udp6InErrors  N" per line.
+        if let Ok(text) = std::fs::read_to_string("/proc/net/snmp6") {
+            for l in text.lines() {
+                let mut w = l.split_whitespace();
+                if let (Some(k), Some(v)) = (w.next(), w.next())
+                    && let Some(k) = k.strip_prefix("Udp6")
+                {
+                    e.add(k, v);
+                }
+            }
+        }
+        e
+    }
+
+    fn add(&mut self, name: &str, value: &str) {
+        let v: u64 = value.parse().unwrap_or(0);
+        match name {
+            "InErrors" => self.in_errors += v,
+            "RcvbufErrors" => self.rcvbuf_errors += v,
+            _ => {}
+        }
+    }
+}
+
+/// Raises the socket's receive buffer to `want` bytes: SO_RCVBUFFORCE needs CAP_NET_ADMIN,
+/// SO_RCVBUF is capped by net.core.rmem_max. Returns what the kernel set.
+fn raise_rcvbuf(sock: &UdpSocket, want: usize) -> usize {
+    use nix::sys::socket::{getsockopt, setsockopt, sockopt};
+    if setsockopt(sock, sockopt::RcvBufForce, &want).is_err() {
+        let _ = setsockopt(sock, sockopt::RcvBuf, &want);
+    }
+    getsockopt(sock, sockopt::RcvBuf).unwrap_or(0)
 }
 
 pub(crate) fn recv(args: &RecvArgs) -> Result<()> {
     let sock = UdpSocket::bind(args.bind).with_context(|| format!("binding {}", args.bind))?;
     sock.set_read_timeout(Some(RECV_POLL))?;
+    let rcvbuf_bytes = raise_rcvbuf(&sock, args.rcvbuf);
+    let errors_before = UdpErrors::read();
     let start = Instant::now();
     let deadline = start + args.timeout_secs;
     eprintln!("ready");
@@ -216,6 +289,7 @@ pub(crate) fn recv(args: &RecvArgs) -> Result<()> {
         }
     }
     let s = tracker.summary();
+    let errors_after = UdpErrors::read();
     print_json(&RecvReport {
         received,
         bytes,
@@ -226,5 +300,8 @@ pub(crate) fn recv(args: &RecvArgs) -> Result<()> {
         out_of_range: s.out_of_range,
         timed_out,
         elapsed_secs: start.elapsed().as_secs_f64(),
+        rcvbuf_bytes,
+        kernel_drops: errors_after.in_errors - errors_before.in_errors,
+        kernel_rcvbuf_errors: errors_after.rcvbuf_errors - errors_before.rcvbuf_errors,
     })
 }

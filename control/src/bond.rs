@@ -891,16 +891,26 @@ impl Bond {
         self.arp_next = Some(now + opts.interval);
         // Half an interval of slack: a reply to the last probe may still be on its way.
         let window = opts.interval * opts.missed_max + opts.interval / 2;
-        let fresh =
-            |t: Option<Instant>| t.is_some_and(|t| now.saturating_duration_since(t) <= window);
+        // A backup gets one interval more than the active member, as in Linux's
+        // `bond_ab_arp_inspect` (`missed_max + 1` for a slave that is not active): what a backup
+        // hears is mostly the active member's probes flooded back by the switch, so when the
+        // active member's path dies the backup goes quiet at the same instant, a little
+        // *earlier* than the active member's last reply. With equal windows both would expire
+        // in the same period and the bond would fall to no member instead of failing over.
+        let backup_window = window + opts.interval;
+        let fresh_in = |t: Option<Instant>, w: Duration| {
+            t.is_some_and(|t| now.saturating_duration_since(t) <= w)
+        };
         for m in 0..self.members.len() {
             let rec = &self.arp[m];
+            let active = self.active == Some(m);
+            let w = if active { window } else { backup_window };
+            let fresh = |t: Option<Instant>| fresh_in(t, w);
             let replies = if opts.all_targets {
                 rec.target.iter().all(|&t| fresh(t))
             } else {
                 rec.target.iter().any(|&t| fresh(t))
             };
-            let active = self.active == Some(m);
             let alive = match (active, opts.validate) {
                 (true, ArpValidate::Active | ArpValidate::All) => replies,
                 (false, ArpValidate::Backup | ArpValidate::All) => fresh(rec.validated),
@@ -1390,6 +1400,74 @@ mod tests {
         b.arp_rx(0, &reply, t + Duration::from_millis(1700));
         b.arp_tick(t + Duration::from_millis(1700), w);
         assert_eq!(b.active(), Some(0));
+    }
+
+    /// The active member's path dies: the backup, which heard only the active member's probes
+    /// flooded back (and went quiet a moment *before* the last reply), must still be up when
+    /// the active member is judged, so the bond fails over directly instead of to no member.
+    #[test]
+    fn arp_monitor_backup_outlives_the_active_members_silence() {
+        use std::net::Ipv4Addr;
+        let target = Ipv4Addr::new(198, 18, 0, 2);
+        let own = [2, 0, 0, 0, 0xb, 1];
+        let opts = BondOptions {
+            arp: Some(ArpOptions {
+                interval: Duration::from_millis(50),
+                targets: vec![target],
+                ns_targets: Vec::new(),
+                validate: ArpValidate::Active,
+                all_targets: false,
+                missed_max: 2,
+            }),
+            mac: Some(own),
+            // The active member is the one judged last in a period (index 1), the case where
+            // equal windows let the backup expire first.
+            primary: Some(1),
+            ..Default::default()
+        };
+        let (mut b, t) = bond(opts, &[true, true]);
+        let w = SystemTime::now();
+        let reply = ArpSeen {
+            spa: target,
+            tpa: Ipv4Addr::new(198, 18, 0, 10),
+            sha: [2, 0, 0, 0, 0, 2],
+            reply: true,
+        };
+        let flooded_probe = ArpSeen {
+            spa: Ipv4Addr::new(198, 18, 0, 10),
+            tpa: target,
+            sha: own,
+            reply: false,
+        };
+        let ms = |n: u64| t + Duration::from_millis(n);
+        let mut last = 0;
+        for i in 0..10u64 {
+            // Each period: the probe floods back to the backup, the reply arrives on the active
+            // member 0.2 ms later; then the monitor runs.
+            b.arp_rx(0, &flooded_probe, ms(50 * i));
+            b.arp_rx(1, &reply, ms(50 * i) + Duration::from_micros(200));
+            b.arp_tick(ms(50 * i + 10), w);
+            last = 50 * i + 10;
+        }
+        assert_eq!(b.active(), Some(1));
+        // The active member's far end goes silent: neither member hears anything any more.
+        let mut t_fail = None;
+        for k in 1..=20u64 {
+            b.arp_tick(ms(last + 50 * k), w);
+            if b.active() != Some(1) {
+                t_fail = Some(k);
+                break;
+            }
+        }
+        assert!(
+            t_fail.is_some_and(|k| k <= 3),
+            "detected within missed_max + 1 periods"
+        );
+        assert_eq!(b.active(), Some(0), "failed over directly to the backup");
+        assert!(
+            !b.events().any(|e| e.kind == "no_active_member"),
+            "never without an active member"
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod doctor;
 pub mod frames;
 pub mod host;
+pub mod metrics;
 pub mod netlink;
 pub mod notify;
 pub mod parse_status;

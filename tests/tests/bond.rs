@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use isopath_tests::{
-    ChildGuard, Lab, bin,
+    ChildGuard, Lab, assert_udp_accounted, bin,
     isopathd::{
         Isopathd, assert_clean_stop, assert_frames_add_up, bond_config, port_of, u, xdp_prog,
     },
@@ -81,7 +81,8 @@ fn carrier_loss_fails_over_and_traffic_resumes() {
     far_link(&lab, "s0", false);
     let b = wait_active(&d, Some("m1"));
     let r = report(rx, n, pps);
-    let lost = n - u(&r, "received");
+    // Lost on the way: missing at the receiver and not counted by its kernel as dropped there.
+    let lost = n - u(&r, "received") - u(&r, "kernel_drops");
     eprintln!("carrier-loss failover at {pps} pps: {lost} datagrams lost; {r}");
     assert!(lost < 20_000, "{lost} lost: {r}");
     assert_eq!(u(&r, "duplicates") + u(&r, "corrupt"), 0, "{r}");
@@ -240,8 +241,7 @@ fn planned_switch_loses_nothing_in_either_direction() {
     assert!(said.contains("bond0: active member m0"), "{said}");
     for (name, rx) in [("traffic->far", rx_far), ("far->traffic", rx_near)] {
         let r = report(rx, n, pps);
-        assert_eq!(u(&r, "received"), n, "{name}: {r}");
-        assert_eq!(u(&r, "missing") + u(&r, "duplicates"), 0, "{name}: {r}");
+        assert_udp_accounted(&r, n, name);
     }
     let b = d.bond();
     assert_eq!(u(&b, "failovers"), 2, "{b:#}");
@@ -326,7 +326,7 @@ fn far_only_stream_across_switch(lab: &Lab, d: &Isopathd) -> u64 {
     assert_eq!(r["ok"], true, "{r}");
     let r = report(rx, n, pps);
     assert_eq!(u(&r, "duplicates") + u(&r, "corrupt"), 0, "{r}");
-    n - u(&r, "received")
+    n - u(&r, "received") - u(&r, "kernel_drops")
 }
 
 #[test]
@@ -791,7 +791,7 @@ fn an_interface_not_in_the_config_joins_the_bond_at_run_time() {
     ] {
         let (rx, _tx) = stream(&lab, src, dst_ns, &dst, n, pps);
         let r = report(rx, n, pps);
-        assert_eq!(u(&r, "received"), n, "{src} -> {dst}: {r} {:#}", d.status());
+        assert_udp_accounted(&r, n, &format!("{src} -> {dst}: {:#}", d.status()));
     }
     let s = d.status();
     let m1 = port_of(&s, "m1");
@@ -867,7 +867,7 @@ fn an_interface_not_in_the_config_joins_the_bond_at_run_time() {
         pps,
     );
     let r = report(rx, n, pps);
-    assert_eq!(u(&r, "received"), n, "after re-adding m1: {r}");
+    assert_udp_accounted(&r, n, "after re-adding m1");
     assert_clean_stop(&d.stop());
     assert_eq!(xdp_prog(&lab, lab.ns_app(), "m1"), None, "detached at stop");
 }

@@ -57,7 +57,15 @@ fn every_program_the_project_runs_has_a_guaranteed_package() {
     let found = deps::discover(&root);
     // The discovery itself must see the programs the lab cannot work without.
     for p in [
-        "ip", "tcpdump", "nft", "ethtool", "bpftool", "ping", "taskset",
+        "ip",
+        "tcpdump",
+        "nft",
+        "ethtool",
+        "ping",
+        "taskset",
+        "sysctl",
+        "dpdk-testpmd",
+        "valgrind",
     ] {
         assert!(
             found.contains_key(p),
@@ -90,8 +98,8 @@ fn deps_list_is_sorted_and_names_the_build_tools_packages() {
     assert!(BUILD_TOOLS.iter().any(|(t, _)| *t == "m4"));
 }
 
-/// The check can fail: a planted `Command::new("frobnicate-tool")` in a copy of the tree is
-/// reported, and so is a script that runs it.
+/// The check can fail: a planted `Command::new` of an unknown tool (`frobnicate-tool`) in a copy
+/// of the tree is reported, and so is a script that runs it.
 #[test]
 fn a_planted_unknown_tool_fails_the_check() {
     let root = repo_root();

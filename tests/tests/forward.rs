@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use isopath_tests::{
-    ChildGuard, Lab, bin,
+    ChildGuard, Lab, assert_udp_accounted, bin,
     isopathd::{Isopathd, PORTS, assert_clean_stop, assert_frames_add_up, lab_config, port_of, u},
     json_out, require_privileges,
 };
@@ -78,17 +78,10 @@ fn frames_cross_both_ways_counted_end_to_end() {
         ] {
             let before = d.status();
             let r = udp(&lab, from, to, &dst, size, n);
-            assert_eq!(
-                u(&r, "received"),
-                n,
-                "{size}-byte payloads {ingress}->{egress}: {r}"
-            );
-            assert_eq!(u(&r, "bytes"), n * size as u64, "{r}");
-            assert_eq!(
-                u(&r, "corrupt") + u(&r, "missing") + u(&r, "duplicates"),
-                0,
-                "{r}"
-            );
+            // Every datagram arrived, or the receiving kernel counted where it dropped it.
+            let dropped =
+                assert_udp_accounted(&r, n, &format!("{size}-byte payloads {ingress}->{egress}"));
+            assert_eq!(u(&r, "bytes"), (n - dropped) * size as u64, "{r}");
             let after = d.status();
             let delta =
                 |name: &str, k: &str| u(port_of(&after, name), k) - u(port_of(&before, name), k);
@@ -300,6 +293,29 @@ fn frames_on_a_queue_without_a_socket_are_counted_and_dropped_in_xdp() {
     // Only queue 0 of up0 gets a socket; queue 1 has none.
     let ports = "[[port]]\nname = \"up0\"\nqueues = 1\n[[port]]\nname = \"m0\"\nqueues = 1\n";
     let d = Isopathd::start(&lab, &lab_config(&lab, "", ports), &[]);
+    // No ARP: a resolution whose request lands on the unbound queue never completes, and the
+    // kernel would then hold back the datagrams below (a few) and drop the rest unsent. The far
+    // host's address is pinned instead, so every datagram leaves t0.
+    let pin = lab.exec(
+        lab.ns_traffic(),
+        [
+            "ip",
+            "neigh",
+            "replace",
+            Lab::FAR_IP,
+            "lladdr",
+            "02:00:00:00:00:02",
+            "dev",
+            "t0",
+            "nud",
+            "permanent",
+        ],
+    );
+    assert!(
+        pin.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pin.stderr)
+    );
     // Many flows from both CPUs spread over both RX queues of up0.
     let per_flow = 200u64;
     let flows = 16u64;
@@ -314,17 +330,24 @@ fn frames_on_a_queue_without_a_socket_are_counted_and_dropped_in_xdp() {
             PACE_PPS,
         );
     }
-    std::thread::sleep(Duration::from_millis(200));
-    let up0 = d.port("up0");
+    // The worker counts a burst when it takes it: wait (bounded) until every datagram is seen.
+    let sent = flows * per_flow;
+    let seen = |p: &Value| u(p, "rx_packets") + u(p, "drops.rx_drop_no_socket");
+    let up0 = d.wait_for(
+        "every datagram counted on up0",
+        Duration::from_secs(5),
+        |s| seen(port_of(s, "up0")) >= sent,
+    );
+    let up0 = port_of(&up0, "up0").clone();
     let no_sock = u(&up0, "drops.rx_drop_no_socket");
     let rx = u(&up0, "rx_packets");
     assert!(no_sock > 0, "no frame landed on the unbound queue: {up0:#}");
     assert!(rx > 0, "no frame landed on the bound queue: {up0:#}");
-    // Every frame is accounted for: taken by the worker or dropped with a reason in XDP.
+    // Every frame is accounted for: taken by the worker or dropped with a reason in XDP. None
+    // is ARP (pinned above); at most a few are the traffic host's own IPv6 chatter.
     assert!(
-        rx + no_sock >= flows * per_flow,
-        "{rx} + {no_sock} < {}",
-        flows * per_flow
+        rx + no_sock <= sent + 10,
+        "worker rx {rx} + XDP rx_drop_no_socket {no_sock} > sent {sent} + 10: {up0:#}"
     );
     assert_eq!(u(&up0, "xdp.rx_drop_no_socket"), no_sock);
     assert_cross_check(&up0);
