@@ -164,7 +164,11 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// Whether the header checksum is right.
     #[inline]
     pub fn verify_checksum(&self) -> bool {
-        checksum::verify(&self.buffer.as_ref()[..self.header_len()])
+        let b = self.buffer.as_ref();
+        match b.first_chunk::<HEADER_LEN>() {
+            Some(h) if self.header_len() == HEADER_LEN => checksum::verify20(h),
+            _ => checksum::verify(&b[..self.header_len()]),
+        }
     }
 
     /// The payload: from the end of the header to `total length`.

@@ -73,7 +73,7 @@ pub use ethernet::{EtherType, EthernetFrame, Mac};
 pub use icmp::IcmpPacket;
 pub use ipv4::Ipv4Packet;
 pub use ipv6::{Ipv6ExtHeader, Ipv6FragHeader, Ipv6Packet};
-pub use parse::{Fragment, FrameClass, Headers, MAX_EXT_HEADERS, MAX_VLAN_TAGS, parse};
+pub use parse::{Fragment, FrameClass, Headers, MAX_EXT_HEADERS, MAX_VLAN_TAGS, parse, parse_into};
 pub use tcp::TcpPacket;
 pub use udp::UdpPacket;
 pub use vlan::VlanHeader;

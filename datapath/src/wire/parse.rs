@@ -129,25 +129,34 @@ impl Headers {
 /// with [`Headers::error`] set and the layers below the fault filled.
 #[inline]
 pub fn parse(frame: &[u8]) -> Headers {
-    let mut h = Headers {
-        len: frame.len().min(usize::from(u16::MAX)) as u16,
-        ..Headers::default()
-    };
-    if let Err(e) = parse_into(frame, &mut h) {
-        h.error = Some(e);
-    }
+    let mut h = Headers::default();
+    parse_into(frame, &mut h);
     h
 }
 
+/// [`parse`] into `h` (all of it overwritten): the classify pass writes each frame's headers
+/// straight into its verdict, with no copy.
 #[inline]
-fn parse_into(frame: &[u8], h: &mut Headers) -> Result<(), ParseError> {
+pub fn parse_into(frame: &[u8], h: &mut Headers) {
+    *h = Headers {
+        len: frame.len().min(usize::from(u16::MAX)) as u16,
+        ..Headers::default()
+    };
+    if let Err(e) = walk(frame, h) {
+        h.error = Some(e);
+    }
+}
+
+#[inline]
+fn walk(frame: &[u8], h: &mut Headers) -> Result<(), ParseError> {
     let eth = EthernetFrame::new_checked(frame)?;
     h.dst = eth.dst();
     h.src = eth.src();
     let mut et = eth.ethertype_raw();
     let mut off = ethernet::HEADER_LEN;
     h.ethertype = et;
-    while EtherType::is_tag(et) {
+    // Untagged IPv4 skips the tag test: the common case on the fast path.
+    while et != 0x0800 && EtherType::is_tag(et) {
         if usize::from(h.tags) == MAX_VLAN_TAGS {
             return Err(ParseError::TooManyVlanTags);
         }

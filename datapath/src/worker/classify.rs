@@ -85,34 +85,34 @@ pub struct Tally {
 /// Judges one frame.
 #[inline]
 pub fn classify(frame: &[u8], policy: &Policy) -> Verdict {
+    let mut v = Verdict::default();
+    classify_into(frame, policy, &mut v);
+    v
+}
+
+/// [`classify`] into `v` (all of it overwritten), the pass's form: no verdict is copied.
+#[inline]
+pub fn classify_into(frame: &[u8], policy: &Policy, v: &mut Verdict) {
+    wire::parse_into(frame, &mut v.hdr);
     if frame.len() < ethernet::HEADER_LEN {
-        return Verdict {
-            hdr: Headers {
-                len: frame.len() as u16,
-                ..Headers::default()
-            },
-            fate: Fate::DropRunt,
-            punt: false,
-        };
+        v.fate = Fate::DropRunt;
+        v.punt = false;
+        return;
     }
-    let hdr = wire::parse(frame);
+    let hdr = &v.hdr;
     let own = policy.own_mac != 0 && ethernet::mac_u64(&hdr.dst) == policy.own_mac;
     let nd = policy.punt_nd
         && hdr.untagged_or_dot1q()
         && (hdr.ethertype == 0x0806
             || (hdr.ethertype == 0x86dd && hdr.dst[..3] == [0x33, 0x33, 0xff]));
-    let fate = if own {
+    v.fate = if own {
         Fate::Consume
     } else if hdr.error.is_some() && policy.strict {
         Fate::DropParse
     } else {
         Fate::Forward
     };
-    Verdict {
-        hdr,
-        fate,
-        punt: own || nd,
-    }
+    v.punt = own || nd;
 }
 
 /// The verdicts of one burst, in frame order, and its [`Tally`]. Allocated once per worker.
@@ -145,8 +145,8 @@ impl Verdicts {
     pub fn classify<'a>(&mut self, frames: impl Iterator<Item = &'a [u8]>, policy: Policy) {
         let mut t = Tally::default();
         let mut n = 0;
-        for (slot, f) in self.v.iter_mut().zip(frames) {
-            let v = classify(f, &policy);
+        for (v, f) in self.v.iter_mut().zip(frames) {
+            classify_into(f, &policy, v);
             t.bytes += f.len() as u64;
             if v.fate == Fate::DropRunt {
                 t.runts += 1;
@@ -165,7 +165,6 @@ impl Verdicts {
                 t.parse_drops_by[e as usize] += 1;
             }
             t.punts += u32::from(v.punt);
-            *slot = v;
             n += 1;
         }
         t.not_forwarded = t.runts + t.consumed + t.parse_drops;
