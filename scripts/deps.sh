@@ -35,11 +35,18 @@ ISOPATH_PKGS=(
     "procps:/usr/bin/pgrep"              # tests: kill, ps, pgrep
     "libhwloc-dev:/usr/include/hwloc.h"  # hwlocality (control): the machine's topology for worker placement
     "libudev-dev:/usr/include/libudev.h" # hwlocality links hwloc, which links libudev
+    "tshark:/usr/bin/tshark"             # tests: the mixed-traffic pcap fixture is read by tshark too, and both readings must agree
 )
 # Only for the side-by-side measurement against DPDK (bench), not for tests.
 ISOPATH_PEER_PKGS=(
     "dpdk-dev:/usr/bin/dpdk-testpmd"     # dpdk-testpmd (forwarding peer), dpdk-test (rte_hash perf)
     "librte-net-af-xdp23:/usr/lib/x86_64-linux-gnu/dpdk/pmds-23.0/librte_net_af_xdp.so.23"
+)
+
+# Cargo subcommands, installed with `cargo install --locked` when missing: name, then the
+# binary that proves it is installed. Not Debian packages: deps.sh --list leaves them out.
+ISOPATH_CARGO_TOOLS=(
+    "cargo-fuzz:cargo-fuzz"              # test.sh runs the parser fuzz target for 60 s on nightly
 )
 
 isopath_pkg_names() {
@@ -63,6 +70,9 @@ isopath_install() {
     fi
     echo "deps: installing ${want[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
+    # wireshark-common (tshark's) asks whether non-root users may capture: no.
+    echo "wireshark-common wireshark-common/install-setuid boolean false" \
+        | debconf-set-selections 2>/dev/null || true
     if ! apt-get update -q >/dev/null || ! apt-get install -y -q --no-install-recommends "${want[@]}" \
         > /tmp/isopath-deps-apt.log 2>&1; then
         cat /tmp/isopath-deps-apt.log >&2 || true
@@ -82,6 +92,22 @@ isopath_deps() {
             return 1
         fi
     fi
+    isopath_cargo_tools
+}
+
+isopath_cargo_tools() {
+    local entry tool bin
+    for entry in "${ISOPATH_CARGO_TOOLS[@]}"; do
+        tool=${entry%%:*}
+        bin=${entry#*:}
+        command -v "$bin" >/dev/null 2>&1 && continue
+        echo "deps: cargo install --locked $tool" >&2
+        if ! cargo install --locked "$tool" >/tmp/isopath-deps-cargo.log 2>&1; then
+            cat /tmp/isopath-deps-cargo.log >&2 || true
+            echo "deps: cargo install $tool failed" >&2
+            return 1
+        fi
+    done
 }
 
 isopath_peer_deps() {

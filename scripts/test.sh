@@ -39,4 +39,13 @@ phase "integration tests (privileged, veth lab)" \
     cargo test --locked -p isopath-tests -- --test-threads=1
 phase "bench compile" cargo bench --locked --workspace --no-run
 phase "fuzz compile" cargo build --locked -p isopath-fuzz --bins
+# The parser target (packet views and the classify pass) under libFuzzer for 60 s. cargo-fuzz
+# needs a nightly toolchain (sanitizer flags); the datapath is built without its XDP modules.
+if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+    phase "fuzz parser 60 s (nightly)" \
+        cargo +nightly fuzz run parser --no-default-features fuzz/corpus/parser fuzz/seeds/parser \
+        -- -max_total_time=60
+else
+    echo "=== phase: fuzz parser: SKIPPED, no nightly toolchain installed (rustup toolchain list)"
+fi
 echo "=== all phases ok (${SECONDS} s)"

@@ -8,6 +8,9 @@
 #   RATE  source rate, pps with k/M (default 0 = the live source's full speed)
 #   ISOPATH_BIN_DIR  where isopathd and isopath-bench are (default target/release)
 #   ISOPATH_CALLGRIND_OUT  keep the traffic windows' dumps there (callgrind_annotate FILE)
+#   ISOPATH_CALLGRIND_POLL, ISOPATH_CALLGRIND_RX  the measured functions' names, for binaries
+#       of older builds (before the worker split: isopath_datapath::worker::Worker::poll_once
+#       and isopath_datapath::xsk::XskUmem::rx_burst)
 #
 # Method, per forwarder (isopathd: up0 <-> m0 cross-connect; isopathd-bond: up0 <-> bond0 over
 # m0/m1, primary m0; isopath-bench xsk-fwd):
@@ -202,7 +205,7 @@ measure_isopathd() {
     printf '[daemon]\ncontrol_socket = "%s"\n[workers]\ncores = [1]\n%s' "$SOCK" "$body" \
         >"$WORK/$name.toml"
     start_vg " ready " "$name" "$BIN/isopathd" -c "$WORK/$name.toml" --force
-    local poll='isopath_datapath::worker::Worker::poll_once'
+    local poll=${ISOPATH_CALLGRIND_POLL:-'isopath_datapath::worker::poll::Worker<R>::poll_once'}
     zero
     sleep 2
     d=$(dump "$name")
@@ -246,7 +249,7 @@ b = "bond0"
 # The bare AF_XDP forwarder (no processing), same path and cores.
 start_vg ready xskfwd "$BIN/isopath-bench" xsk-fwd --iface up0 --to m0 --core 1 --secs 300
 POLL='isopath_bench::xsk::bare'
-RX='isopath_datapath::xsk::XskUmem::rx_burst'
+RX=${ISOPATH_CALLGRIND_RX:-'<isopath_datapath::xsk::ring::XskUmem as isopath_datapath::xsk::ring::Rings>::rx_burst'}
 zero
 sleep 2
 D=$(dump xskfwd)

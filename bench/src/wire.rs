@@ -16,6 +16,10 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use isopath_datapath::wire::{
+    EtherType, EthernetFrame, IpProtocol, Ipv4Packet, Ipv6Packet, UdpPacket, VlanHeader, checksum,
+    ethernet, ipv4, ipv6, udp, vlan,
+};
 use serde::{Deserialize, Serialize};
 
 /// First two bytes of every probe.
@@ -26,11 +30,6 @@ pub(crate) const PROBE_LEN: usize = 12;
 pub(crate) const FCS_LEN: usize = 4;
 /// IMIX: the classic 7:4:1 mix of 64-, 570- and 1518-byte frames (sizes with FCS).
 pub(crate) const IMIX: [(usize, u32); 3] = [(64, 7), (570, 4), (1518, 1)];
-
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
-const ETHERTYPE_VLAN: u16 = 0x8100;
-const IPPROTO_UDP: u8 = 17;
 
 /// What the frames of a stream look like (all but the probe's fields and the source port).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,13 +68,23 @@ pub(crate) struct Probe {
 impl FrameSpec {
     /// Field offsets for this spec.
     pub(crate) fn offsets(&self) -> Offsets {
-        let l3 = if self.vlan.is_some() { 18 } else { 14 };
-        let l4 = l3 + if self.ipv6 { 40 } else { 20 };
+        let tag = if self.vlan.is_some() {
+            vlan::HEADER_LEN
+        } else {
+            0
+        };
+        let l3 = ethernet::HEADER_LEN + tag;
+        let l4 = l3
+            + if self.ipv6 {
+                ipv6::HEADER_LEN
+            } else {
+                ipv4::HEADER_LEN
+            };
         Offsets {
             l3,
             sport: l4,
             csum: l4 + 6,
-            probe: l4 + 8,
+            probe: l4 + udp::HEADER_LEN,
         }
     }
 
@@ -109,53 +118,44 @@ impl FrameSpec {
         let len = size - FCS_LEN;
         let f = &mut buf[..len];
         let o = self.offsets();
-        f[0..6].copy_from_slice(&self.dst_mac);
-        f[6..12].copy_from_slice(&self.src_mac);
-        let mut et = 12;
+        let l3_type = if self.ipv6 {
+            EtherType::Ipv6
+        } else {
+            EtherType::Ipv4
+        };
+        let mut e = EthernetFrame::new_unchecked(&mut f[..]);
+        e.set_dst(self.dst_mac);
+        e.set_src(self.src_mac);
         if let Some(vid) = self.vlan {
-            put16(f, 12, ETHERTYPE_VLAN);
-            put16(f, 14, vid & 0x0fff);
-            et = 16;
+            e.set_ethertype(EtherType::Vlan);
+            let mut tag = VlanHeader::new_unchecked(&mut f[ethernet::HEADER_LEN..]);
+            tag.set_tci(0, vid);
+            tag.set_ethertype_raw(l3_type.into());
+        } else {
+            e.set_ethertype(l3_type);
         }
-        put16(
-            f,
-            et,
-            if self.ipv6 {
-                ETHERTYPE_IPV6
-            } else {
-                ETHERTYPE_IPV4
-            },
-        );
         let l4 = o.sport;
         let udp_len = len - l4;
         if self.ipv6 {
-            let ip = &mut f[o.l3..l4];
-            ip[0] = 0x60;
-            ip[1..4].fill(0);
-            put16(ip, 4, udp_len as u16);
-            ip[6] = IPPROTO_UDP;
-            ip[7] = 64;
-            ip[8..24].copy_from_slice(&self.src6.octets());
-            ip[24..40].copy_from_slice(&self.dst6.octets());
+            Ipv6Packet::new_unchecked(&mut f[o.l3..]).fill(
+                self.src6,
+                self.dst6,
+                IpProtocol::Udp,
+                udp_len,
+                64,
+            );
         } else {
-            let ip = &mut f[o.l3..l4];
-            ip[0] = 0x45;
-            ip[1] = 0;
-            put16(ip, 2, (len - o.l3) as u16);
-            put16(ip, 4, 0);
-            put16(ip, 6, 0x4000); // DF
-            ip[8] = 64;
-            ip[9] = IPPROTO_UDP;
-            put16(ip, 10, 0);
-            ip[12..16].copy_from_slice(&self.src4.octets());
-            ip[16..20].copy_from_slice(&self.dst4.octets());
-            let c = !fold(sum16(ip, 0));
-            put16(ip, 10, c);
+            Ipv4Packet::new_unchecked(&mut f[o.l3..]).fill(
+                self.src4,
+                self.dst4,
+                IpProtocol::Udp,
+                udp_len,
+                64,
+                true,
+            );
         }
-        put16(f, l4, self.sport_base.wrapping_add(probe.flow));
-        put16(f, l4 + 2, self.dport);
-        put16(f, l4 + 4, udp_len as u16);
-        put16(f, l4 + 6, 0);
+        let port = self.sport_base.wrapping_add(probe.flow);
+        UdpPacket::new_unchecked(&mut f[l4..]).fill(port, self.dport, udp_len - udp::HEADER_LEN);
         let p = o.probe;
         put16(f, p, PROBE_MAGIC);
         put16(f, p + 2, probe.flow);
@@ -165,7 +165,7 @@ impl FrameSpec {
             *b = i as u8;
         }
         let c = self.udp_checksum(f);
-        put16(f, l4 + 6, c);
+        UdpPacket::new_unchecked(&mut f[l4..]).set_checksum(c);
         len
     }
 
@@ -200,18 +200,15 @@ impl FrameSpec {
     fn udp_checksum(&self, f: &[u8]) -> u16 {
         let o = self.offsets();
         let udp = &f[o.sport..];
-        let mut s = 0u32;
-        if self.ipv6 {
-            s = sum16(&self.src6.octets(), s);
-            s = sum16(&self.dst6.octets(), s);
+        let proto = IpProtocol::Udp.into();
+        let pseudo = if self.ipv6 {
+            checksum::pseudo_v6(self.src6, self.dst6, proto, udp.len())
         } else {
-            s = sum16(&self.src4.octets(), s);
-            s = sum16(&self.dst4.octets(), s);
-        }
-        s += u32::from(IPPROTO_UDP) + udp.len() as u32;
-        s = sum16(&udp[..6], s);
-        s = sum16(&udp[8..], s);
-        match !fold(s) {
+            checksum::pseudo_v4(self.src4, self.dst4, proto, udp.len())
+        };
+        // The checksum field (bytes 6..8) counts as zero.
+        let acc = checksum::sum(&udp[..6], pseudo);
+        match !checksum::fold(checksum::sum(&udp[8..], acc)) {
             0 => 0xffff,
             c => c,
         }
@@ -221,7 +218,7 @@ impl FrameSpec {
     #[cfg(test)]
     pub(crate) fn checksums_ok(&self, f: &[u8]) -> bool {
         let o = self.offsets();
-        let ip_ok = self.ipv6 || fold(sum16(&f[o.l3..o.l3 + 20], 0)) == 0xffff;
+        let ip_ok = self.ipv6 || checksum::verify(&f[o.l3..o.l3 + ipv4::HEADER_LEN]);
         let c = u16::from_be_bytes([f[o.csum], f[o.csum + 1]]);
         ip_ok && c == self.udp_checksum(f)
     }
@@ -287,32 +284,38 @@ impl std::str::FromStr for FrameSize {
 }
 
 /// Reads the probe of a frame: Ethernet, optional 802.1Q, IPv4 or IPv6, UDP, magic. `None` for
-/// anything else (ARP, other protocols, short frames, foreign UDP).
+/// anything else (ARP, other protocols, short frames, foreign UDP). The views' length checks
+/// only: a receiver counting probes does not verify checksums.
 #[inline]
 pub(crate) fn parse(f: &[u8]) -> Option<Probe> {
-    let mut et = u16::from_be_bytes([*f.get(12)?, *f.get(13)?]);
-    let mut l3 = 14;
-    if et == ETHERTYPE_VLAN {
-        et = u16::from_be_bytes([*f.get(16)?, *f.get(17)?]);
-        l3 = 18;
-    }
-    let l4 = match et {
-        ETHERTYPE_IPV4 => {
-            let ihl = usize::from(f.get(l3)? & 0x0f) * 4;
-            if *f.get(l3 + 9)? != IPPROTO_UDP || ihl < 20 {
-                return None;
-            }
-            l3 + ihl
+    let e = EthernetFrame::new_checked(f).ok()?;
+    let (et, l3) = match e.ethertype() {
+        EtherType::Vlan => {
+            let tag = VlanHeader::new_checked(&f[ethernet::HEADER_LEN..]).ok()?;
+            (tag.ethertype_raw(), ethernet::HEADER_LEN + vlan::HEADER_LEN)
         }
-        ETHERTYPE_IPV6 => {
-            if *f.get(l3 + 6)? != IPPROTO_UDP {
+        t => (t.into(), ethernet::HEADER_LEN),
+    };
+    let l3 = &f[l3..];
+    let udp = match EtherType::from(et) {
+        EtherType::Ipv4 => {
+            let ip = Ipv4Packet::new_checked(l3).ok()?;
+            if ip.protocol() != IpProtocol::Udp {
                 return None;
             }
-            l3 + 40
+            &l3[ip.header_len()..usize::from(ip.total_len())]
+        }
+        EtherType::Ipv6 => {
+            let ip = Ipv6Packet::new_checked(l3).ok()?;
+            if ip.next_header() != IpProtocol::Udp {
+                return None;
+            }
+            &l3[ipv6::HEADER_LEN..ipv6::HEADER_LEN + usize::from(ip.payload_len())]
         }
         _ => return None,
     };
-    let p = f.get(l4 + 8..l4 + 8 + PROBE_LEN)?;
+    let u = UdpPacket::new_checked(udp).ok()?;
+    let p = u.payload().get(..PROBE_LEN)?;
     if u16::from_be_bytes([p[0], p[1]]) != PROBE_MAGIC {
         return None;
     }
@@ -325,24 +328,6 @@ pub(crate) fn parse(f: &[u8]) -> Option<Probe> {
 
 fn put16(f: &mut [u8], at: usize, v: u16) {
     f[at..at + 2].copy_from_slice(&v.to_be_bytes());
-}
-
-fn sum16(b: &[u8], mut s: u32) -> u32 {
-    let mut chunks = b.chunks_exact(2);
-    for c in &mut chunks {
-        s += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        s += u32::from(*last) << 8;
-    }
-    s
-}
-
-fn fold(mut s: u32) -> u16 {
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u16
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff`.

@@ -17,7 +17,8 @@ use anyhow::{Context, Result, bail};
 use isopath_datapath::{
     params::{RingParams, RingSize, XdpMode, ZeroCopy},
     xsk::{
-        FrameBurst, XskQueue, XskStats, XskUmem, r#gen::monotonic_ns, if_index, xdp::XdpProgram,
+        FrameBurst, Rings, SocketInfo, XskSocket, XskStats, XskUmem, r#gen::monotonic_ns, if_index,
+        xdp::XdpProgram,
     },
 };
 use serde::Serialize;
@@ -58,7 +59,7 @@ fn ring_params() -> RingParams {
 /// One interface's sockets (one per RX queue) and its XDP program.
 struct Port {
     name: String,
-    queues: Vec<XskQueue>,
+    queues: Vec<XskSocket>,
     prog: XdpProgram,
 }
 

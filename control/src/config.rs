@@ -41,6 +41,20 @@ pub struct Config {
     /// L2 cross-connects: a wire between two ports, or a port and a bond.
     #[serde(default, rename = "cross_connect")]
     pub cross_connects: Vec<CrossConnectConfig>,
+    /// How frames are understood on the way through.
+    #[serde(default)]
+    pub flows: FlowsConfig,
+}
+
+/// `[flows]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FlowsConfig {
+    /// Drop frames that do not parse (counted as `rx_drop_parse_*` by reason) instead of
+    /// forwarding them (default false: the appliance is a wire first; they are counted as
+    /// `parse_errors` either way).
+    #[serde(default)]
+    pub strict: bool,
 }
 
 /// `[[bond]]`: an active-backup bond (Linux bonding mode 1).
@@ -375,6 +389,8 @@ pub struct Plan {
     pub cross_connects: Vec<(Endpoint, Endpoint)>,
     /// Where the workers and housekeeping threads run, and why.
     pub placement: crate::topology::Plan,
+    /// Drop frames that do not parse (`[flows] strict`).
+    pub strict: bool,
 }
 
 impl Config {
@@ -650,6 +666,7 @@ impl Config {
             bonds,
             cross_connects,
             placement,
+            strict: self.flows.strict,
         })
     }
 

@@ -508,7 +508,8 @@ impl Daemon {
         let mut builders = Vec::with_capacity(plan.workers.len());
         for (w, wp) in plan.workers.iter().enumerate() {
             let mut b = WorkerBuilder::new(plan.rings, wp.frames)
-                .with_context(|| format!("worker {w} (core {})", wp.core))?;
+                .with_context(|| format!("worker {w} (core {})", wp.core))?
+                .strict(plan.strict);
             let mut slots = Vec::with_capacity(wp.queues.len());
             for &(pi, q) in &wp.queues {
                 let port = &mut ports[pi];
@@ -1355,6 +1356,16 @@ impl Daemon {
         for (d, r) in drops.iter().zip(DropReason::ALL) {
             drop_map.insert(r.name().into(), json!(d));
         }
+        let parse = crate::parse_status::ParseCounters::sum(
+            self.workers
+                .iter()
+                .flat_map(|w| w.handle.queues())
+                .filter(|q| q.ifname == p.name)
+                .map(|q| &**q.counters),
+        );
+        for (k, v) in &parse.parse_drops {
+            drop_map.insert((*k).into(), json!(v));
+        }
         let xdp = p.prog.stats().ok().unwrap_or_default();
         drop_map.insert("rx_drop_no_socket".into(), json!(xdp.rx_drop_no_socket));
         let mut k = XskStats::default();
@@ -1379,6 +1390,8 @@ impl Daemon {
             "tx_packets": tx_p,
             "tx_bytes": tx_b,
             "drops": drop_map,
+            "parse_errors": parse.parse_errors,
+            "classes": parse.classes,
             "xdp": { "rx_redirect": xdp.rx_redirect, "rx_drop_no_socket": xdp.rx_drop_no_socket },
             "xsk": {
                 "rx_dropped": k.rx_dropped,

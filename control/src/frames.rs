@@ -1,4 +1,6 @@
-//! Frames control sends on a bond's members: peer notifications after a change of active member.
+//! Frames control sends on a bond's members: peer notifications after a change of active
+//! member, the monitors' probes, and answers to ARP, neighbour solicitations and echo requests
+//! for the appliance's own addresses; and the reading of what the members punt to control.
 //!
 //! - Gratuitous ARP (a request for the appliance's own IPv4 address, sender = target), as Linux's
 //!   bonding sends `num_grat_arp` of.
@@ -8,36 +10,46 @@
 //!   sourced from it (what QEMU and hypervisors send after a live migration), so that switches
 //!   relearn where that host now is.
 //!
-//! All are padded to the 60-byte Ethernet minimum. On a VLAN of the bond they carry an 802.1Q
-//! tag ([`tag`]); what arrives tagged is read with the tag taken off ([`untag`]).
+//! All are built and read with the datapath's packet views ([`isopath_datapath::wire`]), the
+//! same ones the workers' classify pass uses, and padded to the 60-byte Ethernet minimum. On a
+//! VLAN of the bond they carry an 802.1Q tag ([`tag`]); what arrives tagged is read with the
+//! tag taken off ([`untag`]).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use isopath_datapath::wire::{
+    ArpPacket, EtherType, EthernetFrame, IcmpPacket, IpProtocol, Ipv4Packet, Ipv6Packet,
+    VlanHeader, arp::ArpOp, checksum, ethernet, icmp, ipv6,
+};
+
 /// A MAC address.
-pub type Mac = [u8; 6];
+pub type Mac = ethernet::Mac;
 
-const BROADCAST: Mac = [0xff; 6];
-const ETH_P_ARP: u16 = 0x0806;
-const ETH_P_RARP: u16 = 0x8035;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-const MIN_FRAME: usize = 60;
+const BROADCAST: Mac = ethernet::BROADCAST;
+const MIN_FRAME: usize = ethernet::MIN_FRAME;
+const ETH: usize = ethernet::HEADER_LEN;
 
-fn eth(dst: Mac, src: Mac, ethertype: u16) -> Vec<u8> {
-    let mut f = Vec::with_capacity(96);
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&ethertype.to_be_bytes());
+/// A frame of `ETH + payload_len` bytes with its Ethernet header written.
+fn eth(dst: Mac, src: Mac, ethertype: EtherType, payload_len: usize) -> Vec<u8> {
+    let mut f = vec![0u8; ETH + payload_len];
+    let mut e = EthernetFrame::new_unchecked(&mut f[..]);
+    e.set_dst(dst);
+    e.set_src(src);
+    e.set_ethertype(ethertype);
     f
 }
 
 /// The VLAN of a frame with an 802.1Q tag, and the frame with the tag taken off; an untagged
 /// frame as it is. A priority tag (VLAN id 0) is taken off and means no VLAN.
 pub fn untag(f: &[u8]) -> (Option<u16>, std::borrow::Cow<'_, [u8]>) {
-    if f.len() < 18 || f[12..14] != ETH_P_8021Q.to_be_bytes() {
+    let tag = EthernetFrame::new_checked(f)
+        .ok()
+        .filter(|e| e.ethertype() == EtherType::Vlan)
+        .and_then(|_| VlanHeader::new_checked(&f[ETH..]).ok());
+    let Some(tag) = tag else {
         return (None, std::borrow::Cow::Borrowed(f));
-    }
-    let vid = u16::from_be_bytes([f[14], f[15]]) & 0x0fff;
+    };
+    let vid = tag.vid();
     let mut u = Vec::with_capacity(f.len() - 4);
     u.extend_from_slice(&f[..12]);
     u.extend_from_slice(&f[16..]);
@@ -47,14 +59,16 @@ pub fn untag(f: &[u8]) -> (Option<u16>, std::borrow::Cow<'_, [u8]>) {
 /// `f` on VLAN `vid`: an 802.1Q tag (priority 0) after the MAC addresses; `None` leaves it
 /// untagged.
 pub fn tag(f: Vec<u8>, vid: Option<u16>) -> Vec<u8> {
-    let Some(vid) = vid else {
+    let (Some(vid), true) = (vid, f.len() >= ETH) else {
         return f;
     };
-    let mut t = Vec::with_capacity(f.len() + 4);
-    t.extend_from_slice(&f[..12]);
-    t.extend_from_slice(&ETH_P_8021Q.to_be_bytes());
-    t.extend_from_slice(&(vid & 0x0fff).to_be_bytes());
-    t.extend_from_slice(&f[12..]);
+    let mut t = vec![0u8; f.len() + 4];
+    t[..12].copy_from_slice(&f[..12]);
+    EthernetFrame::new_unchecked(&mut t[..]).set_ethertype(EtherType::Vlan);
+    let mut v = VlanHeader::new_unchecked(&mut t[ETH..]);
+    v.set_tci(0, vid);
+    v.set_ethertype_raw(EthernetFrame::new_unchecked(&f[..]).ethertype_raw());
+    t[ETH + 4..].copy_from_slice(&f[ETH..]);
     t
 }
 
@@ -65,72 +79,77 @@ fn pad(mut f: Vec<u8>) -> Vec<u8> {
     f
 }
 
-fn arp_body(f: &mut Vec<u8>, op: u16, sha: Mac, spa: [u8; 4], tha: Mac, tpa: [u8; 4]) {
-    f.extend_from_slice(&1u16.to_be_bytes()); // Ethernet
-    f.extend_from_slice(&0x0800u16.to_be_bytes()); // IPv4
-    f.extend_from_slice(&[6, 4]);
-    f.extend_from_slice(&op.to_be_bytes());
-    f.extend_from_slice(&sha);
-    f.extend_from_slice(&spa);
-    f.extend_from_slice(&tha);
-    f.extend_from_slice(&tpa);
+/// An ARP (or RARP) frame to `dst`.
+fn arp_frame(
+    dst: Mac,
+    ethertype: EtherType,
+    op: ArpOp,
+    sha: Mac,
+    spa: Ipv4Addr,
+    tha: Mac,
+    tpa: Ipv4Addr,
+) -> Vec<u8> {
+    let mut f = eth(dst, sha, ethertype, isopath_datapath::wire::arp::PACKET_LEN);
+    ArpPacket::new_unchecked(&mut f[ETH..]).fill(op, sha, spa, tha, tpa);
+    pad(f)
 }
 
 /// A gratuitous ARP request announcing that `ip` is at `mac`.
 pub fn gratuitous_arp(mac: Mac, ip: Ipv4Addr) -> Vec<u8> {
-    let mut f = eth(BROADCAST, mac, ETH_P_ARP);
-    arp_body(&mut f, 1, mac, ip.octets(), [0; 6], ip.octets());
-    pad(f)
+    arp_frame(
+        BROADCAST,
+        EtherType::Arp,
+        ArpOp::Request,
+        mac,
+        ip,
+        [0; 6],
+        ip,
+    )
 }
 
 /// A broadcast RARP frame sourced from `mac`: makes every learning switch on the path move
 /// `mac` to the port it arrives on.
 pub fn announce(mac: Mac) -> Vec<u8> {
-    let mut f = eth(BROADCAST, mac, ETH_P_RARP);
-    arp_body(&mut f, 3, mac, [0; 4], mac, [0; 4]);
-    pad(f)
+    let any = Ipv4Addr::UNSPECIFIED;
+    arp_frame(
+        BROADCAST,
+        EtherType::Rarp,
+        ArpOp::RarpRequest,
+        mac,
+        any,
+        mac,
+        any,
+    )
+}
+
+/// An ND message (`msg_type`, the 32-bit field after the checksum, target, one link-layer
+/// address option of kind `opt` carrying `mac`).
+fn nd_message(msg_type: u8, rest: [u8; 4], target: Ipv6Addr, opt: u8, mac: Mac) -> Vec<u8> {
+    let mut m = vec![0u8; 32];
+    let mut i = IcmpPacket::new_unchecked(&mut m[..]);
+    i.set_type(msg_type, 0);
+    i.set_rest(rest);
+    m[8..24].copy_from_slice(&target.octets());
+    m[24] = opt;
+    m[25] = 1;
+    m[26..32].copy_from_slice(&mac);
+    m
 }
 
 /// An unsolicited neighbour advertisement for `ip` at `mac`, to all nodes (ff02::1).
 pub fn unsolicited_na(mac: Mac, ip: Ipv6Addr) -> Vec<u8> {
-    let dst_ip = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
-    let mut f = eth([0x33, 0x33, 0, 0, 0, 1], mac, ETH_P_IPV6);
-    // ICMPv6: type 136, code 0, checksum, flags (Override), target, option 2 (target LL addr).
-    let mut icmp = Vec::with_capacity(32);
-    icmp.extend_from_slice(&[136, 0, 0, 0]);
-    icmp.extend_from_slice(&0x2000_0000u32.to_be_bytes());
-    icmp.extend_from_slice(&ip.octets());
-    icmp.extend_from_slice(&[2, 1]);
-    icmp.extend_from_slice(&mac);
-    let sum = icmpv6_checksum(ip, dst_ip, &icmp);
-    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
-    // IPv6 header: version 6, payload length, next header 58, hop limit 255 (RFC 4861).
-    f.extend_from_slice(&[0x60, 0, 0, 0]);
-    f.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
-    f.extend_from_slice(&[58, 255]);
-    f.extend_from_slice(&ip.octets());
-    f.extend_from_slice(&dst_ip.octets());
-    f.extend_from_slice(&icmp);
-    pad(f)
+    let all_nodes = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+    // Override; option 2: target link-layer address.
+    let na = nd_message(icmp::V6_NEIGHBOR_ADVERT, [0x20, 0, 0, 0], ip, 2, mac);
+    ipv6_frame([0x33, 0x33, 0, 0, 0, 1], mac, ip, all_nodes, 255, na)
 }
 
 /// The ICMPv6 checksum over the IPv6 pseudo-header and `msg` (whose checksum field is zero).
 pub fn icmpv6_checksum(src: Ipv6Addr, dst: Ipv6Addr, msg: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    let mut add = |bytes: &[u8]| {
-        for c in bytes.chunks(2) {
-            sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-        }
-    };
-    add(&src.octets());
-    add(&dst.octets());
-    add(&(msg.len() as u32).to_be_bytes());
-    add(&[0, 0, 0, 58]);
-    add(msg);
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    checksum::l4(
+        checksum::pseudo_v6(src, dst, IpProtocol::Icmpv6.into(), msg.len()),
+        msg,
+    )
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff`.
@@ -244,66 +263,76 @@ pub struct Arp {
 
 /// Parses an Ethernet frame carrying ARP for IPv4 over Ethernet.
 pub fn parse_arp(f: &[u8]) -> Option<Arp> {
-    if f.len() < 42 || f[12..14] != [0x08, 0x06] || f[14..20] != [0, 1, 8, 0, 6, 4] {
+    let e = EthernetFrame::new_checked(f).ok()?;
+    if e.ethertype() != EtherType::Arp {
         return None;
     }
-    let ip = |o: usize| Ipv4Addr::new(f[o], f[o + 1], f[o + 2], f[o + 3]);
-    Some(Arp {
-        op: u16::from_be_bytes([f[20], f[21]]),
-        sha: f[22..28].try_into().ok()?,
-        spa: ip(28),
-        tpa: ip(38),
+    let a = ArpPacket::new_checked(e.payload()).ok()?;
+    a.is_ethernet_ipv4().then(|| Arp {
+        op: a.op().into(),
+        sha: a.sha(),
+        spa: a.spa(),
+        tpa: a.tpa(),
     })
 }
 
 /// An ARP request from `mac`/`ip` for `target` (the ARP monitor's probe).
 pub fn arp_request(mac: Mac, ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
-    let mut f = eth(BROADCAST, mac, ETH_P_ARP);
-    arp_body(&mut f, 1, mac, ip.octets(), [0; 6], target.octets());
-    pad(f)
+    arp_frame(
+        BROADCAST,
+        EtherType::Arp,
+        ArpOp::Request,
+        mac,
+        ip,
+        [0; 6],
+        target,
+    )
 }
 
 /// The reply to `req` from `mac`, which owns `req.tpa`.
 pub fn arp_reply(mac: Mac, req: &Arp) -> Vec<u8> {
-    let mut f = eth(req.sha, mac, ETH_P_ARP);
-    arp_body(&mut f, 2, mac, req.tpa.octets(), req.sha, req.spa.octets());
-    pad(f)
+    arp_frame(
+        req.sha,
+        EtherType::Arp,
+        ArpOp::Reply,
+        mac,
+        req.tpa,
+        req.sha,
+        req.spa,
+    )
 }
 
-fn ip_checksum(b: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for c in b.chunks(2) {
-        sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// If `f` is an ICMP echo request to one of `own` (IPv4, no options), the echo reply from `mac`.
+/// If `f` is an ICMP echo request to one of `own` (IPv4), the echo reply from `mac`: the same
+/// packet (options and data) with the addresses swapped, TTL 64 and both checksums redone.
 pub fn icmp_echo_reply(f: &[u8], mac: Mac, own: &[Ipv4Addr]) -> Option<Vec<u8>> {
-    if f.len() < 42 || f[12..14] != [0x08, 0x00] || f[14] != 0x45 || f[23] != 1 || f[34] != 8 {
+    let e = EthernetFrame::new_checked(f).ok()?;
+    if e.ethertype() != EtherType::Ipv4 {
         return None;
     }
-    let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
-    let dst = Ipv4Addr::new(f[30], f[31], f[32], f[33]);
-    if !own.contains(&dst) || total < 28 || 14 + total > f.len() {
+    let ip = Ipv4Packet::new_checked(e.payload()).ok()?;
+    if ip.protocol() != IpProtocol::Icmp || ip.frag_offset() != 0 || ip.more_frags() {
         return None;
     }
-    let mut r = f[..14 + total].to_vec();
-    r[..6].copy_from_slice(&f[6..12]);
-    r[6..12].copy_from_slice(&mac);
-    r.copy_within(26..30, 30); // the request's source becomes the destination
-    r[26..30].copy_from_slice(&dst.octets());
-    r[22] = 64; // TTL
-    r[24..26].copy_from_slice(&[0, 0]);
-    let c = ip_checksum(&r[14..34]);
-    r[24..26].copy_from_slice(&c.to_be_bytes());
-    r[34] = 0; // echo reply
-    r[36..38].copy_from_slice(&[0, 0]);
-    let c = ip_checksum(&r[34..14 + total]);
-    r[36..38].copy_from_slice(&c.to_be_bytes());
+    let echo = IcmpPacket::new_checked(ip.payload()).ok()?;
+    if echo.msg_type() != icmp::ECHO_REQUEST || !own.contains(&ip.dst()) {
+        return None;
+    }
+    let (src, dst, hl) = (ip.src(), ip.dst(), ip.header_len());
+    let total = usize::from(ip.total_len());
+    let mut r = f[..ETH + total].to_vec();
+    let mut re = EthernetFrame::new_unchecked(&mut r[..]);
+    re.set_dst(e.src());
+    re.set_src(mac);
+    let mut rip = Ipv4Packet::new_unchecked(&mut r[ETH..]);
+    rip.set_src(dst);
+    rip.set_dst(src);
+    rip.set_ttl(64);
+    rip.fill_checksum();
+    let mut ri = IcmpPacket::new_unchecked(&mut r[ETH + hl..ETH + total]);
+    ri.set_type(icmp::ECHO_REPLY, 0);
+    ri.set_checksum(0);
+    let c = checksum::checksum(ri.as_bytes());
+    ri.set_checksum(c);
     Some(pad(r))
 }
 
@@ -364,8 +393,8 @@ mod arp_tests {
         assert_eq!(&r[26..30], &[198, 18, 0, 10]);
         assert_eq!(&r[30..34], &[198, 18, 0, 2]);
         assert_eq!(r[34], 0);
-        assert_eq!(ip_checksum(&r[14..34]), 0);
-        assert_eq!(ip_checksum(&r[34..50]), 0);
+        assert!(checksum::verify(&r[14..34]));
+        assert!(checksum::verify(&r[34..50]));
         assert!(
             icmp_echo_reply(&f, me, &[Ipv4Addr::new(1, 1, 1, 1)]).is_none(),
             "not ours"
@@ -387,29 +416,46 @@ pub struct Nd {
     pub target: Ipv6Addr,
 }
 
-fn ip6(b: &[u8]) -> Ipv6Addr {
-    let mut o = [0u8; 16];
-    o.copy_from_slice(&b[..16]);
-    Ipv6Addr::from(o)
+/// An Ethernet frame read as IPv6 carrying ICMPv6.
+type Icmpv6Frame<'a> = (
+    EthernetFrame<&'a [u8]>,
+    Ipv6Packet<&'a [u8]>,
+    IcmpPacket<&'a [u8]>,
+);
+
+/// The IPv6 packet and its ICMPv6 message of an Ethernet frame (no extension headers).
+fn icmpv6_of(f: &[u8]) -> Option<Icmpv6Frame<'_>> {
+    let e = EthernetFrame::new_checked(f).ok()?;
+    if e.ethertype() != EtherType::Ipv6 {
+        return None;
+    }
+    let ip = Ipv6Packet::new_checked(&f[ETH..]).ok()?;
+    if ip.next_header() != IpProtocol::Icmpv6 {
+        return None;
+    }
+    let end = ETH + ipv6::HEADER_LEN + usize::from(ip.payload_len());
+    let msg = IcmpPacket::new_checked(&f[ETH + ipv6::HEADER_LEN..end]).ok()?;
+    Some((e, ip, msg))
 }
 
 /// Parses an Ethernet frame carrying an NS or NA.
 pub fn parse_nd(f: &[u8]) -> Option<Nd> {
-    if f.len() < 78 || f[12..14] != [0x86, 0xdd] || f[20] != 58 || f[21] != 255 {
-        return None;
-    }
-    let kind = f[54];
-    if kind != 135 && kind != 136 {
+    let (e, ip, msg) = icmpv6_of(f)?;
+    let kind = msg.msg_type();
+    if ip.hop_limit() != 255
+        || (kind != icmp::V6_NEIGHBOR_SOLICIT && kind != icmp::V6_NEIGHBOR_ADVERT)
+    {
         return None;
     }
     Some(Nd {
         kind,
-        src_mac: f[6..12].try_into().ok()?,
-        src: ip6(&f[22..38]),
-        target: ip6(&f[62..78]),
+        src_mac: e.src(),
+        src: ip.src(),
+        target: msg.nd_target()?,
     })
 }
 
+/// An IPv6 frame carrying the ICMPv6 message `icmp` (its checksum computed here).
 fn ipv6_frame(
     dst_mac: Mac,
     src_mac: Mac,
@@ -419,25 +465,24 @@ fn ipv6_frame(
     mut icmp: Vec<u8>,
 ) -> Vec<u8> {
     let sum = icmpv6_checksum(src, dst, &icmp);
-    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
-    let mut f = eth(dst_mac, src_mac, ETH_P_IPV6);
-    f.extend_from_slice(&[0x60, 0, 0, 0]);
-    f.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
-    f.extend_from_slice(&[58, hop]);
-    f.extend_from_slice(&src.octets());
-    f.extend_from_slice(&dst.octets());
-    f.extend_from_slice(&icmp);
+    IcmpPacket::new_unchecked(&mut icmp[..]).set_checksum(sum);
+    let mut f = eth(
+        dst_mac,
+        src_mac,
+        EtherType::Ipv6,
+        ipv6::HEADER_LEN + icmp.len(),
+    );
+    let mut ip = Ipv6Packet::new_unchecked(&mut f[ETH..]);
+    ip.fill(src, dst, IpProtocol::Icmpv6, icmp.len(), hop);
+    ip.payload_mut().copy_from_slice(&icmp);
     pad(f)
 }
 
 /// A solicited advertisement of `own` at `mac`, answering `ns`.
 pub fn solicited_na(mac: Mac, own: Ipv6Addr, ns: &Nd) -> Vec<u8> {
-    let mut icmp = vec![136, 0, 0, 0];
-    icmp.extend_from_slice(&0x6000_0000u32.to_be_bytes()); // Solicited | Override
-    icmp.extend_from_slice(&own.octets());
-    icmp.extend_from_slice(&[2, 1]);
-    icmp.extend_from_slice(&mac);
-    ipv6_frame(ns.src_mac, mac, own, ns.src, 255, icmp)
+    // Solicited | Override; option 2: target link-layer address.
+    let na = nd_message(icmp::V6_NEIGHBOR_ADVERT, [0x60, 0, 0, 0], own, 2, mac);
+    ipv6_frame(ns.src_mac, mac, own, ns.src, 255, na)
 }
 
 /// A neighbour solicitation from `src` at `mac` for `target` (to its solicited-node group).
@@ -453,46 +498,38 @@ pub fn neighbour_solicitation(mac: Mac, src: Ipv6Addr, target: Ipv6Addr) -> Vec<
         0xff00 | u16::from(t[13]),
         u16::from_be_bytes([t[14], t[15]]),
     );
-    let mut icmp = vec![135, 0, 0, 0, 0, 0, 0, 0];
-    icmp.extend_from_slice(&t);
-    icmp.extend_from_slice(&[1, 1]);
-    icmp.extend_from_slice(&mac);
+    // Option 1: source link-layer address.
+    let ns = nd_message(icmp::V6_NEIGHBOR_SOLICIT, [0; 4], target, 1, mac);
     ipv6_frame(
         [0x33, 0x33, 0xff, t[13], t[14], t[15]],
         mac,
         src,
         group,
         255,
-        icmp,
+        ns,
     )
 }
 
 /// If `f` is an ICMPv6 echo request to one of `own`, the echo reply from `mac`.
 pub fn icmpv6_echo_reply(f: &[u8], mac: Mac, own: &[Ipv6Addr]) -> Option<Vec<u8>> {
-    if f.len() < 62 || f[12..14] != [0x86, 0xdd] || f[20] != 58 || f[54] != 128 {
+    let (e, ip, msg) = icmpv6_of(f)?;
+    if msg.msg_type() != icmp::V6_ECHO_REQUEST || !own.contains(&ip.dst()) {
         return None;
     }
-    let plen = usize::from(u16::from_be_bytes([f[18], f[19]]));
-    let (src, dst) = (ip6(&f[22..38]), ip6(&f[38..54]));
-    if !own.contains(&dst) || plen < 8 || 54 + plen > f.len() {
-        return None;
-    }
-    let mut icmp = f[54..54 + plen].to_vec();
-    icmp[0] = 129;
-    icmp[2..4].copy_from_slice(&[0, 0]);
-    Some(ipv6_frame(
-        f[6..12].try_into().ok()?,
-        mac,
-        dst,
-        src,
-        64,
-        icmp,
-    ))
+    let mut reply = msg.as_bytes().to_vec();
+    let mut r = IcmpPacket::new_unchecked(&mut reply[..]);
+    r.set_type(icmp::V6_ECHO_REPLY, 0);
+    r.set_checksum(0);
+    Some(ipv6_frame(e.src(), mac, ip.dst(), ip.src(), 64, reply))
 }
 
 #[cfg(test)]
 mod nd_tests {
     use super::*;
+
+    fn ip6(b: &[u8]) -> Ipv6Addr {
+        Ipv6Addr::from(<[u8; 16]>::try_from(b).unwrap())
+    }
 
     #[test]
     fn ns_na_round_trip_and_checksums_verify() {

@@ -17,5 +17,6 @@ pub mod host;
 pub mod metrics;
 pub mod netlink;
 pub mod notify;
+pub mod parse_status;
 pub mod privs;
 pub mod topology;

@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use crossbeam_utils::CachePadded;
 
+use crate::wire::{Mac, ethernet};
+
 /// The most members a bond can have.
 pub const MAX_MEMBERS: usize = 8;
 /// "No member": no active member (carrier down), or no draining member.
@@ -183,26 +185,6 @@ impl Punt {
             self.own_mac.load(Ordering::Relaxed),
         )
     }
-
-    /// What a frame is to the appliance: `(to control, consumed)`.
-    #[inline]
-    pub fn classify(frame: &[u8], arp: bool, own_mac: u64) -> (bool, bool) {
-        let Some(hdr) = frame.get(..14) else {
-            return (false, false);
-        };
-        let dst = u64::from_be_bytes([0, 0, hdr[0], hdr[1], hdr[2], hdr[3], hdr[4], hdr[5]]);
-        let own = own_mac != 0 && dst == own_mac;
-        // One 802.1Q tag may come before the EtherType: neighbour discovery on a VLAN of the
-        // bond (control reads it untagged and answers on the same VLAN).
-        let ethertype = match &hdr[12..14] {
-            [0x81, 0x00] => frame.get(16..18).unwrap_or(&[0, 0]),
-            t => t,
-        };
-        let nd = arp
-            && (*ethertype == [0x08, 0x06]
-                || (*ethertype == [0x86, 0xdd] && hdr[..3] == [0x33, 0x33, 0xff]));
-        (own || nd, own)
-    }
 }
 
 impl Default for Punt {
@@ -212,9 +194,7 @@ impl Default for Punt {
 }
 
 /// A MAC address as the 48-bit number [`Punt::own_mac`] holds.
-pub fn mac_u64(mac: &[u8; 6]) -> u64 {
-    u64::from_be_bytes([0, 0, mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]])
-}
+pub use crate::wire::ethernet::mac_u64;
 
 /// MAC addresses seen on the near side of a bond's cross-connect, for re-announcing them after a
 /// failover. Direct-mapped and fixed in size: a new address overwrites the one in its slot
@@ -257,24 +237,18 @@ impl SeenMacs {
         self.epoch.elapsed().as_secs() as u16
     }
 
-    /// Records the source of Ethernet frame `frame` (and its VLAN, if it carries an 802.1Q
-    /// tag) seen at second `now_s`. Multicast sources and runts are ignored.
+    /// Records host `src` on VLAN `vid` (0: untagged; an 802.1Q tag's id, from the frame's
+    /// verdict) seen at second `now_s`. Multicast and zero sources are ignored.
     #[inline]
-    pub fn learn(&self, frame: &[u8], now_s: u16) {
-        let Some(src) = frame.get(6..12) else {
-            return;
-        };
-        if src[0] & 1 != 0 {
+    pub fn learn(&self, src: &Mac, vid: u16, now_s: u16) {
+        if ethernet::is_multicast(src) {
             return;
         }
-        let m = u64::from_be_bytes([0, 0, src[0], src[1], src[2], src[3], src[4], src[5]]);
+        let m = mac_u64(src);
         if m == 0 {
             return;
         }
-        let vid = match frame.get(12..16) {
-            Some([0x81, 0x00, hi, lo]) => u64::from(u16::from_be_bytes([*hi, *lo]) & 0x0fff),
-            _ => 0,
-        };
+        let vid = u64::from(vid & 0x0fff);
         let key = m | (vid + 1) << 48;
         // Fibonacci hashing of the key onto the table: the product's top bits depend on every
         // bit of the key (a 1-entry table shifts by 64: checked_shr gives 0).
@@ -355,98 +329,29 @@ mod tests {
             f.resize(60, 0);
             f
         };
-        t.learn(&frame(a, None), 10);
-        t.learn(&frame([1, 0, 0x5e, 0, 0, 1], None), 10); // multicast: ignored
-        t.learn(&frame([0; 6], None), 10);
-        t.learn(&a[..5], 10); // runt: ignored
+        // What the worker does: parse once, learn from the verdict's source and VLAN.
+        let learn = |t: &SeenMacs, f: Vec<u8>, now: u16| {
+            let h = crate::wire::parse(&f);
+            t.learn(&h.src, h.dot1q_vid(), now);
+        };
+        learn(&t, frame(a, None), 10);
+        learn(&t, frame([1, 0, 0x5e, 0, 0, 1], None), 10); // multicast: ignored
+        learn(&t, frame([0; 6], None), 10);
         assert_eq!(t.recent(10, 5), vec![(a, None)]);
         assert_eq!(t.recent(20, 5), Vec::new(), "aged out");
-        t.learn(&frame(a, None), 19);
+        learn(&t, frame(a, None), 19);
         assert_eq!(t.recent(20, 5), vec![(a, None)]);
         // The same host on VLAN 100 is a second entry; a priority tag (VLAN 0) is untagged.
-        t.learn(&frame(a, Some(100)), 19);
+        learn(&t, frame(a, Some(100)), 19);
         let mut r = t.recent(20, 5);
         r.sort();
         assert_eq!(r, vec![(a, None), (a, Some(100))]);
         let t2 = SeenMacs::new(8);
-        t2.learn(&frame(a, Some(0)), 1);
+        learn(&t2, frame(a, Some(0)), 1);
         assert_eq!(t2.recent(1, 5), vec![(a, None)]);
         // Time wraps at 2^16 seconds.
-        t.learn(&frame(a, None), u16::MAX);
+        learn(&t, frame(a, None), u16::MAX);
         assert_eq!(t.recent(2, 5), vec![(a, None)]);
-    }
-
-    #[test]
-    fn punt_classifies_arp_and_own_mac() {
-        let own = [2, 0, 0, 0, 0xb, 1];
-        let mut f = [0u8; 60];
-        f[..6].copy_from_slice(&[0xff; 6]);
-        f[12..14].copy_from_slice(&[0x08, 0x06]);
-        assert_eq!(
-            Punt::classify(&f, true, mac_u64(&own)),
-            (true, false),
-            "broadcast ARP: copy"
-        );
-        assert_eq!(
-            Punt::classify(&f, false, mac_u64(&own)),
-            (false, false),
-            "ARP off"
-        );
-        f[..6].copy_from_slice(&own);
-        assert_eq!(
-            Punt::classify(&f, true, mac_u64(&own)),
-            (true, true),
-            "ARP to us: consumed"
-        );
-        f[12..14].copy_from_slice(&[0x08, 0x00]);
-        assert_eq!(
-            Punt::classify(&f, false, mac_u64(&own)),
-            (true, true),
-            "IPv4 to us"
-        );
-        assert_eq!(Punt::classify(&f, false, 0), (false, false), "no own MAC");
-        assert_eq!(Punt::classify(&f[..10], true, 1), (false, false), "runt");
-        let mut ns = [0u8; 78];
-        ns[..6].copy_from_slice(&[0x33, 0x33, 0xff, 0, 0, 0x10]);
-        ns[12..14].copy_from_slice(&[0x86, 0xdd]);
-        assert_eq!(
-            Punt::classify(&ns, true, mac_u64(&own)),
-            (true, false),
-            "NS: copy"
-        );
-        ns[..6].copy_from_slice(&[0x33, 0x33, 0, 0, 0, 1]);
-        assert_eq!(
-            Punt::classify(&ns, true, mac_u64(&own)),
-            (false, false),
-            "all-nodes: not ND"
-        );
-        // On a VLAN: the EtherType after the 802.1Q tag decides.
-        let mut tagged = [0u8; 64];
-        tagged[..6].copy_from_slice(&[0xff; 6]);
-        tagged[12..18].copy_from_slice(&[0x81, 0x00, 0x00, 100, 0x08, 0x06]);
-        assert_eq!(
-            Punt::classify(&tagged, true, mac_u64(&own)),
-            (true, false),
-            "tagged ARP: copy"
-        );
-        tagged[16..18].copy_from_slice(&[0x08, 0x00]);
-        assert_eq!(
-            Punt::classify(&tagged, true, mac_u64(&own)),
-            (false, false),
-            "tagged IPv4 broadcast: not ND"
-        );
-        tagged[..6].copy_from_slice(&[0x33, 0x33, 0xff, 0, 0, 0x10]);
-        tagged[16..18].copy_from_slice(&[0x86, 0xdd]);
-        assert_eq!(
-            Punt::classify(&tagged, true, mac_u64(&own)),
-            (true, false),
-            "tagged NS: copy"
-        );
-        assert_eq!(
-            Punt::classify(&tagged[..16], true, mac_u64(&own)),
-            (false, false),
-            "tag without EtherType"
-        );
     }
 
     #[test]

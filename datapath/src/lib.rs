@@ -3,8 +3,10 @@
 //! # Layers
 //! - [`params`]: validated sizes (ring, frame, burst) that control builds from its config.
 //! - [`xsk`]: UMEM, sockets, rings and the XDP program. The only module with `unsafe` code.
-//! - [`worker`]: the per-core run-to-completion loop: RX burst → process → TX burst, refill,
-//!   reap completions, kick the kernel only when a ring asks.
+//! - [`wire`]: zero-copy packet views and [`wire::parse`], the one walk of a frame.
+//! - [`worker`]: the per-core run-to-completion loop: RX burst → classify (one parse per frame)
+//!   → punt, gate, learn → TX burst, refill, reap completions, kick the kernel only when a ring
+//!   asks.
 //! - [`bond`]: active-backup bonding, datapath side: the active member as one atomic word.
 //! - [`tap`]: capture taps: bounded copies of frames for pcap writers in control.
 //! - [`stats`]: single-writer counters the workers keep and control reads.
@@ -13,6 +15,10 @@
 //! A worker owns its UMEM, its sockets and their rings outright (shared nothing); control
 //! builds it, then moves it onto its pinned thread. Control and workers share only atomics: the
 //! stop flag, link states and counters. Workers never block, allocate, lock or log per packet.
+//!
+//! # Features
+//! `xdp` (default): the AF_XDP and XDP modules ([`xsk`]) and the worker loop over them. Without
+//! it: the views, the classify pass, counters and bond state, for the fuzz targets' build.
 //!
 //! # Frame ownership
 //! A frame is in exactly one place: a worker's free pool, a fill ring, a burst in a worker's
@@ -30,5 +36,7 @@ pub mod bond;
 pub mod params;
 pub mod stats;
 pub mod tap;
+pub mod wire;
 pub mod worker;
+#[cfg(feature = "xdp")]
 pub mod xsk;

@@ -10,6 +10,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use crossbeam_utils::CachePadded;
 
+use crate::{
+    wire::{FrameClass, ParseError},
+    worker::classify::Tally,
+};
+
 /// Why the worker dropped a frame. Every drop has one of these, and a counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(usize)]
@@ -107,6 +112,12 @@ pub struct QueueCounters {
     /// Bytes of those frames.
     pub tx_bytes: Counter,
     drops: [Counter; DropReason::ALL.len()],
+    /// Frames that did not parse, by reason (forwarded unless strict).
+    parse_errors: [Counter; ParseError::COUNT],
+    /// Frames dropped because they did not parse (strict), by reason.
+    parse_drops: [Counter; ParseError::COUNT],
+    /// Frames received by class.
+    classes: [Counter; FrameClass::COUNT],
 }
 
 impl QueueCounters {
@@ -121,6 +132,45 @@ impl QueueCounters {
     /// Drops counted for `reason`.
     pub fn drops(&self, reason: DropReason) -> u64 {
         self.drops[reason as usize].get()
+    }
+
+    /// Counts what a burst's classify pass found: classes, parse errors, runts and (strict)
+    /// parse drops. Once per burst; a zero adds nothing.
+    #[inline]
+    pub fn count_burst(&self, t: &Tally) {
+        for (c, &n) in self.classes.iter().zip(&t.classes) {
+            if n != 0 {
+                c.add(u64::from(n));
+            }
+        }
+        self.count_drop(DropReason::RxRunt, u64::from(t.runts));
+        if t.any_error {
+            #[cold]
+            fn errors(q: &QueueCounters, t: &Tally) {
+                for (c, &n) in q.parse_errors.iter().zip(&t.errors) {
+                    c.add(u64::from(n));
+                }
+                for (c, &n) in q.parse_drops.iter().zip(&t.parse_drops_by) {
+                    c.add(u64::from(n));
+                }
+            }
+            errors(self, t);
+        }
+    }
+
+    /// Frames that did not parse for `reason`.
+    pub fn parse_errors(&self, reason: ParseError) -> u64 {
+        self.parse_errors[reason as usize].get()
+    }
+
+    /// Frames dropped because they did not parse for `reason` (strict).
+    pub fn parse_drops(&self, reason: ParseError) -> u64 {
+        self.parse_drops[reason as usize].get()
+    }
+
+    /// Frames received of class `class`.
+    pub fn class(&self, class: FrameClass) -> u64 {
+        self.classes[class as usize].get()
     }
 }
 

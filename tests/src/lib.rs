@@ -26,6 +26,7 @@
 //! `panic = "unwind"`; a `panic = "abort"` profile would skip it).
 
 pub mod deps;
+pub mod fixture;
 pub mod isopathd;
 
 use std::ffi::OsStr;

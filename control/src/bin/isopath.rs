@@ -518,20 +518,20 @@ fn print_status(v: &Value) {
             u(p, "tx_packets"),
             u(p, "tx_bytes")
         );
-        let drops: Vec<String> = p["drops"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| format!("{k} {}", v.as_u64().unwrap_or(0)))
-            .collect();
-        println!("    drops: {}", drops.join(", "));
-        let xsk: Vec<String> = p["xsk"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| format!("{k} {}", v.as_u64().unwrap_or(0)))
-            .collect();
-        println!("    kernel xsk: {}", xsk.join(", "));
+        for (label, key) in [
+            ("drops", "drops"),
+            ("parse errors", "parse_errors"),
+            ("classes", "classes"),
+            ("kernel xsk", "xsk"),
+        ] {
+            let kv: Vec<String> = p[key]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| format!("{k} {}", v.as_u64().unwrap_or(0)))
+                .collect();
+            println!("    {label}: {}", kv.join(", "));
+        }
     }
     for w in v["workers"].as_array().into_iter().flatten() {
         let f = &w["frames"];
