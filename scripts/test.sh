@@ -42,6 +42,8 @@ phase "fuzz compile" cargo build --locked -p isopath-fuzz --bins
 # The parser target (packet views and the classify pass) under libFuzzer for 60 s. cargo-fuzz
 # needs a nightly toolchain (sanitizer flags); the datapath is built without its XDP modules.
 if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+    # The corpus directory is the fuzzer's working set (not committed); the seeds are.
+    mkdir -p fuzz/corpus/parser
     phase "fuzz parser 60 s (nightly)" \
         cargo +nightly fuzz run parser --no-default-features fuzz/corpus/parser fuzz/seeds/parser \
         -- -max_total_time=60
