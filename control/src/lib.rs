@@ -17,3 +17,4 @@ pub mod host;
 pub mod netlink;
 pub mod notify;
 pub mod privs;
+pub mod proto;

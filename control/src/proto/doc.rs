@@ -1,0 +1,1 @@
+//! Checks docs/protocol.md against the code.
