@@ -468,4 +468,4 @@ impl Message {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

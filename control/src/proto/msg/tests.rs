@@ -150,7 +150,7 @@ fn bond() -> BondMsg {
     }
 }
 
-fn flow() -> FlowMsg {
+pub(crate) fn flow() -> FlowMsg {
     FlowMsg {
         id: 0x0001_0000_0000_002a,
         zone: 3,
