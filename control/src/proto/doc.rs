@@ -8,8 +8,8 @@ use super::{
     attrs,
     msg::{
         ArpAllTargets, ArpValidate, BindMode, BondEventKind, BondMode, CaptureDir, DaemonState,
-        ErrorKind, FailOverMac, Group, LinkKind, MemberLink, MemberState, OperState,
-        REPLY_TYPES, REQUEST_TYPES, Reselect, TYPE_NAMES, TcpState, XdpMode,
+        ErrorKind, FailOverMac, Group, LinkKind, MemberLink, MemberState, OperState, REPLY_TYPES,
+        REQUEST_TYPES, Reselect, TYPE_NAMES, TcpState, XdpMode,
     },
     nl,
 };
@@ -42,7 +42,10 @@ fn section_rows(head: &str) -> Vec<Vec<String>> {
             rows.push(cells);
         }
     }
-    assert!(!rows.is_empty(), "docs/protocol.md has no table under {head:?}");
+    assert!(
+        !rows.is_empty(),
+        "docs/protocol.md has no table under {head:?}"
+    );
     rows
 }
 

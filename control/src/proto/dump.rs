@@ -425,7 +425,7 @@ mod tests {
         fn dump(&mut self, part: &mut Part<'_>) -> Step {
             let stop = (self.slot + 100).min(self.slots);
             while self.slot < stop {
-                if self.slot % self.every == 0 {
+                if self.slot.is_multiple_of(self.every) {
                     let f = FlowMsg {
                         id: self.slot,
                         ..flow()

@@ -1009,3 +1009,41 @@ fn a_full_buffer_is_reported_not_overrun() {
         assert!(e.is_empty());
     }
 }
+
+/// The fuzz target's seeds: one datagram per sample request and reply, and one with several
+/// messages. `ISOPATH_BLESS=1 cargo test fuzz_seeds` rewrites them after a format change.
+#[test]
+fn fuzz_seeds_are_the_samples() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/proto");
+    let mut seeds: Vec<(String, Vec<u8>)> = Vec::new();
+    for (i, (r, flags)) in requests().iter().enumerate() {
+        let name = type_name(r.kind()).unwrap_or("?");
+        seeds.push((format!("req-{i:02}-{name}"), encode_request(r, *flags)));
+    }
+    for (i, (m, flags)) in replies().iter().enumerate() {
+        let mut buf = vec![0u8; 8192];
+        let mut e = Encoder::new(&mut buf);
+        m.encode(&mut e, *flags, 5, 6).unwrap();
+        let name = type_name(m.kind()).unwrap_or("?");
+        seeds.push((format!("rep-{i:02}-{name}"), e.bytes().to_vec()));
+    }
+    let mut several = Vec::new();
+    for (r, flags) in requests().iter().take(4) {
+        several.extend(encode_request(r, *flags));
+    }
+    seeds.push(("req-datagram-of-four".into(), several));
+    if std::env::var_os("ISOPATH_BLESS").is_some() {
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, bytes) in &seeds {
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
+    }
+    for (name, bytes) in &seeds {
+        let stored = std::fs::read(dir.join(name))
+            .unwrap_or_else(|e| panic!("seed {name}: {e}; ISOPATH_BLESS=1 writes it"));
+        assert_eq!(
+            &stored, bytes,
+            "seed {name} is stale; ISOPATH_BLESS=1 rewrites it"
+        );
+    }
+}
