@@ -242,7 +242,7 @@ mod tests {
     use super::*;
     use crate::proto::{
         attr::Ctx,
-        msg::{FlowMsg, Message, kind, tests::flow},
+        msg::{FlowMsg, Message, kind, samples::flow},
         nl::messages,
     };
 

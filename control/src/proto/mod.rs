@@ -41,7 +41,9 @@ pub mod attrs;
 #[cfg(test)]
 mod doc;
 pub mod dump;
+mod enc;
 pub mod error;
 pub mod frame;
+mod macros;
 pub mod msg;
 pub mod nl;

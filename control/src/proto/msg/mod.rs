@@ -468,4 +468,6 @@ impl Message {
 }
 
 #[cfg(test)]
-pub(crate) mod tests;
+pub(crate) mod samples;
+#[cfg(test)]
+mod tests;
