@@ -468,4 +468,25 @@ mod tests {
         assert_eq!(ids, [0, 450, 900]);
         assert!(empty >= 5, "{empty} empty turns");
     }
+
+    #[test]
+    fn the_smallest_dump_buffer_holds_the_largest_flow_record_and_done() {
+        use std::net::{IpAddr, Ipv6Addr};
+        let v6 = IpAddr::V6(Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 1));
+        let max = FlowMsg {
+            src: v6,
+            dst: v6,
+            event_ns: Some(u64::MAX),
+            ..flow()
+        };
+        let mut buf = [0u8; crate::proto::frame::MIN_DUMP_BUF];
+        let mut p = Part::new(&mut buf, 7, 8, false);
+        p.push(kind::NEWFLOW, &max).unwrap();
+        p.done(0, &ExtAck::default()).unwrap();
+        assert!(
+            p.len() <= crate::proto::frame::MIN_DUMP_BUF / 2,
+            "{} bytes",
+            p.len()
+        );
+    }
 }
