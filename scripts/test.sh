@@ -42,12 +42,15 @@ phase "fuzz compile" cargo build --locked -p isopath-fuzz --bins
 # The parser target (packet views and the classify pass) under libFuzzer for 60 s. cargo-fuzz
 # needs a nightly toolchain (sanitizer flags); the datapath is built without its XDP modules.
 if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
-    # The corpus directory is the fuzzer's working set (not committed); the seeds are.
-    mkdir -p fuzz/corpus/parser
+    # The corpus directories are the fuzzers' working sets (not committed); the seeds are.
+    mkdir -p fuzz/corpus/parser fuzz/corpus/proto
     phase "fuzz parser 60 s (nightly)" \
         cargo +nightly fuzz run parser --no-default-features fuzz/corpus/parser fuzz/seeds/parser \
         -- -max_total_time=60
+    # The control protocol's decoders (requests and replies, lax and strict).
+    phase "fuzz proto 60 s (nightly)" \
+        cargo +nightly fuzz run proto fuzz/corpus/proto fuzz/seeds/proto -- -max_total_time=60
 else
-    echo "=== phase: fuzz parser: SKIPPED, no nightly toolchain installed (rustup toolchain list)"
+    echo "=== phase: fuzz parser and proto: SKIPPED, no nightly toolchain installed (rustup toolchain list)"
 fi
 echo "=== all phases ok (${SECONDS} s)"

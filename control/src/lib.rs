@@ -19,4 +19,6 @@ pub mod netlink;
 pub mod notify;
 pub mod parse_status;
 pub mod privs;
+/// The control protocol (its own crate, so its fuzz target builds without the datapath).
+pub use isopath_proto as proto;
 pub mod topology;

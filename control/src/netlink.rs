@@ -4,7 +4,13 @@
 //! flags; the carrier is `IFF_LOWER_UP`. The watcher thread blocks in `recv` and hands each
 //! event to a callback at once, so a carrier loss reaches the bond within microseconds of the
 //! kernel's notification (Linux bonding's default is a 100 ms miimon poll, DPDK's 10 ms).
-//! Messages are parsed with safe slice reads; anything malformed is counted and skipped.
+//! Messages are split with `netlink-packet-core`'s `NetlinkBuffer` and their `ifinfomsg` read
+//! with `netlink-packet-route`'s `LinkHeader`; anything malformed is counted and skipped.
+//!
+//! Only the `ifinfomsg` is parsed, not the attributes: index and flags are all the carrier
+//! needs, and a full `LinkMessage` parse (a kernel `RTM_NEWLINK` carries dozens of attributes)
+//! would allocate per event and fail the whole message on an attribute layout the crate's
+//! version does not know, losing a carrier change.
 
 use std::{
     io,
@@ -15,6 +21,13 @@ use std::{
     thread::JoinHandle,
 };
 
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+};
+use netlink_packet_route::{
+    RouteNetlinkMessage,
+    link::{LinkFlags, LinkHeader, LinkMessage},
+};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
 /// `RTMGRP_LINK` (include/uapi/linux/rtnetlink.h).
@@ -22,12 +35,8 @@ const RTMGRP_LINK: u32 = 1;
 /// `RTM_NEWLINK`, `RTM_DELLINK`.
 const RTM_NEWLINK: u16 = 16;
 const RTM_DELLINK: u16 = 17;
-/// `IFF_UP`, `IFF_LOWER_UP` (include/uapi/linux/if.h).
-const IFF_UP: u32 = 1;
-const IFF_LOWER_UP: u32 = 1 << 16;
-/// `struct nlmsghdr` and `struct ifinfomsg` sizes.
+/// `struct nlmsghdr` size.
 const NLMSG_HDR: usize = 16;
-const IFINFOMSG: usize = 16;
 
 /// A link's state in one `RTM_NEWLINK`/`RTM_DELLINK`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,23 +52,25 @@ pub struct LinkEvent {
 pub fn parse(mut buf: &[u8], out: &mut Vec<LinkEvent>) -> u64 {
     let mut bad = 0;
     while buf.len() >= NLMSG_HDR {
-        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-        let kind = u16::from_ne_bytes([buf[4], buf[5]]);
-        if len < NLMSG_HDR || len > buf.len() {
+        let Ok(msg) = NetlinkBuffer::new_checked(buf) else {
+            // A length shorter than the header or past the buffer: nothing after it can be
+            // trusted to start on a message boundary.
             return bad + 1;
-        }
-        let body = &buf[NLMSG_HDR..len];
+        };
+        let len = msg.length() as usize;
+        let kind = msg.message_type();
         if kind == RTM_NEWLINK || kind == RTM_DELLINK {
-            if body.len() >= IFINFOMSG {
-                let ifindex = i32::from_ne_bytes([body[4], body[5], body[6], body[7]]);
-                let flags = u32::from_ne_bytes([body[8], body[9], body[10], body[11]]);
-                let up = kind == RTM_NEWLINK && flags & IFF_UP != 0 && flags & IFF_LOWER_UP != 0;
-                match u32::try_from(ifindex) {
-                    Ok(ifindex) => out.push(LinkEvent { ifindex, up }),
-                    Err(_) => bad += 1,
+            match LinkHeader::parse(msg.payload()) {
+                Ok(h) if h.index <= i32::MAX as u32 => {
+                    let up =
+                        kind == RTM_NEWLINK && h.flags.contains(LinkFlags::Up | LinkFlags::LowerUp);
+                    out.push(LinkEvent {
+                        ifindex: h.index,
+                        up,
+                    });
                 }
-            } else {
-                bad += 1;
+                // Too short for an ifinfomsg, or a negative ifi_index.
+                _ => bad += 1,
             }
         }
         // Messages are 4-byte aligned (NLMSG_ALIGN).
@@ -127,11 +138,6 @@ pub fn spawn_link_watcher(
     Ok((thread, stats))
 }
 
-/// `NLM_F_REQUEST`, `NLM_F_ACK`; `NLMSG_ERROR`.
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_ACK: u16 = 4;
-const NLMSG_ERROR: u16 = 2;
-
 /// Sets interface `ifindex` administratively up or down (`RTM_NEWLINK` with `IFF_UP` in
 /// `ifi_change`), as `ip link set dev X up|down` does, and waits for the kernel's answer.
 ///
@@ -140,36 +146,58 @@ const NLMSG_ERROR: u16 = 2;
 pub fn set_link_up(ifindex: u32, up: bool) -> io::Result<()> {
     let mut sock = Socket::new(NETLINK_ROUTE)?;
     sock.bind_auto()?;
-    let mut msg = Vec::with_capacity(NLMSG_HDR + IFINFOMSG);
-    msg.extend_from_slice(&((NLMSG_HDR + IFINFOMSG) as u32).to_ne_bytes());
-    msg.extend_from_slice(&RTM_NEWLINK.to_ne_bytes());
-    msg.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
-    msg.extend_from_slice(&1u32.to_ne_bytes()); // seq
-    msg.extend_from_slice(&0u32.to_ne_bytes()); // pid: the kernel
-    msg.extend_from_slice(&[0, 0, 0, 0]); // family AF_UNSPEC, pad, type
-    msg.extend_from_slice(&(ifindex as i32).to_ne_bytes());
-    msg.extend_from_slice(&(if up { IFF_UP } else { 0 }).to_ne_bytes());
-    msg.extend_from_slice(&IFF_UP.to_ne_bytes()); // change: only IFF_UP
-    sock.send_to(&msg, &SocketAddr::new(0, 0), 0)?;
+    sock.send_to(&set_link_msg(ifindex, up), &SocketAddr::new(0, 0), 0)?;
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     sock.recv(&mut buf, 0)?;
-    // The ack is an NLMSG_ERROR carrying errno 0 on success (negative errno otherwise).
-    if buf.len() >= NLMSG_HDR + 4 && u16::from_ne_bytes([buf[4], buf[5]]) == NLMSG_ERROR {
-        let err = i32::from_ne_bytes([buf[16], buf[17], buf[18], buf[19]]);
-        if err != 0 {
-            return Err(io::Error::from_raw_os_error(-err));
-        }
-        return Ok(());
+    ack(&buf)
+}
+
+/// The `RTM_NEWLINK` request of [`set_link_up`].
+fn set_link_msg(ifindex: u32, up: bool) -> Vec<u8> {
+    let mut link = LinkMessage::default();
+    link.header.index = ifindex;
+    link.header.flags = if up {
+        LinkFlags::Up
+    } else {
+        LinkFlags::empty()
+    };
+    link.header.change_mask = LinkFlags::Up;
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_ACK;
+    header.sequence_number = 1;
+    let mut msg = NetlinkMessage::new(
+        header,
+        NetlinkPayload::from(RouteNetlinkMessage::NewLink(link)),
+    );
+    msg.finalize();
+    let mut out = vec![0u8; msg.buffer_len()];
+    msg.serialize(&mut out);
+    out
+}
+
+/// Reads the kernel's answer to a request: an `NLMSG_ERROR` carrying errno 0 on success, a
+/// negative errno otherwise.
+fn ack(buf: &[u8]) -> io::Result<()> {
+    match NetlinkMessage::<RouteNetlinkMessage>::deserialize(buf) {
+        Ok(m) => match m.payload {
+            NetlinkPayload::Error(e) if e.code.is_none() => Ok(()),
+            NetlinkPayload::Error(e) => Err(e.to_io()),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "no netlink acknowledgement",
+            )),
+        },
+        Err(e) => Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
     }
-    Err(io::Error::new(
-        io::ErrorKind::InvalidData,
-        "no netlink acknowledgement",
-    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `IFF_UP`, `IFF_LOWER_UP` (include/uapi/linux/if.h).
+    const IFF_UP: u32 = 1;
+    const IFF_LOWER_UP: u32 = 1 << 16;
 
     fn msg(kind: u16, ifindex: i32, flags: u32) -> Vec<u8> {
         let mut m = Vec::new();
@@ -221,6 +249,43 @@ mod tests {
         tiny.truncate(20);
         assert_eq!(parse(&tiny, &mut out), 1);
         assert_eq!(parse(&[1, 2, 3], &mut out), 0);
+        let neg = msg(RTM_NEWLINK, -1, IFF_UP | IFF_LOWER_UP);
+        assert_eq!(parse(&neg, &mut out), 1);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn set_link_request_is_an_ifinfomsg_changing_only_iff_up() {
+        let mut want = Vec::new();
+        want.extend_from_slice(&32u32.to_ne_bytes());
+        want.extend_from_slice(&RTM_NEWLINK.to_ne_bytes());
+        want.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+        want.extend_from_slice(&1u32.to_ne_bytes()); // seq
+        want.extend_from_slice(&0u32.to_ne_bytes()); // pid: the kernel
+        want.extend_from_slice(&[0, 0, 0, 0]); // family AF_UNSPEC, pad, type
+        want.extend_from_slice(&9i32.to_ne_bytes());
+        want.extend_from_slice(&IFF_UP.to_ne_bytes()); // flags
+        want.extend_from_slice(&IFF_UP.to_ne_bytes()); // change: only IFF_UP
+        assert_eq!(set_link_msg(9, true), want);
+        want[24..28].copy_from_slice(&0u32.to_ne_bytes());
+        assert_eq!(set_link_msg(9, false), want);
+    }
+
+    #[test]
+    fn acks_and_errors_from_the_kernel() {
+        let reply = |code: i32| {
+            let mut m = Vec::new();
+            m.extend_from_slice(&36u32.to_ne_bytes());
+            m.extend_from_slice(&2u16.to_ne_bytes()); // NLMSG_ERROR
+            m.extend_from_slice(&[0; 10]);
+            m.extend_from_slice(&code.to_ne_bytes());
+            m.extend_from_slice(&msg(RTM_NEWLINK, 3, 0)[..16]);
+            m
+        };
+        assert!(ack(&reply(0)).is_ok());
+        let e = ack(&reply(-19)).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(19)); // ENODEV
+        assert!(ack(&msg(RTM_NEWLINK, 3, 0)).is_err());
+        assert!(ack(&[0; 8]).is_err());
     }
 }
