@@ -126,6 +126,35 @@ fn setpriv(caps: &[String]) -> Vec<String> {
     ]
 }
 
+/// isopathd where nobody can run it: a copy in a world-readable directory, as an install puts
+/// it in PREFIX/sbin. The build's own path may not be (a checkout under /root, mode 0700).
+fn daemon_binary() -> PathBuf {
+    static COPY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    COPY.get_or_init(|| {
+        // Copies left by earlier runs whose process is gone.
+        for e in std::fs::read_dir(std::env::temp_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().to_string();
+            if let Some(pid) = name.strip_prefix("isopath-svc-bin-")
+                && !Path::new("/proc").join(pid).exists()
+            {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("isopath-svc-bin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a directory for the daemon's copy");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let to = dir.join("isopathd");
+        std::fs::copy(bin("isopathd"), &to).expect("copying isopathd");
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).unwrap();
+        to
+    })
+    .clone()
+}
+
 /// A lab config whose control socket is in `dir` (where nobody may create it).
 fn config_in(lab: &Lab, dir: &Path) -> (PathBuf, PathBuf) {
     let sock = dir.join("isopathd.sock");
@@ -143,7 +172,7 @@ fn config_in(lab: &Lab, dir: &Path) -> (PathBuf, PathBuf) {
 fn spawn(lab: &Lab, prefix: &[String], cfg: &Path) -> ChildGuard {
     let mut cmd = prefix.to_vec();
     cmd.extend([
-        bin("isopathd").display().to_string(),
+        daemon_binary().display().to_string(),
         "-c".into(),
         cfg.display().to_string(),
     ]);
