@@ -34,6 +34,10 @@ pub(crate) struct SendArgs {
     /// Bytes of the stream pattern to send.
     #[arg(long)]
     bytes: u64,
+    /// Local port to connect from (default: an ephemeral port), so the 5-tuple is known
+    /// before the connection starts.
+    #[arg(long)]
+    sport: Option<u16>,
     /// Give up after this many seconds (connecting, sending and waiting for the receiver to
     /// close all count).
     #[arg(long, default_value = "60", value_parser = parse_secs)]
@@ -52,8 +56,11 @@ struct SendReport {
 pub(crate) fn send(args: &SendArgs) -> Result<()> {
     let start = Instant::now();
     let deadline = start + args.timeout_secs;
-    let mut stream = TcpStream::connect_timeout(&args.dst, args.timeout_secs)
-        .with_context(|| format!("connecting to {}", args.dst))?;
+    let mut stream = match args.sport {
+        None => TcpStream::connect_timeout(&args.dst, args.timeout_secs),
+        Some(port) => connect_from(args.dst, port),
+    }
+    .with_context(|| format!("connecting to {}", args.dst))?;
     stream.set_write_timeout(Some(POLL))?;
     stream.set_read_timeout(Some(POLL))?;
 
@@ -96,6 +103,34 @@ pub(crate) fn send(args: &SendArgs) -> Result<()> {
         complete,
         elapsed_secs: start.elapsed().as_secs_f64(),
     })
+}
+
+/// Connects to `dst` from local port `sport` (bound first, with SO_REUSEADDR so a port left
+/// in TIME_WAIT by an earlier run can be bound again). Blocks as long as the kernel's SYN
+/// retries.
+fn connect_from(dst: SocketAddr, sport: u16) -> std::io::Result<TcpStream> {
+    use std::os::fd::AsRawFd;
+
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, SockaddrStorage, bind, connect, setsockopt, socket,
+        sockopt,
+    };
+    let (family, local): (_, SocketAddr) = if dst.is_ipv6() {
+        (
+            AddressFamily::Inet6,
+            (std::net::Ipv6Addr::UNSPECIFIED, sport).into(),
+        )
+    } else {
+        (
+            AddressFamily::Inet,
+            (std::net::Ipv4Addr::UNSPECIFIED, sport).into(),
+        )
+    };
+    let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    bind(fd.as_raw_fd(), &SockaddrStorage::from(local))?;
+    connect(fd.as_raw_fd(), &SockaddrStorage::from(dst))?;
+    Ok(TcpStream::from(fd))
 }
 
 #[derive(Debug, Args)]
