@@ -3,7 +3,8 @@
 //!
 //! | peer | what | arrivals counted |
 //! |---|---|---|
-//! | `isopath` | isopathd, L2 cross-connect up0 ↔ m0 | s0 rx_packets |
+//! | `isopath` | isopathd, L2 cross-connect up0 ↔ m0, flow tracking on (`[flows]` defaults) | s0 rx_packets |
+//! | `isopath-notrack` | the same with `[flows] enabled = false` (a plain wire) | s0 rx_packets |
 //! | `isopath-bond` | isopathd, up0 ↔ bond0 (active-backup over m0, m1; primary m0) | s0 + s1 rx_packets |
 //! | `testpmd` | dpdk-testpmd io forward over two net_af_xdp vdevs | s0 rx_packets |
 //! | `kernel-router` | Linux IPv4 forwarding in the appliance namespace (RPS to core 1) | s0 rx_packets |
@@ -34,6 +35,7 @@ use crate::lab::{Lab, MAC_BR0, MAC_M0, MAC_T0, MAC_UP0, Proc, isopath_status, si
 #[serde(rename_all = "kebab-case")]
 pub(crate) enum Peer {
     Isopath,
+    IsopathNotrack,
     IsopathBond,
     Testpmd,
     KernelRouter,
@@ -49,6 +51,7 @@ impl Peer {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Peer::Isopath => "isopath",
+            Peer::IsopathNotrack => "isopath-notrack",
             Peer::IsopathBond => "isopath-bond",
             Peer::Testpmd => "testpmd",
             Peer::KernelRouter => "kernel-router",
@@ -89,7 +92,12 @@ impl Peer {
 
     pub(crate) fn describe(self) -> &'static str {
         match self {
-            Peer::Isopath => "isopathd, L2 cross-connect up0<->m0, worker on core 1",
+            Peer::Isopath => {
+                "isopathd, L2 cross-connect up0<->m0, flow tracking on, worker on core 1"
+            }
+            Peer::IsopathNotrack => {
+                "isopathd, L2 cross-connect up0<->m0, [flows] enabled = false, worker on core 1"
+            }
             Peer::IsopathBond => {
                 "isopathd, up0<->bond0 (active-backup over m0, m1, primary m0), worker on core 1"
             }
@@ -147,12 +155,16 @@ pub(crate) fn start<'l>(
     let bench = sibling_bin("isopath-bench")?.display().to_string();
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     match peer {
-        Peer::Isopath | Peer::IsopathRxdrop | Peer::IsopathBond => {
+        Peer::Isopath | Peer::IsopathNotrack | Peer::IsopathRxdrop | Peer::IsopathBond => {
             let sock = PathBuf::from(format!("/run/isopath/bench-{}.sock", lab.prefix));
             let rest = match peer {
                 Peer::Isopath => {
                     "[[port]]\nname = \"m0\"\n[[cross_connect]]\na = \"up0\"\nb = \"m0\"\n"
                 }
+                Peer::IsopathNotrack => concat!(
+                    "[[port]]\nname = \"m0\"\n[[cross_connect]]\na = \"up0\"\nb = \"m0\"\n",
+                    "[flows]\nenabled = false\n"
+                ),
                 // The shape of README's bonding section and tests/src/isopathd.rs bond_config;
                 // primary m0, so a both-ways run's reverse source (on s0) feeds the active member.
                 Peer::IsopathBond => concat!(
@@ -610,10 +622,12 @@ pub(crate) fn check_tools(peers: &[Peer]) -> Result<()> {
     if peers.contains(&Peer::Testpmd) {
         need("dpdk-testpmd").context("peer testpmd")?;
     }
-    if peers
-        .iter()
-        .any(|p| matches!(p, Peer::Isopath | Peer::IsopathRxdrop | Peer::IsopathBond))
-    {
+    if peers.iter().any(|p| {
+        matches!(
+            p,
+            Peer::Isopath | Peer::IsopathNotrack | Peer::IsopathRxdrop | Peer::IsopathBond
+        )
+    }) {
         sibling_bin("isopathd")?;
     }
     Ok(())

@@ -590,6 +590,7 @@ pub(crate) fn compare(a: &CompareArgs) -> Result<()> {
         ("isopath-bond", "testpmd", None),
         ("testpmd", "xsk-fwd", None),
         ("kernel-router", "isopath", None),
+        ("isopath", "isopath-notrack", Some(0.97)),
         ("isopath", "kernel-conntrack", None),
         ("kernel-conntrack", "kernel-router", None),
         ("kernel-bridge", "isopath", None),

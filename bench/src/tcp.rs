@@ -38,6 +38,10 @@ pub(crate) struct SendArgs {
     /// before the connection starts.
     #[arg(long)]
     sport: Option<u16>,
+    /// Keep the connection open this long after the last byte before closing the send side
+    /// (a test watches the established state meanwhile).
+    #[arg(long, default_value_t = 0)]
+    linger_ms: u64,
     /// Give up after this many seconds (connecting, sending and waiting for the receiver to
     /// close all count).
     #[arg(long, default_value = "60", value_parser = parse_secs)]
@@ -80,6 +84,7 @@ pub(crate) fn send(args: &SendArgs) -> Result<()> {
                 Err(e) => return Err(e).with_context(|| format!("sending after {sent} bytes")),
             }
         }
+        thread::sleep(Duration::from_millis(args.linger_ms));
         stream
             .shutdown(Shutdown::Write)
             .context("closing the send side")?;
@@ -144,6 +149,10 @@ pub(crate) struct RecvArgs {
     /// Also require exactly this many bytes for "ok".
     #[arg(long)]
     expect_bytes: Option<u64>,
+    /// Wait this long after the sender's end of stream before closing (a half-closed
+    /// connection a test can watch).
+    #[arg(long, default_value_t = 0)]
+    linger_ms: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -207,6 +216,7 @@ pub(crate) fn recv(args: &RecvArgs) -> Result<()> {
                 match stream.read(&mut buf) {
                     Ok(0) => {
                         report.eof = true;
+                        thread::sleep(Duration::from_millis(args.linger_ms));
                         break;
                     }
                     Ok(n) => {
