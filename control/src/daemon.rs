@@ -365,6 +365,8 @@ pub struct Daemon {
     /// Where workers and housekeeping run, and why.
     placement: topology::Plan,
     housekeeping: Option<topology::Housekeeping>,
+    /// Names of the flow records' ingress port ids (id n is the start-up port n - 1).
+    flow_ports: Vec<String>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -510,6 +512,9 @@ impl Daemon {
             let mut b = WorkerBuilder::new(plan.rings, wp.frames)
                 .with_context(|| format!("worker {w} (core {})", wp.core))?
                 .strict(plan.strict);
+            if let Some(params) = &plan.flows {
+                b = b.flows(params).context("allocating the flow table")?;
+            }
             let mut slots = Vec::with_capacity(wp.queues.len());
             for &(pi, q) in &wp.queues {
                 let port = &mut ports[pi];
@@ -529,6 +534,7 @@ impl Daemon {
                     info!(port = %port.name, queue = q, "zero-copy bind refused ({why}); copy mode");
                 }
                 slots.push((pi, q, slot));
+                b.set_flow_port(slot, u8::try_from(pi + 1).unwrap_or(0));
             }
             let wbonds: Vec<usize> = bonds
                 .iter()
@@ -700,6 +706,7 @@ impl Daemon {
             bad_requests: 0,
             placement: plan.placement.clone(),
             housekeeping,
+            flow_ports: plan.ports.iter().map(|p| p.name.clone()).collect(),
         })
     }
 
@@ -797,6 +804,14 @@ impl Daemon {
                 false,
             ),
             (Ok(()), "status") => (self.status(), true),
+            (Ok(()), _) if words.first() == Some(&"flow") => {
+                let readers: Vec<_> = self
+                    .workers
+                    .iter()
+                    .map(|w| w.handle.flow_reader())
+                    .collect();
+                crate::flows::answer(&words[1..], &readers, &self.flow_ports)
+            }
             (Ok(()), _) if words.len() == 4 && words[..2] == ["bond", "switch"] => {
                 self.bond_switch(words[2], words[3])
             }
@@ -830,7 +845,7 @@ impl Daemon {
             (Ok(()), other) => {
                 let shown: String = other.chars().take(64).collect();
                 (
-                    json!({ "error": format!("unknown request {shown:?}; known: status, port add IFNAME, port del IFNAME.., bond switch BOND MEMBER, bond set BOND OPTION VALUE, bond add|release BOND PORT, capture start TARGET FILE in|out|both, capture stop TARGET") }),
+                    json!({ "error": format!("unknown request {shown:?}; known: status, port add IFNAME, port del IFNAME.., bond switch BOND MEMBER, bond set BOND OPTION VALUE, bond add|release BOND PORT, capture start TARGET FILE in|out|both, capture stop TARGET, flow count, flow show [limit N]") }),
                     false,
                 )
             }
@@ -1258,10 +1273,12 @@ impl Daemon {
         let workers: Vec<Value> = self
             .workers
             .iter()
-            .map(|w| {
+            .enumerate()
+            .map(|(i, w)| {
                 let c = w.handle.counters();
                 json!({
                     "core": w.handle.core(),
+                    "flows": crate::flows::worker_status(i, w.handle.flow_reader()),
                     "loops": c.loops.get(),
                     "busy_loops": c.busy_loops.get(),
                     "queues": w.handle.queues().len(),

@@ -33,6 +33,7 @@
 )]
 
 pub mod bond;
+pub mod flow;
 pub mod params;
 pub mod stats;
 pub mod tap;
