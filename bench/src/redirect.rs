@@ -96,6 +96,10 @@ pub(crate) struct RedirectOpts {
     /// xdp-redirect peer: the core the threaded NAPI threads are pinned to.
     #[arg(long = "redirect-napi-core", default_value_t = 1)]
     pub(crate) napi_core: usize,
+    /// xdp-redirect peer: run the threaded NAPI threads SCHED_FIFO at this priority (1..=99;
+    /// 0: SCHED_OTHER, as the kernel starts them).
+    #[arg(long = "redirect-napi-fifo", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=99))]
+    pub(crate) napi_fifo: u8,
     /// xdp-redirect peer: what makes the far veths (s0, s1; t0 both ways) accept redirected
     /// frames.
     #[arg(long = "redirect-far", value_enum, default_value_t = FarRx::Gro)]
@@ -110,6 +114,7 @@ impl Default for RedirectOpts {
             mode: Mode::Native,
             napi: Napi::Threaded,
             napi_core: 1,
+            napi_fifo: 0,
             far: FarRx::Gro,
         }
     }
@@ -119,6 +124,10 @@ impl RedirectOpts {
     /// One line for the report.
     pub(crate) fn describe(&self) -> String {
         let napi = match self.napi {
+            Napi::Threaded if self.napi_fifo > 0 => format!(
+                "NAPI threaded on core {}, SCHED_FIFO {}",
+                self.napi_core, self.napi_fifo
+            ),
             Napi::Threaded => format!("NAPI threaded on core {}", self.napi_core),
             Napi::Softirq => "NAPI in softirq (source's core)".into(),
         };
@@ -333,6 +342,34 @@ fn parse_ethtool(text: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// Runs a util-linux tool on a NAPI thread; fails with its message.
+fn run_tool(tool: &str, args: &[&str], thread: &str) -> Result<()> {
+    let out = std::process::Command::new(tool)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {tool}"))?;
+    if !out.status.success() {
+        bail!(
+            "{tool} {} ({thread}): {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// This process's nice value (field 19 of /proc/self/stat; 0 if unreadable).
+fn own_nice() -> i32 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // The command name (field 2) may hold spaces: count from the closing parenthesis.
+            let rest = s.rsplit_once(')')?.1.to_owned();
+            rest.split_whitespace().nth(16)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
 /// NAPI kernel threads whose name starts with `napi/DEV-`: `(pid, name)`.
 fn napi_threads(dev: &str) -> BTreeSet<(u32, String)> {
     let want = format!("napi/{dev}-");
@@ -448,21 +485,39 @@ impl<'l> RedirectRun<'l> {
                     ],
                 )?;
                 r.threaded.push(dev);
-                let new: Vec<_> = napi_threads(dev).difference(&before).cloned().collect();
+                // The threads are created by the write; look for a second in case they show
+                // up late in /proc.
+                let t = Instant::now();
+                let new: Vec<_> = loop {
+                    let new: Vec<_> = napi_threads(dev).difference(&before).cloned().collect();
+                    if !new.is_empty() || t.elapsed() > Duration::from_secs(1) {
+                        break new;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                };
                 if new.is_empty() {
-                    bail!("{dev}: threaded NAPI on, but no new napi/{dev}-* thread appeared");
+                    let now = lab
+                        .sh("app", &["cat", &format!("/sys/class/net/{dev}/threaded")])
+                        .unwrap_or_default();
+                    bail!(
+                        "{dev}: threaded NAPI on ({}), but no new napi/{dev}-* thread appeared \
+                         (before: {before:?}, now: {:?})",
+                        now.trim(),
+                        napi_threads(dev)
+                    );
                 }
                 for (pid, name) in new {
-                    let out = std::process::Command::new("taskset")
-                        .args(["-pc", &opts.napi_core.to_string(), &pid.to_string()])
-                        .output()
-                        .context("running taskset")?;
-                    if !out.status.success() {
-                        bail!(
-                            "taskset -pc {} {pid} ({name}): {}",
-                            opts.napi_core,
-                            String::from_utf8_lossy(&out.stderr).trim()
-                        );
+                    let pid_s = pid.to_string();
+                    let core = opts.napi_core.to_string();
+                    let prio = opts.napi_fifo.to_string();
+                    run_tool("taskset", &["-pc", &core, &pid_s], &name)?;
+                    if opts.napi_fifo > 0 {
+                        run_tool("chrt", &["-f", "-p", &prio, &pid_s], &name)?;
+                    } else {
+                        // The priority the other peers' processes inherit from this one (a run
+                        // under `nice -n -15` shields every peer from a busy machine alike).
+                        let nice = own_nice().to_string();
+                        run_tool("renice", &["-n", &nice, "-p", &pid_s], &name)?;
                     }
                     r.pinned.push((pid, name));
                 }
