@@ -118,7 +118,7 @@ impl GenState {
     }
 }
 
-fn open() -> Result<Object> {
+pub(crate) fn open() -> Result<Object> {
     ObjectBuilder::default()
         .open_memory(OBJECT)
         .context("opening bench.bpf.o")?

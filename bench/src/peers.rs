@@ -14,6 +14,7 @@
 //! | `xdp-drop` | XDP_DROP on up0 (receive ceiling) | the program's counter |
 //! | `isopath-rxdrop` | isopathd with up0 only, no cross-connect | worker `rx_drop_no_output` |
 //! | `xsk-drop` | the bare AF_XDP rx-drop loop | its own count |
+//! | `xdp-redirect` | XDP_REDIRECT up0 → m0 in the kernel (`redirect.rs`, `--redirect-*`) | s0 + s1 rx_packets |
 //!
 //! Forwarders also run both ways (`--both-ways`): a second source on the far side's s0
 //! transmits into m0, and the frames forwarded back are counted on t0 (rx_packets, nftables
@@ -45,6 +46,7 @@ pub(crate) enum Peer {
     XdpDrop,
     IsopathRxdrop,
     XskDrop,
+    XdpRedirect,
 }
 
 impl Peer {
@@ -61,6 +63,7 @@ impl Peer {
             Peer::XdpDrop => "xdp-drop",
             Peer::IsopathRxdrop => "isopath-rxdrop",
             Peer::XskDrop => "xsk-drop",
+            Peer::XdpRedirect => "xdp-redirect",
         }
     }
 
@@ -113,6 +116,7 @@ impl Peer {
             Peer::XdpDrop => "XDP_DROP on up0 (isopath-bench xdp-drop)",
             Peer::IsopathRxdrop => "isopathd with up0 only, no cross-connect: rx_drop_no_output",
             Peer::XskDrop => "bare AF_XDP rx-drop loop (isopath-bench xsk-drop), core 1",
+            Peer::XdpRedirect => "XDP_REDIRECT up0->m0 in the kernel (see --redirect-* options)",
         }
     }
 }
@@ -125,6 +129,7 @@ pub(crate) struct Running<'l> {
     proc: Option<Proc>,
     socket: Option<PathBuf>,
     work: PathBuf,
+    redirect: Option<crate::redirect::RedirectRun<'l>>,
 }
 
 impl std::fmt::Debug for Running<'_> {
@@ -144,6 +149,23 @@ pub(crate) fn start<'l>(
     work: &std::path::Path,
     both_ways: bool,
 ) -> Result<Running<'l>> {
+    start_with(
+        lab,
+        peer,
+        work,
+        both_ways,
+        &crate::redirect::RedirectOpts::default(),
+    )
+}
+
+/// [`start`] with the xdp-redirect peer's options.
+pub(crate) fn start_with<'l>(
+    lab: &'l Lab,
+    peer: Peer,
+    work: &std::path::Path,
+    both_ways: bool,
+    redirect: &crate::redirect::RedirectOpts,
+) -> Result<Running<'l>> {
     let mut r = Running {
         peer,
         lab,
@@ -151,6 +173,7 @@ pub(crate) fn start<'l>(
         proc: None,
         socket: None,
         work: work.to_path_buf(),
+        redirect: None,
     };
     let bench = sibling_bin("isopath-bench")?.display().to_string();
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
@@ -355,6 +378,11 @@ pub(crate) fn start<'l>(
             };
             r.proc = Some(p);
         }
+        Peer::XdpRedirect => {
+            r.redirect = Some(crate::redirect::RedirectRun::start(
+                lab, both_ways, redirect,
+            )?);
+        }
     }
     Ok(r)
 }
@@ -519,6 +547,9 @@ impl Running<'_> {
     /// Stops the peer and undoes its set-up; returns its final JSON when it prints one.
     pub(crate) fn stop(mut self) -> Result<Option<serde_json::Value>> {
         let lab = self.lab;
+        if let Some(x) = self.redirect.take() {
+            return x.stop().map(Some);
+        }
         let out = match self.proc.take() {
             Some(p) if matches!(self.peer, Peer::XskFwd | Peer::XskDrop | Peer::XdpDrop) => {
                 Some(p.stop_json()?)

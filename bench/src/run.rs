@@ -79,6 +79,8 @@ pub(crate) struct CompareArgs {
     rate: u64,
     #[command(flatten)]
     common: Common,
+    #[command(flatten)]
+    redirect: crate::redirect::RedirectOpts,
 }
 
 /// Arguments of `rfc2544`.
@@ -466,12 +468,18 @@ pub(crate) fn compare(a: &CompareArgs) -> Result<()> {
                "both_ways": c.both_ways, "directions": dirs.iter().map(|d| d.name()).collect::<Vec<_>>(),
                "source_core": 0, "forwarder_core": 1, "lab": lab.prefix}),
     );
+    if a.peers.contains(&Peer::XdpRedirect) {
+        report.config["xdp_redirect"] = json!(a.redirect);
+    }
     let mut results: Vec<PeerResult> = a
         .peers
         .iter()
         .map(|&p| PeerResult {
             peer: p.name().into(),
-            description: p.describe().into(),
+            description: match p {
+                Peer::XdpRedirect => a.redirect.describe(),
+                _ => p.describe().into(),
+            },
             ceiling: p.is_ceiling(),
             counted_at: match p {
                 Peer::XdpDrop => "XDP_DROP program counter".into(),
@@ -487,7 +495,7 @@ pub(crate) fn compare(a: &CompareArgs) -> Result<()> {
     let mut d = Display::new(c.quiet || c.json, a.peers.len() * a.rounds as usize);
     for round in 1..=a.rounds {
         for (i, &peer) in a.peers.iter().enumerate() {
-            let run = peers::start(&lab, peer, &work, c.both_ways)
+            let run = peers::start_with(&lab, peer, &work, c.both_ways, &a.redirect)
                 .with_context(|| format!("starting {}", peer.name()))?;
             let total = c.warmup.as_secs_f64() + a.secs.as_secs_f64() + 1.5;
             // Both ways, every frame of each source is accounted for: arrivals from before
@@ -595,6 +603,8 @@ pub(crate) fn compare(a: &CompareArgs) -> Result<()> {
         ("kernel-conntrack", "kernel-router", None),
         ("kernel-bridge", "isopath", None),
         ("xsk-drop", "xdp-drop", None),
+        ("xdp-redirect", "isopath", None),
+        ("xdp-redirect", "xsk-fwd", None),
     ] {
         if let (Some(n), Some(dd)) = (med(num), med(den))
             && dd > 0.0

@@ -16,6 +16,13 @@
  * takes each rewritten word's old value from the frame itself.
  *
  * bench_drop: the lab's receive ceiling: count and drop.
+ *
+ * bench_redirect_map, bench_redirect: the xdp-redirect peer, an in-kernel L2 cross-connect:
+ * every frame leaves on the interface in redir_out, through the one-entry devmap redir_port
+ * (bpf_redirect_map, bulked per NAPI poll) or straight by ifindex (bpf_redirect). Nothing is
+ * counted here: veth's own XDP counters (ethtool -S) say what was redirected and what the
+ * output veth refused. bench_pass: XDP_PASS, which gives a veth the NAPI it needs to accept
+ * redirected frames (shared/peers/README.md pitfall 6).
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -56,6 +63,21 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } drops SEC(".maps");
+
+/* The redirect's output ifindex (key 0), written by user space before attaching. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} redir_out SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} redir_port SEC(".maps");
 
 static __always_inline __u16 bswap16(__u16 v)
 {
@@ -162,6 +184,30 @@ int bench_drop(struct xdp_md *ctx)
 	if (v)
 		*v += 1;
 	return XDP_DROP;
+}
+
+SEC("xdp")
+int bench_redirect_map(struct xdp_md *ctx)
+{
+	/* Flags 0: a missing entry is XDP_ABORTED (veth counts it as an rx drop). */
+	return bpf_redirect_map(&redir_port, 0, 0);
+}
+
+SEC("xdp")
+int bench_redirect(struct xdp_md *ctx)
+{
+	__u32 key = 0;
+	__u32 *out = bpf_map_lookup_elem(&redir_out, &key);
+
+	if (!out || !*out)
+		return XDP_ABORTED;
+	return bpf_redirect(*out, 0);
+}
+
+SEC("xdp")
+int bench_pass(struct xdp_md *ctx)
+{
+	return XDP_PASS;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
