@@ -36,6 +36,10 @@ mod types;
 mod wheel;
 
 #[cfg(test)]
+mod ops_tests;
+#[cfg(test)]
+mod stress;
+#[cfg(test)]
 mod tests;
 
 pub use events::{EndReason, EventKind, EventReader, FlowEvent};
