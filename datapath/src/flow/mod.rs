@@ -44,6 +44,7 @@ mod tests;
 
 pub use events::{EndReason, EventKind, EventReader, FlowEvent};
 pub use key::{Dir, FlowKey, Skip};
+pub use mem::tsc;
 pub use record::{FlowReader, FlowSnapshot, ReadError};
 pub use table::{FlowId, FlowTable, Lookup};
 pub use tcp::{FlowState, TcpState};

@@ -228,6 +228,8 @@ fn the_burst_path_counts_what_the_packet_path_counts() {
         }
     }
     assert_eq!(bt.in_use(), pt.in_use());
+    assert_eq!(bt.counters().packets.get(), 50 * 63);
+    assert_eq!(pt.counters().packets.get(), 50 * 63);
     assert_eq!(bt.counters().skipped[Skip::NotIp as usize].get(), 50);
     for i in 0..200 {
         let p = FlowPacket::from_frame(

@@ -484,3 +484,22 @@ fn active_timeout_sends_updates_of_long_flows() {
         .collect();
     assert_eq!(updates.len(), 6, "{updates:?}");
 }
+
+#[test]
+fn a_timeout_beyond_one_turn_of_the_wheel() {
+    let to = Timeouts {
+        tcp_established_s: 3600,
+        ..Timeouts::default()
+    };
+    let mut t = FlowTable::with_seed(&FlowParams::new(64, to, 0, 64).unwrap(), 0, 14).unwrap();
+    let p = tcp(true, ACK);
+    t.track(&p, S).unwrap();
+    let mut now = S;
+    while now < 3600 * S {
+        now += S;
+        assert_eq!(t.expire(now, 100), 0, "at {} s", now / S);
+    }
+    now += 2 * S;
+    assert_eq!(t.expire(now, 100), 1, "gone after 3600 s idle");
+    assert!(t.lookup(&p.key).is_none());
+}
