@@ -7,8 +7,12 @@
 //!   flags) against etherparse 0.21's `LaxSlicedPacket` reading the same fields (with the same
 //!   IPv4 checksum check, which etherparse leaves out).
 //! - `classify/*`: the whole classify pass over a burst (verdicts and tally).
+//! - `hit/*`, `miss_insert/*`, `full/*`, `expire/*`: the flow table (`pipeline/flows.rs`).
 //!
 //! To add a stage, add a function taking the group and call it from [`pipeline`].
+
+#[path = "pipeline/flows.rs"]
+mod flows;
 
 use std::hint::black_box;
 
@@ -205,6 +209,10 @@ fn pipeline(c: &mut Criterion) {
     g.throughput(Throughput::Elements(BURST as u64));
     parse(&mut g);
     classify(&mut g);
+    flows::hit(&mut g);
+    flows::miss_insert(&mut g);
+    flows::full(&mut g);
+    flows::expire(&mut g);
     g.finish();
 }
 

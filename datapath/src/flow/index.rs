@@ -243,6 +243,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg_attr(miri, ignore = "too big for Miri")]
     fn fills_to_capacity_and_finds_everything() {
         let cap = 50_000u32;
         let mut ix = Index::new(cap).unwrap();

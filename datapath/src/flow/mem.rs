@@ -194,3 +194,18 @@ unsafe impl Zeroable for super::record::Record {}
 unsafe impl Zeroable for super::index::Bucket {}
 // SAFETY: links are arrays of u16.
 unsafe impl Zeroable for super::wheel::Link {}
+
+/// The CPU's time-stamp counter (x86-64; elsewhere nanoseconds since an arbitrary start),
+/// for benchmarks that compare cycle counts with DPDK's.
+#[inline]
+pub fn tsc() -> u64 {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    // SAFETY: RDTSC reads a register; it has no memory effects and exists on every x86-64.
+    return unsafe { std::arch::x86_64::_rdtsc() };
+    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+    {
+        use std::sync::OnceLock;
+        static T0: OnceLock<std::time::Instant> = OnceLock::new();
+        T0.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64
+    }
+}

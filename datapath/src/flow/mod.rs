@@ -36,10 +36,15 @@ mod types;
 mod wheel;
 
 #[cfg(test)]
+mod ops_tests;
+#[cfg(test)]
+mod stress;
+#[cfg(test)]
 mod tests;
 
 pub use events::{EndReason, EventKind, EventReader, FlowEvent};
 pub use key::{Dir, FlowKey, Skip};
+pub use mem::tsc;
 pub use record::{FlowReader, FlowSnapshot, ReadError};
 pub use table::{FlowId, FlowTable, Lookup};
 pub use tcp::{FlowState, TcpState};

@@ -54,6 +54,8 @@ pub struct FlowTable {
     now_ms: u64,
     in_use: u32,
     cap: u32,
+    /// Packets counted since the last publication to `counters.packets`.
+    pending_packets: u64,
     #[cfg(test)]
     pub(crate) reuse_unprotected: bool,
 }
@@ -100,6 +102,7 @@ impl FlowTable {
             now_ms: 0,
             in_use: 0,
             cap,
+            pending_packets: 0,
             #[cfg(test)]
             reuse_unprotected: false,
         })
@@ -208,6 +211,40 @@ impl FlowTable {
         self.find(self.place(key), key).map(FlowId)
     }
 
+    /// Looks up a batch of keys (at most 64 at a time, as [`FlowTable::track_burst`]: every
+    /// bucket prefetched, then every candidate record, then the compares): `out[i]` is the
+    /// flow of `keys[i]`. The analogue of `rte_hash_lookup_bulk`.
+    pub fn lookup_bulk(&self, keys: &[FlowKey], out: &mut [Option<FlowId>]) {
+        for (keys, out) in keys.chunks(64).zip(out.chunks_mut(64)) {
+            let mut pl = [Place { bucket: 0, tag: 0 }; 64];
+            for (p, k) in pl.iter_mut().zip(keys) {
+                *p = self.place(k);
+                self.ix.prefetch(*p);
+            }
+            let mut cand = [u32::MAX; 64];
+            for (c, p) in cand.iter_mut().zip(&pl[..keys.len()]) {
+                if let Some(s) = self.ix.first_candidate(*p) {
+                    *c = s;
+                    self.prefetch_record(s);
+                }
+            }
+            for (((o, k), p), &c) in out.iter_mut().zip(keys).zip(&pl).zip(&cand) {
+                *o = if c != u32::MAX && self.slab(c).holds(k) {
+                    Some(FlowId(c))
+                } else {
+                    self.find(*p, k).map(FlowId)
+                };
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn prefetch_record(&self, s: u32) {
+        let a = self.sh.slab.addr(s as usize);
+        prefetch(a);
+        prefetch(a.wrapping_add(std::mem::size_of::<Record>() - 1));
+    }
+
     #[inline]
     fn find(&self, p: Place, key: &FlowKey) -> Option<u32> {
         let slab = &self.sh.slab;
@@ -218,6 +255,14 @@ impl FlowTable {
     pub fn update(&mut self, id: FlowId, pkt: &FlowPacket, now_ns: u64) {
         self.set_now(now_ns);
         self.count(id.0, pkt);
+        self.publish_packets();
+    }
+
+    /// Publishes the packet counter once per call rather than per packet.
+    #[inline]
+    fn publish_packets(&mut self) {
+        self.sh.counters.packets.add(self.pending_packets);
+        self.pending_packets = 0;
     }
 
     /// Looks up or inserts `pkt`'s flow and counts the packet into it. A TCP segment that
@@ -229,7 +274,9 @@ impl FlowTable {
     pub fn track(&mut self, pkt: &FlowPacket, now_ns: u64) -> Result<FlowId, Option<Skip>> {
         self.set_now(now_ns);
         let p = self.place(&pkt.key);
-        self.track_at(p, pkt)
+        let r = self.track_at(p, pkt);
+        self.publish_packets();
+        r
     }
 
     #[inline]
@@ -335,7 +382,7 @@ impl FlowTable {
         let seq = r.begin();
         r.count(d, u32::from(pkt.l3_len), hot, now);
         r.end(seq);
-        self.sh.counters.packets.add(1);
+        self.pending_packets += 1;
         let new = hot.state();
         if new != old {
             let proto = pkt.key.proto();
@@ -511,9 +558,7 @@ impl FlowTable {
             for (c, p) in cand.iter_mut().zip(&pl[..chunk.len()]) {
                 if let Some(s) = self.ix.first_candidate(*p) {
                     *c = s;
-                    let a = self.sh.slab.addr(s as usize);
-                    prefetch(a);
-                    prefetch(a.wrapping_add(std::mem::size_of::<Record>() - 1));
+                    self.prefetch_record(s);
                 }
             }
             for ((pkt, p), &c) in chunk.iter().zip(&pl).zip(&cand) {
@@ -525,6 +570,7 @@ impl FlowTable {
                 }
             }
         }
+        self.publish_packets();
         tracked
     }
 }

@@ -316,6 +316,7 @@ fn one_of_each(t: &mut FlowTable, t0: u64) -> Vec<(FlowId, u64, &'static str)> {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "too big for Miri")]
 fn ageing_per_state_with_an_injected_clock() {
     let mut t = FlowTable::with_seed(&params(1024), 0, 4).unwrap();
     let t0 = 1000 * S;
@@ -352,6 +353,7 @@ fn ageing_per_state_with_an_injected_clock() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "too big for Miri")]
 fn expiry_runs_in_bounded_slices() {
     let mut t = FlowTable::with_seed(&params(20_000), 0, 5).unwrap();
     for i in 0..10_000u32 {
@@ -373,6 +375,7 @@ fn expiry_runs_in_bounded_slices() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "too big for Miri")]
 fn all_1048576_flows_insert_and_the_next_is_counted_full() {
     let cap = 1u32 << 20;
     let mut t = FlowTable::with_seed(&params(cap.into()), 0, 6).unwrap();
@@ -403,11 +406,12 @@ fn all_1048576_flows_insert_and_the_next_is_counted_full() {
         let p = pkt(0x0a00_0000 | i, 7, B, 9, 6, ACK);
         assert!(matches!(t.lookup_or_insert(&p.key, S), Lookup::Hit(_)));
     }
-    assert!(
-        t.allocated_bytes() as f64 / f64::from(cap) <= 96.0,
-        "{} B/flow",
-        t.allocated_bytes() as f64 / f64::from(cap)
+    let per_flow = t.allocated_bytes() as f64 / f64::from(cap);
+    eprintln!(
+        "{} bytes allocated for {cap} flows: {per_flow:.2} B/flow",
+        t.allocated_bytes()
     );
+    assert!(per_flow <= 96.0, "{per_flow} B/flow");
 }
 
 #[test]
@@ -479,4 +483,23 @@ fn active_timeout_sends_updates_of_long_flows() {
         .map(|e| (e.flow.last_seen_ns - S) / S)
         .collect();
     assert_eq!(updates.len(), 6, "{updates:?}");
+}
+
+#[test]
+fn a_timeout_beyond_one_turn_of_the_wheel() {
+    let to = Timeouts {
+        tcp_established_s: 3600,
+        ..Timeouts::default()
+    };
+    let mut t = FlowTable::with_seed(&FlowParams::new(64, to, 0, 64).unwrap(), 0, 14).unwrap();
+    let p = tcp(true, ACK);
+    t.track(&p, S).unwrap();
+    let mut now = S;
+    while now < 3600 * S {
+        now += S;
+        assert_eq!(t.expire(now, 100), 0, "at {} s", now / S);
+    }
+    now += 2 * S;
+    assert_eq!(t.expire(now, 100), 1, "gone after 3600 s idle");
+    assert!(t.lookup(&p.key).is_none());
 }

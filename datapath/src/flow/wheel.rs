@@ -8,16 +8,20 @@
 //! its new deadline. So expiry costs O(flows due) plus one revisit per flow per timeout, never
 //! a scan of the table, and the worker does it in slices of at most N flows per loop. A state
 //! change to a shorter timeout (a FIN, a RST) moves the flow at once. A deadline beyond one
-//! turn waits in the last slot of the turn and is revisited.
+//! turn goes to a second level of 256 slots of one turn each; a second-level slot is handed
+//! back (flow by flow, in the same slices) once its time is within one turn, so a flow with a
+//! day's timeout is not looked at every 524 s.
 //!
 //! Lists are circular and doubly linked through 6-byte links (24-bit node numbers): nodes
-//! `0..capacity` are the slots of the slab, then one head per wheel slot, then the head of
-//! the free list (a FIFO, so a freed slot is reused last).
+//! `0..capacity` are the slots of the slab, then one head per wheel slot, the head of the
+//! free list (a FIFO, so a freed slot is reused last), one head per second-level slot.
 
 use super::mem::Region;
 
 /// Slots in the wheel.
 pub(crate) const SLOTS: u32 = 4096;
+/// Slots of the second level, each one turn of the first (524 s; 37 hours in all).
+const SLOTS2: u32 = 256;
 /// Milliseconds per slot, as a shift (128 ms).
 pub(crate) const TICK_SHIFT: u32 = 7;
 
@@ -56,17 +60,20 @@ pub(crate) struct Wheel {
     cap: u32,
     /// The next tick to process (absolute, in 128 ms units since the table's start).
     cur: u64,
+    /// The next second-level slot to hand back (absolute, in turns).
+    cur2: u64,
 }
 
 impl Wheel {
     /// A wheel for `cap` slots, every one of them on the free list.
     pub(crate) fn new(cap: u32) -> std::io::Result<Self> {
         let mut w = Self {
-            l: Region::new((cap + SLOTS + 1) as usize)?,
+            l: Region::new((cap + SLOTS + 1 + SLOTS2) as usize)?,
             cap,
             cur: 0,
+            cur2: 1,
         };
-        for h in cap..cap + SLOTS + 1 {
+        for h in cap..cap + SLOTS + 1 + SLOTS2 {
             w.l[h as usize].set_prev(h);
             w.l[h as usize].set_next(h);
         }
@@ -88,6 +95,12 @@ impl Wheel {
     #[inline(always)]
     fn head(&self, tick: u64) -> u32 {
         self.cap + (tick % u64::from(SLOTS)) as u32
+    }
+
+    /// The head of second-level slot `turn` (ticks `turn * SLOTS ..`).
+    #[inline(always)]
+    fn head2(&self, turn: u64) -> u32 {
+        self.cap + SLOTS + 1 + (turn % u64::from(SLOTS2)) as u32
     }
 
     #[inline]
@@ -139,10 +152,14 @@ impl Wheel {
     /// Puts slot `x` (unlinked) in the wheel at `deadline_ms`.
     #[inline]
     pub(crate) fn arm(&mut self, x: u32, deadline_ms: u64) {
-        let tick = deadline_ms
-            .div_ceil(1 << TICK_SHIFT)
-            .clamp(self.cur + 1, self.cur + u64::from(SLOTS) - 1);
-        self.push_back(self.head(tick), x);
+        let tick = deadline_ms.div_ceil(1 << TICK_SHIFT).max(self.cur + 1);
+        if tick < self.cur + u64::from(SLOTS) {
+            return self.push_back(self.head(tick), x);
+        }
+        // The second level: the turn of the deadline, at most the last one it holds, and
+        // never one already handed back.
+        let turn = (tick / u64::from(SLOTS)).clamp(self.cur2, self.cur2 + u64::from(SLOTS2) - 1);
+        self.push_back(self.head2(turn), x);
     }
 
     /// Moves slot `x` (in the wheel) to `deadline_ms`.
@@ -157,7 +174,22 @@ impl Wheel {
     #[inline]
     pub(crate) fn pop_due(&mut self, now_ms: u64, slots: &mut u32) -> Option<u32> {
         let now_tick = now_ms >> TICK_SHIFT;
-        while self.cur <= now_tick {
+        loop {
+            // A second-level slot whose whole turn lies within the first level's horizon
+            // comes back, one flow per call (the caller re-arms it, now in the first level).
+            if self.cur2 * u64::from(SLOTS) <= self.cur {
+                let h = self.head2(self.cur2);
+                let x = self.l[h as usize].next();
+                if x != h {
+                    self.unlink(x);
+                    return Some(x);
+                }
+                self.cur2 += 1;
+                continue;
+            }
+            if self.cur > now_tick {
+                return None;
+            }
             let h = self.head(self.cur);
             let x = self.l[h as usize].next();
             if x != h {
@@ -170,7 +202,6 @@ impl Wheel {
             *slots -= 1;
             self.cur += 1;
         }
-        None
     }
 
     /// The first flow in the wheel at or after tick `*t` (which it advances past empty
@@ -215,6 +246,7 @@ mod tests {
         w.arm(3, 1000);
         w.arm(0, 300);
         w.arm(1, 70_000);
+        w.arm(2, 3_600_000);
         let mut s = SLOTS;
         assert_eq!(w.pop_due(200, &mut s), None);
         assert_eq!(w.pop_due(400, &mut s), Some(0));
@@ -224,5 +256,16 @@ mod tests {
         assert_eq!(w.first_from(&mut t), Some(1));
         assert_eq!(t, 70_000u64.div_ceil(128));
         assert_eq!(w.pop_due(70_100, &mut s), Some(1));
+        // An hour away: on the second level until within one turn (524 s).
+        let mut s = u32::MAX;
+        assert_eq!(w.pop_due(3_000_000, &mut s), None);
+        assert_eq!(
+            w.pop_due(3_150_000, &mut s),
+            Some(2),
+            "handed back within a turn"
+        );
+        w.arm(2, 3_600_000);
+        assert_eq!(w.pop_due(3_599_000, &mut s), None, "now in the first level");
+        assert_eq!(w.pop_due(3_600_200, &mut s), Some(2));
     }
 }
