@@ -551,6 +551,7 @@ fn print_status(v: &Value) {
             u(f, "in_fill"),
             u(f, "in_tx")
         );
+        println!("  {}", isopath_control::flows::status_line(&w["flows"]));
     }
     let house: Vec<String> = v["placement"]["housekeeping_cores"]
         .as_array()

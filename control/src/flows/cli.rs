@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 
-use super::reply::{DEFAULT_LIMIT, FlowCount, FlowRow, FlowShow, MAX_LIMIT};
+use super::reply::{DEFAULT_LIMIT, FlowCount, FlowRow, FlowShow, MAX_LIMIT, WorkerFlowStatus};
 use crate::client;
 
 /// `isopath flow ...`.
@@ -77,6 +77,19 @@ pub fn run_cli(socket: &Path, cmd: &FlowCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A worker's `flows` of the status document as one line of `isopath status`.
+pub fn status_line(v: &serde_json::Value) -> String {
+    match serde_json::from_value::<WorkerFlowStatus>(v.clone()) {
+        Ok(WorkerFlowStatus {
+            counters: Some(c), ..
+        }) => format!(
+            "flows in_use {} capacity {} inserts {} expiries {} full {}",
+            c.in_use, c.capacity, c.inserts, c.expiries, c.full
+        ),
+        _ => "flows: tracking off".to_owned(),
+    }
+}
+
 /// One flow as `conntrack -L` prints one, plus where each direction came in.
 fn line(f: &FlowRow) -> String {
     let vlan = if f.vlan.is_empty() {
@@ -112,6 +125,20 @@ fn line(f: &FlowRow) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_lines() {
+        let on = serde_json::json!({"enabled": true, "worker": 0, "in_use": 3, "capacity": 64,
+            "inserts": 5, "expiries": 2, "full": 0});
+        assert_eq!(
+            status_line(&on),
+            "flows in_use 3 capacity 64 inserts 5 expiries 2 full 0"
+        );
+        assert_eq!(
+            status_line(&serde_json::json!({"enabled": false})),
+            "flows: tracking off"
+        );
+    }
 
     #[test]
     fn a_line_reads_like_conntrack() {

@@ -12,7 +12,7 @@
 mod cli;
 mod reply;
 
-pub use cli::{FlowCmd, run_cli};
+pub use cli::{FlowCmd, run_cli, status_line};
 pub use reply::{
     DEFAULT_LIMIT, FlowCount, FlowRow, FlowShow, MAX_LIMIT, Readers, WorkerFlowStatus, WorkerFlows,
     answer, count, show, worker_flows, worker_status,
