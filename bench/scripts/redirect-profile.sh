@@ -22,14 +22,17 @@ TXT="$OUT/profile-$TAG.txt"
 export ISOPATH_BIN_DIR=$BIN
 command -v perf >/dev/null || { echo "perf is not installed (scripts/deps.sh --peers)" >&2; exit 1; }
 
+# The lab lock for the whole profile (the compare run inherits it): no other lab's traffic.
+exec 9>/tmp/isopath-lab.lock
+flock 9
 # The run: 2 s warm-up, 10 s counted; perf samples 4 s from the third second counted.
-flock /tmp/isopath-lab.lock nice -n "$NICE" "$BIN/isopath-bench" compare --peers "$PEER" \
+nice -n "$NICE" "$BIN/isopath-bench" compare --peers "$PEER" \
     --rounds 1 --secs 10 --warmup 2 -q "$@" --out "$OUT/profile-$TAG-report" >"$TXT.compare" 2>&1 &
 RUN=$!
-# Start-up (lab, peer) takes a few seconds: wait for the peer's sources, then into the window.
-for _ in $(seq 1 60); do
-    pgrep -f "isopath-bench gen --iface t0" >/dev/null && break
-    sleep 0.5
+# Start-up (lab, peer) takes a few seconds: wait for this run's source, then into the window.
+for _ in $(seq 1 120); do
+    pgrep -P "$RUN" -f "gen --iface t0" >/dev/null && break
+    sleep 0.25
 done
 sleep 5
 perf record -e cpu-clock -C 0,1 -o "$DATA" -- sleep 4 2>/dev/null
@@ -40,10 +43,10 @@ wait "$RUN"
     for cpu in 0 1; do
         echo "## core $cpu: by command"
         perf report -i "$DATA" --cpu "$cpu" --no-children --sort comm --stdio 2>/dev/null \
-            | grep -E '^ +[0-9]' | head -8
+            | grep -E '^ +[0-9]' | head -8 || true
         echo "## core $cpu: top symbols"
         perf report -i "$DATA" --cpu "$cpu" --no-children --sort sym --stdio 2>/dev/null \
-            | grep -E '^ +[0-9]' | head -25
+            | grep -E '^ +[0-9]' | head -25 || true
     done
 } >"$TXT"
 cat "$TXT"
