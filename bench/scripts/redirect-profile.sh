@@ -6,7 +6,8 @@
 #   (as root) bench/scripts/redirect-profile.sh PEER [compare options...]
 #   bench/scripts/redirect-profile.sh xdp-redirect --redirect-napi softirq
 #   bench/scripts/redirect-profile.sh isopath
-# Binaries: $ISOPATH_BIN_DIR (default target/release); $NICE as in redirect-sweep.sh (-15).
+# Binaries: $ISOPATH_BIN_DIR (default target/release); $NICE as in redirect-sweep.sh (-15, the
+# run's own session and autogroup at that nice).
 # Writes $OUT/profile-PEER.data and $OUT/profile-PEER.txt (default OUT=/tmp).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -25,16 +26,27 @@ command -v perf >/dev/null || { echo "perf is not installed (scripts/deps.sh --p
 # The lab lock for the whole profile (the compare run inherits it): no other lab's traffic.
 exec 9>/tmp/isopath-lab.lock
 flock 9
-# The run: 2 s warm-up, 10 s counted; perf samples 4 s from the third second counted.
-nice -n "$NICE" "$BIN/isopath-bench" compare --peers "$PEER" \
+# The run: 2 s warm-up, 10 s counted; perf samples 4 s in the middle of the traffic.
+PREFIX="rdp$(( $$ % 10000 ))"
+setsid sh -c 'echo "$0" > /proc/self/autogroup; exec "$@"' \
+    "$NICE" nice -n "$NICE" "$BIN/isopath-bench" compare --peers "$PEER" --prefix "$PREFIX" \
     --rounds 1 --secs 10 --warmup 2 -q "$@" --out "$OUT/profile-$TAG-report" >"$TXT.compare" 2>&1 &
 RUN=$!
-# Start-up (lab, peer) takes a few seconds: wait for this run's source, then into the window.
-for _ in $(seq 1 120); do
-    pgrep -P "$RUN" -f "gen --iface t0" >/dev/null && break
+# Start-up (lab, peer) takes a few seconds: wait until frames arrive at s0 (or t0 both ways).
+arrived() (
+    set +o pipefail # no lab yet: nothing to grep
+    { ip -n "$PREFIX-far" -s -j link show s0; ip -n "$PREFIX-traffic" -s -j link show t0; } \
+        2>/dev/null | grep -o '"rx":{"bytes":[0-9]*,"packets":[0-9]*' | sed 's/.*://' \
+        | awk '{s+=$1} END {print s+0}'
+)
+last=$(arrived)
+for _ in $(seq 1 240); do
     sleep 0.25
+    now=$(arrived)
+    (( now - last > 2000 )) && break
+    last=$now
 done
-sleep 5
+sleep 4
 perf record -e cpu-clock -C 0,1 -o "$DATA" -- sleep 4 2>/dev/null
 wait "$RUN"
 {
