@@ -7,7 +7,10 @@
 #   BEST="--redirect-napi softirq" OUT=bench/results bench/scripts/redirect-sweep.sh
 #   ONLY="final" ...      run only the runs whose name contains the word
 #   NICE=0 ...            priority of every peer and source (default -15: a shared machine's
-#                         compilers cannot take their cores; the threaded NAPI threads get it too)
+#                         compilers cannot take their cores; the threaded NAPI threads get it too).
+#                         With autogroup scheduling on (/proc/sys/kernel/sched_autogroup_enabled)
+#                         nice only orders tasks within a session, so the run gets a session
+#                         (setsid) whose autogroup has that nice too.
 # Binaries: $ISOPATH_BIN_DIR (isopathd and isopath-bench), default target/release. Reports go
 # to $OUT/redirect-NAME/ (report.json, summary.md, peers.svg).
 set -euo pipefail
@@ -29,7 +32,8 @@ run() {
         return 0
     fi
     echo "== $name: --peers $peers $* ($(uptime | sed 's/.*load/load/'))" >&2
-    flock /tmp/isopath-lab.lock nice -n "$NICE" "$BIN/isopath-bench" compare --peers "$peers" \
+    flock /tmp/isopath-lab.lock setsid sh -c 'echo "$0" > /proc/self/autogroup; exec "$@"' \
+        "$NICE" nice -n "$NICE" "$BIN/isopath-bench" compare --peers "$peers" \
         --rounds "$ROUNDS" --secs "$SECS" -q "$@" --out "$OUT/redirect-$name" \
         | grep -E '^\| (isopath|xsk-fwd|testpmd|xdp-redirect) ' || true
 }

@@ -415,6 +415,13 @@ impl<'l> RedirectRun<'l> {
             before: BTreeMap::new(),
         };
         let bench = sibling_bin("isopath-bench")?.display().to_string();
+        // NAPI threads from before this peer touched the inputs: a thread not among them is
+        // ours, whether the threaded write creates it or the XDP attach does (after an AF_XDP
+        // peer ran on the lab, attaching starts up0's NAPI already threaded).
+        let known: BTreeMap<&str, BTreeSet<(u32, String)>> = ["up0", "m0"]
+            .into_iter()
+            .map(|d| (d, napi_threads(d)))
+            .collect();
         let mut far: Vec<(&'static str, &'static str)> = vec![("far", "s0"), ("far", "s1")];
         let mut inputs = vec!["up0"];
         if both_ways {
@@ -475,7 +482,7 @@ impl<'l> RedirectRun<'l> {
         r.procs.push(p);
         if opts.napi == Napi::Threaded {
             for dev in inputs {
-                let before = napi_threads(dev);
+                let before = &known[dev];
                 lab.sh(
                     "app",
                     &[
@@ -489,7 +496,7 @@ impl<'l> RedirectRun<'l> {
                 // up late in /proc.
                 let t = Instant::now();
                 let new: Vec<_> = loop {
-                    let new: Vec<_> = napi_threads(dev).difference(&before).cloned().collect();
+                    let new: Vec<_> = napi_threads(dev).difference(before).cloned().collect();
                     if !new.is_empty() || t.elapsed() > Duration::from_secs(1) {
                         break new;
                     }

@@ -80,8 +80,11 @@ fn xdp_redirect_peer_forwards_and_its_counters_add_up() {
     let _ = std::fs::remove_dir_all(&out_dir);
     assert_eq!(r["config"]["xdp_redirect"]["via"], "map", "{r}");
     let p = peer(&r, "xdp-redirect");
+    // The rate is the source's (paced at 20 kpps, less on a busy core 0): what it offered
+    // arrives; the exact accounting is the chain below.
     let pps = p["median_pps"].as_f64().unwrap();
-    assert!(pps > 15_000.0 && pps < 25_000.0, "{p}");
+    let offered = p["median_offered_pps"].as_f64().unwrap();
+    assert!(pps > 5_000.0 && pps > 0.8 * offered, "{p}");
     let run = &p["runs"][0];
     let threads = run["extra"]["peer"]["napi_threads"].as_array().unwrap();
     assert!(
