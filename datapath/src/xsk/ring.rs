@@ -102,6 +102,15 @@ pub trait Rings {
     /// nothing writes it while the view lives.
     fn frame<'a>(&'a self, burst: &FrameBurst<Self::Desc>, i: usize) -> &'a [u8];
 
+    /// The bytes of every frame of `burst`, in order (what the classify pass reads).
+    #[inline]
+    fn frames<'a>(
+        &'a self,
+        burst: &'a FrameBurst<Self::Desc>,
+    ) -> impl Iterator<Item = &'a [u8]> + 'a {
+        (0..burst.len()).map(move |i| self.frame(burst, i))
+    }
+
     /// Drops every frame of `burst` from index `from` on back into the free pool.
     fn drop_from(&mut self, burst: &mut FrameBurst<Self::Desc>, from: usize) -> usize;
 
@@ -468,6 +477,15 @@ impl Rings for XskUmem {
             Some(desc) => unsafe { self.umem.data(desc) }.contents(),
             None => &[],
         }
+    }
+
+    #[inline]
+    fn frames<'a>(&'a self, burst: &'a FrameBurst) -> impl Iterator<Item = &'a [u8]> + 'a {
+        burst.descs[..burst.len].iter().map(|desc| {
+            // SAFETY: as in `frame`: the burst owns each of these frames, and the views borrow
+            // `self` and the burst, so no ring call can hand a frame on while one lives.
+            unsafe { self.umem.data(desc) }.contents()
+        })
     }
 
     #[inline]
