@@ -71,12 +71,28 @@ pub fn verify20(h: &[u8; 20]) -> bool {
 
 /// Whether the running sum `acc` folds to 0xffff ([`fold`] of it is 0xffff). Each folding step
 /// keeps the value modulo 0xffff (2^16 is 1 modulo 0xffff) and a non-zero sum never folds to
-/// 0, so this is "0xffff divides `acc`" for a non-zero `acc`: the compiler tests divisibility by
-/// a constant with one multiply, where folding takes a dozen instructions.
+/// 0, so this is "0xffff divides `acc`" for a non-zero `acc`. Divisibility by an odd constant
+/// is one multiply and a compare (Granlund and Montgomery, 1994): multiplying by the inverse of
+/// 0xffff modulo 2^64 maps the multiples `k * 0xffff` onto `k`, and every other number above
+/// `u64::MAX / 0xffff`. Folding takes a dozen instructions.
 #[inline]
 fn folds_to_ffff(acc: u64) -> bool {
-    acc != 0 && acc.is_multiple_of(0xffff)
+    acc != 0 && acc.wrapping_mul(INV_FFFF) <= u64::MAX / 0xffff
 }
+
+/// The inverse of 0xffff modulo 2^64 (Newton's iteration doubles the correct low bits; an odd
+/// number is its own inverse modulo 8, so five steps give 96 > 64).
+const INV_FFFF: u64 = {
+    let d = 0xffffu64;
+    let mut x = d;
+    let mut i = 0;
+    while i < 5 {
+        x = x.wrapping_mul(2u64.wrapping_sub(d.wrapping_mul(x)));
+        i += 1;
+    }
+    x
+};
+const _: () = assert!(INV_FFFF.wrapping_mul(0xffff) == 1);
 
 /// The IPv4 pseudo-header's sum (RFC 768/793) for an L4 message of `len` bytes.
 pub fn pseudo_v4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: usize) -> u64 {

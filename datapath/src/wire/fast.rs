@@ -24,28 +24,29 @@ fn be16<const N: usize>(b: &[u8; N], at: usize) -> u16 {
 /// layered walk then overwrites all of it).
 #[inline(always)]
 pub(crate) fn parse(frame: &[u8], h: &mut Headers) -> bool {
-    // Ethernet and a 20-byte IPv4 header: the shortest frame this path takes.
-    let Some(b) = frame.first_chunk::<34>() else {
+    // Ethernet, a 20-byte IPv4 header and UDP: the shortest frame this path takes.
+    let Some(b) = frame.first_chunk::<42>() else {
         return false;
     };
     let len = frame.len();
-    let et = be16(b, 12);
-    if et == 0x0800 {
+    // Compared in native order: a constant, no byte swap.
+    let et = u16::from_ne_bytes([b[12], b[13]]);
+    if et == u16::from_ne_bytes([0x08, 0x00]) {
         let total = usize::from(be16(b, 16));
         // Version 4, IHL 5; total length from the header to the frame's end; neither more
         // fragments nor an offset (DF may be set).
         if b[14] != 0x45 || total < 20 || total > len - 14 || be16(b, 20) & 0x3fff != 0 {
             return false;
         }
-        let Some(ip) = b.last_chunk::<20>() else {
+        let Some(ip) = b[14..].first_chunk::<20>() else {
             return false;
         };
         if !checksum::verify20(ip) {
             return false;
         }
-        head(h, b, len, FrameClass::Ipv4, total as u16, b[23]);
+        head(h, b, len, 0x0800, FrameClass::Ipv4, total as u16, b[23]);
         l4::<34>(frame, total - 20, b[23], h)
-    } else if et == 0x86dd {
+    } else if et == u16::from_ne_bytes([0x86, 0xdd]) {
         let Some(b) = frame.first_chunk::<54>() else {
             return false;
         };
@@ -53,7 +54,15 @@ pub(crate) fn parse(frame: &[u8], h: &mut Headers) -> bool {
         if b[14] >> 4 != 6 || 40 + plen > len - 14 {
             return false;
         }
-        head(h, b, len, FrameClass::Ipv6, (40 + plen) as u16, b[20]);
+        head(
+            h,
+            b,
+            len,
+            0x86dd,
+            FrameClass::Ipv6,
+            (40 + plen) as u16,
+            b[20],
+        );
         l4::<54>(frame, plen, b[20], h)
     } else {
         false
@@ -66,6 +75,7 @@ fn head<const N: usize>(
     h: &mut Headers,
     b: &[u8; N],
     len: usize,
+    ethertype: u16,
     class: FrameClass,
     l3_len: u16,
     proto: u8,
@@ -73,7 +83,7 @@ fn head<const N: usize>(
     h.dst = [b[0], b[1], b[2], b[3], b[4], b[5]];
     h.src = [b[6], b[7], b[8], b[9], b[10], b[11]];
     h.len = len.min(usize::from(u16::MAX)) as u16;
-    h.ethertype = be16(b, 12);
+    h.ethertype = ethertype;
     h.l3 = 14;
     h.tpid = 0;
     h.vlan = [0; 2];
@@ -89,12 +99,9 @@ fn head<const N: usize>(
 /// `h`; false for other protocols and malformed headers.
 #[inline(always)]
 fn l4<const AT: usize>(frame: &[u8], payload: usize, proto: u8, h: &mut Headers) -> bool {
-    let Some(l4) = frame.get(AT..) else {
-        return false;
-    };
     match proto {
         17 => {
-            let Some(u) = l4.first_chunk::<8>() else {
+            let Some(u) = frame.get(AT..AT + 8).and_then(<[u8]>::first_chunk::<8>) else {
                 return false;
             };
             let ulen = usize::from(be16(u, 4));
@@ -106,7 +113,7 @@ fn l4<const AT: usize>(frame: &[u8], payload: usize, proto: u8, h: &mut Headers)
             h.tcp_flags = 0;
         }
         6 => {
-            let Some(t) = l4.first_chunk::<20>() else {
+            let Some(t) = frame.get(AT..AT + 20).and_then(<[u8]>::first_chunk::<20>) else {
                 return false;
             };
             let hl = usize::from(t[12] >> 4) * 4;

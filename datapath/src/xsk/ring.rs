@@ -351,10 +351,9 @@ impl Rings for XskUmem {
         }
         // SAFETY: RX hands back descriptors of frames this UMEM lent to the fill ring; the burst
         // becomes their only owner.
+        // The owners keep naming this socket for these frames: a frame back from a ring is
+        // not recorded (FrameOwners: it is back once it is in the pool or lent anew).
         let n = unsafe { q.rx.consume(&mut burst.descs[..max]) };
-        if let Some(o) = &mut self.owners {
-            o.set(&burst.descs[..n], 0);
-        }
         burst.len = n;
         self.ledger.return_rx(n);
         q.in_fill -= n as u64;
@@ -386,7 +385,11 @@ impl Rings for XskUmem {
 
     #[inline]
     fn kick_tx(&mut self, q: &mut XskSocket) {
-        if q.tx_pending && q.tx.needs_wakeup() {
+        // Nothing was produced since the ring was last seen empty: it still is.
+        if !q.tx_pending {
+            return;
+        }
+        if q.tx.needs_wakeup() {
             // xsk-rs swallows EAGAIN/EBUSY/ENOBUFS/ENETDOWN: the ring keeps its frames and the
             // next kick retries; frames sent to a dead link come back as completions.
             let _ = q.tx.wakeup();
@@ -405,9 +408,6 @@ impl Rings for XskUmem {
             // SAFETY: completions are descriptors this UMEM lent to a TX ring; once consumed the
             // kernel no longer touches them and the pool becomes their owner.
             let n = unsafe { q.comp.consume(&mut scratch.descs[..]) };
-            if let Some(o) = &mut self.owners {
-                o.set(&scratch.descs[..n], 0);
-            }
             self.pool.put(&scratch.descs[..n]);
             self.ledger.return_comp(n);
             q.in_tx -= n as u64;
