@@ -103,7 +103,7 @@ fn learn(seen: &SeenMacs, verdicts: &Verdicts) {
     };
     let now_s = seen.now_s();
     if verdicts.tally().tagged == 0 {
-        // Compared with the previous run's source in place (a 4- and a 2-byte compare).
+        // Compared with the previous run's source in place.
         let mut last = &first.hdr.src;
         seen.learn(last, 0, now_s);
         for v in rest {

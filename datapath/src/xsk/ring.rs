@@ -318,25 +318,11 @@ impl Rings for XskUmem {
     fn refill(&mut self, q: &mut XskSocket, max: usize) -> usize {
         let want = (q.fill_target - q.in_fill) as usize;
         let n = want.min(max).min(self.pool.len());
+        // A full ring (every idle socket, every loop) costs these comparisons, not a call.
         if n == 0 {
             return 0;
         }
-        let frames = self.pool.peek_top(n);
-        // SAFETY: every descriptor in the pool belongs to this UMEM (it came from Umem::new or
-        // back from one of this UMEM's rings) and is owned by nobody else: the pool is the only
-        // holder, and `take` below removes exactly the ones the ring accepted.
-        let done = unsafe { q.fill.produce(frames) };
-        if let Some(o) = &mut self.owners {
-            o.set(&frames[..done], q.id);
-        }
-        self.pool.take(done);
-        self.ledger.lend_fill(done);
-        q.in_fill += done as u64;
-        if done > 0 && q.fill.needs_wakeup() {
-            // Copy mode needs a poke to resume RX once the fill ring ran dry.
-            let _ = q.fill.wakeup(q.rx.fd_mut(), 0);
-        }
-        done
+        self.refill_n(q, n)
     }
 
     #[inline]
@@ -500,6 +486,27 @@ impl Rings for XskUmem {
 }
 
 impl XskUmem {
+    /// Lends `n` frames (at most the pool's) to `q`'s fill ring: [`Rings::refill`]'s work.
+    #[inline(never)]
+    fn refill_n(&mut self, q: &mut XskSocket, n: usize) -> usize {
+        let frames = self.pool.peek_top(n);
+        // SAFETY: every descriptor in the pool belongs to this UMEM (it came from Umem::new or
+        // back from one of this UMEM's rings) and is owned by nobody else: the pool is the only
+        // holder, and `take` below removes exactly the ones the ring accepted.
+        let done = unsafe { q.fill.produce(frames) };
+        if let Some(o) = &mut self.owners {
+            o.set(&frames[..done], q.id);
+        }
+        self.pool.take(done);
+        self.ledger.lend_fill(done);
+        q.in_fill += done as u64;
+        if done > 0 && q.fill.needs_wakeup() {
+            // Copy mode needs a poke to resume RX once the fill ring ran dry.
+            let _ = q.fill.wakeup(q.rx.fd_mut(), 0);
+        }
+        done
+    }
+
     /// Keeps the frames of `burst` for which `keep` returns `true` (given each frame's bytes),
     /// returning the others to the free pool. Order is preserved. Returns the number dropped.
     #[inline]
