@@ -153,7 +153,7 @@ pub fn parse_into(frame: &[u8], h: &mut Headers) {
 
 /// The layered walk alone: each layer's view checked in turn (what [`parse_into`] does for
 /// frames off its straight-line path). The reference the straight-line path is held to.
-#[inline(never)]
+#[inline]
 pub fn parse_layered_into(frame: &[u8], h: &mut Headers) {
     *h = Headers {
         len: frame.len().min(usize::from(u16::MAX)) as u16,
