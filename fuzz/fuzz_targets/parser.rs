@@ -1,6 +1,7 @@
 //! Any bytes as frames: the packet views and the worker's classify pass must answer with
 //! headers or a named parse error, never panic, and every offset they report must lie inside
-//! the frame. Run: `cargo +nightly fuzz run parser --no-default-features` (cargo-fuzz; the
+//! the frame; the parse's straight-line path for common frames must answer exactly as the
+//! layered walk. Run: `cargo +nightly fuzz run parser --no-default-features` (cargo-fuzz; the
 //! datapath is built without its XDP modules).
 //!
 //! Input: the first byte picks the policy (own MAC from bytes 1..7, ND punting, strict); the
@@ -89,8 +90,14 @@ fn check(frame: &[u8], h: &Headers) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    // The whole input as one frame.
-    check(data, &wire::parse(data));
+    // The whole input as one frame; the straight-line path answers as the layered walk.
+    let h = wire::parse(data);
+    assert_eq!(
+        h,
+        wire::parse_layered(data),
+        "straight-line path and layered walk"
+    );
+    check(data, &h);
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
@@ -131,6 +138,11 @@ fn burst(vs: &mut Verdicts, frames: &[&[u8]], policy: Policy) {
     let mut forwarded = 0u32;
     for (v, f) in vs.as_slice().iter().zip(frames) {
         assert_eq!(*v, classify(f, &policy), "the pass judges each frame alone");
+        assert_eq!(
+            v.hdr,
+            wire::parse_layered(f),
+            "straight-line path and layered walk"
+        );
         if v.fate != Fate::DropRunt {
             check(f, &v.hdr);
         }

@@ -60,6 +60,7 @@ macro_rules! enum_with_unknown {
 pub mod arp;
 pub mod checksum;
 pub mod ethernet;
+mod fast;
 pub mod icmp;
 pub mod ipv4;
 pub mod ipv6;
@@ -70,10 +71,14 @@ pub mod vlan;
 
 pub use arp::ArpPacket;
 pub use ethernet::{EtherType, EthernetFrame, Mac};
+pub(crate) use fast::parse as parse_common;
 pub use icmp::IcmpPacket;
 pub use ipv4::Ipv4Packet;
 pub use ipv6::{Ipv6ExtHeader, Ipv6FragHeader, Ipv6Packet};
-pub use parse::{Fragment, FrameClass, Headers, MAX_EXT_HEADERS, MAX_VLAN_TAGS, parse, parse_into};
+pub use parse::{
+    Fragment, FrameClass, Headers, MAX_EXT_HEADERS, MAX_VLAN_TAGS, parse, parse_into,
+    parse_layered, parse_layered_into,
+};
 pub use tcp::TcpPacket;
 pub use udp::UdpPacket;
 pub use vlan::VlanHeader;

@@ -67,6 +67,9 @@ pub enum Fragment {
 /// parse error, the fields of the layers below the failing one are filled (the Ethernet
 /// addresses always are, for frames of at least 14 bytes) and the others are zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+// Laid out in this order so that the straight-line parse's stores are few: the fields it
+// writes as constants (`l3` to `error`) are adjacent and merge into wide stores.
+#[repr(C)]
 pub struct Headers {
     /// Destination MAC.
     pub dst: Mac,
@@ -76,34 +79,34 @@ pub struct Headers {
     pub len: u16,
     /// The EtherType after the tags (the TPID of a tag that could not be read).
     pub ethertype: u16,
+    /// Offset of the L3 header.
+    pub l3: u16,
     /// The outer tag's TPID (0x8100 802.1Q, 0x88a8 802.1ad), 0 when untagged.
     pub tpid: u16,
     /// VLAN ids, outer first; `tags` of them are valid.
     pub vlan: [u16; MAX_VLAN_TAGS],
     /// Tags read (0..=2).
     pub tags: u8,
+    /// Fragmentation.
+    pub frag: Fragment,
+    /// Why the frame did not parse to the end, if it did not.
+    pub error: Option<ParseError>,
     /// The class counted for this frame.
     pub class: FrameClass,
-    /// Offset of the L3 header.
-    pub l3: u16,
     /// Offset of the L4 header (IPv4: after the options; IPv6: after the extension headers);
     /// 0 when not reached.
     pub l4: u16,
     /// IPv4 total length, or 40 + IPv6 payload length (the bytes of the L3 packet, padding
     /// excluded); 0 for non-IP frames.
     pub l3_len: u16,
-    /// IP protocol of the L4 header (after IPv6 extension headers).
-    pub proto: u8,
-    /// Fragmentation.
-    pub frag: Fragment,
     /// TCP/UDP source port; ICMP/ICMPv6: the echo identifier.
     pub sport: u16,
     /// TCP/UDP destination port; ICMP/ICMPv6: type << 8 | code.
     pub dport: u16,
+    /// IP protocol of the L4 header (after IPv6 extension headers).
+    pub proto: u8,
     /// TCP flags (0 for other protocols).
     pub tcp_flags: u8,
-    /// Why the frame did not parse to the end, if it did not.
-    pub error: Option<ParseError>,
 }
 
 impl Headers {
@@ -136,8 +139,22 @@ pub fn parse(frame: &[u8]) -> Headers {
 
 /// [`parse`] into `h` (all of it overwritten): the classify pass writes each frame's headers
 /// straight into its verdict, with no copy.
+///
+/// The common frame (untagged IPv4 without options or fragmentation, IPv6 without extension
+/// headers, carrying TCP or UDP) takes a straight-line path (`wire/fast.rs`); every other
+/// frame the layered walk ([`parse_layered_into`]), which gives the same answer for the
+/// common frame too.
 #[inline]
 pub fn parse_into(frame: &[u8], h: &mut Headers) {
+    if !super::fast::parse(frame, h) {
+        parse_layered_into(frame, h);
+    }
+}
+
+/// The layered walk alone: each layer's view checked in turn (what [`parse_into`] does for
+/// frames off its straight-line path). The reference the straight-line path is held to.
+#[inline]
+pub fn parse_layered_into(frame: &[u8], h: &mut Headers) {
     *h = Headers {
         len: frame.len().min(usize::from(u16::MAX)) as u16,
         ..Headers::default()
@@ -145,6 +162,13 @@ pub fn parse_into(frame: &[u8], h: &mut Headers) {
     if let Err(e) = walk(frame, h) {
         h.error = Some(e);
     }
+}
+
+/// [`parse_layered_into`] into a fresh [`Headers`].
+pub fn parse_layered(frame: &[u8]) -> Headers {
+    let mut h = Headers::default();
+    parse_layered_into(frame, &mut h);
+    h
 }
 
 #[inline]

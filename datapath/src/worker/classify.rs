@@ -80,6 +80,8 @@ pub struct Tally {
     pub any_error: bool,
     /// Frames by class (runts excluded).
     pub classes: [u32; FrameClass::COUNT],
+    /// Frames with at least one VLAN tag.
+    pub tagged: u32,
 }
 
 /// Judges one frame.
@@ -91,9 +93,29 @@ pub fn classify(frame: &[u8], policy: &Policy) -> Verdict {
 }
 
 /// [`classify`] into `v` (all of it overwritten), the pass's form: no verdict is copied.
+/// Returns true for a plain frame: parsed to L4 without error, forwarded and not copied to
+/// control (all a burst's [`Tally`] then needs is its class).
 #[inline]
-pub fn classify_into(frame: &[u8], policy: &Policy, v: &mut Verdict) {
-    wire::parse_into(frame, &mut v.hdr);
+pub fn classify_into(frame: &[u8], policy: &Policy, v: &mut Verdict) -> bool {
+    if wire::parse_common(frame, &mut v.hdr) {
+        // Untagged IPv4/IPv6 without error (the straight-line parse): only the own MAC and, for
+        // IPv6, a neighbour solicitation's group can make it more than forwarded.
+        let hdr = &v.hdr;
+        let own = policy.own_mac != 0 && ethernet::mac_u64(&hdr.dst) == policy.own_mac;
+        let nd = policy.punt_nd && hdr.ethertype == 0x86dd && hdr.dst[..3] == [0x33, 0x33, 0xff];
+        v.fate = if own { Fate::Consume } else { Fate::Forward };
+        v.punt = own || nd;
+        return !v.punt;
+    }
+    classify_other(frame, policy, v);
+    false
+}
+
+/// [`classify_into`] of a frame off the straight-line parse (tagged, fragmented, with IPv4
+/// options or IPv6 extension headers, not IP, malformed, a runt).
+#[inline(never)]
+fn classify_other(frame: &[u8], policy: &Policy, v: &mut Verdict) {
+    wire::parse_layered_into(frame, &mut v.hdr);
     if frame.len() < ethernet::HEADER_LEN {
         v.fate = Fate::DropRunt;
         v.punt = false;
@@ -115,11 +137,38 @@ pub fn classify_into(frame: &[u8], policy: &Policy, v: &mut Verdict) {
     v.punt = own || nd;
 }
 
+impl Tally {
+    /// Counts one verdict that is not plain (see [`classify_into`]), bytes excepted.
+    #[inline(never)]
+    fn count(&mut self, v: &Verdict) {
+        if v.fate == Fate::DropRunt {
+            self.runts += 1;
+        } else {
+            self.classes[v.hdr.class as usize] += 1;
+            if let Some(e) = v.hdr.error {
+                self.errors[e as usize] += 1;
+                self.any_error = true;
+            }
+        }
+        self.consumed += u32::from(v.fate == Fate::Consume);
+        if v.fate == Fate::DropParse
+            && let Some(e) = v.hdr.error
+        {
+            self.parse_drops += 1;
+            self.parse_drops_by[e as usize] += 1;
+        }
+        self.punts += u32::from(v.punt);
+        self.tagged += u32::from(v.hdr.tags > 0);
+    }
+}
+
 /// The verdicts of one burst, in frame order, and its [`Tally`]. Allocated once per worker.
 #[derive(Debug)]
 pub struct Verdicts {
     v: Box<[Verdict]>,
     len: usize,
+    /// Bytes of the frames of `v[..len]`.
+    bytes: u64,
     tally: Tally,
 }
 
@@ -135,6 +184,7 @@ impl Verdicts {
         Self {
             v: vec![Verdict::default(); MAX_BURST as usize].into_boxed_slice(),
             len: 0,
+            bytes: 0,
             tally: Tally::default(),
         }
     }
@@ -146,29 +196,19 @@ impl Verdicts {
         let mut t = Tally::default();
         let mut n = 0;
         for (v, f) in self.v.iter_mut().zip(frames) {
-            classify_into(f, &policy, v);
             t.bytes += f.len() as u64;
-            if v.fate == Fate::DropRunt {
-                t.runts += 1;
-            } else {
+            if classify_into(f, &policy, v) {
                 t.classes[v.hdr.class as usize] += 1;
-                if let Some(e) = v.hdr.error {
-                    t.errors[e as usize] += 1;
-                    t.any_error = true;
-                }
+            } else {
+                t.count(v);
             }
-            t.consumed += u32::from(v.fate == Fate::Consume);
-            if v.fate == Fate::DropParse
-                && let Some(e) = v.hdr.error
-            {
-                t.parse_drops += 1;
-                t.parse_drops_by[e as usize] += 1;
-            }
-            t.punts += u32::from(v.punt);
             n += 1;
         }
         t.not_forwarded = t.runts + t.consumed + t.parse_drops;
         self.len = n;
+        // Frames are at most 4096 bytes (`FrameSize::MAX`): each verdict's `hdr.len` is the
+        // frame's whole length, so the burst's bytes are its verdicts' bytes.
+        self.bytes = t.bytes;
         self.tally = t;
     }
 
@@ -201,19 +241,25 @@ impl Verdicts {
     #[inline]
     pub fn keep_forwarded(&mut self) {
         let mut kept = 0;
+        let mut bytes = 0;
         for i in 0..self.len {
             if self.v[i].fate == Fate::Forward {
                 self.v[kept] = self.v[i];
+                bytes += u64::from(self.v[i].hdr.len);
                 kept += 1;
             }
         }
         self.len = kept;
+        self.bytes = bytes;
     }
 
     /// Bytes of the first `n` frames (what a TX ring took).
     #[inline]
     pub fn bytes_of_first(&self, n: usize) -> u64 {
-        self.as_slice()[..n.min(self.len)]
+        if n >= self.len {
+            return self.bytes;
+        }
+        self.as_slice()[..n]
             .iter()
             .map(|v| u64::from(v.hdr.len))
             .sum()

@@ -14,7 +14,7 @@ use super::{
     track::Track,
 };
 use crate::{
-    bond::{INJECT_MAX, Inject},
+    bond::{INJECT_MAX, Inject, SeenMacs},
     stats::{DropReason, Padded, WorkerCounters},
     tap::{DIR_IN, DIR_OUT},
     xsk::{FrameAudit, FrameBurst, Rings, SocketInfo, XskUmem},
@@ -94,6 +94,38 @@ fn forward<R: Rings>(
     let full = rings.drop_from(burst, 0);
     out.counters.count_drop(DropReason::TxRingFull, full as u64);
     sent
+}
+
+/// Records the source MACs of a burst headed into a bond. Bursts come in runs from one host:
+/// each run is learnt once. Without tagged frames in the burst (the tally says) every VLAN is
+/// 0 and only the source is compared.
+#[inline]
+fn learn(seen: &SeenMacs, verdicts: &Verdicts) {
+    let Some((first, rest)) = verdicts.as_slice().split_first() else {
+        return;
+    };
+    let now_s = seen.now_s();
+    if verdicts.tally().tagged == 0 {
+        // Compared with the previous run's source in place.
+        let mut last = &first.hdr.src;
+        seen.learn(last, 0, now_s);
+        for v in rest {
+            if v.hdr.src != *last {
+                last = &v.hdr.src;
+                seen.learn(last, 0, now_s);
+            }
+        }
+    } else {
+        let mut last = (first.hdr.src, first.hdr.dot1q_vid());
+        seen.learn(&last.0, last.1, now_s);
+        for v in rest {
+            let key = (v.hdr.src, v.hdr.dot1q_vid());
+            if key != last {
+                last = key;
+                seen.learn(&key.0, key.1, now_s);
+            }
+        }
+    }
 }
 
 impl<R: Rings> Worker<R> {
@@ -192,9 +224,8 @@ impl<R: Rings> Worker<R> {
                 .inspect(&self.burst, |f| tap.record(f, DIR_IN, ts));
         }
         // The one pass over the frames' headers; everything below reads the verdicts.
-        let (rings, burst) = (&self.rings, &self.burst);
         self.verdicts
-            .classify((0..n).map(|k| rings.frame(burst, k)), policy);
+            .classify(self.rings.frames(&self.burst), policy);
         let t = self.verdicts.tally();
         rx.rx_packets.add(n as u64);
         rx.rx_bytes.add(t.bytes);
@@ -270,16 +301,7 @@ impl<R: Rings> Worker<R> {
                         .inspect(&self.burst, |f| bond.tap.record(f, DIR_OUT, ts));
                 }
                 if let Some(seen) = &bond.seen {
-                    // Bursts come in runs from one host: learn each run once.
-                    let now_s = seen.now_s();
-                    let mut last = None;
-                    for v in self.verdicts.as_slice() {
-                        let key = (v.hdr.src, v.hdr.dot1q_vid());
-                        if last != Some(key) {
-                            seen.learn(&key.0, key.1, now_s);
-                            last = Some(key);
-                        }
-                    }
+                    learn(seen, &self.verdicts);
                 }
                 // One atomic load per burst decides the member for the whole burst.
                 match bond.shared.view().active().and_then(|a| bond.members[a]) {

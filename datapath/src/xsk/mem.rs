@@ -353,6 +353,12 @@ impl Rings for MemUmem {
         }
     }
 
+    fn frames<'a>(&'a self, burst: &'a FrameBurst<MemDesc>) -> impl Iterator<Item = &'a [u8]> + 'a {
+        burst.descs[..burst.len]
+            .iter()
+            .map(|d| &self.mem[d.addr as usize..(d.addr + d.len) as usize])
+    }
+
     fn drop_from(&mut self, burst: &mut FrameBurst<MemDesc>, from: usize) -> usize {
         burst.drop_into(&mut self.pool, from)
     }

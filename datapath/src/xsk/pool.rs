@@ -126,15 +126,24 @@ pub(super) const MAX_OWNER: u16 = OWNER_TX - 1;
 /// The [`FrameLedger`] counts lent frames but not which; a socket that goes away (its port
 /// unregistered) leaves frames in its fill ring, in its RX ring and (briefly) in its TX ring,
 /// in an order the kernel chooses (a zero-copy driver recycles dropped frames out of ring
-/// order). With one word per frame naming its holder, the frames of a closed socket are found
-/// by a scan and come back to the pool, and the ledger stays exact. The cost is one store per
-/// frame each time a frame is lent or given back.
+/// order). With one word per frame naming the socket it was last lent to, the frames of a
+/// closed socket are found by a scan and come back to the pool, and the ledger stays exact.
+///
+/// Only lending is recorded (one store per frame put on a fill or TX ring): a frame that comes
+/// back (RX, completion) keeps its entry, and is known to be back by being in the free pool.
+/// Frames sit in a burst only within one pass over the sockets, never when [`Self::reclaim`]
+/// or [`Self::held_by`] runs, so a socket holds exactly the frames whose entry names it and
+/// that are not in the pool.
 #[derive(Debug)]
 pub struct FrameOwners<D> {
-    /// By frame index: 0, or the holder's socket id (| [`OWNER_TX`] when in a TX ring).
+    /// By frame index: 0 (never lent), or the socket id it was last lent to (| [`OWNER_TX`]
+    /// when to a TX ring).
     owner: Box<[u16]>,
     /// The descriptor of each frame as the UMEM first gave it, by frame index.
     frames: Box<[D]>,
+    /// By frame index, scratch for [`Self::reclaim`]: whether the frame is in the pool
+    /// (allocated once, so that the worker never allocates).
+    free: Box<[bool]>,
     /// log2 of the frame size (a power of two, checked by `FrameSize`): a shift, not a
     /// division, on the hot path.
     shift: u32,
@@ -160,12 +169,12 @@ impl<D: FrameAddr> FrameOwners<D> {
         Self {
             owner: vec![0; frames.len()].into_boxed_slice(),
             frames: table.into_iter().flatten().collect(),
+            free: vec![false; frames.len()].into_boxed_slice(),
             shift: frame_size.trailing_zeros(),
         }
     }
 
-    /// Records `frames` as held by socket `owner` (| [`OWNER_TX`] for a TX ring), or as back
-    /// with the worker (`owner` 0).
+    /// Records `frames` as lent to socket `owner`'s fill ring (| [`OWNER_TX`]: its TX ring).
     #[inline]
     pub fn set(&mut self, frames: &[D], owner: u16) {
         for f in frames {
@@ -175,31 +184,54 @@ impl<D: FrameAddr> FrameOwners<D> {
         }
     }
 
-    /// Frames socket `id` holds: (in its fill or RX ring, in its TX ring).
-    pub fn held_by(&self, id: u16) -> (u64, u64) {
-        self.owner.iter().fold((0, 0), |(fill, tx), &o| {
-            if o == id {
-                (fill + 1, tx)
-            } else if o == id | OWNER_TX {
-                (fill, tx + 1)
-            } else {
-                (fill, tx)
+    /// Marks in `self.free` the frames of `pool`.
+    fn mark_free(&mut self, pool: &FramePool<D>) {
+        self.free.fill(false);
+        for f in pool.peek_top(pool.len()) {
+            if let Some(m) = self.free.get_mut(f.frame_addr() >> self.shift) {
+                *m = true;
             }
-        })
+        }
+    }
+
+    /// Frames socket `id` holds, `pool` being the free pool: (in its fill or RX ring, in its
+    /// TX ring). Call between bursts.
+    pub fn held_by(&mut self, id: u16, pool: &FramePool<D>) -> (u64, u64) {
+        self.mark_free(pool);
+        self.owner
+            .iter()
+            .zip(self.free.iter())
+            .fold((0, 0), |(fill, tx), (&o, &free)| {
+                if free {
+                    (fill, tx)
+                } else if o == id {
+                    (fill + 1, tx)
+                } else if o == id | OWNER_TX {
+                    (fill, tx + 1)
+                } else {
+                    (fill, tx)
+                }
+            })
     }
 
     /// Gives every frame socket `id` held back to `pool` and settles `ledger`. Call only once
-    /// the socket is closed and the kernel has let go of its buffers. Returns (from fill/RX,
-    /// from TX).
+    /// the socket is closed and the kernel has let go of its buffers, between bursts. Returns
+    /// (from fill/RX, from TX).
     pub fn reclaim(
         &mut self,
         id: u16,
         pool: &mut FramePool<D>,
         ledger: &mut FrameLedger,
     ) -> (u64, u64) {
+        self.mark_free(pool);
         let (mut fill, mut tx) = (0, 0);
-        for (o, f) in self.owner.iter_mut().zip(self.frames.iter()) {
-            if *o != 0 && *o & !OWNER_TX == id {
+        for ((o, f), &free) in self
+            .owner
+            .iter_mut()
+            .zip(self.frames.iter())
+            .zip(self.free.iter())
+        {
+            if !free && *o != 0 && *o & !OWNER_TX == id {
                 if *o & OWNER_TX != 0 {
                     tx += 1;
                 } else {
@@ -252,17 +284,25 @@ mod owner_tests {
         owners.set(&all[6..10], 2);
         ledger.lend_fill(10);
         let rx = [all[4], all[2]];
-        owners.set(&rx, 0);
         ledger.return_rx(2);
         owners.set(&rx, 2 | OWNER_TX);
         ledger.lend_tx(2);
         pool.put(&all[10..16]);
-        assert_eq!(owners.held_by(1), (4, 0));
-        assert_eq!(owners.held_by(2), (4, 2));
+        assert_eq!(owners.held_by(1, &pool), (4, 0));
+        assert_eq!(owners.held_by(2, &pool), (4, 2));
+        // Socket 1's RX hands back frame 5, which is dropped into the pool: no longer held,
+        // though its entry still names socket 1.
+        ledger.return_rx(1);
+        pool.put(&all[5..6]);
+        assert_eq!(owners.held_by(1, &pool), (3, 0));
+        ledger.lend_fill(1);
+        owners.set(&all[5..6], 1);
+        pool.take(1);
+        assert_eq!(owners.held_by(1, &pool), (4, 0));
         // Socket 2 closes: its 4 fill frames and 2 TX frames return; socket 1 keeps its own.
         assert_eq!(owners.reclaim(2, &mut pool, &mut ledger), (4, 2));
-        assert_eq!(owners.held_by(2), (0, 0));
-        assert_eq!(owners.held_by(1), (4, 0));
+        assert_eq!(owners.held_by(2, &pool), (0, 0));
+        assert_eq!(owners.held_by(1, &pool), (4, 0));
         assert_eq!((pool.len(), ledger.in_fill, ledger.in_tx), (12, 4, 0));
         let mut back: Vec<u64> = pool.peek_top(12).to_vec();
         back.sort_unstable();
@@ -274,6 +314,18 @@ mod owner_tests {
         );
         // Nothing left for a second reclaim.
         assert_eq!(owners.reclaim(2, &mut pool, &mut ledger), (0, 0));
+        // Socket 1 sends a free frame and its completion comes back to the pool: socket 1
+        // closing then reclaims its 4 fill frames and not that one.
+        let sent = [pool.peek_top(1)[0]];
+        owners.set(&sent, 1 | OWNER_TX);
+        pool.take(1);
+        ledger.lend_tx(1);
+        assert_eq!(owners.held_by(1, &pool), (4, 1));
+        ledger.return_comp(1);
+        pool.put(&sent);
+        assert_eq!(owners.held_by(1, &pool), (4, 0));
+        assert_eq!(owners.reclaim(1, &mut pool, &mut ledger), (4, 0));
+        assert_eq!((pool.len(), ledger.in_fill, ledger.in_tx), (16, 0, 0));
     }
 
     #[test]

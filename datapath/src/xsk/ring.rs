@@ -102,6 +102,15 @@ pub trait Rings {
     /// nothing writes it while the view lives.
     fn frame<'a>(&'a self, burst: &FrameBurst<Self::Desc>, i: usize) -> &'a [u8];
 
+    /// The bytes of every frame of `burst`, in order (what the classify pass reads).
+    #[inline]
+    fn frames<'a>(
+        &'a self,
+        burst: &'a FrameBurst<Self::Desc>,
+    ) -> impl Iterator<Item = &'a [u8]> + 'a {
+        (0..burst.len()).map(move |i| self.frame(burst, i))
+    }
+
     /// Drops every frame of `burst` from index `from` on back into the free pool.
     fn drop_from(&mut self, burst: &mut FrameBurst<Self::Desc>, from: usize) -> usize;
 
@@ -309,25 +318,11 @@ impl Rings for XskUmem {
     fn refill(&mut self, q: &mut XskSocket, max: usize) -> usize {
         let want = (q.fill_target - q.in_fill) as usize;
         let n = want.min(max).min(self.pool.len());
+        // A full ring (every idle socket, every loop) costs these comparisons, not a call.
         if n == 0 {
             return 0;
         }
-        let frames = self.pool.peek_top(n);
-        // SAFETY: every descriptor in the pool belongs to this UMEM (it came from Umem::new or
-        // back from one of this UMEM's rings) and is owned by nobody else: the pool is the only
-        // holder, and `take` below removes exactly the ones the ring accepted.
-        let done = unsafe { q.fill.produce(frames) };
-        if let Some(o) = &mut self.owners {
-            o.set(&frames[..done], q.id);
-        }
-        self.pool.take(done);
-        self.ledger.lend_fill(done);
-        q.in_fill += done as u64;
-        if done > 0 && q.fill.needs_wakeup() {
-            // Copy mode needs a poke to resume RX once the fill ring ran dry.
-            let _ = q.fill.wakeup(q.rx.fd_mut(), 0);
-        }
-        done
+        self.refill_n(q, n)
     }
 
     #[inline]
@@ -342,10 +337,9 @@ impl Rings for XskUmem {
         }
         // SAFETY: RX hands back descriptors of frames this UMEM lent to the fill ring; the burst
         // becomes their only owner.
+        // The owners keep naming this socket for these frames: a frame back from a ring is
+        // not recorded (FrameOwners: it is back once it is in the pool or lent anew).
         let n = unsafe { q.rx.consume(&mut burst.descs[..max]) };
-        if let Some(o) = &mut self.owners {
-            o.set(&burst.descs[..n], 0);
-        }
         burst.len = n;
         self.ledger.return_rx(n);
         q.in_fill -= n as u64;
@@ -377,7 +371,11 @@ impl Rings for XskUmem {
 
     #[inline]
     fn kick_tx(&mut self, q: &mut XskSocket) {
-        if q.tx_pending && q.tx.needs_wakeup() {
+        // Nothing was produced since the ring was last seen empty: it still is.
+        if !q.tx_pending {
+            return;
+        }
+        if q.tx.needs_wakeup() {
             // xsk-rs swallows EAGAIN/EBUSY/ENOBUFS/ENETDOWN: the ring keeps its frames and the
             // next kick retries; frames sent to a dead link come back as completions.
             let _ = q.tx.wakeup();
@@ -396,9 +394,6 @@ impl Rings for XskUmem {
             // SAFETY: completions are descriptors this UMEM lent to a TX ring; once consumed the
             // kernel no longer touches them and the pool becomes their owner.
             let n = unsafe { q.comp.consume(&mut scratch.descs[..]) };
-            if let Some(o) = &mut self.owners {
-                o.set(&scratch.descs[..n], 0);
-            }
             self.pool.put(&scratch.descs[..n]);
             self.ledger.return_comp(n);
             q.in_tx -= n as u64;
@@ -471,6 +466,15 @@ impl Rings for XskUmem {
     }
 
     #[inline]
+    fn frames<'a>(&'a self, burst: &'a FrameBurst) -> impl Iterator<Item = &'a [u8]> + 'a {
+        burst.descs[..burst.len].iter().map(|desc| {
+            // SAFETY: as in `frame`: the burst owns each of these frames, and the views borrow
+            // `self` and the burst, so no ring call can hand a frame on while one lives.
+            unsafe { self.umem.data(desc) }.contents()
+        })
+    }
+
+    #[inline]
     fn drop_from(&mut self, burst: &mut FrameBurst, from: usize) -> usize {
         burst.drop_into(&mut self.pool, from)
     }
@@ -482,6 +486,27 @@ impl Rings for XskUmem {
 }
 
 impl XskUmem {
+    /// Lends `n` frames (at most the pool's) to `q`'s fill ring: [`Rings::refill`]'s work.
+    #[inline(never)]
+    fn refill_n(&mut self, q: &mut XskSocket, n: usize) -> usize {
+        let frames = self.pool.peek_top(n);
+        // SAFETY: every descriptor in the pool belongs to this UMEM (it came from Umem::new or
+        // back from one of this UMEM's rings) and is owned by nobody else: the pool is the only
+        // holder, and `take` below removes exactly the ones the ring accepted.
+        let done = unsafe { q.fill.produce(frames) };
+        if let Some(o) = &mut self.owners {
+            o.set(&frames[..done], q.id);
+        }
+        self.pool.take(done);
+        self.ledger.lend_fill(done);
+        q.in_fill += done as u64;
+        if done > 0 && q.fill.needs_wakeup() {
+            // Copy mode needs a poke to resume RX once the fill ring ran dry.
+            let _ = q.fill.wakeup(q.rx.fd_mut(), 0);
+        }
+        done
+    }
+
     /// Keeps the frames of `burst` for which `keep` returns `true` (given each frame's bytes),
     /// returning the others to the free pool. Order is preserved. Returns the number dropped.
     #[inline]

@@ -295,8 +295,7 @@ impl XskUmem {
         })
     }
 
-    /// Keeps track of which socket holds each lent frame (one store per frame lent or given
-    /// back), so that a socket can be closed while the UMEM stays in use and its frames come
+    /// Keeps track of which socket holds each lent frame (one store per frame lent), so that a socket can be closed while the UMEM stays in use and its frames come
     /// back ([`Self::reclaim`]). Call before the first frame is lent.
     pub fn track_owners(&mut self) {
         let frames = self.pool.peek_top(self.pool.len());
@@ -307,8 +306,9 @@ impl XskUmem {
     }
 
     /// Frames socket `id` holds now: (fill/RX ring, TX ring); `None` when not tracked.
-    pub fn held_by(&self, id: u16) -> Option<(u64, u64)> {
-        self.owners.as_ref().map(|o| o.held_by(id))
+    pub fn held_by(&mut self, id: u16) -> Option<(u64, u64)> {
+        let pool = &self.pool;
+        self.owners.as_mut().map(|o| o.held_by(id, pool))
     }
 
     /// Creates and binds a socket on `ifname` queue `queue` sharing this UMEM (see
