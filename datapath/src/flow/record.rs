@@ -215,10 +215,12 @@ impl Record {
         st(&self.w[META], meta);
     }
 
-    /// Copies the words out (a reader copies inside its sequence check).
+    /// Copies the words out (a reader copies inside its sequence check), last word first:
+    /// the opposite order to the writer's, so a copy that overlaps a write without the
+    /// sequence check (the stress test's unprotected switch) mixes the two.
     #[inline]
     fn copy(&self, out: &mut [u32; WORDS]) {
-        for (o, w) in out.iter_mut().zip(&self.w) {
+        for (o, w) in out.iter_mut().zip(&self.w).rev() {
             *o = ld(w);
         }
     }

@@ -442,9 +442,11 @@ impl FlowTable {
         let removed = self.ix.remove(p, s);
         debug_assert!(removed, "a live flow is in the index");
         let r = self.slab(s);
-        let seq = r.begin();
-        r.kill();
-        r.end(seq);
+        if !self.unprotected() {
+            let seq = r.begin();
+            r.kill();
+            r.end(seq);
+        }
         self.wheel.free(s, self.unprotected());
         self.in_use -= 1;
         self.sh.counters.in_use.set(self.in_use.into());
