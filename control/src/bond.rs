@@ -13,8 +13,11 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use crate::status::{
+    BondDrops, BondOptionsStatus, BondStatus, EventStatus, Link, MemberState, MemberStatus,
+    NotifyStatus, VlanStatus,
+};
 use isopath_datapath::bond::{BondShared, BondView, MAX_MEMBERS};
-use serde_json::{Value, json};
 
 /// Events kept per bond (oldest dropped first).
 pub const EVENT_LOG: usize = 1024;
@@ -1070,75 +1073,93 @@ impl Bond {
         Ok(true)
     }
 
-    /// The status view (like `/proc/net/bonding/bond0`).
-    pub fn status(&self) -> Value {
-        let members: Vec<Value> = self
+    /// The status view (like `/proc/net/bonding/bond0`); the workers' counters of the bond
+    /// (`tx_packets`, `to_control`, `drops`) are the caller's to fill in.
+    pub fn status(&self) -> BondStatus {
+        let members = self
             .members
             .iter()
             .enumerate()
-            .map(|(i, m)| {
-                json!({
-                    "name": m.name,
-                    "link": m.link.name(),
-                    "state": if m.released { "released" }
-                        else if self.active == Some(i) { "active" }
-                        else if self.draining.is_some_and(|(d, _)| d == i) { "draining" }
-                        else { "backup" },
-                    "link_failures": m.link_failures,
-                    "prio": m.prio,
-                    "speed_mbps": m.speed,
-                    "perm_mac": m.perm_mac,
-                })
+            .map(|(i, m)| MemberStatus {
+                name: m.name.clone(),
+                link: m.link.name().to_owned(),
+                state: if m.released {
+                    MemberState::Released
+                } else if self.active == Some(i) {
+                    MemberState::Active
+                } else if self.draining.is_some_and(|(d, _)| d == i) {
+                    MemberState::Draining
+                } else {
+                    MemberState::Backup
+                },
+                link_failures: m.link_failures,
+                prio: m.prio,
+                speed_mbps: m.speed,
+                perm_mac: m.perm_mac.clone(),
             })
             .collect();
-        let events: Vec<Value> = self
+        let events = self
             .events
             .iter()
-            .map(|e| json!({ "unix_ns": e.unix_ns, "kind": e.kind, "member": e.member, "detail": e.detail }))
+            .map(|e| EventStatus {
+                unix_ns: e.unix_ns,
+                kind: e.kind.to_owned(),
+                member: e.member.clone(),
+                detail: e.detail.clone(),
+            })
             .collect();
-        json!({
-            "name": self.name,
-            "mode": "active-backup",
-            "carrier": if self.active.is_some() { "up" } else { "down" },
-            "active": self.active.map(|a| self.members[a].name.clone()),
-            "failovers": self.failovers,
-            "options": {
-                "miimon_ms": self.opts.miimon.as_millis() as u64,
-                "updelay_ms": self.opts.updelay.as_millis() as u64,
-                "downdelay_ms": self.opts.downdelay.as_millis() as u64,
-                "primary": self.opts.primary.map(|p| self.members[p].name.clone()),
-                "primary_reselect": self.opts.primary_reselect.name(),
-                "all_members_active": self.opts.all_members_active,
-                "drain_ms": self.opts.drain.as_millis() as u64,
-                "fail_over_mac": self.opts.fail_over_mac.name(),
-                "num_grat_arp": self.opts.notify.num_grat_arp,
-                "num_unsol_na": self.opts.notify.num_unsol_na,
-                "peer_notif_delay_ms": self.opts.notify.peer_notif_delay.as_millis() as u64,
-                "reannounce": self.opts.notify.reannounce,
-                "reannounce_table": self.opts.notify.reannounce_table,
-                "reannounce_max_age_s": self.opts.notify.reannounce_max_age_s,
-                "arp_interval_ms": self.opts.arp.as_ref().map(|a| a.interval.as_millis() as u64),
-                "arp_ip_target": self.opts.arp.as_ref().map(|a| a.targets.iter().map(|t| t.to_string()).collect::<Vec<_>>()),
-                "arp_validate": self.opts.arp.as_ref().map(|a| a.validate.name()),
-                "arp_all_targets": self.opts.arp.as_ref().map(|a| if a.all_targets { "all" } else { "any" }),
-                "arp_missed_max": self.opts.arp.as_ref().map(|a| a.missed_max),
+        let o = &self.opts;
+        let arp = o.arp.as_ref();
+        BondStatus {
+            name: self.name.clone(),
+            mode: "active-backup".to_owned(),
+            carrier: Link::from_up(self.active.is_some()),
+            active: self.active.map(|a| self.members[a].name.clone()),
+            failovers: self.failovers,
+            options: BondOptionsStatus {
+                miimon_ms: o.miimon.as_millis() as u64,
+                updelay_ms: o.updelay.as_millis() as u64,
+                downdelay_ms: o.downdelay.as_millis() as u64,
+                primary: o.primary.map(|p| self.members[p].name.clone()),
+                primary_reselect: o.primary_reselect.name().to_owned(),
+                all_members_active: o.all_members_active,
+                drain_ms: o.drain.as_millis() as u64,
+                fail_over_mac: o.fail_over_mac.name().to_owned(),
+                num_grat_arp: o.notify.num_grat_arp,
+                num_unsol_na: o.notify.num_unsol_na,
+                peer_notif_delay_ms: o.notify.peer_notif_delay.as_millis() as u64,
+                reannounce: o.notify.reannounce,
+                reannounce_table: o.notify.reannounce_table,
+                reannounce_max_age_s: o.notify.reannounce_max_age_s,
+                arp_interval_ms: arp.map(|a| a.interval.as_millis() as u64),
+                arp_ip_target: arp.map(|a| a.targets.iter().map(|t| t.to_string()).collect()),
+                arp_validate: arp.map(|a| a.validate.name().to_owned()),
+                arp_all_targets: arp.map(|a| if a.all_targets { "all" } else { "any" }.to_owned()),
+                arp_missed_max: arp.map(|a| a.missed_max),
             },
-            "mac": crate::frames::fmt_mac(&self.own_mac()),
-            "addresses": self.opts.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-            "vlans": self.opts.vlans.iter().map(|(id, addrs)| json!({
-                "id": id,
-                "addresses": addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
-            "notifications": {
-                "grat_arp": self.sent.grat_arp,
-                "unsol_na": self.sent.unsol_na,
-                "reannounced": self.sent.reannounced,
-                "mailbox_full": self.sent.mailbox_full,
-                "rate_limited": self.sent.rate_limited,
+            mac: crate::frames::fmt_mac(&self.own_mac()),
+            addresses: o.addresses.iter().map(|a| a.to_string()).collect(),
+            vlans: o
+                .vlans
+                .iter()
+                .map(|(id, addrs)| VlanStatus {
+                    id: *id,
+                    addresses: addrs.iter().map(|a| a.to_string()).collect(),
+                })
+                .collect(),
+            notifications: NotifyStatus {
+                grat_arp: self.sent.grat_arp,
+                mailbox_full: self.sent.mailbox_full,
+                rate_limited: self.sent.rate_limited,
+                reannounced: self.sent.reannounced,
+                unsol_na: self.sent.unsol_na,
             },
-            "members": members,
-            "events": events,
-        })
+            members,
+            events,
+            tx_packets: 0,
+            to_control: 0,
+            drops: BondDrops::default(),
+        }
     }
 }
 
@@ -1188,7 +1209,7 @@ mod tests {
         b.carrier(1, false, t, SystemTime::now());
         b.carrier(0, false, t, SystemTime::now());
         assert_eq!(view(&b).active(), None);
-        assert_eq!(b.status()["carrier"], "down");
+        assert_eq!(b.status().carrier, Link::Down);
         b.carrier(1, true, t, SystemTime::now());
         assert_eq!(b.active(), Some(1));
     }
@@ -1537,7 +1558,7 @@ mod tests {
         assert_eq!(b.active(), Some(0));
         assert_eq!(b.enslave(member("m2", true), t, w), Ok(2), "a new port");
         assert!(b.enslave(member("m2", true), t, w).is_err());
-        assert_eq!(b.status()["members"][2]["state"], "backup");
+        assert_eq!(b.status().members[2].state, MemberState::Backup);
     }
 
     #[test]

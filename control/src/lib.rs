@@ -18,7 +18,9 @@ pub mod metrics;
 pub mod netlink;
 pub mod parse_status;
 pub mod privs;
+pub mod request;
 pub mod sd_notify;
+pub mod status;
 /// The control protocol (its own crate, so its fuzz target builds without the datapath).
 pub use isopath_proto as proto;
 pub mod topology;
