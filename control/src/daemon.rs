@@ -1258,7 +1258,7 @@ impl Daemon {
         book.bonds[bi].trace_events();
         let m = match result {
             Ok(m) => m,
-            Err(e) => return err(e),
+            Err(e) => return err(e.to_string()),
         };
         let cmd = WorkerCmd::SetMember {
             bond: bi,

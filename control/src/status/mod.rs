@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::topology::{self, ThreadCheck};
+use crate::{
+    bond::{ArpValidate, EventKind, FailOverMac, Reselect},
+    topology::{self, ThreadCheck},
+};
 
 pub mod render;
 
@@ -254,14 +257,14 @@ pub struct BondOptionsStatus {
     pub downdelay_ms: u64,
     /// The preferred member.
     pub primary: Option<String>,
-    /// `always`, `better`, `failure`.
-    pub primary_reselect: String,
+    /// When the primary takes over again.
+    pub primary_reselect: Reselect,
     /// Accept frames on backups too.
     pub all_members_active: bool,
     /// How long a planned switch keeps accepting the old member's frames.
     pub drain_ms: u64,
-    /// `none`, `active`, `follow`.
-    pub fail_over_mac: String,
+    /// Which MAC the bond's own frames carry.
+    pub fail_over_mac: FailOverMac,
     /// Gratuitous ARPs per address.
     pub num_grat_arp: u32,
     /// Unsolicited NAs per address.
@@ -279,7 +282,7 @@ pub struct BondOptionsStatus {
     /// ARP targets.
     pub arp_ip_target: Option<Vec<String>>,
     /// ARP validation.
-    pub arp_validate: Option<String>,
+    pub arp_validate: Option<ArpValidate>,
     /// `any` or `all`.
     pub arp_all_targets: Option<String>,
     /// Intervals without proof before a member is down.
@@ -361,7 +364,7 @@ pub struct EventStatus {
     /// Wall-clock time, nanoseconds since the Unix epoch.
     pub unix_ns: u64,
     /// What happened.
-    pub kind: String,
+    pub kind: EventKind,
     /// The member concerned.
     pub member: Option<String>,
     /// From/to, reason.

@@ -96,7 +96,7 @@ pub fn bond(b: &BondStatus, status: &Status, events: usize) -> String {
         o,
         "Primary Member: {} (primary_reselect {})",
         s(&opts.primary),
-        opts.primary_reselect
+        opts.primary_reselect.name()
     );
     let _ = writeln!(
         o,
@@ -116,7 +116,9 @@ pub fn bond(b: &BondStatus, status: &Status, events: usize) -> String {
     let _ = writeln!(
         o,
         "fail_over_mac: {}  MAC: {}  all_members_active: {}",
-        opts.fail_over_mac, b.mac, opts.all_members_active
+        opts.fail_over_mac.name(),
+        b.mac,
+        opts.all_members_active
     );
     let notifications = serde_json::to_string(&b.notifications).unwrap_or_default();
     let _ = writeln!(
@@ -155,7 +157,7 @@ pub fn bond(b: &BondStatus, status: &Status, events: usize) -> String {
             "  {}.{:09} {} {} {}",
             e.unix_ns / 1_000_000_000,
             e.unix_ns % 1_000_000_000,
-            e.kind,
+            e.kind.name(),
             s(&e.member),
             e.detail
         );
@@ -233,10 +235,10 @@ mod tests {
                 updelay_ms: 0,
                 downdelay_ms: 0,
                 primary: None,
-                primary_reselect: "always".into(),
+                primary_reselect: crate::bond::Reselect::Always,
                 all_members_active: false,
                 drain_ms: 50,
-                fail_over_mac: "none".into(),
+                fail_over_mac: crate::bond::FailOverMac::None,
                 num_grat_arp: 1,
                 num_unsol_na: 1,
                 peer_notif_delay_ms: 0,
@@ -270,7 +272,7 @@ mod tests {
             }],
             events: vec![EventStatus {
                 unix_ns: 1_700_000_000_000_000_123,
-                kind: "active_changed".into(),
+                kind: crate::bond::EventKind::ActiveChanged,
                 member: None,
                 detail: "none -> m0 (start)".into(),
             }],
