@@ -1685,11 +1685,26 @@ mod tests {
     #[test]
     fn events_are_kept_bounded_and_stamped() {
         let (mut b, t) = bond(BondOptions::default(), &[true, true]);
-        for i in 0..(EVENT_LOG + 10) {
-            b.carrier(1, i % 2 == 1, t, SystemTime::now());
+        // Each carrier report stamped with its own wall time: 1 s after the epoch plus i ms.
+        let wall = |i: usize| UNIX_EPOCH + Duration::from_secs(1) + Duration::from_millis(i as u64);
+        let n = EVENT_LOG + 10;
+        for i in 0..n {
+            b.carrier(1, i % 2 == 1, t, wall(i));
         }
+        // Bounded: the oldest went first, the newest are kept, in order.
         assert_eq!(b.events().count(), EVENT_LOG);
-        assert!(b.events().all(|e| e.unix_ns > 0));
+        let stamps: Vec<u64> = b.events().map(|e| e.unix_ns).collect();
+        assert_eq!(stamps.last(), Some(&unix_ns(wall(n - 1))));
+        assert!(stamps.windows(2).all(|w| w[0] <= w[1]), "in time order");
+        // Stamped with the time the caller passed: the first kept is that of report n - 1024.
+        assert_eq!(stamps[0], unix_ns(wall(n - EVENT_LOG)));
+        // Each report of m1's carrier is one member_link event, down and up alternating.
+        assert!(
+            b.events()
+                .all(|e| e.kind == EventKind::MemberLink && e.member.as_deref() == Some("m1"))
+        );
+        let last = b.events().last().unwrap();
+        assert!(last.detail.contains("up"), "{last:?}");
     }
 
     #[test]
