@@ -8,7 +8,7 @@
 //! sockets closed, the control socket file removed.
 
 use std::{
-    io::{BufRead, BufReader, Write},
+    io::Write,
     os::unix::net::{UnixListener, UnixStream},
     path::{Path, PathBuf},
     sync::{
@@ -42,9 +42,9 @@ use crate::{
     host::Host,
     netlink::{WatcherStats, spawn_link_watcher},
     request::{
-        CaptureReply, MAX_LINE, MemberChanged, OptionSet, PortAdded, PortsRemoved, Reply, Request,
-        Switched,
+        CaptureReply, MemberChanged, OptionSet, PortAdded, PortsRemoved, Reply, Request, Switched,
     },
+    server::Server,
     status::{
         BondDrops, BondStatus, ControlCounters, FrameCounts, Link, PortStatus, RtnetlinkCounters,
         Status, WorkerStatus, XdpCounters, XskCounters,
@@ -428,9 +428,8 @@ pub struct Daemon {
     /// buffers before their frames go back to their worker: (worker, socket id, when).
     closing: Vec<(usize, u16, Instant)>,
     socket_path: PathBuf,
-    listener: UnixListener,
+    server: Server,
     started: Instant,
-    requests: u64,
     bad_requests: u64,
     /// Where workers and housekeeping run, and why.
     placement: topology::Plan,
@@ -768,9 +767,11 @@ impl Daemon {
                 xdp_mode: plan.xdp_mode,
             },
             socket_path: PathBuf::from(&plan.control_socket),
-            listener,
+            server: Server::new(listener).map_err(|source| StartError::Socket {
+                what: format!("making {} non-blocking", plan.control_socket),
+                source,
+            })?,
             started: Instant::now(),
-            requests: 0,
             bad_requests: 0,
             placement: plan.placement.clone(),
             housekeeping,
@@ -833,44 +834,40 @@ impl Daemon {
         }
     }
 
+    /// Answers the control connections whose request has arrived (or is late or unreadable);
+    /// the others wait for a later turn ([`Server::poll`]).
     fn serve_control(&mut self, host: &dyn Host) {
-        loop {
-            match self.listener.accept() {
-                Ok((stream, _)) => {
-                    self.requests += 1;
-                    match self.answer(stream, host) {
-                        Ok(true) => {}
-                        Ok(false) => self.bad_requests += 1,
-                        Err(e) => {
-                            self.bad_requests += 1;
-                            warn!("control request: {e:#}");
-                        }
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+        for (stream, line) in self.server.poll(Instant::now()) {
+            match self.answer(&stream, line, host) {
+                Ok(true) => {}
+                Ok(false) => self.bad_requests += 1,
                 Err(e) => {
-                    warn!("control socket accept: {e}");
-                    return;
+                    self.bad_requests += 1;
+                    warn!("control request: {e:#}");
                 }
             }
         }
     }
 
     /// Answers one request. `Ok(false)`: the request was refused (and told so).
-    fn answer(&mut self, stream: UnixStream, host: &dyn Host) -> std::io::Result<bool> {
-        stream.set_nonblocking(false)?;
-        // A client that connects and says nothing cannot hold the control loop for long.
-        stream.set_read_timeout(Some(Duration::from_millis(200)))?;
-        stream.set_write_timeout(Some(Duration::from_millis(500)))?;
-        let mut line = String::new();
-        let reply = match BufReader::new(&stream).take_line(&mut line) {
+    fn answer(
+        &mut self,
+        stream: &UnixStream,
+        line: std::io::Result<String>,
+        host: &dyn Host,
+    ) -> std::io::Result<bool> {
+        let reply = match line {
             Err(e) => Reply::error(format!("reading the request: {e}")),
-            Ok(()) => match Request::parse(&line) {
+            Ok(line) => match Request::parse(&line) {
                 Ok(request) => self.handle(request, host),
                 Err(e) => Reply::error(e),
             },
         };
-        let mut w = &stream;
+        // The reply is written blocking, bounded: a client that does not read it holds the
+        // loop at most this long (a status reply fits the socket's buffer).
+        stream.set_nonblocking(false)?;
+        stream.set_write_timeout(Some(Duration::from_millis(500)))?;
+        let mut w = stream;
         serde_json::to_writer(&mut w, &reply)?;
         w.write_all(b"\n")?;
         Ok(reply.is_ok())
@@ -1373,7 +1370,7 @@ impl Daemon {
             bonds: self.bonds_status(),
             captures: self.captures.iter().map(Capture::status).collect(),
             control: ControlCounters {
-                requests: self.requests,
+                requests: self.server.accepted,
                 bad_requests: self.bad_requests,
             },
             placement: self.placement.clone(),
@@ -1565,33 +1562,5 @@ fn bind_control_socket(path: &Path) -> Result<UnixListener, StartError> {
         warn!(path = %path.display(), "removing a stale control socket");
         std::fs::remove_file(path).map_err(io(format!("removing {}", path.display())))?;
     }
-    let l = UnixListener::bind(path).map_err(io(format!("binding {}", path.display())))?;
-    l.set_nonblocking(true)
-        .map_err(io(format!("making {} non-blocking", path.display())))?;
-    Ok(l)
-}
-
-/// Reads one line of at most 4 KiB: a request larger than that is refused, not buffered.
-trait TakeLine {
-    fn take_line(&mut self, out: &mut String) -> std::io::Result<()>;
-}
-
-impl<R: BufRead> TakeLine for R {
-    fn take_line(&mut self, out: &mut String) -> std::io::Result<()> {
-        use std::io::Read;
-        let mut buf = Vec::new();
-        self.by_ref()
-            .take(MAX_LINE as u64)
-            .read_until(b'\n', &mut buf)?;
-        if !buf.ends_with(b"\n") && buf.len() >= MAX_LINE {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "request over 4 KiB",
-            ));
-        }
-        *out = String::from_utf8(buf).map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::InvalidData, "request is not UTF-8")
-        })?;
-        Ok(())
-    }
+    UnixListener::bind(path).map_err(io(format!("binding {}", path.display())))
 }
