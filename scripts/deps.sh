@@ -5,7 +5,7 @@
 # safe to run again. Installing needs root (apt-get); these machines have no sudo.
 #
 #   scripts/deps.sh                  install the build/test packages and tools
-#   scripts/deps.sh --peers          also the benchmark peers (dpdk-testpmd, dpdk-test)
+#   scripts/deps.sh --peers          also the benchmark peers (dpdk-testpmd, dpdk-test) and perf
 #   scripts/deps.sh --list [--peers] print the Debian packages guaranteed, sorted (no root needed)
 #
 # This file is the one list: `tests/tests/deps.rs` checks that every external program the project
@@ -41,6 +41,7 @@ ISOPATH_PKGS=(
 ISOPATH_PEER_PKGS=(
     "dpdk-dev:/usr/bin/dpdk-testpmd"     # dpdk-testpmd (forwarding peer), dpdk-test (rte_hash perf)
     "librte-net-af-xdp23:/usr/lib/x86_64-linux-gnu/dpdk/pmds-23.0/librte_net_af_xdp.so.23"
+    "linux-perf:/usr/bin/perf"           # bench/scripts/redirect-profile.sh: perf record -e cpu-clock
 )
 
 # Cargo subcommands, installed with `cargo install --locked` when missing: name, then the

@@ -24,6 +24,7 @@ mod lab;
 mod pattern;
 mod pcap;
 mod peers;
+mod redirect;
 mod report;
 mod run;
 mod search;
@@ -78,6 +79,10 @@ enum Command {
     XskDrop(BareArgs),
     /// A tiny XDP_DROP program that counts: the lab's receive ceiling.
     XdpDrop(XdpDropArgs),
+    /// The xdp-redirect peer's cross-connect: XDP_REDIRECT from --iface to --to (and back).
+    XdpRedirect(redirect::XdpRedirectArgs),
+    /// XDP_PASS on interfaces, so that veths accept redirected frames (NAPI).
+    XdpPass(redirect::XdpPassArgs),
     /// Every peer and ceiling on the same lab path, alternating A B A B: forwarding rates,
     /// ratios, CPU per core. Builds its own lab; writes report.json, summary.md, SVG plots.
     Compare(run::CompareArgs),
@@ -211,6 +216,8 @@ fn main() -> ExitCode {
             .and_then(|stop| xsk::bare(&a.iface, None, a.batch.into(), a.secs, a.core, &stop))
             .and_then(|r| print_json(&r)),
         Command::XdpDrop(a) => xdp_drop(a),
+        Command::XdpRedirect(a) => redirect::run_redirect(a),
+        Command::XdpPass(a) => redirect::run_pass(a),
         Command::Compare(a) => run::compare(a),
         Command::Rfc2544(a) => run::rfc2544(a),
         Command::Failover(a) => failover::main(a),

@@ -138,6 +138,9 @@ pub enum StartError {
     /// A worker thread could not be started.
     #[error("spawning a worker thread")]
     Spawn(#[source] std::io::Error),
+    /// A worker's flow table could not be allocated.
+    #[error("allocating the flow table")]
+    FlowTable(#[source] std::io::Error),
 }
 
 impl StartError {
@@ -434,6 +437,8 @@ pub struct Daemon {
     /// Where workers and housekeeping run, and why.
     placement: topology::Plan,
     housekeeping: Option<topology::Housekeeping>,
+    /// Names of the flow records' ingress port ids (id n is the start-up port n - 1).
+    flow_ports: Vec<String>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -583,6 +588,9 @@ impl Daemon {
                     source,
                 })?
                 .strict(plan.strict);
+            if let Some(params) = &plan.flows {
+                b = b.flows(params).map_err(StartError::FlowTable)?;
+            }
             let mut slots = Vec::with_capacity(wp.queues.len());
             for &(pi, q) in &wp.queues {
                 let port = &mut ports[pi];
@@ -602,6 +610,7 @@ impl Daemon {
                     info!(port = %port.name, queue = q, "zero-copy bind refused ({why}); copy mode");
                 }
                 slots.push((pi, q, slot));
+                b.set_flow_port(slot, u8::try_from(pi + 1).unwrap_or(0));
             }
             let wbonds: Vec<usize> = bonds
                 .iter()
@@ -775,6 +784,7 @@ impl Daemon {
             bad_requests: 0,
             placement: plan.placement.clone(),
             housekeeping,
+            flow_ports: plan.ports.iter().map(|p| p.name.clone()).collect(),
         })
     }
 
@@ -903,6 +913,15 @@ impl Daemon {
                 done(self.capture_start(&target, &file, &dir).map(Reply::Capture))
             }
             Request::CaptureStop(target) => done(self.capture_stop(&target).map(Reply::Capture)),
+            Request::Flow(words) => {
+                let readers: Vec<_> = self
+                    .workers
+                    .iter()
+                    .map(|w| w.handle.flow_reader())
+                    .collect();
+                let words: Vec<&str> = words.iter().map(String::as_str).collect();
+                done(crate::flows::answer(&words, &readers, &self.flow_ports).map(Reply::Flow))
+            }
         }
     }
 
@@ -1341,10 +1360,12 @@ impl Daemon {
         let workers = self
             .workers
             .iter()
-            .map(|w| {
+            .enumerate()
+            .map(|(i, w)| {
                 let c = w.handle.counters();
                 WorkerStatus {
                     core: w.handle.core(),
+                    flows: crate::flows::worker_status(i, w.handle.flow_reader()),
                     loops: c.loops.get(),
                     busy_loops: c.busy_loops.get(),
                     queues: w.handle.queues().len(),

@@ -24,6 +24,8 @@ pub mod config;
 pub mod cpulist;
 pub mod daemon;
 pub mod doctor;
+pub mod flows;
+pub mod flows_config;
 pub mod frames;
 pub mod host;
 pub mod metrics;

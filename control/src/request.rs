@@ -61,10 +61,12 @@ pub enum Request {
     },
     /// `capture stop TARGET`.
     CaptureStop(String),
+    /// `flow count`, `flow show [limit N]`: the words after `flow` ([`crate::flows`]).
+    Flow(Vec<String>),
 }
 
 /// The list of requests, for the error that answers an unknown one.
-pub const KNOWN: &str = "status, port add IFNAME, port del IFNAME.., bond switch BOND MEMBER, bond set BOND OPTION VALUE, bond add|release BOND PORT, capture start TARGET FILE in|out|both, capture stop TARGET";
+pub const KNOWN: &str = "status, port add IFNAME, port del IFNAME.., bond switch BOND MEMBER, bond set BOND OPTION VALUE, bond add|release BOND PORT, capture start TARGET FILE in|out|both, capture stop TARGET, flow count, flow show [limit N]";
 
 impl Request {
     /// Parses one request line (without its newline).
@@ -77,6 +79,7 @@ impl Request {
         let s = |i: usize| w[i].to_owned();
         Ok(match (w.len(), w.first().copied(), w.get(1).copied()) {
             (1, Some("status"), _) if line.trim() == "status" => Self::Status,
+            (_, Some("flow"), _) => Self::Flow(w[1..].iter().map(|&w| w.to_owned()).collect()),
             (4, Some("bond"), Some("switch")) => Self::BondSwitch {
                 bond: s(2),
                 member: s(3),
@@ -133,6 +136,9 @@ impl Request {
                 vec!["capture", "start", target, file, dir]
             }
             Self::CaptureStop(t) => vec!["capture", "stop", t],
+            Self::Flow(words) => std::iter::once("flow")
+                .chain(words.iter().map(String::as_str))
+                .collect(),
         }
     }
 
@@ -251,6 +257,8 @@ pub enum Reply {
     Switched(Switched),
     /// `capture start|stop`.
     Capture(CaptureReply),
+    /// `flow count|show`.
+    Flow(crate::flows::FlowReply),
 }
 
 impl Reply {
@@ -298,6 +306,7 @@ mod tests {
                 dir: "both".into(),
             },
             Request::CaptureStop("bond0".into()),
+            Request::Flow(vec!["show".into(), "limit".into(), "5".into()]),
         ];
         for r in all {
             assert!(r.is_sendable());

@@ -36,6 +36,7 @@
 )]
 
 pub mod bond;
+pub mod flow;
 pub mod params;
 pub mod stats;
 pub mod tap;

@@ -25,9 +25,11 @@
 //! Cleanup runs in `Drop`, so it also happens when a test panics (tests build with
 //! `panic = "unwind"`; a `panic = "abort"` profile would skip it).
 
+pub mod bench;
 pub mod deps;
 pub mod fixture;
 pub mod isopathd;
+pub mod nft;
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};

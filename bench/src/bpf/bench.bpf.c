@@ -16,11 +16,18 @@
  * takes each rewritten word's old value from the frame itself.
  *
  * bench_drop: the lab's receive ceiling: count and drop.
+ *
+ * bench_redirect_map, bench_redirect: the xdp-redirect peer, an in-kernel L2 cross-connect:
+ * every frame leaves on the interface in redir_out, through the one-entry devmap redir_port
+ * (bpf_redirect_map, bulked per NAPI poll) or straight by ifindex (bpf_redirect). Nothing is
+ * counted here: veth's own XDP counters (ethtool -S) say what was redirected and what the
+ * output veth refused. bench_pass: XDP_PASS, which gives a veth the NAPI it needs to accept
+ * redirected frames (shared/peers/README.md pitfall 6).
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
-/* Must match bench/src/livegen.rs GenState. */
+/* Must match bench/src/bpf.rs GenState. */
 struct gen_state {
 	__u64 rate_pps;    /* 0: unlimited */
 	__u64 burst;       /* token bucket depth, frames */
@@ -35,6 +42,8 @@ struct gen_state {
 	__u32 sport_base;  /* host order */
 	__u32 stop;        /* user space sets it to end a run early */
 	__u32 hdr_len;     /* bytes of hdr: headers and probe, even, <= HDR_MAX */
+	__u32 dport_base;  /* host order */
+	__u32 mirror;      /* non-zero: ports swapped (the way back of the same flows) */
 	__u32 pad;
 	__u8 hdr[80];      /* the template's first hdr_len bytes */
 };
@@ -54,6 +63,21 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } drops SEC(".maps");
+
+/* The redirect's output ifindex (key 0), written by user space before attaching. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} redir_out SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} redir_port SEC(".maps");
 
 static __always_inline __u16 bswap16(__u16 v)
 {
@@ -98,7 +122,7 @@ int bench_gen(struct xdp_md *ctx)
 	__u16 *c = data + coff;
 	__u16 *sp = data + soff;
 
-	if ((void *)(p + 6) > data_end || (void *)(c + 1) > data_end || (void *)(sp + 1) > data_end)
+	if ((void *)(p + 6) > data_end || (void *)(c + 1) > data_end || (void *)(sp + 2) > data_end)
 		return XDP_DROP;
 
 	/* Restore the headers and the probe from the template: a frame that went up a kernel
@@ -118,7 +142,10 @@ int bench_gen(struct xdp_md *ctx)
 	/* Probe: magic(2) flow(2) seq(4) ts(4), big-endian; the magic comes with the template.
 	 * Recycled pages keep what the previous run wrote, so every rewritten word is updated
 	 * incrementally from its old value (RFC 1624: HC' = ~(~HC + ~m + m')). */
-	__u16 port = bswap16((__u16)(s->sport_base + flow));
+	__u16 pa = (__u16)(s->sport_base + (flow & 4095));
+	__u16 pb = (__u16)(s->dport_base + (flow >> 12));
+	__u16 port = bswap16(s->mirror ? pb : pa);
+	__u16 dport = bswap16(s->mirror ? pa : pb);
 	__u16 w1 = bswap16((__u16)flow);
 	__u16 w2 = bswap16((__u16)(seq >> 16));
 	__u16 w3 = bswap16((__u16)seq);
@@ -126,13 +153,15 @@ int bench_gen(struct xdp_md *ctx)
 	__u16 w5 = bswap16((__u16)ts);
 	__u32 sum = (__u16)~*c;
 
-	sum += (__u16)~*sp + port;
+	sum += (__u16)~sp[0] + port;
+	sum += (__u16)~sp[1] + dport;
 	sum += (__u16)~p[1] + w1;
 	sum += (__u16)~p[2] + w2;
 	sum += (__u16)~p[3] + w3;
 	sum += (__u16)~p[4] + w4;
 	sum += (__u16)~p[5] + w5;
-	*sp = port;
+	sp[0] = port;
+	sp[1] = dport;
 	p[1] = w1;
 	p[2] = w2;
 	p[3] = w3;
@@ -155,6 +184,30 @@ int bench_drop(struct xdp_md *ctx)
 	if (v)
 		*v += 1;
 	return XDP_DROP;
+}
+
+SEC("xdp")
+int bench_redirect_map(struct xdp_md *ctx)
+{
+	/* Flags 0: a missing entry is XDP_ABORTED (veth counts it as an rx drop). */
+	return bpf_redirect_map(&redir_port, 0, 0);
+}
+
+SEC("xdp")
+int bench_redirect(struct xdp_md *ctx)
+{
+	__u32 key = 0;
+	__u32 *out = bpf_map_lookup_elem(&redir_out, &key);
+
+	if (!out || !*out)
+		return XDP_ABORTED;
+	return bpf_redirect(*out, 0);
+}
+
+SEC("xdp")
+int bench_pass(struct xdp_md *ctx)
+{
+	return XDP_PASS;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

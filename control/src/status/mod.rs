@@ -177,6 +177,8 @@ impl XskCounters {
 pub struct WorkerStatus {
     /// The CPU it is pinned to.
     pub core: Option<usize>,
+    /// Its flow table's counters.
+    pub flows: crate::flows::WorkerFlowStatus,
     /// Poll loops run.
     pub loops: u64,
     /// Loops that moved at least one frame.

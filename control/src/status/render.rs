@@ -287,6 +287,10 @@ mod tests {
             ports: vec![port("m0", 10), port("up0", 20)],
             workers: vec![WorkerStatus {
                 core: None,
+                flows: crate::flows::WorkerFlowStatus {
+                    enabled: false,
+                    counters: None,
+                },
                 loops: 9,
                 busy_loops: 3,
                 queues: 4,
