@@ -17,6 +17,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, anyhow, bail};
+use isopath_control::client::Client;
 use serde_json::Value;
 
 /// The lab's fixed facts (see `deploy/lab.sh env`).
@@ -402,14 +403,11 @@ impl CpuSample {
     }
 }
 
-/// Sends `status` to an isopathd control socket and returns the reply.
+/// Sends `status` to an isopathd control socket and returns the reply as a document (the
+/// reports keep it whole).
 pub(crate) fn isopath_status(socket: &Path) -> Result<Value> {
-    use std::io::Write;
-    let mut s = std::os::unix::net::UnixStream::connect(socket)
-        .with_context(|| format!("connecting {}", socket.display()))?;
-    s.set_read_timeout(Some(Duration::from_secs(3)))?;
-    s.write_all(b"status\n")?;
-    let mut line = String::new();
-    BufReader::new(&s).read_line(&mut line)?;
-    Ok(serde_json::from_str(&line)?)
+    Client::new(socket)
+        .with_timeout(Duration::from_secs(3))
+        .line("status")
+        .with_context(|| format!("status from {}", socket.display()))
 }

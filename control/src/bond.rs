@@ -13,14 +13,43 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use crate::status::{
+    BondDrops, BondOptionsStatus, BondStatus, EventStatus, Link, MemberState, MemberStatus,
+    NotifyStatus, VlanStatus,
+};
 use isopath_datapath::bond::{BondShared, BondView, MAX_MEMBERS};
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 /// Events kept per bond (oldest dropped first).
 pub const EVENT_LOG: usize = 1024;
 
+/// The longest delay a bond option takes (`miimon`, `updelay`, `downdelay`, `drain_ms`,
+/// `peer_notif_delay`), in milliseconds.
+pub const MAX_OPTION_MS: u64 = 60_000;
+
+/// The most notifications of one kind per change (`num_grat_arp`, `num_unsol_na`).
+pub const MAX_NOTIFY_COUNT: u32 = 255;
+
+/// A delay option in milliseconds, if within [`MAX_OPTION_MS`]: the one check behind the
+/// config and `bond set`.
+pub fn option_ms(ms: u64) -> Option<Duration> {
+    (ms <= MAX_OPTION_MS).then(|| Duration::from_millis(ms))
+}
+
+/// A notification count, if within [`MAX_NOTIFY_COUNT`] (config and `bond set`).
+pub fn notify_count(n: u32) -> Option<u32> {
+    (n <= MAX_NOTIFY_COUNT).then_some(n)
+}
+
+/// A unit enum from its serde name (`"better"` → `Reselect::Better`).
+fn parse_name<T: serde::de::DeserializeOwned>(s: &str) -> Option<T> {
+    use serde::de::{IntoDeserializer, value::Error};
+    T::deserialize(IntoDeserializer::<Error>::into_deserializer(s)).ok()
+}
+
 /// When to go back to the primary once it is up again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Reselect {
     /// Whenever the primary comes back (Linux's default).
     #[default]
@@ -41,19 +70,16 @@ impl Reselect {
         }
     }
 
-    /// Parses the option's name.
+    /// Parses the option's name (its serde name: one table for the config, `bond set` and the
+    /// status).
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "always" => Some(Self::Always),
-            "better" => Some(Self::Better),
-            "failure" => Some(Self::Failure),
-            _ => None,
-        }
+        parse_name(s)
     }
 }
 
 /// Which MAC address the appliance's own frames on the bond carry (Linux's `fail_over_mac`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum FailOverMac {
     /// The bond's MAC, whatever member is active (Linux's default).
     #[default]
@@ -76,14 +102,10 @@ impl FailOverMac {
         }
     }
 
-    /// Parses the option's name.
+    /// Parses the option's name (its serde name: one table for the config, `bond set` and the
+    /// status).
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "none" => Some(Self::None),
-            "active" => Some(Self::Active),
-            "follow" => Some(Self::Follow),
-            _ => None,
-        }
+        parse_name(s)
     }
 }
 
@@ -145,7 +167,8 @@ struct Pending {
 }
 
 /// Which ARP traffic proves a member alive (Linux's `arp_validate`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ArpValidate {
     /// Any ARP frame on any member.
     #[default]
@@ -160,15 +183,10 @@ pub enum ArpValidate {
 }
 
 impl ArpValidate {
-    /// Parses the option's name.
+    /// Parses the option's name (its serde name: one table for the config, `bond set` and the
+    /// status).
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "none" => Some(Self::None),
-            "active" => Some(Self::Active),
-            "backup" => Some(Self::Backup),
-            "all" => Some(Self::All),
-            _ => None,
-        }
+        parse_name(s)
     }
 
     /// The option's name.
@@ -361,13 +379,48 @@ impl Reason {
     }
 }
 
+/// What a bond event records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A member's link changed (as the bond sees it, after the delays).
+    MemberLink,
+    /// A planned switch's drain ended.
+    DrainDone,
+    /// An option changed (`bond set`).
+    OptionChanged,
+    /// The active member changed.
+    ActiveChanged,
+    /// No member is active any more.
+    NoActiveMember,
+    /// A member was released.
+    MemberReleased,
+    /// A member was added.
+    MemberAdded,
+}
+
+impl EventKind {
+    /// The name logged and sent (`active_changed`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::MemberLink => "member_link",
+            Self::DrainDone => "drain_done",
+            Self::OptionChanged => "option_changed",
+            Self::ActiveChanged => "active_changed",
+            Self::NoActiveMember => "no_active_member",
+            Self::MemberReleased => "member_released",
+            Self::MemberAdded => "member_added",
+        }
+    }
+}
+
 /// One state change, stamped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     /// Wall-clock time, nanoseconds since the Unix epoch (comparable across processes).
     pub unix_ns: u64,
     /// What happened.
-    pub kind: &'static str,
+    pub kind: EventKind,
     /// The member concerned, if any.
     pub member: Option<String>,
     /// Free text: from/to, reason.
@@ -377,6 +430,43 @@ pub struct Event {
 /// Errors of bond commands.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BondError {
+    /// `bond set` of an option that does not exist or cannot change at run time.
+    #[error(
+        "unknown or read-only option {0:?} (run-time options: primary, primary_reselect, miimon, updelay, downdelay, drain_ms, peer_notif_delay, num_grat_arp, num_unsol_na, reannounce, all_members_active, fail_over_mac)"
+    )]
+    UnknownOption(String),
+    /// A value out of the option's range or not of its kind.
+    #[error("{key} = {value:?}: {expected}")]
+    BadValue {
+        /// The option.
+        key: String,
+        /// The value given.
+        value: String,
+        /// What it takes.
+        expected: &'static str,
+    },
+    /// `primary` names an interface that is not a member.
+    #[error("primary = {member:?}: not a member of {bond}")]
+    NotAMember {
+        /// Bond.
+        bond: String,
+        /// The name given.
+        member: String,
+    },
+    /// `bond add` of a member already in the bond.
+    #[error("{bond}: {member} is already a member")]
+    AlreadyMember {
+        /// Bond.
+        bond: String,
+        /// Member.
+        member: String,
+    },
+    /// `bond add` to a bond with [`MAX_MEMBERS`] members.
+    #[error("{bond}: already {MAX_MEMBERS} members")]
+    Full {
+        /// Bond.
+        bond: String,
+    },
     /// No such member.
     #[error("{bond}: no member named {member:?}")]
     NoMember {
@@ -513,7 +603,7 @@ impl Bond {
         self.events.iter()
     }
 
-    fn log(&mut self, wall: SystemTime, kind: &'static str, member: Option<usize>, detail: String) {
+    fn log(&mut self, wall: SystemTime, kind: EventKind, member: Option<usize>, detail: String) {
         if self.events.len() == EVENT_LOG {
             self.events.pop_front();
         }
@@ -534,7 +624,7 @@ impl Bond {
         let n = std::mem::take(&mut self.untraced);
         for e in self.events.iter().skip(self.events.len().saturating_sub(n)) {
             let member = e.member.as_deref().unwrap_or("-");
-            tracing::info!(bond = %self.name, kind = e.kind, member, detail = %e.detail, "bond event");
+            tracing::info!(bond = %self.name, kind = e.kind.name(), member, detail = %e.detail, "bond event");
         }
     }
 
@@ -578,7 +668,7 @@ impl Bond {
         let is_up = next.counts_up();
         self.log(
             wall,
-            "member_link",
+            EventKind::MemberLink,
             Some(m),
             format!("{} -> {}", prev.name(), next.name()),
         );
@@ -619,7 +709,7 @@ impl Bond {
             self.publish();
             self.log(
                 wall,
-                "drain_done",
+                EventKind::DrainDone,
                 Some(m),
                 "old active member is a backup again".into(),
             );
@@ -638,23 +728,25 @@ impl Bond {
         value: &str,
         now: Instant,
         wall: SystemTime,
-    ) -> Result<(), String> {
-        let ms = |v: &str| -> Result<Duration, String> {
-            match v.parse::<u64>() {
-                Ok(x) if x <= 60_000 => Ok(Duration::from_millis(x)),
-                _ => Err(format!("{key} = {v:?}: milliseconds, at most 60000")),
-            }
+    ) -> Result<(), BondError> {
+        let bad = |expected: &'static str| BondError::BadValue {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            expected,
         };
-        let count = |v: &str| -> Result<u32, String> {
+        let ms = |v: &str| {
+            v.parse::<u64>()
+                .ok()
+                .and_then(option_ms)
+                .ok_or_else(|| bad("milliseconds, at most 60000"))
+        };
+        let count = |v: &str| {
             v.parse::<u32>()
                 .ok()
-                .filter(|&n| n <= 255)
-                .ok_or_else(|| format!("{key} = {v:?}: 0..=255"))
+                .and_then(notify_count)
+                .ok_or_else(|| bad("0..=255"))
         };
-        let flag = |v: &str| -> Result<bool, String> {
-            v.parse::<bool>()
-                .map_err(|_| format!("{key} = {v:?}: true or false"))
-        };
+        let flag = |v: &str| v.parse::<bool>().map_err(|_| bad("true or false"));
         let mut o = self.opts.clone();
         match key {
             "primary" => {
@@ -664,16 +756,16 @@ impl Bond {
                         self.members
                             .iter()
                             .position(|m| m.name == name)
-                            .ok_or_else(|| {
-                                format!("primary = {name:?}: not a member of {}", self.name)
+                            .ok_or_else(|| BondError::NotAMember {
+                                bond: self.name.clone(),
+                                member: name.to_owned(),
                             })?,
                     ),
                 };
             }
             "primary_reselect" => {
-                o.primary_reselect = Reselect::parse(value).ok_or_else(|| {
-                    format!("primary_reselect = {value:?}: always, better or failure")
-                })?;
+                o.primary_reselect =
+                    Reselect::parse(value).ok_or_else(|| bad("always, better or failure"))?;
             }
             "miimon" => o.miimon = ms(value)?,
             "updelay" => o.updelay = ms(value)?,
@@ -685,17 +777,18 @@ impl Bond {
             "reannounce" => o.notify.reannounce = flag(value)?,
             "all_members_active" => o.all_members_active = flag(value)?,
             "fail_over_mac" => {
-                o.fail_over_mac = FailOverMac::parse(value)
-                    .ok_or_else(|| format!("fail_over_mac = {value:?}: none, active or follow"))?;
+                o.fail_over_mac =
+                    FailOverMac::parse(value).ok_or_else(|| bad("none, active or follow"))?;
             }
-            _ => {
-                return Err(format!(
-                    "unknown or read-only option {key:?} (run-time options: primary, primary_reselect, miimon, updelay, downdelay, drain_ms, peer_notif_delay, num_grat_arp, num_unsol_na, reannounce, all_members_active, fail_over_mac)"
-                ));
-            }
+            _ => return Err(BondError::UnknownOption(key.to_owned())),
         }
         self.opts = o;
-        self.log(wall, "option_changed", None, format!("{key} = {value}"));
+        self.log(
+            wall,
+            EventKind::OptionChanged,
+            None,
+            format!("{key} = {value}"),
+        );
         self.publish();
         self.select(Reason::Options, now, wall);
         Ok(())
@@ -762,8 +855,8 @@ impl Bond {
             self.schedule_notify(m, now);
         }
         match next {
-            Some(_) => self.log(wall, "active_changed", next, detail),
-            None => self.log(wall, "no_active_member", None, detail),
+            Some(_) => self.log(wall, EventKind::ActiveChanged, next, detail),
+            None => self.log(wall, EventKind::NoActiveMember, None, detail),
         }
         true
     }
@@ -782,17 +875,25 @@ impl Bond {
     ///
     /// # Errors
     /// No such member, or it is already released.
-    pub fn release(&mut self, name: &str, now: Instant, wall: SystemTime) -> Result<usize, String> {
+    pub fn release(
+        &mut self,
+        name: &str,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<usize, BondError> {
         let m = self
             .members
             .iter()
             .position(|x| x.name == name && !x.released)
-            .ok_or_else(|| format!("{}: no member named {name:?}", self.name))?;
+            .ok_or_else(|| BondError::NoMember {
+                bond: self.name.clone(),
+                member: name.to_owned(),
+            })?;
         self.members[m].released = true;
         if self.opts.primary == Some(m) {
             self.opts.primary = None;
         }
-        self.log(wall, "member_released", Some(m), String::new());
+        self.log(wall, EventKind::MemberReleased, Some(m), String::new());
         if self.active == Some(m) || self.draining.is_some_and(|(d, _)| d == m) {
             self.draining = None;
             self.select(Reason::Options, now, wall);
@@ -811,13 +912,13 @@ impl Bond {
         mut member: Member,
         now: Instant,
         wall: SystemTime,
-    ) -> Result<usize, String> {
+    ) -> Result<usize, BondError> {
         let m = match self.members.iter().position(|x| x.name == member.name) {
             Some(i) if !self.members[i].released => {
-                return Err(format!(
-                    "{}: {} is already a member",
-                    self.name, member.name
-                ));
+                return Err(BondError::AlreadyMember {
+                    bond: self.name.clone(),
+                    member: member.name,
+                });
             }
             Some(i) => {
                 self.members[i].released = false;
@@ -825,7 +926,9 @@ impl Bond {
                 i
             }
             None if self.members.len() >= MAX_MEMBERS => {
-                return Err(format!("{}: already {MAX_MEMBERS} members", self.name));
+                return Err(BondError::Full {
+                    bond: self.name.clone(),
+                });
             }
             None => {
                 member.released = false;
@@ -841,7 +944,7 @@ impl Bond {
                 self.members.len() - 1
             }
         };
-        self.log(wall, "member_added", Some(m), String::new());
+        self.log(wall, EventKind::MemberAdded, Some(m), String::new());
         self.select(Reason::LinkUp, now, wall);
         self.publish();
         Ok(m)
@@ -1063,82 +1166,100 @@ impl Bond {
         let old = from.map_or("none".to_owned(), |f| self.members[f].name.clone());
         self.log(
             wall,
-            "active_changed",
+            EventKind::ActiveChanged,
             Some(m),
             format!("{old} -> {name} (manual switch)"),
         );
         Ok(true)
     }
 
-    /// The status view (like `/proc/net/bonding/bond0`).
-    pub fn status(&self) -> Value {
-        let members: Vec<Value> = self
+    /// The status view (like `/proc/net/bonding/bond0`); the workers' counters of the bond
+    /// (`tx_packets`, `to_control`, `drops`) are the caller's to fill in.
+    pub fn status(&self) -> BondStatus {
+        let members = self
             .members
             .iter()
             .enumerate()
-            .map(|(i, m)| {
-                json!({
-                    "name": m.name,
-                    "link": m.link.name(),
-                    "state": if m.released { "released" }
-                        else if self.active == Some(i) { "active" }
-                        else if self.draining.is_some_and(|(d, _)| d == i) { "draining" }
-                        else { "backup" },
-                    "link_failures": m.link_failures,
-                    "prio": m.prio,
-                    "speed_mbps": m.speed,
-                    "perm_mac": m.perm_mac,
-                })
+            .map(|(i, m)| MemberStatus {
+                name: m.name.clone(),
+                link: m.link.name().to_owned(),
+                state: if m.released {
+                    MemberState::Released
+                } else if self.active == Some(i) {
+                    MemberState::Active
+                } else if self.draining.is_some_and(|(d, _)| d == i) {
+                    MemberState::Draining
+                } else {
+                    MemberState::Backup
+                },
+                link_failures: m.link_failures,
+                prio: m.prio,
+                speed_mbps: m.speed,
+                perm_mac: m.perm_mac.clone(),
             })
             .collect();
-        let events: Vec<Value> = self
+        let events = self
             .events
             .iter()
-            .map(|e| json!({ "unix_ns": e.unix_ns, "kind": e.kind, "member": e.member, "detail": e.detail }))
+            .map(|e| EventStatus {
+                unix_ns: e.unix_ns,
+                kind: e.kind,
+                member: e.member.clone(),
+                detail: e.detail.clone(),
+            })
             .collect();
-        json!({
-            "name": self.name,
-            "mode": "active-backup",
-            "carrier": if self.active.is_some() { "up" } else { "down" },
-            "active": self.active.map(|a| self.members[a].name.clone()),
-            "failovers": self.failovers,
-            "options": {
-                "miimon_ms": self.opts.miimon.as_millis() as u64,
-                "updelay_ms": self.opts.updelay.as_millis() as u64,
-                "downdelay_ms": self.opts.downdelay.as_millis() as u64,
-                "primary": self.opts.primary.map(|p| self.members[p].name.clone()),
-                "primary_reselect": self.opts.primary_reselect.name(),
-                "all_members_active": self.opts.all_members_active,
-                "drain_ms": self.opts.drain.as_millis() as u64,
-                "fail_over_mac": self.opts.fail_over_mac.name(),
-                "num_grat_arp": self.opts.notify.num_grat_arp,
-                "num_unsol_na": self.opts.notify.num_unsol_na,
-                "peer_notif_delay_ms": self.opts.notify.peer_notif_delay.as_millis() as u64,
-                "reannounce": self.opts.notify.reannounce,
-                "reannounce_table": self.opts.notify.reannounce_table,
-                "reannounce_max_age_s": self.opts.notify.reannounce_max_age_s,
-                "arp_interval_ms": self.opts.arp.as_ref().map(|a| a.interval.as_millis() as u64),
-                "arp_ip_target": self.opts.arp.as_ref().map(|a| a.targets.iter().map(|t| t.to_string()).collect::<Vec<_>>()),
-                "arp_validate": self.opts.arp.as_ref().map(|a| a.validate.name()),
-                "arp_all_targets": self.opts.arp.as_ref().map(|a| if a.all_targets { "all" } else { "any" }),
-                "arp_missed_max": self.opts.arp.as_ref().map(|a| a.missed_max),
+        let o = &self.opts;
+        let arp = o.arp.as_ref();
+        BondStatus {
+            name: self.name.clone(),
+            mode: "active-backup".to_owned(),
+            carrier: Link::from_up(self.active.is_some()),
+            active: self.active.map(|a| self.members[a].name.clone()),
+            failovers: self.failovers,
+            options: BondOptionsStatus {
+                miimon_ms: o.miimon.as_millis() as u64,
+                updelay_ms: o.updelay.as_millis() as u64,
+                downdelay_ms: o.downdelay.as_millis() as u64,
+                primary: o.primary.map(|p| self.members[p].name.clone()),
+                primary_reselect: o.primary_reselect,
+                all_members_active: o.all_members_active,
+                drain_ms: o.drain.as_millis() as u64,
+                fail_over_mac: o.fail_over_mac,
+                num_grat_arp: o.notify.num_grat_arp,
+                num_unsol_na: o.notify.num_unsol_na,
+                peer_notif_delay_ms: o.notify.peer_notif_delay.as_millis() as u64,
+                reannounce: o.notify.reannounce,
+                reannounce_table: o.notify.reannounce_table,
+                reannounce_max_age_s: o.notify.reannounce_max_age_s,
+                arp_interval_ms: arp.map(|a| a.interval.as_millis() as u64),
+                arp_ip_target: arp.map(|a| a.targets.iter().map(|t| t.to_string()).collect()),
+                arp_validate: arp.map(|a| a.validate),
+                arp_all_targets: arp.map(|a| if a.all_targets { "all" } else { "any" }.to_owned()),
+                arp_missed_max: arp.map(|a| a.missed_max),
             },
-            "mac": crate::frames::fmt_mac(&self.own_mac()),
-            "addresses": self.opts.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-            "vlans": self.opts.vlans.iter().map(|(id, addrs)| json!({
-                "id": id,
-                "addresses": addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
-            "notifications": {
-                "grat_arp": self.sent.grat_arp,
-                "unsol_na": self.sent.unsol_na,
-                "reannounced": self.sent.reannounced,
-                "mailbox_full": self.sent.mailbox_full,
-                "rate_limited": self.sent.rate_limited,
+            mac: crate::frames::fmt_mac(&self.own_mac()),
+            addresses: o.addresses.iter().map(|a| a.to_string()).collect(),
+            vlans: o
+                .vlans
+                .iter()
+                .map(|(id, addrs)| VlanStatus {
+                    id: *id,
+                    addresses: addrs.iter().map(|a| a.to_string()).collect(),
+                })
+                .collect(),
+            notifications: NotifyStatus {
+                grat_arp: self.sent.grat_arp,
+                mailbox_full: self.sent.mailbox_full,
+                rate_limited: self.sent.rate_limited,
+                reannounced: self.sent.reannounced,
+                unsol_na: self.sent.unsol_na,
             },
-            "members": members,
-            "events": events,
-        })
+            members,
+            events,
+            tx_packets: 0,
+            to_control: 0,
+            drops: BondDrops::default(),
+        }
     }
 }
 
@@ -1188,7 +1309,7 @@ mod tests {
         b.carrier(1, false, t, SystemTime::now());
         b.carrier(0, false, t, SystemTime::now());
         assert_eq!(view(&b).active(), None);
-        assert_eq!(b.status()["carrier"], "down");
+        assert_eq!(b.status().carrier, Link::Down);
         b.carrier(1, true, t, SystemTime::now());
         assert_eq!(b.active(), Some(1));
     }
@@ -1465,7 +1586,7 @@ mod tests {
         );
         assert_eq!(b.active(), Some(0), "failed over directly to the backup");
         assert!(
-            !b.events().any(|e| e.kind == "no_active_member"),
+            !b.events().any(|e| e.kind == EventKind::NoActiveMember),
             "never without an active member"
         );
     }
@@ -1507,12 +1628,33 @@ mod tests {
             ("reannounce", "maybe"),
         ] {
             let e = b.set_option(k, v, t, w).unwrap_err();
-            assert!(e.contains(k), "{e}");
+            assert!(e.to_string().contains(k), "{e}");
         }
         assert_eq!(b.opts, before);
+        assert_eq!(
+            b.set_option("miimon", "60001", t, w),
+            Err(BondError::BadValue {
+                key: "miimon".into(),
+                value: "60001".into(),
+                expected: "milliseconds, at most 60000",
+            })
+        );
+        assert!(b.set_option("miimon", "60000", t, w).is_ok());
+        b.set_option("miimon", "10", t, w).unwrap();
+        assert_eq!(
+            b.set_option("primary", "m9", t, w),
+            Err(BondError::NotAMember {
+                bond: b.name.clone(),
+                member: "m9".into()
+            })
+        );
+        assert!(matches!(
+            b.set_option("colour", "red", t, w),
+            Err(BondError::UnknownOption(k)) if k == "colour"
+        ));
         assert!(
             b.events()
-                .any(|e| e.kind == "option_changed" && e.detail == "primary = m1")
+                .any(|e| e.kind == EventKind::OptionChanged && e.detail == "primary = m1")
         );
     }
 
@@ -1537,16 +1679,73 @@ mod tests {
         assert_eq!(b.active(), Some(0));
         assert_eq!(b.enslave(member("m2", true), t, w), Ok(2), "a new port");
         assert!(b.enslave(member("m2", true), t, w).is_err());
-        assert_eq!(b.status()["members"][2]["state"], "backup");
+        assert_eq!(b.status().members[2].state, MemberState::Backup);
     }
 
     #[test]
     fn events_are_kept_bounded_and_stamped() {
         let (mut b, t) = bond(BondOptions::default(), &[true, true]);
-        for i in 0..(EVENT_LOG + 10) {
-            b.carrier(1, i % 2 == 1, t, SystemTime::now());
+        // Each carrier report stamped with its own wall time: 1 s after the epoch plus i ms.
+        let wall = |i: usize| UNIX_EPOCH + Duration::from_secs(1) + Duration::from_millis(i as u64);
+        let n = EVENT_LOG + 10;
+        for i in 0..n {
+            b.carrier(1, i % 2 == 1, t, wall(i));
         }
+        // Bounded: the oldest went first, the newest are kept, in order.
         assert_eq!(b.events().count(), EVENT_LOG);
-        assert!(b.events().all(|e| e.unix_ns > 0));
+        let stamps: Vec<u64> = b.events().map(|e| e.unix_ns).collect();
+        assert_eq!(stamps.last(), Some(&unix_ns(wall(n - 1))));
+        assert!(stamps.windows(2).all(|w| w[0] <= w[1]), "in time order");
+        // Stamped with the time the caller passed: the first kept is that of report n - 1024.
+        assert_eq!(stamps[0], unix_ns(wall(n - EVENT_LOG)));
+        // Each report of m1's carrier is one member_link event, down and up alternating.
+        assert!(
+            b.events()
+                .all(|e| e.kind == EventKind::MemberLink && e.member.as_deref() == Some("m1"))
+        );
+        let last = b.events().last().unwrap();
+        assert!(last.detail.contains("up"), "{last:?}");
+    }
+
+    #[test]
+    fn option_names_are_their_serde_names() {
+        for r in [Reselect::Always, Reselect::Better, Reselect::Failure] {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.name());
+            assert_eq!(Reselect::parse(r.name()), Some(r));
+        }
+        for m in [FailOverMac::None, FailOverMac::Active, FailOverMac::Follow] {
+            assert_eq!(serde_json::to_value(m).unwrap(), m.name());
+            assert_eq!(FailOverMac::parse(m.name()), Some(m));
+        }
+        for v in [
+            ArpValidate::None,
+            ArpValidate::Active,
+            ArpValidate::Backup,
+            ArpValidate::All,
+        ] {
+            assert_eq!(serde_json::to_value(v).unwrap(), v.name());
+            assert_eq!(ArpValidate::parse(v.name()), Some(v));
+        }
+        assert_eq!(Reselect::parse("sometimes"), None);
+        assert_eq!(Reselect::parse("Always"), None);
+        for k in [
+            EventKind::MemberLink,
+            EventKind::DrainDone,
+            EventKind::OptionChanged,
+            EventKind::ActiveChanged,
+            EventKind::NoActiveMember,
+            EventKind::MemberReleased,
+            EventKind::MemberAdded,
+        ] {
+            assert_eq!(serde_json::to_value(k).unwrap(), k.name());
+        }
+    }
+
+    #[test]
+    fn option_bounds_are_shared() {
+        assert_eq!(option_ms(MAX_OPTION_MS), Some(Duration::from_secs(60)));
+        assert_eq!(option_ms(MAX_OPTION_MS + 1), None);
+        assert_eq!(notify_count(255), Some(255));
+        assert_eq!(notify_count(256), None);
     }
 }

@@ -13,11 +13,11 @@ use std::{
     sync::Arc,
 };
 
+use crate::status::CaptureStatus;
 use isopath_datapath::{
     tap::{DIR_IN, DIR_OUT, SNAPLEN, Tap, TapRecord},
     xsk::PromiscGuard,
 };
-use serde_json::{Value, json};
 
 /// `LINKTYPE_ETHERNET`.
 const LINKTYPE_ETHERNET: u32 = 1;
@@ -175,24 +175,24 @@ impl Capture {
 
     /// Stops the capture: no more records, the queue drained and the file flushed; the
     /// promiscuous memberships are released on drop.
-    pub fn stop(mut self) -> Value {
+    pub fn stop(mut self) -> CaptureStatus {
         self.tap.stop();
         self.drain();
         self.status()
     }
 
     /// The capture's state.
-    pub fn status(&self) -> Value {
-        json!({
-            "target": self.target,
-            "file": self.path.display().to_string(),
-            "direction": dirs_name(self.dirs),
-            "captured": self.tap.captured(),
-            "dropped": self.tap.dropped(),
-            "written": self.written,
-            "write_errors": self.write_errors,
-            "snaplen": SNAPLEN,
-        })
+    pub fn status(&self) -> CaptureStatus {
+        CaptureStatus {
+            target: self.target.clone(),
+            file: self.path.display().to_string(),
+            direction: dirs_name(self.dirs).to_owned(),
+            captured: self.tap.captured(),
+            dropped: self.tap.dropped(),
+            written: self.written,
+            write_errors: self.write_errors,
+            snaplen: SNAPLEN,
+        }
     }
 }
 

@@ -736,10 +736,13 @@ impl Config {
                 speed[index(name, "speed")?] = s;
             }
             let ms = |v: Option<u64>, d: u64, key: &str| -> Result<Duration, ConfigError> {
-                match v.unwrap_or(d) {
-                    x if x <= 60_000 => Ok(Duration::from_millis(x)),
-                    x => Err(field(f(key), format!("{x} ms: at most 60000"))),
-                }
+                let x = v.unwrap_or(d);
+                crate::bond::option_ms(x).ok_or_else(|| {
+                    field(
+                        f(key),
+                        format!("{x} ms: at most {}", crate::bond::MAX_OPTION_MS),
+                    )
+                })
             };
             let parse_addrs = |list: &[String], key: &str| {
                 list.iter()
@@ -796,9 +799,14 @@ impl Config {
                     )
                 })?,
             };
-            let count = |v: Option<u32>, key: &str| match v.unwrap_or(1) {
-                n if n <= 255 => Ok(n),
-                n => Err(field(f(key), format!("{n}: at most 255"))),
+            let count = |v: Option<u32>, key: &str| {
+                let n = v.unwrap_or(1);
+                crate::bond::notify_count(n).ok_or_else(|| {
+                    field(
+                        f(key),
+                        format!("{n}: at most {}", crate::bond::MAX_NOTIFY_COUNT),
+                    )
+                })
             };
             let table = match b.reannounce_table.unwrap_or(256) {
                 n if (1..=65536).contains(&n) => n,

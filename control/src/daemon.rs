@@ -8,7 +8,7 @@
 //! sockets closed, the control socket file removed.
 
 use std::{
-    io::{BufRead, BufReader, Write},
+    io::Write,
     os::unix::net::{UnixListener, UnixStream},
     path::{Path, PathBuf},
     sync::{
@@ -19,7 +19,6 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use anyhow::{Context, bail};
 use std::net::IpAddr;
 
 use isopath_datapath::{
@@ -29,11 +28,10 @@ use isopath_datapath::{
     tap::Tap,
     worker::{WorkerBuilder, WorkerCmd, WorkerExit, WorkerHandle},
     xsk::{
-        XskStats, XskStatsReader,
-        xdp::{MAX_QUEUES, Previous, XdpProgram},
+        XskError, XskStats, XskStatsReader,
+        xdp::{MAX_QUEUES, Previous, XdpError, XdpProgram},
     },
 };
-use serde_json::{Value, json};
 use tracing::{error, info, warn};
 
 use crate::{
@@ -43,6 +41,14 @@ use crate::{
     frames,
     host::Host,
     netlink::{WatcherStats, spawn_link_watcher},
+    request::{
+        CaptureReply, MemberChanged, OptionSet, PortAdded, PortsRemoved, Reply, Request, Switched,
+    },
+    server::Server,
+    status::{
+        BondDrops, BondStatus, ControlCounters, FrameCounts, Link, PortStatus, RtnetlinkCounters,
+        Status, WorkerStatus, XdpCounters, XskCounters,
+    },
     topology,
 };
 
@@ -88,6 +94,73 @@ pub mod exit {
     pub const CONFIG: u8 = 2;
     /// A worker's frames did not add up at shutdown.
     pub const FRAME_LEAK: u8 = 3;
+}
+
+/// Why the daemon did not start, or a port could not be added.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The control socket could not be set up.
+    #[error("{what}: {source}")]
+    Socket {
+        /// What was being done (`binding /run/isopath/isopathd.sock`).
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// Another daemon answers on the control socket.
+    #[error(
+        "control socket {} answers: another isopathd is running with this socket",
+        path.display()
+    )]
+    SocketInUse {
+        /// The socket.
+        path: PathBuf,
+    },
+    /// A port's XDP program (load, look, register, attach).
+    #[error(transparent)]
+    Xdp(#[from] XdpError),
+    /// A worker's UMEM could not be set up.
+    #[error("worker {worker} (core {core})")]
+    Worker {
+        /// The worker.
+        worker: usize,
+        /// Its core.
+        core: usize,
+        /// Why.
+        source: XskError,
+    },
+    /// A socket could not be bound.
+    #[error(transparent)]
+    Xsk(#[from] XskError),
+    /// A socket's statistics reader could not be made.
+    #[error("duplicating a socket fd")]
+    StatsReader(#[source] std::io::Error),
+    /// A worker thread could not be started.
+    #[error("spawning a worker thread")]
+    Spawn(#[source] std::io::Error),
+    /// A worker's flow table could not be allocated.
+    #[error("allocating the flow table")]
+    FlowTable(#[source] std::io::Error),
+}
+
+impl StartError {
+    /// A foreign XDP program whose name could not be read refused the start (a hint can say
+    /// why: [`crate::privs::foreign_name_hint`]).
+    pub fn is_unnamed_foreign(&self) -> bool {
+        matches!(self, Self::Xdp(XdpError::Foreign { name, .. }) if name.is_empty())
+    }
+}
+
+/// `e` and its sources, joined by `: ` (as `anyhow` prints a chain with `{:#}`).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 /// A port while the daemon runs.
@@ -358,9 +431,8 @@ pub struct Daemon {
     /// buffers before their frames go back to their worker: (worker, socket id, when).
     closing: Vec<(usize, u16, Instant)>,
     socket_path: PathBuf,
-    listener: UnixListener,
+    server: Server,
     started: Instant,
-    requests: u64,
     bad_requests: u64,
     /// Where workers and housekeeping run, and why.
     placement: topology::Plan,
@@ -382,7 +454,7 @@ impl Daemon {
     ///
     /// # Errors
     /// Any failure; what was set up so far is torn down by drop (links close, sockets close).
-    pub fn start(plan: &Plan, host: &dyn Host, force: bool) -> anyhow::Result<Self> {
+    pub fn start(plan: &Plan, host: &dyn Host, force: bool) -> Result<Self, StartError> {
         let listener = bind_control_socket(Path::new(&plan.control_socket))?;
         // Control threads (this one and those it spawns, e.g. rtnetlink) stay off the worker
         // cores: a control thread scheduled there would preempt a polling worker.
@@ -510,10 +582,14 @@ impl Daemon {
         let mut builders = Vec::with_capacity(plan.workers.len());
         for (w, wp) in plan.workers.iter().enumerate() {
             let mut b = WorkerBuilder::new(plan.rings, wp.frames)
-                .with_context(|| format!("worker {w} (core {})", wp.core))?
+                .map_err(|source| StartError::Worker {
+                    worker: w,
+                    core: wp.core,
+                    source,
+                })?
                 .strict(plan.strict);
             if let Some(params) = &plan.flows {
-                b = b.flows(params).context("allocating the flow table")?;
+                b = b.flows(params).map_err(StartError::FlowTable)?;
             }
             let mut slots = Vec::with_capacity(wp.queues.len());
             for &(pi, q) in &wp.queues {
@@ -528,7 +604,7 @@ impl Daemon {
                 )?;
                 port.prog.register(q, xq.fd())?;
                 port.xsk
-                    .push((q, xq.stats_reader().context("duplicating a socket fd")?));
+                    .push((q, xq.stats_reader().map_err(StartError::StatsReader)?));
                 port.modes.push(xq.mode());
                 if let Some(why) = xq.zero_copy_refusal() {
                     info!(port = %port.name, queue = q, "zero-copy bind refused ({why}); copy mode");
@@ -625,7 +701,7 @@ impl Daemon {
                     }
                     worker.run()
                 })
-                .context("spawning a worker thread")?;
+                .map_err(StartError::Spawn)?;
             info!(
                 core = wp.core,
                 queues = wp.queues.len(),
@@ -700,9 +776,11 @@ impl Daemon {
                 xdp_mode: plan.xdp_mode,
             },
             socket_path: PathBuf::from(&plan.control_socket),
-            listener,
+            server: Server::new(listener).map_err(|source| StartError::Socket {
+                what: format!("making {} non-blocking", plan.control_socket),
+                source,
+            })?,
             started: Instant::now(),
-            requests: 0,
             bad_requests: 0,
             placement: plan.placement.clone(),
             housekeeping,
@@ -766,98 +844,94 @@ impl Daemon {
         }
     }
 
+    /// Answers the control connections whose request has arrived (or is late or unreadable);
+    /// the others wait for a later turn ([`Server::poll`]).
     fn serve_control(&mut self, host: &dyn Host) {
-        loop {
-            match self.listener.accept() {
-                Ok((stream, _)) => {
-                    self.requests += 1;
-                    match self.answer(stream, host) {
-                        Ok(true) => {}
-                        Ok(false) => self.bad_requests += 1,
-                        Err(e) => {
-                            self.bad_requests += 1;
-                            warn!("control request: {e:#}");
-                        }
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+        for (stream, line) in self.server.poll(Instant::now()) {
+            match self.answer(&stream, line, host) {
+                Ok(true) => {}
+                Ok(false) => self.bad_requests += 1,
                 Err(e) => {
-                    warn!("control socket accept: {e}");
-                    return;
+                    self.bad_requests += 1;
+                    warn!("control request: {e:#}");
                 }
             }
         }
     }
 
     /// Answers one request. `Ok(false)`: the request was refused (and told so).
-    fn answer(&mut self, stream: UnixStream, host: &dyn Host) -> anyhow::Result<bool> {
+    fn answer(
+        &mut self,
+        stream: &UnixStream,
+        line: std::io::Result<String>,
+        host: &dyn Host,
+    ) -> std::io::Result<bool> {
+        let reply = match line {
+            Err(e) => Reply::error(format!("reading the request: {e}")),
+            Ok(line) => match Request::parse(&line) {
+                Ok(request) => self.handle(request, host),
+                Err(e) => Reply::error(e),
+            },
+        };
+        // The reply is written blocking, bounded: a client that does not read it holds the
+        // loop at most this long (a status reply fits the socket's buffer).
         stream.set_nonblocking(false)?;
-        // A client that connects and says nothing cannot hold the control loop for long.
-        stream.set_read_timeout(Some(Duration::from_millis(200)))?;
         stream.set_write_timeout(Some(Duration::from_millis(500)))?;
-        let mut line = String::new();
-        let read = BufReader::new(&stream).take_line(&mut line);
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let (reply, ok) = match (read, line.trim()) {
-            (Err(e), _) => (
-                json!({ "error": format!("reading the request: {e}") }),
-                false,
+        let mut w = stream;
+        serde_json::to_writer(&mut w, &reply)?;
+        w.write_all(b"\n")?;
+        Ok(reply.is_ok())
+    }
+
+    /// Carries out one request.
+    fn handle(&mut self, request: Request, host: &dyn Host) -> Reply {
+        let done = |r: Result<Reply, String>| r.unwrap_or_else(Reply::error);
+        match request {
+            Request::Status => Reply::Status(Box::new(self.status())),
+            Request::BondSwitch { bond, member } => {
+                done(self.bond_switch(&bond, &member).map(Reply::Switched))
+            }
+            Request::BondRelease { bond, port } => done(
+                self.bond_member(&bond, &port, false, host)
+                    .map(Reply::Member),
             ),
-            (Ok(()), "status") => (self.status(), true),
-            (Ok(()), _) if words.first() == Some(&"flow") => {
+            Request::BondAdd { bond, port } => done(
+                self.bond_member(&bond, &port, true, host)
+                    .map(Reply::Member),
+            ),
+            Request::PortDel(names) => {
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                done(self.port_del(&names, host).map(Reply::PortsRemoved))
+            }
+            Request::PortAdd(name) => done(self.port_add(&name, host).map(Reply::PortAdded)),
+            Request::BondSet {
+                bond,
+                option,
+                value,
+            } => done(self.bond_set(&bond, &option, &value).map(Reply::OptionSet)),
+            Request::CaptureStart { target, file, dir } => {
+                done(self.capture_start(&target, &file, &dir).map(Reply::Capture))
+            }
+            Request::CaptureStop(target) => done(self.capture_stop(&target).map(Reply::Capture)),
+            Request::Flow(words) => {
                 let readers: Vec<_> = self
                     .workers
                     .iter()
                     .map(|w| w.handle.flow_reader())
                     .collect();
-                crate::flows::answer(&words[1..], &readers, &self.flow_ports)
+                let words: Vec<&str> = words.iter().map(String::as_str).collect();
+                done(crate::flows::answer(&words, &readers, &self.flow_ports).map(Reply::Flow))
             }
-            (Ok(()), _) if words.len() == 4 && words[..2] == ["bond", "switch"] => {
-                self.bond_switch(words[2], words[3])
-            }
-            (Ok(()), _) if words.len() == 4 && words[..2] == ["bond", "release"] => {
-                self.bond_member(words[2], words[3], false, host)
-            }
-            (Ok(()), _) if words.len() == 4 && words[..2] == ["bond", "add"] => {
-                self.bond_member(words[2], words[3], true, host)
-            }
-            (Ok(()), _) if words.len() >= 3 && words[..2] == ["port", "del"] => {
-                match self.port_del(&words[2..], host) {
-                    Ok(v) => (v, true),
-                    Err(e) => (json!({ "error": e }), false),
-                }
-            }
-            (Ok(()), _) if words.len() == 3 && words[..2] == ["port", "add"] => {
-                match self.port_add(words[2], host) {
-                    Ok(v) => (v, true),
-                    Err(e) => (json!({ "error": e }), false),
-                }
-            }
-            (Ok(()), _) if words.len() == 5 && words[..2] == ["bond", "set"] => {
-                self.bond_set(words[2], words[3], words[4])
-            }
-            (Ok(()), _) if words.len() == 5 && words[..2] == ["capture", "start"] => {
-                self.capture_start(words[2], words[3], words[4])
-            }
-            (Ok(()), _) if words.len() == 3 && words[..2] == ["capture", "stop"] => {
-                self.capture_stop(words[2])
-            }
-            (Ok(()), other) => {
-                let shown: String = other.chars().take(64).collect();
-                (
-                    json!({ "error": format!("unknown request {shown:?}; known: status, port add IFNAME, port del IFNAME.., bond switch BOND MEMBER, bond set BOND OPTION VALUE, bond add|release BOND PORT, capture start TARGET FILE in|out|both, capture stop TARGET, flow count, flow show [limit N]") }),
-                    false,
-                )
-            }
-        };
-        let mut w = &stream;
-        serde_json::to_writer(&mut w, &reply)?;
-        w.write_all(b"\n")?;
-        Ok(ok)
+        }
     }
 
-    fn capture_start(&mut self, target: &str, file: &str, dirs: &str) -> (Value, bool) {
-        let err = |m: String| (json!({ "error": m }), false);
+    fn capture_start(
+        &mut self,
+        target: &str,
+        file: &str,
+        dirs: &str,
+    ) -> Result<CaptureReply, String> {
+        let err = Err;
         let Some(dirs) = capture::parse_dirs(dirs) else {
             return err(format!("direction {dirs:?}: expected in, out or both"));
         };
@@ -884,25 +958,22 @@ impl Daemon {
         match started {
             Ok(c) => {
                 info!(target, file, "capture started");
-                let v = c.status();
+                let capture = c.status();
                 self.captures.push(c);
-                (json!({ "ok": true, "capture": v }), true)
+                Ok(CaptureReply { ok: true, capture })
             }
             Err(e) => err(e),
         }
     }
 
-    fn capture_stop(&mut self, target: &str) -> (Value, bool) {
+    fn capture_stop(&mut self, target: &str) -> Result<CaptureReply, String> {
         match self.captures.iter().position(|c| c.target == target) {
             Some(i) => {
-                let v = self.captures.remove(i).stop();
+                let capture = self.captures.remove(i).stop();
                 info!(target, "capture stopped");
-                (json!({ "ok": true, "capture": v }), true)
+                Ok(CaptureReply { ok: true, capture })
             }
-            None => (
-                json!({ "error": format!("no capture runs on {target:?}") }),
-                false,
-            ),
+            None => Err(format!("no capture runs on {target:?}")),
         }
     }
 
@@ -915,7 +986,7 @@ impl Daemon {
     /// frame ever meets an empty fill ring. Until the port joins a bond its frames go nowhere
     /// (`rx_drop_no_output`). A failure before the hand-over leaves nothing behind (the program
     /// and the sockets close).
-    fn port_add(&mut self, name: &str, host: &dyn Host) -> Result<Value, String> {
+    fn port_add(&mut self, name: &str, host: &dyn Host) -> Result<PortAdded, String> {
         if self.ports.iter().any(|p| p.name == name) {
             return Err(format!("{name} is already a port"));
         }
@@ -954,7 +1025,7 @@ impl Daemon {
         .filter_map(crate::privs::need)
         .collect();
         let workers = &self.workers;
-        let set_up = || -> anyhow::Result<_> {
+        let set_up = || -> Result<_, StartError> {
             let mut prog = XdpProgram::load(name, ifindex, false)?;
             let mut bound = Vec::with_capacity(queues as usize);
             for q in 0..queues {
@@ -967,7 +1038,7 @@ impl Daemon {
                     link.clone(),
                     tap.clone(),
                 )?;
-                let stats = nq.stats_reader().context("duplicating a socket fd")?;
+                let stats = nq.stats_reader().map_err(StartError::StatsReader)?;
                 bound.push((w, q, stats, nq));
             }
             let mode = prog.attach(s.xdp_mode)?;
@@ -975,7 +1046,7 @@ impl Daemon {
         };
         let (prog, xdp_mode, bound) = crate::privs::with_effective(&needs, set_up)
             .map_err(|e| e.to_string())?
-            .map_err(|e| format!("adding port {name}: {e:#}"))?;
+            .map_err(|e| format!("adding port {name}: {}", error_chain(&e)))?;
         let mut port = Port {
             name: name.to_owned(),
             ifindex,
@@ -1036,14 +1107,14 @@ impl Daemon {
                 "{name} was added but its sockets could not be registered ({e}): it receives nothing"
             ));
         }
-        Ok(json!({
-            "ok": true,
-            "port": name,
-            "ifindex": ifindex,
-            "queues": queues,
-            "bind": bind.to_string(),
-            "xdp_mode": xdp_mode.to_string(),
-        }))
+        Ok(PortAdded {
+            ok: true,
+            port: name.to_owned(),
+            ifindex,
+            queues,
+            bind: bind.to_string(),
+            xdp_mode: xdp_mode.to_string(),
+        })
     }
 
     /// Unregisters ports while the daemon runs (`port del`), all or none, the way
@@ -1053,7 +1124,7 @@ impl Daemon {
     /// has let go of their buffers (one grace period for the whole batch, [`UNREGISTER_GRACE`])
     /// the frames they held return to their worker's pool ([`Self::finish_unregister`]). A
     /// cross-connected port cannot go: the cross-connect would point at nothing.
-    fn port_del(&mut self, names: &[&str], host: &dyn Host) -> Result<Value, String> {
+    fn port_del(&mut self, names: &[&str], host: &dyn Host) -> Result<PortsRemoved, String> {
         for (i, name) in names.iter().enumerate() {
             if !self.ports.iter().any(|p| p.name == *name) {
                 return Err(format!("no port named {name:?}"));
@@ -1075,9 +1146,8 @@ impl Daemon {
                 .map(|b| b.name.clone())
                 .collect();
             for bond in memberships {
-                let (v, ok) = self.bond_member(&bond, name, false, host);
-                if !ok {
-                    return Err(format!("releasing {name} from {bond}: {}", v["error"]));
+                if let Err(e) = self.bond_member(&bond, name, false, host) {
+                    return Err(format!("releasing {name} from {bond}: {e:?}"));
                 }
             }
             if let Some(i) = self.captures.iter().position(|c| c.target == name) {
@@ -1116,7 +1186,11 @@ impl Daemon {
                 "port unregistered; its sockets close once the workers give them back"
             );
         }
-        Ok(json!({ "ok": true, "removed": names, "sockets": sockets }))
+        Ok(PortsRemoved {
+            ok: true,
+            removed: names.iter().map(|&n| n.to_owned()).collect(),
+            sockets,
+        })
     }
 
     /// The end of `port del`, from the control loop: closes the sockets workers gave back,
@@ -1142,8 +1216,14 @@ impl Daemon {
     /// Adds port `name` to bond `bond`, or releases it, at run time: the bond's state first,
     /// then every worker retags the port's sockets. An interface that is not a port yet is
     /// added as one first (as `ip link set IF master BOND` takes any interface).
-    fn bond_member(&mut self, bond: &str, name: &str, on: bool, host: &dyn Host) -> (Value, bool) {
-        let err = |m: String| (json!({ "error": m }), false);
+    fn bond_member(
+        &mut self,
+        bond: &str,
+        name: &str,
+        on: bool,
+        host: &dyn Host,
+    ) -> Result<MemberChanged, String> {
+        let err = Err;
         let known_bond = lock(&self.book).bonds.iter().any(|b| b.name == bond);
         if on
             && known_bond
@@ -1194,7 +1274,7 @@ impl Daemon {
         book.bonds[bi].trace_events();
         let m = match result {
             Ok(m) => m,
-            Err(e) => return err(e),
+            Err(e) => return err(e.to_string()),
         };
         let cmd = WorkerCmd::SetMember {
             bond: bi,
@@ -1230,128 +1310,126 @@ impl Daemon {
                 );
             }
         }
-        (
-            json!({ "ok": true, "bond": bond, "member": name, "index": m, "added": on }),
-            true,
-        )
+        Ok(MemberChanged {
+            ok: true,
+            bond: bond.to_owned(),
+            member: name.to_owned(),
+            index: m,
+            added: on,
+        })
     }
 
-    fn bond_set(&self, bond: &str, key: &str, value: &str) -> (Value, bool) {
+    fn bond_set(&self, bond: &str, key: &str, value: &str) -> Result<OptionSet, String> {
         let mut book = lock(&self.book);
         let Some(b) = book.bonds.iter_mut().find(|b| b.name == bond) else {
-            return (json!({ "error": format!("no bond named {bond:?}") }), false);
+            return Err(format!("no bond named {bond:?}"));
         };
         let result = b.set_option(key, value, Instant::now(), SystemTime::now());
         b.trace_events();
         book.announce(Instant::now());
         match result {
-            Ok(()) => (json!({ "ok": true, "option": key, "value": value }), true),
-            Err(e) => (json!({ "error": format!("{bond}: {e}") }), false),
+            Ok(()) => Ok(OptionSet {
+                ok: true,
+                option: key.to_owned(),
+                value: value.to_owned(),
+            }),
+            Err(e) => Err(format!("{bond}: {e}")),
         }
     }
 
-    fn bond_switch(&self, bond: &str, member: &str) -> (Value, bool) {
+    fn bond_switch(&self, bond: &str, member: &str) -> Result<Switched, String> {
         let mut book = lock(&self.book);
         let Some(b) = book.bonds.iter_mut().find(|b| b.name == bond) else {
-            return (json!({ "error": format!("no bond named {bond:?}") }), false);
+            return Err(format!("no bond named {bond:?}"));
         };
         let result = b.switch_to(member, Instant::now(), SystemTime::now());
         b.trace_events();
         book.announce(Instant::now());
         match result {
-            Ok(changed) => (
-                json!({ "ok": true, "changed": changed, "active": member }),
-                true,
-            ),
-            Err(e) => (json!({ "error": e.to_string() }), false),
+            Ok(changed) => Ok(Switched {
+                ok: true,
+                changed,
+                active: member.to_owned(),
+            }),
+            Err(e) => Err(e.to_string()),
         }
     }
 
-    /// The status document: ports with their counters, workers with their frame audit.
-    pub fn status(&self) -> Value {
-        let ports: Vec<Value> = self.ports.iter().map(|p| self.port_status(p)).collect();
-        let workers: Vec<Value> = self
+    /// The status snapshot: ports with their counters, workers with their frame audit.
+    pub fn status(&self) -> Status {
+        let workers = self
             .workers
             .iter()
             .enumerate()
             .map(|(i, w)| {
                 let c = w.handle.counters();
-                json!({
-                    "core": w.handle.core(),
-                    "flows": crate::flows::worker_status(i, w.handle.flow_reader()),
-                    "loops": c.loops.get(),
-                    "busy_loops": c.busy_loops.get(),
-                    "queues": w.handle.queues().len(),
-                    "queues_attached_at_run_time": c.queues_attached.get(),
-                    "queues_retired_at_run_time": c.queues_retired.get(),
-                    "frames_reclaimed": c.frames_reclaimed.get(),
-                    "spare_queues": w.handle.spare(),
-                    "frames": {
-                        "total": c.frames_total.get(),
-                        "free": c.frames_free.get(),
-                        "in_fill": c.frames_in_fill.get(),
-                        "in_tx": c.frames_in_tx.get(),
+                WorkerStatus {
+                    core: w.handle.core(),
+                    flows: crate::flows::worker_status(i, w.handle.flow_reader()),
+                    loops: c.loops.get(),
+                    busy_loops: c.busy_loops.get(),
+                    queues: w.handle.queues().len(),
+                    queues_attached_at_run_time: c.queues_attached.get(),
+                    queues_retired_at_run_time: c.queues_retired.get(),
+                    frames_reclaimed: c.frames_reclaimed.get(),
+                    spare_queues: w.handle.spare(),
+                    frames: FrameCounts {
+                        total: c.frames_total.get(),
+                        free: c.frames_free.get(),
+                        in_fill: c.frames_in_fill.get(),
+                        in_tx: c.frames_in_tx.get(),
                     },
-                })
+                }
             })
             .collect();
-        json!({
-            "state": "running",
-            "pid": std::process::id(),
-            "uptime_ms": self.started.elapsed().as_millis() as u64,
-            "ports": ports,
-            "workers": workers,
-            "bonds": self.bonds_status(),
-            "captures": self.captures.iter().map(Capture::status).collect::<Vec<_>>(),
-            "control": { "requests": self.requests, "bad_requests": self.bad_requests },
-            "placement": self.placement,
-            "threads": self.check_threads(),
-            "rtnetlink": self.rtnl.as_ref().map(|r| json!({
-                "events": r.events.load(std::sync::atomic::Ordering::Relaxed),
-                "malformed": r.malformed.load(std::sync::atomic::Ordering::Relaxed),
-                "errors": r.errors.load(std::sync::atomic::Ordering::Relaxed),
-            })),
-        })
+        Status {
+            state: "running".to_owned(),
+            pid: std::process::id(),
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            ports: self.ports.iter().map(|p| self.port_status(p)).collect(),
+            workers,
+            bonds: self.bonds_status(),
+            captures: self.captures.iter().map(Capture::status).collect(),
+            control: ControlCounters {
+                requests: self.server.accepted,
+                bad_requests: self.bad_requests,
+            },
+            placement: self.placement.clone(),
+            threads: self.check_threads(),
+            rtnetlink: self.rtnl.as_ref().map(|r| RtnetlinkCounters {
+                events: r.events.load(Ordering::Relaxed),
+                malformed: r.malformed.load(Ordering::Relaxed),
+                errors: r.errors.load(Ordering::Relaxed),
+            }),
+        }
     }
 
-    fn bonds_status(&self) -> Vec<Value> {
+    fn bonds_status(&self) -> Vec<BondStatus> {
         let book = lock(&self.book);
         book.bonds
             .iter()
             .map(|b| {
                 let mut v = b.status();
-                let (mut tx, mut no_active) = (0, 0);
+                let mut drops = BondDrops::default();
                 for bi in self
                     .workers
                     .iter()
                     .flat_map(|w| w.handle.bonds())
                     .filter(|i| i.name == b.name)
                 {
-                    tx += bi.counters.tx_packets.get();
-                    no_active += bi.counters.drops(DropReason::TxNoActiveMember);
+                    v.tx_packets += bi.counters.tx_packets.get();
+                    v.to_control += bi.counters.rx_packets.get();
+                    drops.tx_drop_no_active_member +=
+                        bi.counters.drops(DropReason::TxNoActiveMember);
+                    drops.rx_drop_control_full += bi.counters.drops(DropReason::RxControlFull);
                 }
-                let (mut to_control, mut control_full) = (0, 0);
-                for bi in self
-                    .workers
-                    .iter()
-                    .flat_map(|w| w.handle.bonds())
-                    .filter(|i| i.name == b.name)
-                {
-                    to_control += bi.counters.rx_packets.get();
-                    control_full += bi.counters.drops(DropReason::RxControlFull);
-                }
-                v["tx_packets"] = json!(tx);
-                v["to_control"] = json!(to_control);
-                v["drops"] = json!({
-                    "tx_drop_no_active_member": no_active,
-                    "rx_drop_control_full": control_full,
-                });
+                v.drops = drops;
                 v
             })
             .collect()
     }
 
-    fn port_status(&self, p: &Port) -> Value {
+    fn port_status(&self, p: &Port) -> PortStatus {
         let (mut rx_p, mut rx_b, mut tx_p, mut tx_b) = (0, 0, 0, 0);
         let mut drops = [0u64; DropReason::ALL.len()];
         for q in self
@@ -1369,10 +1447,11 @@ impl Daemon {
                 *d += c.drops(r);
             }
         }
-        let mut drop_map = serde_json::Map::new();
-        for (d, r) in drops.iter().zip(DropReason::ALL) {
-            drop_map.insert(r.name().into(), json!(d));
-        }
+        let mut drop_map: std::collections::BTreeMap<String, u64> = drops
+            .iter()
+            .zip(DropReason::ALL)
+            .map(|(d, r)| (r.name().to_owned(), *d))
+            .collect();
         let parse = crate::parse_status::ParseCounters::sum(
             self.workers
                 .iter()
@@ -1381,10 +1460,10 @@ impl Daemon {
                 .map(|q| &**q.counters),
         );
         for (k, v) in &parse.parse_drops {
-            drop_map.insert((*k).into(), json!(v));
+            drop_map.insert((*k).to_owned(), *v);
         }
         let xdp = p.prog.stats().ok().unwrap_or_default();
-        drop_map.insert("rx_drop_no_socket".into(), json!(xdp.rx_drop_no_socket));
+        drop_map.insert("rx_drop_no_socket".into(), xdp.rx_drop_no_socket);
         let mut k = XskStats::default();
         for (_, r) in &p.xsk {
             if let Ok(s) = r.read() {
@@ -1396,29 +1475,35 @@ impl Daemon {
                 k.tx_ring_empty_descs += s.tx_ring_empty_descs;
             }
         }
-        json!({
-            "name": p.name,
-            "link": if p.link.is_up() { "up" } else { "down" },
-            "queues": p.xsk.len(),
-            "bind": p.modes.first().map(|m| m.to_string()),
-            "xdp_mode": p.prog.mode().map(|m| m.to_string()),
-            "rx_packets": rx_p,
-            "rx_bytes": rx_b,
-            "tx_packets": tx_p,
-            "tx_bytes": tx_b,
-            "drops": drop_map,
-            "parse_errors": parse.parse_errors,
-            "classes": parse.classes,
-            "xdp": { "rx_redirect": xdp.rx_redirect, "rx_drop_no_socket": xdp.rx_drop_no_socket },
-            "xsk": {
-                "rx_dropped": k.rx_dropped,
-                "rx_invalid_descs": k.rx_invalid_descs,
-                "rx_ring_full": k.rx_ring_full,
-                "rx_fill_ring_empty_descs": k.rx_fill_ring_empty_descs,
-                "tx_invalid_descs": k.tx_invalid_descs,
-                "tx_ring_empty_descs": k.tx_ring_empty_descs,
+        let owned = |m: &std::collections::BTreeMap<&'static str, u64>| {
+            m.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+        };
+        PortStatus {
+            name: p.name.clone(),
+            link: Link::from_up(p.link.is_up()),
+            queues: p.xsk.len(),
+            bind: p.modes.first().map(|m| m.to_string()),
+            xdp_mode: p.prog.mode().map(|m| m.to_string()),
+            rx_packets: rx_p,
+            rx_bytes: rx_b,
+            tx_packets: tx_p,
+            tx_bytes: tx_b,
+            drops: drop_map,
+            parse_errors: owned(&parse.parse_errors),
+            classes: owned(&parse.classes),
+            xdp: XdpCounters {
+                rx_redirect: xdp.rx_redirect,
+                rx_drop_no_socket: xdp.rx_drop_no_socket,
             },
-        })
+            xsk: XskCounters {
+                rx_dropped: k.rx_dropped,
+                rx_fill_ring_empty_descs: k.rx_fill_ring_empty_descs,
+                rx_invalid_descs: k.rx_invalid_descs,
+                rx_ring_full: k.rx_ring_full,
+                tx_invalid_descs: k.tx_invalid_descs,
+                tx_ring_empty_descs: k.tx_ring_empty_descs,
+            },
+        }
     }
 
     fn shutdown(mut self) -> u8 {
@@ -1484,44 +1569,19 @@ impl Drop for Daemon {
 }
 
 /// Binds the control socket; a file left by a dead instance is removed, a live one refuses.
-fn bind_control_socket(path: &Path) -> anyhow::Result<UnixListener> {
+fn bind_control_socket(path: &Path) -> Result<UnixListener, StartError> {
+    let io = |what: String| move |source| StartError::Socket { what, source };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
     }
     if path.exists() {
         if UnixStream::connect(path).is_ok() {
-            bail!(
-                "control socket {} answers: another isopathd is running with this socket",
-                path.display()
-            );
+            return Err(StartError::SocketInUse {
+                path: path.to_owned(),
+            });
         }
         warn!(path = %path.display(), "removing a stale control socket");
-        std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
+        std::fs::remove_file(path).map_err(io(format!("removing {}", path.display())))?;
     }
-    let l = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
-    l.set_nonblocking(true)?;
-    Ok(l)
-}
-
-/// Reads one line of at most 4 KiB: a request larger than that is refused, not buffered.
-trait TakeLine {
-    fn take_line(&mut self, out: &mut String) -> std::io::Result<()>;
-}
-
-impl<R: BufRead> TakeLine for R {
-    fn take_line(&mut self, out: &mut String) -> std::io::Result<()> {
-        use std::io::Read;
-        let mut buf = Vec::new();
-        self.by_ref().take(4096).read_until(b'\n', &mut buf)?;
-        if !buf.ends_with(b"\n") && buf.len() >= 4096 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "request over 4 KiB",
-            ));
-        }
-        *out = String::from_utf8(buf).map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::InvalidData, "request is not UTF-8")
-        })?;
-        Ok(())
-    }
+    UnixListener::bind(path).map_err(io(format!("binding {}", path.display())))
 }

@@ -1,13 +1,12 @@
 //! Running `isopathd` inside a lab's appliance namespace, and talking to it.
 
 use std::{
-    io::{BufRead, BufReader, Write},
-    os::unix::net::UnixStream,
     path::{Path, PathBuf},
     process::Output,
     time::{Duration, Instant},
 };
 
+use isopath_control::client::Client;
 use serde_json::Value;
 
 use crate::{ChildGuard, Lab, bin};
@@ -252,22 +251,16 @@ impl Isopathd {
     }
 }
 
-/// Sends one request on the control socket and returns the JSON reply.
+/// Sends one request line on the control socket and returns the JSON reply (an error reply
+/// included), through the control client.
 ///
 /// # Errors
 /// Connection, I/O or JSON errors, as text.
 pub fn request(socket: &Path, req: &str) -> Result<Value, String> {
-    let mut s =
-        UnixStream::connect(socket).map_err(|e| format!("connect {}: {e}", socket.display()))?;
-    s.set_read_timeout(Some(Duration::from_secs(3)))
-        .map_err(|e| e.to_string())?;
-    s.write_all(format!("{req}\n").as_bytes())
-        .map_err(|e| e.to_string())?;
-    let mut line = String::new();
-    BufReader::new(&s)
-        .read_line(&mut line)
-        .map_err(|e| e.to_string())?;
-    serde_json::from_str(&line).map_err(|e| format!("{e}: {line:?}"))
+    Client::new(socket)
+        .with_timeout(Duration::from_secs(3))
+        .line(req)
+        .map_err(|e| e.to_string())
 }
 
 /// The XDP program id attached to `iface` in `ns`, if any (from `ip -d -j link`).

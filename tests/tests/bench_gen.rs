@@ -493,10 +493,10 @@ fn stored_report_renders() {
 
 /// `isopath-bench failover` at the bonding issue's CI rate: two carrier-loss failovers (m0 → m1,
 /// then back) at 20 kpps, every frame numbered at the source and taken by the AF_XDP receiver
-/// on s0 and s1. Each failover is detected by the bond and traffic resumes with fewer than
-/// 20,000 frames lost; the counts are exact: sent = received + lost, the failovers' losses
-/// plus the background loss are all the loss, and the receiver saw every frame the XDP
-/// program on s0/s1 redirected.
+/// on s0 and s1. Each failover is detected by the bond within 50 ms of the trigger, traffic
+/// resumes within 20 ms of it, with fewer than 5,000 frames lost; the counts are exact: sent =
+/// received + lost, the failovers' losses plus the background loss are all the loss, and the
+/// receiver saw every frame the XDP program on s0/s1 redirected.
 #[test]
 fn failover_runs_detect_resume_and_count_exactly() {
     if !require_privileges() {
@@ -513,17 +513,23 @@ fn failover_runs_detect_resume_and_count_exactly() {
     assert_eq!(runs.len(), 2, "{r:#}");
     for (run, dir) in runs.iter().zip(["m0->m1", "m1->m0"]) {
         assert!(run["name"].as_str().unwrap().ends_with(dir), "{run}");
+        eprintln!(
+            "\nfailover {dir}: detection {} ms, resume {} ms, outage {} ms, lost {}",
+            run["detection_ms"], run["resume_ms"], run["outage_ms"], run["lost"]
+        );
         let detection = run["detection_ms"].as_f64();
+        // Measured here in eight runs: detection -18.4..-0.3 ms (the trigger's own time stamp
+        // jitters by that much), resume 0.04..4.6 ms, lost 0..1,237 frames.
         assert!(
-            detection.is_some_and(|d| d.abs() < 100.0),
+            detection.is_some_and(|d| d.abs() < 50.0),
             "the bond reported no change near the trigger: {run}"
         );
         assert!(
-            run["resume_ms"].as_f64().is_some_and(|t| t < 100.0),
+            run["resume_ms"].as_f64().is_some_and(|t| t < 20.0),
             "traffic did not resume: {run}"
         );
         assert!(run["outage_ms"].as_f64().is_some(), "{run}");
-        assert!(run["lost"].as_u64().unwrap() < 20_000, "{run}");
+        assert!(run["lost"].as_u64().unwrap() < 5_000, "{run}");
         assert_eq!(run["timeline"].as_array().unwrap().len(), 50);
     }
     let s = &r["failover_series"][0];

@@ -84,7 +84,11 @@ fn carrier_loss_fails_over_and_traffic_resumes() {
     // Lost on the way: missing at the receiver and not counted by its kernel as dropped there.
     let lost = n - u(&r, "received") - u(&r, "kernel_drops");
     eprintln!("carrier-loss failover at {pps} pps: {lost} datagrams lost; {r}");
-    assert!(lost < 20_000, "{lost} lost: {r}");
+    // Measured here: 0, 170, 53, 63 and 0 lost in five runs (frames sent into m0 between the
+    // carrier loss and its event; nothing is lost inside the datapath, see below), and once
+    // 4,977 with the receiver timing out, at a load average of 10 on the 2 cores. 10,000 (half
+    // a second of traffic) keeps that run's margin; the exact sum below is the sharp check.
+    assert!(lost < 10_000, "{lost} lost: {r}");
     assert_eq!(u(&r, "duplicates") + u(&r, "corrupt"), 0, "{r}");
     assert_eq!(member(&b, "m0")["link"], "down");
     assert_eq!(u(member(&b, "m0"), "link_failures"), 1);
@@ -104,10 +108,46 @@ fn carrier_loss_fails_over_and_traffic_resumes() {
     let s = d.status();
     let m1 = port_of(&s, "m1");
     let m0 = port_of(&s, "m0");
-    // Before the pull everything left on m0, after it on m1: together, all that arrived.
-    assert!(
-        u(m0, "tx_packets") + u(m1, "tx_packets") >= n - lost,
-        "{s:#}"
+    let up0 = port_of(&s, "up0");
+    let bond = &s["bonds"][0];
+    // Every frame in on up0 left on exactly one member or was dropped with a reason; what the
+    // members sent besides is the bond's own peer notifications. (A frame sent on both
+    // members, or lost without a counter, breaks the sum.)
+    let tx_drops = |p: &Value| -> u64 {
+        p["drops"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.starts_with("tx_drop"))
+            .map(|(_, v)| v.as_u64().unwrap())
+            .sum()
+    };
+    let rx_drops = |p: &Value| -> u64 {
+        p["drops"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.starts_with("rx_drop"))
+            .map(|(_, v)| v.as_u64().unwrap())
+            .sum()
+    };
+    let injected = u(bond, "notifications.grat_arp")
+        + u(bond, "notifications.unsol_na")
+        + u(bond, "notifications.reannounced");
+    let members_tx = u(m0, "tx_packets") + u(m1, "tx_packets");
+    eprintln!(
+        "carrier-loss: up0 rx {} (drops {}); m0 tx {}, m1 tx {}, member tx drops {}, bond drops {}, injected {injected}",
+        u(up0, "rx_packets"),
+        rx_drops(up0),
+        u(m0, "tx_packets"),
+        u(m1, "tx_packets"),
+        tx_drops(m0) + tx_drops(m1),
+        bond["drops"]
+    );
+    assert_eq!(
+        members_tx + tx_drops(m0) + tx_drops(m1) + u(bond, "drops.tx_drop_no_active_member"),
+        u(up0, "rx_packets") - rx_drops(up0) + injected,
+        "every frame from up0 left on one member or was counted as dropped: {s:#}"
     );
     assert!(
         u(m1, "tx_packets") >= n / 2,

@@ -204,21 +204,15 @@ fn bad_control_requests_get_an_error_and_a_counter_and_change_nothing() {
     if !require_privileges() {
         return;
     }
-    use std::io::{Read, Write};
     let lab = Lab::up("ctl");
     let d = Isopathd::start(&lab, &lab_config(&lab, "", PORTS), &[]);
     lab.ping_far();
     let before = d.status();
     let sock = isopath_tests::isopathd::socket_path(&lab);
     let bad: [&[u8]; 4] = [b"bogus\n", b"\xff\xfe\n", &[b'a'; 5000], b""];
+    let client = isopath_control::client::Client::new(&sock);
     for req in bad {
-        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
-        s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
-            .unwrap();
-        let _ = s.write_all(req);
-        let _ = s.shutdown(std::net::Shutdown::Write);
-        let mut reply = String::new();
-        let _ = s.read_to_string(&mut reply);
+        let reply = client.raw(req).unwrap();
         assert!(reply.contains("\"error\""), "{req:?} -> {reply:?}");
     }
     let after = d.status();

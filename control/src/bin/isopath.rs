@@ -9,8 +9,13 @@ use std::{
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use isopath_control::{client, doctor, topology};
-use serde_json::Value;
+use isopath_control::{
+    client::Client,
+    doctor,
+    request::{CaptureReply, MemberChanged, OptionSet, PortAdded, PortsRemoved, Request, Switched},
+    status::{BondStatus, render},
+    topology,
+};
 
 /// Query and control a running isopathd.
 #[derive(Debug, Parser)]
@@ -250,6 +255,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    let client = Client::new(&args.socket);
     match args.cmd {
         // Handled in main: its exit status is the worst finding's.
         Cmd::Doctor { .. } | Cmd::Worker { .. } => unreachable!("handled in main"),
@@ -259,22 +265,25 @@ fn run(args: Args) -> anyhow::Result<()> {
                 CaptureCmd::Start { target, file, dir } => {
                     let file = std::path::absolute(&file)?;
                     let file = file.to_str().context("the capture path is not UTF-8")?;
-                    if [&target, file, &dir]
-                        .iter()
-                        .any(|w| w.is_empty() || w.contains(char::is_whitespace))
-                    {
+                    let req = Request::CaptureStart {
+                        target,
+                        file: file.to_owned(),
+                        dir,
+                    };
+                    if !req.is_sendable() {
                         anyhow::bail!("target, file and direction must be single words");
                     }
-                    format!("capture start {target} {file} {dir}")
+                    req
                 }
-                CaptureCmd::Stop { target } => format!("capture stop {target}"),
-                CaptureCmd::List => "status".into(),
+                CaptureCmd::Stop { target } => Request::CaptureStop(target),
+                CaptureCmd::List => {
+                    let captures = client.status()?.captures;
+                    println!("{}", serde_json::to_string_pretty(&captures)?);
+                    return Ok(());
+                }
             };
-            let v = client::request(&args.socket, &req)?;
-            match v.get("capture") {
-                Some(c) => println!("{}", serde_json::to_string_pretty(c)?),
-                None => println!("{}", serde_json::to_string_pretty(&v["captures"])?),
-            }
+            let r: CaptureReply = client.call(&req)?;
+            println!("{}", serde_json::to_string_pretty(&r.capture)?);
         }
         Cmd::Bond {
             cmd: BondCmd::Add { bond, port: name } | BondCmd::Release { bond, member: name },
@@ -287,43 +296,46 @@ fn run(args: Args) -> anyhow::Result<()> {
         Cmd::Port {
             cmd: PortCmd::Add { ifname },
         } => {
-            if ifname.is_empty() || ifname.contains(char::is_whitespace) {
+            let req = Request::PortAdd(ifname.clone());
+            if !req.is_sendable() {
                 anyhow::bail!("an interface name is a single word");
             }
-            let v = client::request(&args.socket, &format!("port add {ifname}"))?;
+            let r: PortAdded = client.call(&req)?;
             println!(
                 "{ifname}: port added, {} queues, {} mode, XDP {}",
-                u(&v, "queues"),
-                v["bind"].as_str().unwrap_or("?"),
-                v["xdp_mode"].as_str().unwrap_or("?")
+                r.queues, r.bind, r.xdp_mode
             );
         }
         Cmd::Port {
             cmd: PortCmd::Del { ifnames },
         } => {
-            if ifnames
-                .iter()
-                .any(|n| n.is_empty() || n.contains(char::is_whitespace))
-            {
+            let req = Request::PortDel(ifnames.clone());
+            if !req.is_sendable() {
                 anyhow::bail!("interface names are single words");
             }
-            let v = client::request(&args.socket, &format!("port del {}", ifnames.join(" ")))?;
+            let r: PortsRemoved = client.call(&req)?;
             println!(
                 "{}: unregistered ({} sockets)",
                 ifnames.join(", "),
-                u(&v, "sockets")
+                r.sockets
             );
         }
         Cmd::Bond {
             cmd: BondCmd::Add { bond, port },
         } => {
-            client::request(&args.socket, &format!("bond add {bond} {port}"))?;
+            let _: MemberChanged = client.call(&Request::BondAdd {
+                bond: bond.clone(),
+                port: port.clone(),
+            })?;
             println!("{bond}: {port} added");
         }
         Cmd::Bond {
             cmd: BondCmd::Release { bond, member },
         } => {
-            client::request(&args.socket, &format!("bond release {bond} {member}"))?;
+            let _: MemberChanged = client.call(&Request::BondRelease {
+                bond: bond.clone(),
+                port: member.clone(),
+            })?;
             println!("{bond}: {member} released");
         }
         Cmd::Bond {
@@ -334,41 +346,42 @@ fn run(args: Args) -> anyhow::Result<()> {
                     value,
                 },
         } => {
-            if [&bond, &option, &value]
-                .iter()
-                .any(|w| w.is_empty() || w.contains(char::is_whitespace))
-            {
+            let req = Request::BondSet {
+                bond: bond.clone(),
+                option: option.clone(),
+                value: value.clone(),
+            };
+            if !req.is_sendable() {
                 anyhow::bail!("bond, option and value are single words");
             }
-            client::request(&args.socket, &format!("bond set {bond} {option} {value}"))?;
+            let _: OptionSet = client.call(&req)?;
             println!("{bond}: {option} = {value}");
         }
         Cmd::Bond {
             cmd: BondCmd::Switch { bond, member },
         } => {
             // Names travel as single words in the request line.
-            if [&bond, &member]
-                .iter()
-                .any(|w| w.is_empty() || w.contains(char::is_whitespace))
-            {
+            let req = Request::BondSwitch {
+                bond: bond.clone(),
+                member: member.clone(),
+            };
+            if !req.is_sendable() {
                 anyhow::bail!("bond and member names are single words");
             }
-            let v = client::request(&args.socket, &format!("bond switch {bond} {member}"))?;
-            let changed = v["changed"].as_bool().unwrap_or(false);
+            let r: Switched = client.call(&req)?;
             println!(
                 "{bond}: active member {member}{}",
-                if changed { "" } else { " (already)" }
+                if r.changed { "" } else { " (already)" }
             );
         }
         Cmd::Bond {
             cmd: BondCmd::Show { name, json, events },
         } => {
-            let v = client::request(&args.socket, "status")?;
-            let bonds: Vec<&Value> = v["bonds"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|b| name.as_deref().is_none_or(|n| b["name"] == n))
+            let v = client.status()?;
+            let bonds: Vec<&BondStatus> = v
+                .bonds
+                .iter()
+                .filter(|b| name.as_deref().is_none_or(|n| b.name == n))
                 .collect();
             if let Some(n) = &name
                 && bonds.is_empty()
@@ -379,28 +392,28 @@ fn run(args: Args) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&bonds)?);
             } else {
                 for b in bonds {
-                    print_bond(b, &v, events);
+                    print!("{}", render::bond(b, &v, events));
                 }
             }
         }
         Cmd::Status { json } => {
-            let v = client::request(&args.socket, "status")?;
+            let v = client.status()?;
             if json {
-                println!("{v}");
+                println!("{}", serde_json::to_string(&v)?);
             } else {
-                print_status(&v);
+                print!("{}", render::status(&v));
             }
         }
         Cmd::Rates { interval_ms, count } => {
             let interval = Duration::from_millis(interval_ms.max(10));
             // On a terminal one line is redrawn in place; in a pipe or a log, plain lines.
             let tty = std::io::stdout().is_terminal();
-            let mut prev = client::request(&args.socket, "status")?;
+            let mut prev = client.status()?;
             let mut n = 0;
             while count == 0 || n < count {
                 std::thread::sleep(interval);
-                let cur = client::request(&args.socket, "status")?;
-                let line = rates_line(&prev, &cur).context("malformed status")?;
+                let cur = client.status()?;
+                let line = render::rates_line(&prev, &cur).context("malformed status")?;
                 if tty {
                     print!("\r\x1b[2K{line}");
                     std::io::stdout().flush()?;
@@ -416,196 +429,4 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn u(v: &Value, k: &str) -> u64 {
-    v.get(k).and_then(Value::as_u64).unwrap_or(0)
-}
-
-fn print_bond(b: &Value, status: &Value, events: usize) {
-    let s = |v: &Value| v.as_str().unwrap_or("-").to_owned();
-    let o = &b["options"];
-    println!("Bond: {}", s(&b["name"]));
-    println!("Bonding Mode: fault-tolerance (active-backup)");
-    println!("Carrier: {}", s(&b["carrier"]));
-    println!("Currently Active Member: {}", s(&b["active"]));
-    println!(
-        "Primary Member: {} (primary_reselect {})",
-        s(&o["primary"]),
-        s(&o["primary_reselect"])
-    );
-    println!(
-        "MII Polling Interval (ms): {} (carrier events from rtnetlink)",
-        o["miimon_ms"]
-    );
-    println!(
-        "Up Delay (ms): {}  Down Delay (ms): {}",
-        o["updelay_ms"], o["downdelay_ms"]
-    );
-    println!(
-        "Peer Notification: num_grat_arp {} num_unsol_na {} delay {} ms, reannounce {}",
-        o["num_grat_arp"], o["num_unsol_na"], o["peer_notif_delay_ms"], o["reannounce"]
-    );
-    println!(
-        "fail_over_mac: {}  MAC: {}  all_members_active: {}",
-        s(&o["fail_over_mac"]),
-        s(&b["mac"]),
-        o["all_members_active"]
-    );
-    println!(
-        "Failovers: {}  Notifications: {}",
-        b["failovers"], b["notifications"]
-    );
-    let addrs = |v: &Value| {
-        v.as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    println!("Addresses: {}", addrs(&b["addresses"]));
-    for v in b["vlans"].as_array().into_iter().flatten() {
-        println!("VLAN {}: {}", v["id"], addrs(&v["addresses"]));
-    }
-    for m in b["members"].as_array().into_iter().flatten() {
-        let name = s(&m["name"]);
-        let port = status["ports"]
-            .as_array()
-            .and_then(|ps| ps.iter().find(|p| p["name"] == name.as_str()));
-        println!();
-        println!("Member Interface: {name} ({})", s(&m["state"]));
-        println!("MII Status: {}", s(&m["link"]));
-        println!("Speed: {} Mbps  Prio: {}", m["speed_mbps"], m["prio"]);
-        println!("Link Failure Count: {}", m["link_failures"]);
-        println!("Permanent HW addr: {}", s(&m["perm_mac"]));
-        if let Some(p) = port {
-            println!(
-                "Queues: {}  rx {} tx {}  rx_drop_backup {}",
-                p["queues"], p["rx_packets"], p["tx_packets"], p["drops"]["rx_drop_backup"]
-            );
-        }
-    }
-    let evs = b["events"].as_array().cloned().unwrap_or_default();
-    println!();
-    println!("Recent events:");
-    for e in evs.iter().skip(evs.len().saturating_sub(events)) {
-        let ns = e["unix_ns"].as_u64().unwrap_or(0);
-        println!(
-            "  {}.{:09} {} {} {}",
-            ns / 1_000_000_000,
-            ns % 1_000_000_000,
-            s(&e["kind"]),
-            s(&e["member"]),
-            s(&e["detail"])
-        );
-    }
-}
-
-fn print_status(v: &Value) {
-    println!(
-        "isopathd pid {} uptime {} ms",
-        u(v, "pid"),
-        u(v, "uptime_ms")
-    );
-    for p in v["ports"].as_array().into_iter().flatten() {
-        println!(
-            "port {} link {} queues {} bind {} xdp {}",
-            p["name"].as_str().unwrap_or("?"),
-            p["link"].as_str().unwrap_or("?"),
-            u(p, "queues"),
-            p["bind"].as_str().unwrap_or("-"),
-            p["xdp_mode"].as_str().unwrap_or("-"),
-        );
-        println!(
-            "    rx {} pkts {} bytes   tx {} pkts {} bytes",
-            u(p, "rx_packets"),
-            u(p, "rx_bytes"),
-            u(p, "tx_packets"),
-            u(p, "tx_bytes")
-        );
-        for (label, key) in [
-            ("drops", "drops"),
-            ("parse errors", "parse_errors"),
-            ("classes", "classes"),
-            ("kernel xsk", "xsk"),
-        ] {
-            let kv: Vec<String> = p[key]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| format!("{k} {}", v.as_u64().unwrap_or(0)))
-                .collect();
-            println!("    {label}: {}", kv.join(", "));
-        }
-    }
-    for w in v["workers"].as_array().into_iter().flatten() {
-        let f = &w["frames"];
-        println!(
-            "worker core {} loops {} busy {}  frames total {} free {} in_fill {} in_tx {}",
-            w["core"],
-            u(w, "loops"),
-            u(w, "busy_loops"),
-            u(f, "total"),
-            u(f, "free"),
-            u(f, "in_fill"),
-            u(f, "in_tx")
-        );
-        println!("  {}", isopath_control::flows::status_line(&w["flows"]));
-    }
-    let house: Vec<String> = v["placement"]["housekeeping_cores"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(Value::to_string)
-        .collect();
-    let t = &v["threads"];
-    let offenders = t["offenders"].as_array().cloned().unwrap_or_default();
-    println!(
-        "housekeeping CPUs {}; threads {}, workers pinned {}, others on worker CPUs {}",
-        house.join(","),
-        u(t, "threads"),
-        u(t, "workers_pinned"),
-        offenders.len()
-    );
-    for o in &offenders {
-        println!(
-            "    thread {} ({}) may run on CPUs {}: {}",
-            o["tid"],
-            o["name"].as_str().unwrap_or("?"),
-            o["allowed"].as_str().unwrap_or("?"),
-            o["problem"].as_str().unwrap_or("?")
-        );
-    }
-}
-
-fn rates_line(prev: &Value, cur: &Value) -> Option<String> {
-    let dt = (u(cur, "uptime_ms").saturating_sub(u(prev, "uptime_ms"))).max(1) as f64 / 1000.0;
-    let mut line = String::new();
-    for p in cur["ports"].as_array()? {
-        let name = p["name"].as_str()?;
-        let q = prev["ports"]
-            .as_array()?
-            .iter()
-            .find(|x| x["name"] == name)?;
-        let rate = |k: &str| u(p, k).saturating_sub(u(q, k)) as f64 / dt;
-        let drops: u64 = p["drops"]
-            .as_object()?
-            .values()
-            .filter_map(Value::as_u64)
-            .sum();
-        let pdrops: u64 = q["drops"]
-            .as_object()?
-            .values()
-            .filter_map(Value::as_u64)
-            .sum();
-        line.push_str(&format!(
-            "{name}: rx {:>9.0} pps {:>8.2} Mb/s  tx {:>9.0} pps  drop {:>7.0} pps | ",
-            rate("rx_packets"),
-            rate("rx_bytes") * 8.0 / 1e6,
-            rate("tx_packets"),
-            drops.saturating_sub(pdrops) as f64 / dt
-        ));
-    }
-    Some(line.trim_end_matches(" | ").to_owned())
 }

@@ -16,13 +16,11 @@ use std::{
 use clap::Parser;
 use isopath_control::{
     config::Config,
-    daemon::{Daemon, exit},
+    daemon::{Daemon, error_chain, exit},
     host::LiveHost,
     privs, sd_notify,
     topology::Housekeeping,
 };
-use isopath_datapath::xsk::xdp::XdpError;
-use serde_json::Value;
 use tracing::{error, info, warn};
 
 /// Set in isopathd's environment (tests only), it starts a thread allowed on every CPU after
@@ -107,11 +105,10 @@ fn main() -> ExitCode {
     let daemon = match Daemon::start(&plan, &host, args.force) {
         Ok(d) => d,
         Err(e) => {
-            error!("start failed: {e:#}");
-            let unnamed_foreign = e.chain().any(|c| {
-                matches!(c.downcast_ref::<XdpError>(), Some(XdpError::Foreign { name, .. }) if name.is_empty())
-            });
-            if unnamed_foreign && let Some(hint) = privs::foreign_name_hint() {
+            error!("start failed: {}", error_chain(&e));
+            if e.is_unnamed_foreign()
+                && let Some(hint) = privs::foreign_name_hint()
+            {
                 error!("{hint}");
             }
             return ExitCode::from(exit::FAILURE);
@@ -151,8 +148,8 @@ fn main() -> ExitCode {
     let status = daemon.status();
     let ready = format!(
         "READY=1\nSTATUS=forwarding: {} ports, {} workers\nMAINPID={}",
-        status["ports"].as_array().map_or(0, Vec::len),
-        status["workers"].as_array().map_or(0, Vec::len),
+        status.ports.len(),
+        status.workers.len(),
         std::process::id()
     );
     if let Err(e) = sd_notify::notify(&ready) {
@@ -166,20 +163,15 @@ fn main() -> ExitCode {
 fn wait_first_poll(daemon: &Daemon, timeout: Duration) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
     loop {
-        let status = daemon.status();
-        let workers = status["workers"].as_array().cloned().unwrap_or_default();
-        let polling = workers
-            .iter()
-            .filter(|w| w["loops"].as_u64().is_some_and(|l| l > 0))
-            .count();
-        if polling == workers.len() {
+        let workers = daemon.status().workers;
+        if workers.iter().all(|w| w.loops > 0) {
             return Ok(());
         }
         if Instant::now() >= deadline {
-            let idle: Vec<&Value> = workers
+            let idle: Vec<Option<usize>> = workers
                 .iter()
-                .filter(|w| w["loops"].as_u64().unwrap_or(0) == 0)
-                .map(|w| &w["core"])
+                .filter(|w| w.loops == 0)
+                .map(|w| w.core)
                 .collect();
             return Err(format!(
                 "workers on cores {idle:?} did not poll within {timeout:?}"

@@ -5,8 +5,8 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 
-use super::reply::{DEFAULT_LIMIT, FlowCount, FlowRow, FlowShow, MAX_LIMIT, WorkerFlowStatus};
-use crate::client;
+use super::reply::{DEFAULT_LIMIT, FlowCount, FlowRow, FlowShow, MAX_LIMIT};
+use crate::{client::Client, request::Request};
 
 /// `isopath flow ...`.
 #[derive(Debug, Subcommand)]
@@ -33,14 +33,15 @@ pub enum FlowCmd {
 /// # Errors
 /// The daemon cannot be reached, refuses the request, or the arguments are wrong.
 pub fn run_cli(socket: &Path, cmd: &FlowCmd) -> anyhow::Result<()> {
+    let client = Client::new(socket);
+    let flow = |w: &[&str]| Request::Flow(w.iter().map(|&w| w.to_owned()).collect());
     match cmd {
         FlowCmd::Count { json } => {
-            let v = client::request(socket, "flow count")?;
+            let c: FlowCount = client.call(&flow(&["count"]))?;
             if *json {
-                println!("{v}");
+                println!("{}", serde_json::to_string(&c)?);
                 return Ok(());
             }
-            let c: FlowCount = serde_json::from_value(v).context("the flow count reply")?;
             if c.workers.is_empty() {
                 println!("flow tracking is off ([flows] enabled = false)");
             }
@@ -61,12 +62,11 @@ pub fn run_cli(socket: &Path, cmd: &FlowCmd) -> anyhow::Result<()> {
                     .with_context(|| format!("limit {n:?}: expected 1 to {MAX_LIMIT}"))?,
                 _ => bail!("usage: isopath flow show [limit N]"),
             };
-            let v = client::request(socket, &format!("flow show limit {limit}"))?;
+            let s: FlowShow = client.call(&flow(&["show", "limit", &limit.to_string()]))?;
             if *json {
-                println!("{v}");
+                println!("{}", serde_json::to_string(&s)?);
                 return Ok(());
             }
-            let s: FlowShow = serde_json::from_value(v).context("the flow show reply")?;
             for f in &s.flows {
                 println!("{}", line(f));
             }
@@ -75,19 +75,6 @@ pub fn run_cli(socket: &Path, cmd: &FlowCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// A worker's `flows` of the status document as one line of `isopath status`.
-pub fn status_line(v: &serde_json::Value) -> String {
-    match serde_json::from_value::<WorkerFlowStatus>(v.clone()) {
-        Ok(WorkerFlowStatus {
-            counters: Some(c), ..
-        }) => format!(
-            "flows in_use {} capacity {} inserts {} expiries {} full {}",
-            c.in_use, c.capacity, c.inserts, c.expiries, c.full
-        ),
-        _ => "flows: tracking off".to_owned(),
-    }
 }
 
 /// One flow as `conntrack -L` prints one, plus where each direction came in.
@@ -125,20 +112,6 @@ fn line(f: &FlowRow) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn status_lines() {
-        let on = serde_json::json!({"enabled": true, "worker": 0, "in_use": 3, "capacity": 64,
-            "inserts": 5, "expiries": 2, "full": 0});
-        assert_eq!(
-            status_line(&on),
-            "flows in_use 3 capacity 64 inserts 5 expiries 2 full 0"
-        );
-        assert_eq!(
-            status_line(&serde_json::json!({"enabled": false})),
-            "flows: tracking off"
-        );
-    }
 
     #[test]
     fn a_line_reads_like_conntrack() {

@@ -12,8 +12,8 @@
 mod cli;
 mod reply;
 
-pub use cli::{FlowCmd, run_cli, status_line};
+pub use cli::{FlowCmd, run_cli};
 pub use reply::{
-    DEFAULT_LIMIT, FlowCount, FlowRow, FlowShow, MAX_LIMIT, Readers, WorkerFlowStatus, WorkerFlows,
-    answer, count, show, worker_flows, worker_status,
+    DEFAULT_LIMIT, FlowCount, FlowReply, FlowRow, FlowShow, MAX_LIMIT, Readers, WorkerFlowStatus,
+    WorkerFlows, answer, count, show, worker_flows, worker_status,
 };

@@ -207,35 +207,42 @@ fn row(f: &FlowSnapshot, worker: usize, now_ns: u64, wall: f64, ports: &[String]
     }
 }
 
+/// A `flow ...` reply.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum FlowReply {
+    /// `flow count`.
+    Count(FlowCount),
+    /// `flow show`.
+    Show(FlowShow),
+}
+
 /// Answers a `flow ...` request (`words` after `flow`): `count`, or `show [limit N]`.
-/// Returns the reply document and whether the request was understood.
+///
+/// # Errors
+/// An unknown flow request or a bad limit, as the message the client is sent.
 pub fn answer(
     words: &[&str],
     readers: &Readers<'_>,
     ports: &[String],
-) -> (serde_json::Value, bool) {
-    let reply = match words {
-        ["count"] => serde_json::to_value(count(readers)),
-        ["show"] => serde_json::to_value(show(readers, DEFAULT_LIMIT, ports, SystemTime::now())),
+) -> Result<FlowReply, String> {
+    match words {
+        ["count"] => Ok(FlowReply::Count(count(readers))),
+        ["show"] => Ok(FlowReply::Show(show(
+            readers,
+            DEFAULT_LIMIT,
+            ports,
+            SystemTime::now(),
+        ))),
         ["show", "limit", n] => match n.parse::<u64>() {
             Ok(n) if (1..=MAX_LIMIT).contains(&n) => {
-                serde_json::to_value(show(readers, n, ports, SystemTime::now()))
+                Ok(FlowReply::Show(show(readers, n, ports, SystemTime::now())))
             }
-            _ => return error(format!("limit {n:?}: expected 1 to {MAX_LIMIT}")),
+            _ => Err(format!("limit {n:?}: expected 1 to {MAX_LIMIT}")),
         },
-        _ => {
-            return error(format!(
-                "unknown flow request {:?}; known: flow count, flow show [limit N]",
-                words.join(" ")
-            ));
-        }
-    };
-    match reply {
-        Ok(v) => (v, true),
-        Err(e) => error(e.to_string()),
+        _ => Err(format!(
+            "unknown flow request {:?}; known: flow count, flow show [limit N]",
+            words.join(" ")
+        )),
     }
-}
-
-fn error(message: String) -> (serde_json::Value, bool) {
-    (serde_json::json!({ "error": message }), false)
 }

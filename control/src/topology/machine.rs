@@ -10,7 +10,7 @@ use hwlocality::{
     object::{TopologyObject, attributes::ObjectAttributes, types::ObjectType},
     topology::builder::TypeFilter,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::TopologyError;
 use crate::cpulist::{self, Cpus};
@@ -28,7 +28,7 @@ pub struct Core {
 }
 
 /// A NUMA node and its CPUs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NumaNode {
     /// The node number (`/sys/devices/system/node/nodeN`).
     pub node: usize,
@@ -37,7 +37,7 @@ pub struct NumaNode {
 }
 
 /// One level of CPU cache, summarised.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cache {
     /// 1, 2, 3.
     pub level: usize,

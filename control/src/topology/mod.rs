@@ -40,7 +40,7 @@ pub mod threads;
 
 use std::{fmt::Write as _, path::Path};
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 
 pub use self::threads::{Housekeeping, ThreadCheck};
 use self::{
@@ -85,7 +85,7 @@ pub enum PlanError {
 }
 
 /// One queue of one port.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueRef {
     /// The port.
     pub port: String,
@@ -94,7 +94,7 @@ pub struct QueueRef {
 }
 
 /// One worker's place.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerSlot {
     /// Worker number.
     pub worker: usize,
@@ -115,7 +115,7 @@ pub struct WorkerSlot {
 }
 
 /// Where a port's NIC is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortLocality {
     /// The port.
     pub port: String,
@@ -128,7 +128,7 @@ pub struct PortLocality {
 }
 
 /// The topology, summarised for the plan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     /// Where it was read.
     pub source: String,
@@ -161,7 +161,7 @@ impl Summary {
 }
 
 /// The placement decision and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
     /// One entry per worker.
     pub workers: Vec<WorkerSlot>,

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use hwlocality::{Topology, cpu::binding::CpuBindingFlags, cpu::cpuset::CpuSet};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Plan, TopologyError};
 use crate::{
@@ -120,7 +120,7 @@ fn bind_current(topology: &Topology, cpus: &Cpus) -> Result<(), BindError> {
 }
 
 /// A thread allowed where it should not be.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Offender {
     /// Its thread id.
     pub tid: u32,
@@ -133,7 +133,7 @@ pub struct Offender {
 }
 
 /// What the thread check found.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct ThreadCheck {
     /// Threads read.
     pub threads: usize,
