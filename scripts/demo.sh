@@ -52,6 +52,14 @@ if ! cargo build --release --locked --workspace --bins > "$WORK/build.log" 2>&1;
 fi
 tail -n 1 "$WORK/build.log"
 
+# One lab at a time on this machine (the tests, soak runs and benchmarks take the same lock): the
+# demo pins its worker and sources to the two cores, so another lab running beside it would skew it.
+exec 9> "${ISOPATH_LAB_LOCK:-/tmp/isopath-lab.lock}"
+if ! flock -n 9; then
+    echo "demo: another lab holds ${ISOPATH_LAB_LOCK:-/tmp/isopath-lab.lock}; waiting for it"
+    flock 9
+fi
+
 say "lab $PREFIX: traffic ns t0 ── up0 [isopath] m0 ── s0/br0 far ns (m1 ── s1 spare)"
 deploy/lab.sh up "$PREFIX"
 eval "$(deploy/lab.sh env "$PREFIX")"

@@ -4,6 +4,9 @@
 #
 #   scripts/soak.sh [N=20] [TEST-FILTER...]   e.g. scripts/soak.sh 20, scripts/soak.sh 5 --test bond
 #
+# Each run holds the lab lock ($ISOPATH_LAB_LOCK, default /tmp/isopath-lab.lock); the lock is free
+# for $ISOPATH_SOAK_GAP_S seconds (default 3) between runs.
+#
 # Logs of each run are kept in $ISOPATH_SOAK_DIR (default /tmp/isopath-soak.<pid>).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,8 +26,12 @@ cargo test --locked -p isopath-tests --no-run "$@"
 t0=$SECONDS
 for i in $(seq "$N"); do
     s=$SECONDS
-    if cargo test --locked -p isopath-tests --no-fail-fast "$@" -- --test-threads=1 \
+    # One run holds the lab lock (as scripts/test.sh's integration phase does), so other users of
+    # the lab on this machine wait for the run, not interleave with it; between runs it is free.
+    if flock "${ISOPATH_LAB_LOCK:-/tmp/isopath-lab.lock}" \
+        cargo test --locked -p isopath-tests --no-fail-fast "$@" -- --test-threads=1 \
         > "$DIR/run-$i.log" 2>&1; then rc=ok; else rc=FAILED; fi
+    sleep "${ISOPATH_SOAK_GAP_S:-3}"
     left=$(ip netns list 2>/dev/null | wc -l)
     echo "soak: run $i/$N $rc ($((SECONDS - s)) s; namespaces left: $left)"
 done

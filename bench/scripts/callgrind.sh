@@ -3,17 +3,19 @@
 # veth lab of its own. This VM has no hardware counters; callgrind counts the instructions a
 # process executes in user space (the kernel's share, the copy-mode TX in sendto, is not counted).
 #
-# usage (as root): bench/scripts/callgrind.sh [SECS] [RATE]
+# usage (as root): bench/scripts/callgrind.sh [SECS] [RATE] [FLOWS]
 #   SECS  seconds of traffic per measurement (default 3)
 #   RATE  source rate, pps with k/M (default 0 = the live source's full speed)
+#   FLOWS UDP 5-tuples the source spreads its frames over (default 1; isopath-bench gen --flows)
 #   ISOPATH_BIN_DIR  where isopathd and isopath-bench are (default target/release)
 #   ISOPATH_CALLGRIND_OUT  keep the traffic windows' dumps there (callgrind_annotate FILE)
 #   ISOPATH_CALLGRIND_POLL, ISOPATH_CALLGRIND_RX  the measured functions' names, for binaries
 #       of older builds (before the worker split: isopath_datapath::worker::Worker::poll_once
 #       and isopath_datapath::xsk::XskUmem::rx_burst)
 #
-# Method, per forwarder (isopathd: up0 <-> m0 cross-connect; isopathd-bond: up0 <-> bond0 over
-# m0/m1, primary m0; isopath-bench xsk-fwd):
+# Method, per forwarder (isopathd: up0 <-> m0 cross-connect with flow tracking off, today's
+# wire; isopathd-track: the same with tracking on, `[flows]` defaults; isopathd-bond: up0 <->
+# bond0 over m0/m1, primary m0, tracking on; isopath-bench xsk-fwd):
 #   1. start it under `valgrind --tool=callgrind --fair-sched=yes --dump-instr=no` in the lab's appliance
 #      namespace, worker on core 1;
 #   2. idle window: `callgrind_control -z`, 2 s without traffic, `callgrind_control -d`:
@@ -36,6 +38,7 @@ set -euo pipefail
 
 SECS=${1:-3}
 RATE=${2:-0}
+FLOWS=${3:-1}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 BIN=${ISOPATH_BIN_DIR:-$ROOT/target/release}
@@ -143,7 +146,7 @@ dump() {
 
 gen() {
     ip netns exec "$PREFIX-traffic" "$BIN/isopath-bench" gen --iface t0 --core 0 \
-        --rate "$RATE" --secs "$SECS" --dst-mac 02:00:00:00:00:02 2>/dev/null
+        --rate "$RATE" --flows "$FLOWS" --secs "$SECS" --dst-mac 02:00:00:00:00:02 2>/dev/null
 }
 
 status() {
@@ -223,6 +226,16 @@ measure_isopathd() {
 }
 
 measure_isopathd isopathd '[[port]]
+name = "up0"
+[[port]]
+name = "m0"
+[[cross_connect]]
+a = "up0"
+b = "m0"
+[flows]
+enabled = false
+'
+measure_isopathd isopathd-track '[[port]]
 name = "up0"
 [[port]]
 name = "m0"

@@ -39,13 +39,18 @@ pub(crate) struct GenState {
     pub(crate) flows: u32,
     pub(crate) sport_base: u32,
     pub(crate) stop: u32,
+    pub(crate) dport_base: u32,
+    /// Non-zero: each flow's ports swapped (the way back of the same flows).
+    pub(crate) mirror: u32,
     /// The template's headers and probe, restored into every frame.
     pub(crate) hdr: Vec<u8>,
 }
 
 /// `HDR_MAX` of bench.bpf.c.
 pub(crate) const HDR_MAX: usize = 80;
-const GEN_STATE_LEN: usize = 6 * 8 + 8 * 4 + HDR_MAX;
+const GEN_STATE_LEN: usize = 6 * 8 + 10 * 4 + HDR_MAX;
+/// Offset of `hdr` in `struct gen_state`.
+const HDR_OFF: usize = 6 * 8 + 10 * 4;
 
 impl GenState {
     fn to_bytes(&self) -> Vec<u8> {
@@ -68,6 +73,8 @@ impl GenState {
             self.sport_base,
             self.stop,
             self.hdr.len().min(HDR_MAX) as u32 & !1,
+            self.dport_base,
+            self.mirror,
             0,
         ] {
             b.extend_from_slice(&v.to_ne_bytes());
@@ -101,9 +108,11 @@ impl GenState {
             flows: u32_at(60)?,
             sport_base: u32_at(64)?,
             stop: u32_at(68)?,
+            dport_base: u32_at(76)?,
+            mirror: u32_at(80)?,
             hdr: {
                 let n = (u32_at(72)? as usize).min(HDR_MAX);
-                b.get(80..80 + n)?.to_vec()
+                b.get(HDR_OFF..HDR_OFF + n)?.to_vec()
             },
         })
     }
@@ -320,6 +329,8 @@ mod tests {
             flows: 10,
             sport_base: 11,
             stop: 12,
+            dport_base: 13,
+            mirror: 1,
             hdr: (0..54).collect(),
         };
         let b = s.to_bytes();

@@ -3,10 +3,12 @@
 //!
 //! | peer | what | arrivals counted |
 //! |---|---|---|
-//! | `isopath` | isopathd, L2 cross-connect up0 ↔ m0 | s0 rx_packets |
+//! | `isopath` | isopathd, L2 cross-connect up0 ↔ m0, flow tracking on (`[flows]` defaults) | s0 rx_packets |
+//! | `isopath-notrack` | the same with `[flows] enabled = false` (a plain wire) | s0 rx_packets |
 //! | `isopath-bond` | isopathd, up0 ↔ bond0 (active-backup over m0, m1; primary m0) | s0 + s1 rx_packets |
 //! | `testpmd` | dpdk-testpmd io forward over two net_af_xdp vdevs | s0 rx_packets |
 //! | `kernel-router` | Linux IPv4 forwarding in the appliance namespace (RPS to core 1) | s0 rx_packets |
+//! | `kernel-conntrack` | the same router with conntrack on: nft `ct state` rules with counters in the forward hook, `nf_conntrack_acct` | s0 rx_packets |
 //! | `kernel-bridge` | a Linux bridge over up0 and m0 (RPS to core 1) | s0 rx_packets |
 //! | `xsk-fwd` | the bare AF_XDP forwarder (ceiling) | s0 rx_packets |
 //! | `xdp-drop` | XDP_DROP on up0 (receive ceiling) | the program's counter |
@@ -34,9 +36,11 @@ use crate::lab::{Lab, MAC_BR0, MAC_M0, MAC_T0, MAC_UP0, Proc, isopath_status, si
 #[serde(rename_all = "kebab-case")]
 pub(crate) enum Peer {
     Isopath,
+    IsopathNotrack,
     IsopathBond,
     Testpmd,
     KernelRouter,
+    KernelConntrack,
     KernelBridge,
     XskFwd,
     XdpDrop,
@@ -49,9 +53,11 @@ impl Peer {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Peer::Isopath => "isopath",
+            Peer::IsopathNotrack => "isopath-notrack",
             Peer::IsopathBond => "isopath-bond",
             Peer::Testpmd => "testpmd",
             Peer::KernelRouter => "kernel-router",
+            Peer::KernelConntrack => "kernel-conntrack",
             Peer::KernelBridge => "kernel-bridge",
             Peer::XskFwd => "xsk-fwd",
             Peer::XdpDrop => "xdp-drop",
@@ -74,7 +80,7 @@ impl Peer {
     /// Destination MAC the source must use.
     pub(crate) fn dst_mac(self) -> &'static str {
         match self {
-            Peer::KernelRouter => MAC_UP0,
+            Peer::KernelRouter | Peer::KernelConntrack => MAC_UP0,
             _ => MAC_BR0,
         }
     }
@@ -82,14 +88,19 @@ impl Peer {
     /// Destination MAC of the reverse source (s0 → m0 → t0) in a both-ways run.
     pub(crate) fn reverse_dst_mac(self) -> &'static str {
         match self {
-            Peer::KernelRouter => MAC_M0,
+            Peer::KernelRouter | Peer::KernelConntrack => MAC_M0,
             _ => MAC_T0,
         }
     }
 
     pub(crate) fn describe(self) -> &'static str {
         match self {
-            Peer::Isopath => "isopathd, L2 cross-connect up0<->m0, worker on core 1",
+            Peer::Isopath => {
+                "isopathd, L2 cross-connect up0<->m0, flow tracking on, worker on core 1"
+            }
+            Peer::IsopathNotrack => {
+                "isopathd, L2 cross-connect up0<->m0, [flows] enabled = false, worker on core 1"
+            }
             Peer::IsopathBond => {
                 "isopathd, up0<->bond0 (active-backup over m0, m1, primary m0), worker on core 1"
             }
@@ -97,6 +108,9 @@ impl Peer {
                 "dpdk-testpmd --forward-mode=io over net_af_xdp up0/m0, forwarding lcore 1"
             }
             Peer::KernelRouter => "Linux IPv4 forwarding up0->m0, RPS to core 1",
+            Peer::KernelConntrack => {
+                "Linux IPv4 forwarding up0->m0 with conntrack (nft ct state rules, accounting), RPS to core 1"
+            }
             Peer::KernelBridge => "Linux bridge over up0 and m0, RPS to core 1",
             Peer::XskFwd => "bare AF_XDP forwarder (isopath-bench xsk-fwd), core 1",
             Peer::XdpDrop => "XDP_DROP on up0 (isopath-bench xdp-drop)",
@@ -164,12 +178,16 @@ pub(crate) fn start_with<'l>(
     let bench = sibling_bin("isopath-bench")?.display().to_string();
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     match peer {
-        Peer::Isopath | Peer::IsopathRxdrop | Peer::IsopathBond => {
+        Peer::Isopath | Peer::IsopathNotrack | Peer::IsopathRxdrop | Peer::IsopathBond => {
             let sock = PathBuf::from(format!("/run/isopath/bench-{}.sock", lab.prefix));
             let rest = match peer {
                 Peer::Isopath => {
                     "[[port]]\nname = \"m0\"\n[[cross_connect]]\na = \"up0\"\nb = \"m0\"\n"
                 }
+                Peer::IsopathNotrack => concat!(
+                    "[[port]]\nname = \"m0\"\n[[cross_connect]]\na = \"up0\"\nb = \"m0\"\n",
+                    "[flows]\nenabled = false\n"
+                ),
                 // The shape of README's bonding section and tests/src/isopathd.rs bond_config;
                 // primary m0, so a both-ways run's reverse source (on s0) feeds the active member.
                 Peer::IsopathBond => concat!(
@@ -235,7 +253,7 @@ pub(crate) fn start_with<'l>(
             }
             r.proc = Some(p);
         }
-        Peer::KernelRouter => {
+        Peer::KernelRouter | Peer::KernelConntrack => {
             kernel_common(lab, both_ways)?;
             lab.sh("app", &["ip", "link", "set", "dev", "m0", "arp", "on"])?;
             lab.sh(
@@ -294,6 +312,9 @@ pub(crate) fn start_with<'l>(
                     "net.ipv4.conf.up0.rp_filter=0",
                 ],
             )?;
+            if peer == Peer::KernelConntrack {
+                conntrack_on(lab)?;
+            }
         }
         Peer::KernelBridge => {
             kernel_common(lab, both_ways)?;
@@ -386,6 +407,82 @@ fn kernel_common(lab: &Lab, both_ways: bool) -> Result<()> {
     Ok(())
 }
 
+/// The nftables table of `kernel-conntrack` in the appliance namespace.
+const CT_TABLE: &str = "benchct";
+/// Its rules, in the forward hook, each with a counter: every forwarded frame goes through a
+/// conntrack lookup (and an insert for a new flow) and one `ct state` match.
+const CT_RULES: [&str; 3] = [
+    "ct state established,related counter accept",
+    "ct state new counter accept",
+    "ct state invalid counter drop",
+];
+
+/// Conntrack on in the router: the `ct` expressions register conntrack's hooks in the
+/// namespace (nf_ct_netns_get), and accounting keeps packets and bytes per entry as isopath's
+/// table does.
+fn conntrack_on(lab: &Lab) -> Result<()> {
+    lab.sh(
+        "app",
+        &["sysctl", "-qw", "net.netfilter.nf_conntrack_acct=1"],
+    )?;
+    lab.sh("app", &["nft", "add", "table", "inet", CT_TABLE])?;
+    lab.sh(
+        "app",
+        &[
+            "nft",
+            "add",
+            "chain",
+            "inet",
+            CT_TABLE,
+            "ctfwd",
+            "{ type filter hook forward priority 0; }",
+        ],
+    )?;
+    for rule in CT_RULES {
+        let mut args = vec!["nft", "add", "rule", "inet", CT_TABLE, "ctfwd"];
+        args.extend(rule.split(' '));
+        lab.sh("app", &args)?;
+    }
+    Ok(())
+}
+
+/// `kernel-conntrack`'s state at the end of a run: entries in the table and each rule's
+/// counter (`{"entries", "established", "new", "invalid"}`, packets).
+fn conntrack_state(lab: &Lab) -> Result<serde_json::Value> {
+    let entries: u64 = lab
+        .sh(
+            "app",
+            &["cat", "/proc/sys/net/netfilter/nf_conntrack_count"],
+        )?
+        .trim()
+        .parse()
+        .context("nf_conntrack_count")?;
+    let out = lab.sh("app", &["nft", "-j", "list", "table", "inet", CT_TABLE])?;
+    let v: serde_json::Value = serde_json::from_str(&out).context("nft -j list table")?;
+    let mut state = serde_json::json!({ "entries": entries });
+    for item in v["nftables"].as_array().into_iter().flatten() {
+        let Some(expr) = item["rule"]["expr"].as_array() else {
+            continue;
+        };
+        let packets = expr.iter().find_map(|e| e["counter"]["packets"].as_u64());
+        let states = expr.iter().find_map(|e| {
+            let m = &e["match"];
+            (m["left"]["ct"]["key"] == "state").then(|| m["right"].clone())
+        });
+        if let (Some(p), Some(st)) = (packets, states) {
+            let name = match &st {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Array(a) => {
+                    a.first().and_then(|x| x.as_str()).unwrap_or("").to_owned()
+                }
+                _ => continue,
+            };
+            state[name] = p.into();
+        }
+    }
+    Ok(state)
+}
+
 fn kernel_rx_devs(both_ways: bool) -> &'static [&'static str] {
     if both_ways { &["up0", "m0"] } else { &["up0"] }
 }
@@ -433,6 +530,15 @@ impl Running<'_> {
         }
     }
 
+    /// What a kernel peer's own tables say at the end of a run (`kernel-conntrack`: entries
+    /// and rule counters), for the report.
+    pub(crate) fn kernel_state(&self) -> Option<serde_json::Value> {
+        (self.peer == Peer::KernelConntrack).then(|| {
+            conntrack_state(self.lab)
+                .unwrap_or_else(|e| serde_json::json!({"error": e.to_string()}))
+        })
+    }
+
     /// The isopathd status document, for isopath peers.
     pub(crate) fn isopath_status(&self) -> Option<serde_json::Value> {
         self.socket.as_ref().and_then(|s| isopath_status(s).ok())
@@ -461,7 +567,14 @@ impl Running<'_> {
 
     fn undo(&mut self, lab: &Lab) {
         match self.peer {
-            Peer::KernelRouter => {
+            Peer::KernelRouter | Peer::KernelConntrack => {
+                if self.peer == Peer::KernelConntrack {
+                    lab.sh_quiet("app", &["nft", "delete", "table", "inet", CT_TABLE]);
+                    lab.sh_quiet(
+                        "app",
+                        &["sysctl", "-qw", "net.netfilter.nf_conntrack_acct=0"],
+                    );
+                }
                 lab.sh_quiet("app", &["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
                 lab.sh_quiet("app", &["ip", "neigh", "flush", "dev", "m0"]);
                 lab.sh_quiet("app", &["ip", "route", "flush", "dev", "m0"]);
@@ -540,10 +653,12 @@ pub(crate) fn check_tools(peers: &[Peer]) -> Result<()> {
     if peers.contains(&Peer::Testpmd) {
         need("dpdk-testpmd").context("peer testpmd")?;
     }
-    if peers
-        .iter()
-        .any(|p| matches!(p, Peer::Isopath | Peer::IsopathRxdrop | Peer::IsopathBond))
-    {
+    if peers.iter().any(|p| {
+        matches!(
+            p,
+            Peer::Isopath | Peer::IsopathNotrack | Peer::IsopathRxdrop | Peer::IsopathBond
+        )
+    }) {
         sibling_bin("isopathd")?;
     }
     Ok(())

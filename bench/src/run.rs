@@ -40,8 +40,9 @@ pub(crate) struct Common {
     /// Print the report JSON on stdout (implies --quiet).
     #[arg(long)]
     json: bool,
-    /// Flows (UDP source ports).
-    #[arg(long, default_value_t = 1)]
+    /// Flows: distinct UDP 5-tuples (source port 10000 + f % 4096, destination port
+    /// 9 + f / 4096); both ways, the reverse source sends the same flows' replies.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     flows: u16,
     /// Seconds of traffic before counting starts.
     #[arg(long, default_value = "2", value_parser = crate::parse_secs)]
@@ -61,7 +62,7 @@ pub(crate) struct CompareArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "isopath,testpmd,xsk-fwd,kernel-router,kernel-bridge,xdp-drop,isopath-rxdrop,xsk-drop"
+        default_value = "isopath,testpmd,xsk-fwd,kernel-router,kernel-conntrack,kernel-bridge,xdp-drop,isopath-rxdrop,xsk-drop"
     )]
     peers: Vec<Peer>,
     /// Rounds (each runs every peer once).
@@ -315,6 +316,7 @@ fn start_gen(
         ] {
             args.extend([k.into(), v.into()]);
         }
+        args.push("--mirror".into());
     }
     args.extend_from_slice(extra);
     let mut p = lab.spawn(role, &format!("gen {}", dir.name()), &args)?;
@@ -531,6 +533,9 @@ pub(crate) fn compare(a: &CompareArgs) -> Result<()> {
             if peer == Peer::IsopathBond {
                 extra["bond"] = bond_extra(&c0, &c1, status.as_ref());
             }
+            if let Some(k) = run.kernel_state() {
+                extra["conntrack"] = k;
+            }
             let gens = sources
                 .into_iter()
                 .map(Proc::stop_json)
@@ -593,6 +598,9 @@ pub(crate) fn compare(a: &CompareArgs) -> Result<()> {
         ("isopath-bond", "testpmd", None),
         ("testpmd", "xsk-fwd", None),
         ("kernel-router", "isopath", None),
+        ("isopath", "isopath-notrack", Some(0.97)),
+        ("isopath", "kernel-conntrack", None),
+        ("kernel-conntrack", "kernel-router", None),
         ("kernel-bridge", "isopath", None),
         ("xsk-drop", "xdp-drop", None),
         ("xdp-redirect", "isopath", None),
@@ -653,7 +661,7 @@ pub(crate) fn rfc2544(a: &Rfc2544Args) -> Result<()> {
     let stop = crate::bpf::stop_flag()?;
     if a.peers.iter().any(|p| !p.forwards()) {
         bail!(
-            "rfc2544 runs forwarding peers only (isopath, isopath-bond, testpmd, kernel-router, kernel-bridge, xsk-fwd)"
+            "rfc2544 runs forwarding peers only (isopath, isopath-bond, testpmd, kernel-router, kernel-conntrack, kernel-bridge, xsk-fwd)"
         );
     }
     peers::check_tools(&a.peers)?;
@@ -671,7 +679,8 @@ pub(crate) fn rfc2544(a: &Rfc2544Args) -> Result<()> {
         src6: std::net::Ipv6Addr::UNSPECIFIED,
         dst6: std::net::Ipv6Addr::UNSPECIFIED,
         sport_base: 0,
-        dport: 0,
+        dport_base: 0,
+        mirror: false,
     };
     if let Some(&small) = a.sizes.iter().find(|&&s| s < spec.min_size()) {
         bail!(

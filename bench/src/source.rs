@@ -56,12 +56,16 @@ pub(crate) struct HeaderArgs {
     pub(crate) src_ip6: Ipv6Addr,
     #[arg(long, default_value = "2001:2::2")]
     pub(crate) dst_ip6: Ipv6Addr,
-    /// UDP source port of flow 0 (flow f uses base + f).
+    /// UDP source port of flow 0: flow f uses sport + f % 4096.
     #[arg(long, default_value_t = 10000)]
     pub(crate) sport: u16,
-    /// UDP destination port.
+    /// UDP destination port of flow 0: flow f uses dport + f / 4096.
     #[arg(long, default_value_t = 9)]
     pub(crate) dport: u16,
+    /// Send the way back of the flows: each flow's ports swapped (run with the addresses and
+    /// MACs swapped, so a reverse source replies on exactly the forward source's 5-tuples).
+    #[arg(long)]
+    pub(crate) mirror: bool,
 }
 
 impl HeaderArgs {
@@ -76,7 +80,8 @@ impl HeaderArgs {
             src6: self.src_ip6,
             dst6: self.dst_ip6,
             sport_base: self.sport,
-            dport: self.dport,
+            dport_base: self.dport,
+            mirror: self.mirror,
         }
     }
 }
@@ -92,7 +97,8 @@ pub(crate) struct GenArgs {
     /// Frame size on the wire with FCS (64..=1518), or `imix` (xsk source only).
     #[arg(long, default_value = "64")]
     pub(crate) size: FrameSize,
-    /// Number of flows (UDP source ports sport..sport+flows-1).
+    /// Number of flows: distinct UDP 5-tuples, frame n in flow n % flows (ports: see --sport,
+    /// --dport).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) flows: u16,
     /// Target rate in frames per second (k/M suffixes); 0 = unlimited.
@@ -198,6 +204,8 @@ fn live(
         sport_off: o.sport as u32,
         flows: u32::from(a.flows),
         sport_base: u32::from(spec.sport_base),
+        dport_base: u32::from(spec.dport_base),
+        mirror: u32::from(spec.mirror),
         hdr: template[..(o.probe + crate::wire::PROBE_LEN).min(crate::bpf::HDR_MAX)].to_vec(),
         ..GenState::default()
     };

@@ -34,6 +34,14 @@ pub(crate) struct SendArgs {
     /// Bytes of the stream pattern to send.
     #[arg(long)]
     bytes: u64,
+    /// Local port to connect from (default: an ephemeral port), so the 5-tuple is known
+    /// before the connection starts.
+    #[arg(long)]
+    sport: Option<u16>,
+    /// Keep the connection open this long after the last byte before closing the send side
+    /// (a test watches the established state meanwhile).
+    #[arg(long, default_value_t = 0)]
+    linger_ms: u64,
     /// Give up after this many seconds (connecting, sending and waiting for the receiver to
     /// close all count).
     #[arg(long, default_value = "60", value_parser = parse_secs)]
@@ -52,8 +60,11 @@ struct SendReport {
 pub(crate) fn send(args: &SendArgs) -> Result<()> {
     let start = Instant::now();
     let deadline = start + args.timeout_secs;
-    let mut stream = TcpStream::connect_timeout(&args.dst, args.timeout_secs)
-        .with_context(|| format!("connecting to {}", args.dst))?;
+    let mut stream = match args.sport {
+        None => TcpStream::connect_timeout(&args.dst, args.timeout_secs),
+        Some(port) => connect_from(args.dst, port),
+    }
+    .with_context(|| format!("connecting to {}", args.dst))?;
     stream.set_write_timeout(Some(POLL))?;
     stream.set_read_timeout(Some(POLL))?;
 
@@ -73,6 +84,7 @@ pub(crate) fn send(args: &SendArgs) -> Result<()> {
                 Err(e) => return Err(e).with_context(|| format!("sending after {sent} bytes")),
             }
         }
+        thread::sleep(Duration::from_millis(args.linger_ms));
         stream
             .shutdown(Shutdown::Write)
             .context("closing the send side")?;
@@ -98,6 +110,34 @@ pub(crate) fn send(args: &SendArgs) -> Result<()> {
     })
 }
 
+/// Connects to `dst` from local port `sport` (bound first, with SO_REUSEADDR so a port left
+/// in TIME_WAIT by an earlier run can be bound again). Blocks as long as the kernel's SYN
+/// retries.
+fn connect_from(dst: SocketAddr, sport: u16) -> std::io::Result<TcpStream> {
+    use std::os::fd::AsRawFd;
+
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, SockaddrStorage, bind, connect, setsockopt, socket,
+        sockopt,
+    };
+    let (family, local): (_, SocketAddr) = if dst.is_ipv6() {
+        (
+            AddressFamily::Inet6,
+            (std::net::Ipv6Addr::UNSPECIFIED, sport).into(),
+        )
+    } else {
+        (
+            AddressFamily::Inet,
+            (std::net::Ipv4Addr::UNSPECIFIED, sport).into(),
+        )
+    };
+    let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    bind(fd.as_raw_fd(), &SockaddrStorage::from(local))?;
+    connect(fd.as_raw_fd(), &SockaddrStorage::from(dst))?;
+    Ok(TcpStream::from(fd))
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct RecvArgs {
     /// Address to listen on, e.g. 198.18.0.2:9001 or [2001:2::2]:9001.
@@ -109,6 +149,10 @@ pub(crate) struct RecvArgs {
     /// Also require exactly this many bytes for "ok".
     #[arg(long)]
     expect_bytes: Option<u64>,
+    /// Wait this long after the sender's end of stream before closing (a half-closed
+    /// connection a test can watch).
+    #[arg(long, default_value_t = 0)]
+    linger_ms: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -172,6 +216,7 @@ pub(crate) fn recv(args: &RecvArgs) -> Result<()> {
                 match stream.read(&mut buf) {
                     Ok(0) => {
                         report.eof = true;
+                        thread::sleep(Duration::from_millis(args.linger_ms));
                         break;
                     }
                     Ok(n) => {

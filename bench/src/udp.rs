@@ -45,6 +45,9 @@ pub(crate) struct SendArgs {
     /// Stop after this many seconds even if not all datagrams were sent.
     #[arg(long, default_value = "60", value_parser = parse_secs)]
     duration_secs: Duration,
+    /// Local port to send from (default: an ephemeral port), so the 5-tuple is known.
+    #[arg(long, default_value_t = 0)]
+    sport: u16,
 }
 
 #[derive(Debug, Serialize)]
@@ -74,9 +77,9 @@ pub(crate) fn send(args: &SendArgs) -> Result<()> {
         );
     }
     let local: SocketAddr = if args.dst.is_ipv4() {
-        (Ipv4Addr::UNSPECIFIED, 0).into()
+        (Ipv4Addr::UNSPECIFIED, args.sport).into()
     } else {
-        (Ipv6Addr::UNSPECIFIED, 0).into()
+        (Ipv6Addr::UNSPECIFIED, args.sport).into()
     };
     let sock = UdpSocket::bind(local).context("binding the sending socket")?;
     sock.connect(args.dst)

@@ -6,7 +6,7 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 2 | magic [`PROBE_MAGIC`] |
-//! | 2 | 2 | flow (the UDP source port is `sport_base + flow`) |
+//! | 2 | 2 | flow (its ports: [`FrameSpec::ports`]) |
 //! | 4 | 4 | sequence number within the flow |
 //! | 8 | 4 | TX time: low 32 bits of CLOCK_MONOTONIC in ns (latencies up to 4.29 s) |
 //!
@@ -31,7 +31,12 @@ pub(crate) const FCS_LEN: usize = 4;
 /// IMIX: the classic 7:4:1 mix of 64-, 570- and 1518-byte frames (sizes with FCS).
 pub(crate) const IMIX: [(usize, u32); 3] = [(64, 7), (570, 4), (1518, 1)];
 
-/// What the frames of a stream look like (all but the probe's fields and the source port).
+/// Flows per destination port: flow `f` has source port `sport_base + f % PORT_SPAN` and
+/// destination port `dport_base + f / PORT_SPAN`, so up to 65535 flows are distinct 5-tuples
+/// with both port bases in the usual ranges (10000 + 4095, 9 + 15).
+pub(crate) const PORT_SPAN: u16 = 4096;
+
+/// What the frames of a stream look like (all but the probe's fields and the ports).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct FrameSpec {
     pub(crate) src_mac: [u8; 6],
@@ -43,9 +48,13 @@ pub(crate) struct FrameSpec {
     pub(crate) dst4: Ipv4Addr,
     pub(crate) src6: Ipv6Addr,
     pub(crate) dst6: Ipv6Addr,
-    /// UDP source port of flow 0; flow `f` uses `sport_base + f`.
+    /// UDP source port of flow 0 (see [`PORT_SPAN`]).
     pub(crate) sport_base: u16,
-    pub(crate) dport: u16,
+    /// UDP destination port of flow 0.
+    pub(crate) dport_base: u16,
+    /// The way back of the same flows: flow `f`'s ports swapped (a reverse source with the
+    /// addresses swapped sends the replies of the forward source's 5-tuples).
+    pub(crate) mirror: bool,
 }
 
 /// Where the fields the generator rewrites sit in a frame of a given spec.
@@ -66,6 +75,14 @@ pub(crate) struct Probe {
 }
 
 impl FrameSpec {
+    /// UDP `(source, destination)` ports of `flow`.
+    #[inline]
+    pub(crate) fn ports(&self, flow: u16) -> (u16, u16) {
+        let a = self.sport_base.wrapping_add(flow % PORT_SPAN);
+        let b = self.dport_base.wrapping_add(flow / PORT_SPAN);
+        if self.mirror { (b, a) } else { (a, b) }
+    }
+
     /// Field offsets for this spec.
     pub(crate) fn offsets(&self) -> Offsets {
         let tag = if self.vlan.is_some() {
@@ -154,8 +171,8 @@ impl FrameSpec {
                 true,
             );
         }
-        let port = self.sport_base.wrapping_add(probe.flow);
-        UdpPacket::new_unchecked(&mut f[l4..]).fill(port, self.dport, udp_len - udp::HEADER_LEN);
+        let (sport, dport) = self.ports(probe.flow);
+        UdpPacket::new_unchecked(&mut f[l4..]).fill(sport, dport, udp_len - udp::HEADER_LEN);
         let p = o.probe;
         put16(f, p, PROBE_MAGIC);
         put16(f, p + 2, probe.flow);
@@ -170,7 +187,7 @@ impl FrameSpec {
     }
 
     /// Stamps `probe` into a frame of this spec (a template, or a frame stamped before), as
-    /// bench.bpf.c does: source port and probe fields rewritten, the UDP checksum updated
+    /// bench.bpf.c does: both ports and the probe fields rewritten, the UDP checksum updated
     /// incrementally from each rewritten word's old value (RFC 1624), on raw big-endian words.
     #[inline]
     pub(crate) fn stamp(&self, f: &mut [u8], probe: Probe) {
@@ -181,9 +198,11 @@ impl FrameSpec {
         new[4..8].copy_from_slice(&probe.seq.to_be_bytes());
         new[8..12].copy_from_slice(&probe.ts.to_be_bytes());
         let mut sum = u32::from(!word(f, o.csum));
-        let port = self.sport_base.wrapping_add(probe.flow);
-        sum += u32::from(!word(f, o.sport)) + u32::from(port);
-        put16(f, o.sport, port);
+        let (sport, dport) = self.ports(probe.flow);
+        for (at, port) in [(o.sport, sport), (o.sport + 2, dport)] {
+            sum += u32::from(!word(f, at)) + u32::from(port);
+            put16(f, at, port);
+        }
         for k in 1..6 {
             let at = o.probe + 2 * k;
             let w = u16::from_be_bytes([new[2 * k], new[2 * k + 1]]);
@@ -358,8 +377,37 @@ pub(crate) mod tests {
             src6: "2001:2::1".parse().unwrap(),
             dst6: "2001:2::2".parse().unwrap(),
             sport_base: 10000,
-            dport: 9,
+            dport_base: 9,
+            mirror: false,
         }
+    }
+
+    #[test]
+    fn flows_are_distinct_5_tuples_and_mirror_back() {
+        let fwd = spec(false, None);
+        let rev = FrameSpec {
+            mirror: true,
+            ..fwd.clone()
+        };
+        let mut seen = std::collections::HashSet::new();
+        for flow in 0..u16::MAX {
+            let (s, d) = fwd.ports(flow);
+            assert!(seen.insert((s, d)), "flow {flow} repeats {s}->{d}");
+            assert_eq!(rev.ports(flow), (d, s));
+        }
+        assert_eq!(fwd.ports(0), (10000, 9));
+        assert_eq!(fwd.ports(4097), (10001, 10));
+        let f = rev.build(
+            64,
+            Probe {
+                flow: 4097,
+                seq: 1,
+                ts: 2,
+            },
+        );
+        let l4 = rev.offsets().sport;
+        assert_eq!(&f[l4..l4 + 4], &[0, 10, 0x27, 0x11]);
+        assert!(rev.checksums_ok(&f));
     }
 
     #[test]
@@ -387,8 +435,11 @@ pub(crate) mod tests {
 
     #[test]
     fn incremental_update_matches_a_full_build() {
-        for ipv6 in [false, true] {
-            let s = spec(ipv6, None);
+        for (ipv6, mirror) in [(false, false), (true, false), (false, true)] {
+            let s = FrameSpec {
+                mirror,
+                ..spec(ipv6, None)
+            };
             let zero = Probe {
                 flow: 0,
                 seq: 0,
@@ -398,6 +449,7 @@ pub(crate) mod tests {
                 (0, 0, 0),
                 (1, 1, 1),
                 (65535, u32::MAX, u32::MAX),
+                (4096 * 7 + 3, 5, 6),
                 (17, 123_456, 0x8000_0001),
             ] {
                 let mut f = s.build(100, zero);

@@ -46,16 +46,7 @@ pub struct Config {
     pub flows: FlowsConfig,
 }
 
-/// `[flows]`.
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct FlowsConfig {
-    /// Drop frames that do not parse (counted as `rx_drop_parse_*` by reason) instead of
-    /// forwarding them (default false: the appliance is a wire first; they are counted as
-    /// `parse_errors` either way).
-    #[serde(default)]
-    pub strict: bool,
-}
+pub use crate::flows_config::FlowsConfig;
 
 /// `[[bond]]`: an active-backup bond (Linux bonding mode 1).
 #[derive(Debug, Clone, Deserialize)]
@@ -391,6 +382,8 @@ pub struct Plan {
     pub placement: crate::topology::Plan,
     /// Drop frames that do not parse (`[flows] strict`).
     pub strict: bool,
+    /// The per-worker flow table (`[flows]`), `None` when tracking is off.
+    pub flows: Option<isopath_datapath::flow::FlowParams>,
 }
 
 impl Config {
@@ -667,6 +660,7 @@ impl Config {
             cross_connects,
             placement,
             strict: self.flows.strict,
+            flows: self.flows.params()?,
         })
     }
 

@@ -62,13 +62,13 @@ fn set_link_up(ifindex: u32, up: bool) -> std::io::Result<()> {
     .map_err(|e| std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.to_string()))?
 }
 
-/// Takes the daemon's one lock. A poisoned lock (a panic while holding it) is taken anyway:
-/// the state it guards is plain data that every writer leaves consistent at each step.
 /// How long after closing a socket its frames stay with the kernel: a socket's buffer pool
 /// is freed from a workqueue after the last reference goes (70-100 ms measured here after
 /// SIGKILL), and a zero-copy driver returns its buffers then.
 const UNREGISTER_GRACE: Duration = Duration::from_millis(250);
 
+/// Takes the daemon's one lock. A poisoned lock (a panic while holding it) is taken anyway:
+/// the state it guards is plain data that every writer leaves consistent at each step.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -150,7 +150,7 @@ impl LinkBook {
                 changed = Some(name.clone());
             }
         }
-        self.notify(now);
+        self.announce(now);
         // Link-state tracking is not done here: this runs on the rtnetlink thread, which holds
         // no capability at all; the control thread applies it on its next link tick (10 ms).
         if let Some(name) = changed {
@@ -300,7 +300,7 @@ impl LinkBook {
 
     /// Queues the peer notifications that are due: gratuitous ARP and unsolicited NA for the
     /// bond's own addresses, and one announcement per MAC seen behind the bond.
-    fn notify(&mut self, now: Instant) {
+    fn announce(&mut self, now: Instant) {
         for (b, (mailbox, seen)) in self.bonds.iter_mut().zip(&self.outboxes) {
             while let Some(due) = b.due(now) {
                 let mut frames: Vec<(Vec<u8>, u8)> = Vec::new();
@@ -365,6 +365,8 @@ pub struct Daemon {
     /// Where workers and housekeeping run, and why.
     placement: topology::Plan,
     housekeeping: Option<topology::Housekeeping>,
+    /// Names of the flow records' ingress port ids (id n is the start-up port n - 1).
+    flow_ports: Vec<String>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -510,6 +512,9 @@ impl Daemon {
             let mut b = WorkerBuilder::new(plan.rings, wp.frames)
                 .with_context(|| format!("worker {w} (core {})", wp.core))?
                 .strict(plan.strict);
+            if let Some(params) = &plan.flows {
+                b = b.flows(params).context("allocating the flow table")?;
+            }
             let mut slots = Vec::with_capacity(wp.queues.len());
             for &(pi, q) in &wp.queues {
                 let port = &mut ports[pi];
@@ -529,6 +534,7 @@ impl Daemon {
                     info!(port = %port.name, queue = q, "zero-copy bind refused ({why}); copy mode");
                 }
                 slots.push((pi, q, slot));
+                b.set_flow_port(slot, u8::try_from(pi + 1).unwrap_or(0));
             }
             let wbonds: Vec<usize> = bonds
                 .iter()
@@ -700,6 +706,7 @@ impl Daemon {
             bad_requests: 0,
             placement: plan.placement.clone(),
             housekeeping,
+            flow_ports: plan.ports.iter().map(|p| p.name.clone()).collect(),
         })
     }
 
@@ -752,7 +759,7 @@ impl Daemon {
             b.tick(now, wall);
         }
         book.control_frames(now, wall);
-        book.notify(now);
+        book.announce(now);
         book.track_carrier();
         for b in &mut book.bonds {
             b.trace_events();
@@ -797,6 +804,14 @@ impl Daemon {
                 false,
             ),
             (Ok(()), "status") => (self.status(), true),
+            (Ok(()), _) if words.first() == Some(&"flow") => {
+                let readers: Vec<_> = self
+                    .workers
+                    .iter()
+                    .map(|w| w.handle.flow_reader())
+                    .collect();
+                crate::flows::answer(&words[1..], &readers, &self.flow_ports)
+            }
             (Ok(()), _) if words.len() == 4 && words[..2] == ["bond", "switch"] => {
                 self.bond_switch(words[2], words[3])
             }
@@ -830,7 +845,7 @@ impl Daemon {
             (Ok(()), other) => {
                 let shown: String = other.chars().take(64).collect();
                 (
-                    json!({ "error": format!("unknown request {shown:?}; known: status, port add IFNAME, port del IFNAME.., bond switch BOND MEMBER, bond set BOND OPTION VALUE, bond add|release BOND PORT, capture start TARGET FILE in|out|both, capture stop TARGET") }),
+                    json!({ "error": format!("unknown request {shown:?}; known: status, port add IFNAME, port del IFNAME.., bond switch BOND MEMBER, bond set BOND OPTION VALUE, bond add|release BOND PORT, capture start TARGET FILE in|out|both, capture stop TARGET, flow count, flow show [limit N]") }),
                     false,
                 )
             }
@@ -1190,7 +1205,7 @@ impl Daemon {
         if !self.workers.iter().all(|w| w.handle.command(cmd)) {
             return err("a worker's command queue is full; try again".into());
         }
-        book.notify(now);
+        book.announce(now);
         drop(book);
         // The bond's capture target spans its members: future captures see the change, and a
         // capture running on the bond holds a new member promiscuous too.
@@ -1228,7 +1243,7 @@ impl Daemon {
         };
         let result = b.set_option(key, value, Instant::now(), SystemTime::now());
         b.trace_events();
-        book.notify(Instant::now());
+        book.announce(Instant::now());
         match result {
             Ok(()) => (json!({ "ok": true, "option": key, "value": value }), true),
             Err(e) => (json!({ "error": format!("{bond}: {e}") }), false),
@@ -1242,7 +1257,7 @@ impl Daemon {
         };
         let result = b.switch_to(member, Instant::now(), SystemTime::now());
         b.trace_events();
-        book.notify(Instant::now());
+        book.announce(Instant::now());
         match result {
             Ok(changed) => (
                 json!({ "ok": true, "changed": changed, "active": member }),
@@ -1258,10 +1273,12 @@ impl Daemon {
         let workers: Vec<Value> = self
             .workers
             .iter()
-            .map(|w| {
+            .enumerate()
+            .map(|(i, w)| {
                 let c = w.handle.counters();
                 json!({
                     "core": w.handle.core(),
+                    "flows": crate::flows::worker_status(i, w.handle.flow_reader()),
                     "loops": c.loops.get(),
                     "busy_loops": c.busy_loops.get(),
                     "queues": w.handle.queues().len(),

@@ -12,13 +12,15 @@ pub mod config;
 pub mod cpulist;
 pub mod daemon;
 pub mod doctor;
+pub mod flows;
+pub mod flows_config;
 pub mod frames;
 pub mod host;
 pub mod metrics;
 pub mod netlink;
-pub mod notify;
 pub mod parse_status;
 pub mod privs;
+pub mod sd_notify;
 /// The control protocol (its own crate, so its fuzz target builds without the datapath).
 pub use isopath_proto as proto;
 pub mod topology;

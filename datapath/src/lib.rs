@@ -13,8 +13,11 @@
 //!
 //! # Threading
 //! A worker owns its UMEM, its sockets and their rings outright (shared nothing); control
-//! builds it, then moves it onto its pinned thread. Control and workers share only atomics: the
-//! stop flag, link states and counters. Workers never block, allocate, lock or log per packet.
+//! builds it, then moves it onto its pinned thread. Control and workers share no lock: atomics
+//! (the stop flag, link states, the bonds' state words, single-writer counters) and bounded
+//! lock-free queues (worker commands, sockets handed over and given back, the bonds' mailboxes
+//! and punts, capture taps), each with one producer side and one consumer side. Workers never
+//! block, allocate, lock or log per packet.
 //!
 //! # Features
 //! `xdp` (default): the AF_XDP and XDP modules ([`xsk`]) and the worker loop over them. Without
@@ -33,6 +36,7 @@
 )]
 
 pub mod bond;
+pub mod flow;
 pub mod params;
 pub mod stats;
 pub mod tap;

@@ -29,6 +29,7 @@ pub mod bench;
 pub mod deps;
 pub mod fixture;
 pub mod isopathd;
+pub mod nft;
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -27,7 +27,7 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
-/* Must match bench/src/livegen.rs GenState. */
+/* Must match bench/src/bpf.rs GenState. */
 struct gen_state {
 	__u64 rate_pps;    /* 0: unlimited */
 	__u64 burst;       /* token bucket depth, frames */
@@ -42,6 +42,8 @@ struct gen_state {
 	__u32 sport_base;  /* host order */
 	__u32 stop;        /* user space sets it to end a run early */
 	__u32 hdr_len;     /* bytes of hdr: headers and probe, even, <= HDR_MAX */
+	__u32 dport_base;  /* host order */
+	__u32 mirror;      /* non-zero: ports swapped (the way back of the same flows) */
 	__u32 pad;
 	__u8 hdr[80];      /* the template's first hdr_len bytes */
 };
@@ -120,7 +122,7 @@ int bench_gen(struct xdp_md *ctx)
 	__u16 *c = data + coff;
 	__u16 *sp = data + soff;
 
-	if ((void *)(p + 6) > data_end || (void *)(c + 1) > data_end || (void *)(sp + 1) > data_end)
+	if ((void *)(p + 6) > data_end || (void *)(c + 1) > data_end || (void *)(sp + 2) > data_end)
 		return XDP_DROP;
 
 	/* Restore the headers and the probe from the template: a frame that went up a kernel
@@ -140,7 +142,10 @@ int bench_gen(struct xdp_md *ctx)
 	/* Probe: magic(2) flow(2) seq(4) ts(4), big-endian; the magic comes with the template.
 	 * Recycled pages keep what the previous run wrote, so every rewritten word is updated
 	 * incrementally from its old value (RFC 1624: HC' = ~(~HC + ~m + m')). */
-	__u16 port = bswap16((__u16)(s->sport_base + flow));
+	__u16 pa = (__u16)(s->sport_base + (flow & 4095));
+	__u16 pb = (__u16)(s->dport_base + (flow >> 12));
+	__u16 port = bswap16(s->mirror ? pb : pa);
+	__u16 dport = bswap16(s->mirror ? pa : pb);
 	__u16 w1 = bswap16((__u16)flow);
 	__u16 w2 = bswap16((__u16)(seq >> 16));
 	__u16 w3 = bswap16((__u16)seq);
@@ -148,13 +153,15 @@ int bench_gen(struct xdp_md *ctx)
 	__u16 w5 = bswap16((__u16)ts);
 	__u32 sum = (__u16)~*c;
 
-	sum += (__u16)~*sp + port;
+	sum += (__u16)~sp[0] + port;
+	sum += (__u16)~sp[1] + dport;
 	sum += (__u16)~p[1] + w1;
 	sum += (__u16)~p[2] + w2;
 	sum += (__u16)~p[3] + w3;
 	sum += (__u16)~p[4] + w4;
 	sum += (__u16)~p[5] + w5;
-	*sp = port;
+	sp[0] = port;
+	sp[1] = dport;
 	p[1] = w1;
 	p[2] = w2;
 	p[3] = w3;

@@ -79,6 +79,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: WorkerCmd,
     },
+    /// Flows in the workers' tables: counts, and records like `conntrack -L`.
+    Flow {
+        #[command(subcommand)]
+        cmd: isopath_control::flows::FlowCmd,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -248,6 +253,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     match args.cmd {
         // Handled in main: its exit status is the worst finding's.
         Cmd::Doctor { .. } | Cmd::Worker { .. } => unreachable!("handled in main"),
+        Cmd::Flow { cmd } => isopath_control::flows::run_cli(&args.socket, &cmd)?,
         Cmd::Capture { cmd } => {
             let req = match cmd {
                 CaptureCmd::Start { target, file, dir } => {

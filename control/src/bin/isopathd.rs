@@ -18,7 +18,7 @@ use isopath_control::{
     config::Config,
     daemon::{Daemon, exit},
     host::LiveHost,
-    notify, privs,
+    privs, sd_notify,
     topology::Housekeeping,
 };
 use isopath_datapath::xsk::xdp::XdpError;
@@ -155,7 +155,7 @@ fn main() -> ExitCode {
         status["workers"].as_array().map_or(0, Vec::len),
         std::process::id()
     );
-    if let Err(e) = notify::notify(&ready) {
+    if let Err(e) = sd_notify::notify(&ready) {
         warn!("sd_notify READY=1: {e}");
     }
     spawn_stop_notifier(stop.clone(), daemon.housekeeping().cloned());
@@ -192,7 +192,7 @@ fn wait_first_poll(daemon: &Daemon, timeout: Duration) -> Result<(), String> {
 /// Tells the service manager `STOPPING=1` as soon as a stop signal arrives (the control loop
 /// then drains and detaches, which takes a moment).
 fn spawn_stop_notifier(stop: Arc<AtomicBool>, house: Option<Housekeeping>) {
-    if std::env::var_os(notify::ENV).is_none() {
+    if std::env::var_os(sd_notify::ENV).is_none() {
         return;
     }
     let spawned = std::thread::Builder::new()
@@ -210,7 +210,7 @@ fn spawn_stop_notifier(stop: Arc<AtomicBool>, house: Option<Housekeeping>) {
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            if let Err(e) = notify::notify("STOPPING=1") {
+            if let Err(e) = sd_notify::notify("STOPPING=1") {
                 warn!("sd_notify STOPPING=1: {e}");
             }
         });

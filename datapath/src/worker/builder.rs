@@ -5,9 +5,11 @@ use std::sync::{Arc, atomic::AtomicBool};
 
 use super::{
     BondInfo, CommandQueue, Out, QueueInfo, Slot, Worker, WorkerBond, WorkerHandle, classify,
+    track::Track,
 };
 use crate::{
     bond::{BondShared, MAX_MEMBERS, Mailbox, Punt, SeenMacs},
+    flow::FlowParams,
     params::{Burst, RingParams, ZeroCopy},
     stats::{LinkState, Padded, WorkerCounters},
     tap::Tap,
@@ -20,6 +22,7 @@ pub struct WorkerBuilder<R: Rings = XskUmem> {
     slots: Vec<Slot<R::Socket>>,
     bonds: Vec<(String, WorkerBond)>,
     strict: bool,
+    flows: Option<Track>,
 }
 
 impl<R: Rings> std::fmt::Debug for WorkerBuilder<R> {
@@ -53,7 +56,26 @@ impl<R: Rings> WorkerBuilder<R> {
             slots: Vec::new(),
             bonds: Vec::new(),
             strict: false,
+            flows: None,
         }
+    }
+
+    /// Tracks flows in a table of `params.capacity()` flows, all of its memory allocated now
+    /// (without this the frame path is a plain wire: `[flows] enabled = false`).
+    ///
+    /// # Errors
+    /// The table's memory could not be mapped.
+    pub fn flows(mut self, params: &FlowParams) -> std::io::Result<Self> {
+        self.flows = Some(Track::new(params)?);
+        Ok(self)
+    }
+
+    /// Slot `slot`'s port is `id` in flow records (their `ingress`; 1..=255, 0 means none).
+    ///
+    /// # Panics
+    /// If `slot` is not a slot of this builder.
+    pub fn set_flow_port(&mut self, slot: usize, id: u8) {
+        self.slots[slot].flow_port = id;
     }
 
     /// Frames that do not parse are dropped (`rx_drop_parse_*`) instead of forwarded
@@ -203,6 +225,7 @@ impl<R: Rings> WorkerBuilder<R> {
             queues,
             bonds,
             core,
+            flows: self.flows.as_ref().map(Track::reader),
         };
         let worker = Worker {
             cmds,
@@ -219,6 +242,7 @@ impl<R: Rings> WorkerBuilder<R> {
             stop,
             counters,
             core,
+            flows: self.flows,
         };
         worker.publish();
         (worker, handle)

@@ -3,6 +3,7 @@
 use super::{Out, Worker};
 use crate::{
     bond::MAX_MEMBERS,
+    flow::Flush,
     xsk::{Rings, SocketInfo},
 };
 
@@ -35,6 +36,8 @@ pub enum WorkerCmd {
         /// The socket's id ([`RetiredQueue::id`](super::RetiredQueue::id)).
         id: u16,
     },
+    /// Remove the flows `Flush` selects from the worker's table, a slice per loop.
+    FlushFlows(Flush),
 }
 
 impl WorkerCmd {
@@ -81,6 +84,11 @@ impl<R: Rings> Worker<R> {
                 WorkerCmd::Reclaim { id } => {
                     let (fill, tx) = self.rings.reclaim(id);
                     self.counters.frames_reclaimed.add(fill + tx);
+                }
+                WorkerCmd::FlushFlows(f) => {
+                    if let Some(t) = &mut self.flows {
+                        t.start_flush(f);
+                    }
                 }
             }
         }

@@ -8,6 +8,7 @@ use std::sync::{
 
 use super::{CommandQueue, Slot, WorkerCmd};
 use crate::{
+    flow::{FlowReader, Flush},
     params::ZeroCopy,
     stats::{LinkState, Padded, QueueCounters, WorkerCounters},
     tap::Tap,
@@ -41,6 +42,12 @@ impl<S> NewQueue<S> {
     /// The socket, for its XSKMAP entry, mode and statistics.
     pub fn queue(&self) -> &S {
         &self.slot.q
+    }
+
+    /// Its port is `id` in flow records (see
+    /// [`WorkerBuilder::set_flow_port`](super::WorkerBuilder::set_flow_port)).
+    pub fn set_flow_port(&mut self, id: u8) {
+        self.slot.flow_port = id;
     }
 }
 
@@ -106,6 +113,8 @@ pub struct WorkerHandle<R: Rings = XskUmem> {
     pub(super) queues: Vec<QueueInfo>,
     pub(super) bonds: Vec<BondInfo>,
     pub(super) core: Option<usize>,
+    /// The worker's flow table, for reading (`None`: tracking off).
+    pub(super) flows: Option<FlowReader>,
 }
 
 impl<R: Rings> std::fmt::Debug for WorkerHandle<R> {
@@ -122,6 +131,18 @@ impl<R: Rings> WorkerHandle<R> {
     /// Queues a command for the worker; false if its queue is full.
     pub fn command(&self, cmd: WorkerCmd) -> bool {
         self.cmds.push(cmd).is_ok()
+    }
+
+    /// A reader of the worker's flow table (`None`: tracking is off). Reading never makes
+    /// the worker wait.
+    pub fn flow_reader(&self) -> Option<&FlowReader> {
+        self.flows.as_ref()
+    }
+
+    /// Asks the worker to flush flows (bounded slices per loop; counted as `flushed`); false
+    /// if tracking is off or the command queue is full.
+    pub fn flush_flows(&self, f: Flush) -> bool {
+        self.flows.is_some() && self.command(WorkerCmd::FlushFlows(f))
     }
 
     /// Binds a socket on `ifname` queue `queue` to this worker's UMEM, from the calling

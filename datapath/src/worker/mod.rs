@@ -1,7 +1,8 @@
 //! The polling worker: one thread pinned to one core, run to completion.
 //!
 //! Each loop visits every socket the worker owns: RX burst → classify (one parse per frame,
-//! [`classify`]) → punt, gate, learn from the verdicts → TX burst on the output socket; then
+//! [`classify`]) → punt, gate, learn from the verdicts → track (each forwarded frame counted
+//! into its flow, unless `[flows] enabled = false`) → TX burst on the output socket; then
 //! refills the fill ring with as many frames as RX took, reaps completions and kicks TX only
 //! when the ring asks for it. The processing is an L2 cross-connect, a wire between two ports
 //! (every frame in on one goes out on the other, unchanged), or between a port and a bond.
@@ -11,7 +12,8 @@
 //! with one relaxed load per burst.
 //!
 //! # Files
-//! Hot: `poll.rs` (the loop) and `classify.rs` (the pass over a burst). Cold: `builder.rs`
+//! Hot: `poll.rs` (the loop), `classify.rs` (the pass over a burst) and `track.rs` (the flow
+//! update per burst, expiry and flush slices per loop). Cold: `builder.rs`
 //! (set-up), `handle.rs` (control's side), `commands.rs` (changes applied between two loops).
 //! The loop is generic over [`Rings`](crate::xsk::Rings): AF_XDP in production,
 //! [`MemUmem`](crate::xsk::mem::MemUmem) in the unit tests (`tests.rs`).
@@ -38,6 +40,8 @@ mod handle;
 mod poll;
 #[cfg(all(test, feature = "xdp"))]
 mod tests;
+#[cfg(feature = "xdp")]
+mod track;
 
 #[cfg(feature = "xdp")]
 pub use builder::WorkerBuilder;
@@ -47,6 +51,8 @@ pub use commands::{CommandQueue, WorkerCmd};
 pub use handle::{BondInfo, NewQueue, QueueInfo, RetiredQueue, WorkerHandle};
 #[cfg(feature = "xdp")]
 pub use poll::{Worker, WorkerExit};
+#[cfg(feature = "xdp")]
+pub use track::{EXPIRE_PER_LOOP, FLUSH_PER_LOOP};
 
 /// Shortest frame we forward: an Ethernet header.
 pub const ETH_HEADER_LEN: usize = crate::wire::ethernet::HEADER_LEN;
@@ -77,6 +83,8 @@ struct Slot<S> {
     link: Arc<LinkState>,
     /// The port's capture tap.
     tap: Arc<Tap>,
+    /// The port's id in flow records (`ingress`; 0: none given).
+    flow_port: u8,
 }
 
 #[cfg(feature = "xdp")]
@@ -89,6 +97,7 @@ impl<S> Slot<S> {
             counters: Arc::default(),
             link,
             tap,
+            flow_port: 0,
         }
     }
 }

@@ -11,6 +11,7 @@ use std::{
 use super::{
     CommandQueue, DRAIN_TIMEOUT, Out, Slot, WorkerBond,
     classify::{Fate, Policy, Verdicts},
+    track::Track,
 };
 use crate::{
     bond::{INJECT_MAX, Inject},
@@ -35,6 +36,8 @@ pub struct Worker<R: Rings = XskUmem> {
     pub(super) stop: Arc<AtomicBool>,
     pub(super) counters: Arc<Padded<WorkerCounters>>,
     pub(super) core: Option<usize>,
+    /// The flow table (`None`: tracking off, the frame path is a plain wire).
+    pub(super) flows: Option<Track>,
 }
 
 impl<R: Rings> std::fmt::Debug for Worker<R> {
@@ -121,9 +124,14 @@ impl<R: Rings> Worker<R> {
     /// against the loop's work.
     #[inline(never)]
     pub fn poll_once(&mut self) -> usize {
+        // The flow clock, read once per loop: every burst of this loop shares it.
+        let now = self.flows.as_ref().map_or(0, Track::now_ns);
         let mut moved = 0;
         for i in 0..self.slots.len() {
-            moved += self.rx_slot(i);
+            moved += self.rx_slot(i, now);
+        }
+        if let Some(t) = &mut self.flows {
+            t.tick(now);
         }
         if !self.cmds.is_empty() || !self.attach.is_empty() {
             self.apply_commands();
@@ -153,7 +161,7 @@ impl<R: Rings> Worker<R> {
     }
 
     #[inline]
-    fn rx_slot(&mut self, i: usize) -> usize {
+    fn rx_slot(&mut self, i: usize, now: u64) -> usize {
         let n = self
             .rings
             .rx_burst(&mut self.slots[i].q, &mut self.burst, self.burst_size);
@@ -227,6 +235,10 @@ impl<R: Rings> Worker<R> {
             self.rings
                 .keep(&mut self.burst, |k| vs[k].fate == Fate::Forward);
             self.verdicts.keep_forwarded();
+        }
+        if let Some(t) = &mut self.flows {
+            let port = self.slots[i].flow_port;
+            t.burst(&self.rings, &self.burst, &self.verdicts, port, now);
         }
         if let Some((b, _)) = member
             && self.bonds[b].tap.wants(DIR_IN)

@@ -306,3 +306,66 @@ fn detach_renumbers_slots_and_reclaim_returns_every_frame() {
     w.poll_once();
     assert_eq!(counters(&h, "d").drops(DropReason::RxNoOutput), 1);
 }
+
+/// `f` (a frame of [`udp`]) the other way: addresses, ports and MACs swapped.
+fn reversed(f: &[u8]) -> Vec<u8> {
+    let mut r = f.to_vec();
+    r[..6].copy_from_slice(&f[6..12]);
+    r[6..12].copy_from_slice(&f[..6]);
+    r[26..30].copy_from_slice(&f[30..34]);
+    r[30..34].copy_from_slice(&f[26..30]);
+    r[34..36].copy_from_slice(&f[36..38]);
+    r[36..38].copy_from_slice(&f[34..36]);
+    r
+}
+
+#[test]
+fn tracking_counts_both_directions_into_one_flow_and_flushes_by_port() {
+    let params = crate::flow::FlowParams::new(1024, Default::default(), 0, 64).unwrap();
+    // Without `flows` no table: nothing to read or flush.
+    let (_, h0, _) = worker(&["up0", "m0"], &[], false, |b| b.connect(0, 1));
+    assert!(h0.flow_reader().is_none() && !h0.flush_flows(crate::flow::Flush::All));
+    let mut b = WorkerBuilder::with_rings(MemUmem::new(1024, 2048, 64))
+        .flows(&params)
+        .unwrap();
+    for p in ["up0", "m0"] {
+        b.add_queue(
+            p,
+            0,
+            ZeroCopy::Auto,
+            0,
+            Arc::new(LinkState::new(true)),
+            Arc::default(),
+        )
+        .unwrap();
+    }
+    b.connect(0, 1);
+    b.connect(1, 0);
+    b.set_flow_port(0, 1);
+    b.set_flow_port(1, 2);
+    let (mut w, h) = b.build(None, Burst::new("burst", 64).unwrap(), 0);
+    w.poll_once();
+    let there = udp(HOST, [2, 0, 0, 0, 0, 2], 1);
+    let back = reversed(&there);
+    deliver(&mut w, "up0", &[there.clone(), there.clone(), vec![0; 10]]);
+    w.poll_once();
+    deliver(&mut w, "m0", std::slice::from_ref(&back));
+    w.poll_once();
+    assert_eq!(w.rings_mut().sent("m0", 0), vec![there.clone(), there]);
+    assert_eq!(w.rings_mut().sent("up0", 0), vec![back]);
+    let r = h.flow_reader().unwrap();
+    let flows: Vec<_> = (0..r.capacity()).filter_map(|s| r.read(s).ok()).collect();
+    assert_eq!(flows.len(), 1, "{flows:?}");
+    let f = flows[0];
+    assert_eq!((f.packets, f.bytes), ([2, 1], [2 * 32, 32]));
+    assert_eq!(f.ingress, [1, 2], "each direction's port");
+    assert_eq!(f.state.name(), "ASSURED");
+    // A flush by the reply's port finds it too, within a few loops.
+    assert!(h.flush_flows(crate::flow::Flush::Port(2)));
+    for _ in 0..4 {
+        w.poll_once();
+    }
+    assert_eq!(r.counters().in_use.get(), 0);
+    assert_eq!(r.counters().flushed.get(), 1);
+    assert_eq!(w.rings_mut().audit().unaccounted(), 0);
+}

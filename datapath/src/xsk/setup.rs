@@ -184,10 +184,10 @@ impl XskBinder {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
         loop {
             match self.bind_once(iface, queue, mode) {
-                Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                Err(f) if f.errno == Some(libc::EBUSY) && std::time::Instant::now() < deadline => {
                     std::thread::sleep(std::time::Duration::from_millis(5));
                 }
-                other => return other,
+                other => return other.map_err(|f| f.error),
             }
         }
     }
@@ -198,7 +198,7 @@ impl XskBinder {
         iface: &Interface,
         queue: u32,
         mode: BindMode,
-    ) -> io::Result<(TxQueue, RxQueue, Option<(FillQueue, CompQueue)>)> {
+    ) -> Result<(TxQueue, RxQueue, Option<(FillQueue, CompQueue)>), BindFailure> {
         let mut flags = BindFlags::XDP_USE_NEED_WAKEUP;
         flags |= match mode {
             BindMode::ZeroCopy => BindFlags::XDP_ZEROCOPY,
@@ -207,8 +207,8 @@ impl XskBinder {
         let q =
             |n: u32| QueueSize::new(n).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e));
         let config = SocketConfig::builder()
-            .rx_queue_size(q(self.params.rx.get())?)
-            .tx_queue_size(q(self.params.tx.get())?)
+            .rx_queue_size(q(self.params.rx.get()).map_err(BindFailure::from)?)
+            .tx_queue_size(q(self.params.tx.get()).map_err(BindFailure::from)?)
             .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
             .bind_flags(flags)
             .build();
@@ -216,14 +216,31 @@ impl XskBinder {
         // the (interface, queue) pair is already bound; we set it on every socket, so libxdp
         // never loads or detaches a program of its own.
         unsafe { Socket::new(config, &self.umem, iface, queue) }.map_err(|e| {
-            match std::error::Error::source(&e) {
-                Some(src) => match src.downcast_ref::<io::Error>() {
-                    Some(io) => io::Error::new(io.kind(), format!("{e}: {io}")),
-                    None => io::Error::other(e.to_string()),
+            // xsk-rs's error carries the kernel's as its source: keep its errno as a number
+            // (the retry on EBUSY reads it) and its text next to xsk-rs's context.
+            match std::error::Error::source(&e).and_then(|s| s.downcast_ref::<io::Error>()) {
+                Some(io) => BindFailure {
+                    errno: io.raw_os_error(),
+                    error: io::Error::new(io.kind(), format!("{e}: {io}")),
                 },
-                None => io::Error::other(e.to_string()),
+                None => BindFailure::from(io::Error::other(e.to_string())),
             }
         })
+    }
+}
+
+/// A failed bind: the kernel's errno when it gave one, and the error with xsk-rs's context.
+struct BindFailure {
+    errno: Option<i32>,
+    error: io::Error,
+}
+
+impl From<io::Error> for BindFailure {
+    fn from(error: io::Error) -> Self {
+        Self {
+            errno: error.raw_os_error(),
+            error,
+        }
     }
 }
 
@@ -308,10 +325,6 @@ impl XskUmem {
     ) -> Result<XskSocket, XskError> {
         self.binder().bind(ifname, queue, zc, busy_poll_budget)
     }
-}
-
-fn is_busy(e: &io::Error) -> bool {
-    e.raw_os_error() == Some(libc::EBUSY) || e.to_string().contains("os error 16")
 }
 
 impl std::fmt::Debug for XskSocket {
