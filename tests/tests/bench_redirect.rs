@@ -16,10 +16,22 @@ fn ctr(run: &Value, name: &str) -> u64 {
 
 /// One direction's chain: the source's frames into the input veth (`src` is the veth the
 /// source transmits on, `input` the redirecting veth, `output` the veth it redirects into,
-/// `sinks` the far ends where arrivals are counted). At a low paced rate nothing is refused:
-/// every frame the source sent was redirected and arrived. The lab's own hosts may add a few
-/// frames of their own (IPv6 MLD reports from t0), hence the slack of 20.
-fn assert_chain(run: &Value, sent: u64, src: &str, input: &str, output: &str, sinks: &[&str]) {
+/// `sinks` the far ends where arrivals are counted). Every frame the source sent was either
+/// accepted into the input veth's ring or refused and counted there (`tx_xdp_xmit_errors`), and
+/// every accepted frame was redirected and arrived. `max_refused` bounds the refusals: 0 where
+/// the input's NAPI runs in the sender's own softirq (the ring drains before the next batch);
+/// with threaded NAPI the ring is drained by a thread on core 1, and this VM's host can hold
+/// vCPU 1 off (steal time) longer than the 12.8 ms that up0's 256-frame ring lasts at 20 kpps,
+/// a loss no setting in the guest prevents (seen once in a full-suite run: 22 of 56,863). The
+/// lab's own hosts may add a few frames of their own (IPv6 MLD reports from t0), hence the
+/// slack of 20.
+fn assert_chain(
+    run: &Value,
+    sent: u64,
+    max_refused: u64,
+    (src, input, output): (&str, &str, &str),
+    sinks: &[&str],
+) {
     let c = |n: &str| ctr(run, n);
     let accepted = c(&format!("{src}.tx_xdp_xmit"));
     let refused = c(&format!("{src}.tx_xdp_xmit_errors"));
@@ -29,7 +41,10 @@ fn assert_chain(run: &Value, sent: u64, src: &str, input: &str, output: &str, si
         sent,
         "{src}: accepted + refused = sent: {run}"
     );
-    assert_eq!(refused, 0, "{src}: nothing refused at 20 kpps: {run}");
+    assert!(
+        refused <= max_refused,
+        "{src}: {refused} refused at 20 kpps, at most {max_refused}: {run}"
+    );
     let seen = c(&format!("{input}.rx_xdp_packets"));
     let redirected = c(&format!("{input}.rx_xdp_redirect"));
     assert!(seen >= accepted && seen <= accepted + 20, "{input}: {run}");
@@ -92,7 +107,8 @@ fn xdp_redirect_peer_forwards_and_its_counters_add_up() {
         "threaded NAPI, but no thread pinned: {run}"
     );
     let sent = run["extra"]["sources"][0]["sent"].as_u64().unwrap();
-    assert_chain(run, sent, "t0", "up0", "m0", &["s0", "s1"]);
+    // Threaded NAPI: at most 1% refused, each one counted (see assert_chain).
+    assert_chain(run, sent, sent / 100, ("t0", "up0", "m0"), &["s0", "s1"]);
 }
 
 /// Both ways, `bpf_redirect`, NAPI in softirq, XDP_PASS programs on the far veths: each
@@ -137,8 +153,8 @@ fn xdp_redirect_peer_forwards_both_ways() {
         );
     }
     let sent = |i: usize| run["extra"]["sources"][i]["sent"].as_u64().unwrap();
-    assert_chain(run, sent(0), "t0", "up0", "m0", &["s0", "s1"]);
-    assert_chain(run, sent(1), "s0", "m0", "up0", &["t0"]);
+    assert_chain(run, sent(0), 0, ("t0", "up0", "m0"), &["s0", "s1"]);
+    assert_chain(run, sent(1), 0, ("s0", "m0", "up0"), &["t0"]);
     assert!(
         run["extra"]["peer"]["napi_threads"]
             .as_array()
