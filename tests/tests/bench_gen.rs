@@ -4,7 +4,11 @@
 
 use std::time::Duration;
 
-use isopath_tests::{ChildGuard, Lab, bin, require_privileges};
+use isopath_tests::{
+    ChildGuard, Lab,
+    bench::{peer, run_on_lab},
+    bin, require_privileges,
+};
 use serde_json::Value;
 
 fn bench() -> String {
@@ -243,40 +247,6 @@ fn induced_loss_is_counted_per_flow() {
         r["latency"]["summary"]["count"].as_u64().unwrap(),
         r["probes"].as_u64().unwrap()
     );
-}
-
-/// Runs `isopath-bench SUBCOMMAND ARGS -q --json` (a run that builds its own lab, `tag` + this
-/// process's id); returns the report and its `--out` directory and checks the lab is gone.
-fn run_on_lab(subcommand: &str, tag: &str, args: &[&str]) -> (Value, std::path::PathBuf) {
-    let out_dir = std::env::temp_dir().join(format!("isopath-bench-{tag}-{}", std::process::id()));
-    let prefix = format!("{tag}{}", std::process::id() % 100_000);
-    let out = std::process::Command::new(bench())
-        .arg(subcommand)
-        .args(args)
-        .args(["-q", "--json", "--prefix", &prefix, "--out"])
-        .arg(&out_dir)
-        .output()
-        .unwrap_or_else(|e| panic!("running isopath-bench {subcommand}: {e}"));
-    let _ = std::process::Command::new(isopath_tests::lab_script())
-        .args(["down", &prefix])
-        .output();
-    let r = json(&out, subcommand);
-    assert!(
-        isopath_tests::netns_list()
-            .iter()
-            .all(|n| !n.starts_with(&prefix)),
-        "lab left behind"
-    );
-    (r, out_dir)
-}
-
-fn peer<'a>(r: &'a Value, name: &str) -> &'a Value {
-    r["peers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["peer"] == name)
-        .unwrap_or_else(|| panic!("no peer {name} in {r}"))
 }
 
 #[test]
