@@ -18,6 +18,7 @@ use std::{io, marker::PhantomData, ptr::NonNull};
 pub(crate) unsafe trait Zeroable {}
 
 /// Huge-page alignment.
+#[cfg(not(miri))]
 const HUGE: usize = 2 << 20;
 
 /// A fixed-size, zero-initialised slice of `T` in its own mapping.
