@@ -11,7 +11,8 @@
 #   ISOPATH_CALLGRIND_OUT  keep the traffic windows' dumps there (callgrind_annotate FILE)
 #   ISOPATH_CALLGRIND_POLL, ISOPATH_CALLGRIND_RX  the measured functions' names, for binaries
 #       of older builds (before the worker split: isopath_datapath::worker::Worker::poll_once
-#       and isopath_datapath::xsk::XskUmem::rx_burst)
+#       and isopath_datapath::xsk::XskUmem::rx_burst; before parsefast's xsk-fwd wrapper:
+#       <isopath_datapath::xsk::ring::XskUmem as isopath_datapath::xsk::ring::Rings>::rx_burst)
 #
 # Method, per forwarder (isopathd: up0 <-> m0 cross-connect with flow tracking off, today's
 # wire; isopathd-track: the same with tracking on, `[flows]` defaults; isopathd-bond: up0 <->
@@ -26,7 +27,7 @@
 #      busy_polls);
 #   4. instructions per packet = (inclusive Ir of the poll function in the traffic window
 #      - idle loops in that window x idle cost) / frames forwarded. Idle loops are the
-#      loops (isopathd: calls of Worker::poll_once; xsk-fwd: calls of XskUmem::rx_burst, one
+#      loops (isopathd: calls of Worker::poll_once; xsk-fwd: calls of its rx_poll, one
 #      per queue poll, / its queues) minus the busy ones; a busy loop keeps its whole cost
 #      (its polls of the idle sockets included). Under valgrind the forwarder's user space
 #      runs tens of times slower, so an unpaced source fills every busy loop with a full burst
@@ -262,7 +263,7 @@ b = "bond0"
 # The bare AF_XDP forwarder (no processing), same path and cores.
 start_vg ready xskfwd "$BIN/isopath-bench" xsk-fwd --iface up0 --to m0 --core 1 --secs 300
 POLL='isopath_bench::xsk::bare'
-RX=${ISOPATH_CALLGRIND_RX:-'<isopath_datapath::xsk::ring::XskUmem as isopath_datapath::xsk::ring::Rings>::rx_burst'}
+RX=${ISOPATH_CALLGRIND_RX:-'isopath_bench::xsk::rx_poll'}
 zero
 sleep 2
 D=$(dump xskfwd)
