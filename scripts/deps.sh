@@ -39,7 +39,8 @@ ISOPATH_PKGS=(
 )
 # Only for the side-by-side measurement against DPDK (bench), not for tests.
 ISOPATH_PEER_PKGS=(
-    "dpdk-dev:/usr/bin/dpdk-testpmd"     # dpdk-testpmd (forwarding peer), dpdk-test (rte_hash perf)
+    "dpdk-dev:/usr/bin/dpdk-testpmd"     # dpdk-testpmd: the forwarding peer
+    "dpdk-dev:/usr/bin/dpdk-test"        # dpdk-test: rte_hash_perf_autotest beside the flow table (same package)
     "librte-net-af-xdp23:/usr/lib/x86_64-linux-gnu/dpdk/pmds-23.0/librte_net_af_xdp.so.23"
     "linux-perf:/usr/bin/perf"           # bench/scripts/redirect-profile.sh: perf record -e cpu-clock
 )
