@@ -1,0 +1,355 @@
+//! The daemon: builds ports and workers from a [`Plan`](crate::config::Plan), runs the control
+//! loop, stops cleanly.
+//!
+//! Start order: load every port's XDP program and look at what is on each interface (a
+//! foreign program refuses start before anything changes); clear stale programs of ours; bind
+//! every worker's sockets and register them in their port's XSKMAP; attach the programs; start
+//! the workers. Only then is the control socket answered with `running`. Stop is the reverse:
+//! workers drain TX and hand back their frame audit, programs are detached (their links closed),
+//! sockets closed, the control socket file removed.
+//!
+//! Its parts: start-up ([`start`](Daemon::start)), the link book (`link_book`: link states,
+//! bonds, their monitors and announcements, link-state tracking), run-time ports (`ports`),
+//! bond commands (`bonds`), captures (`captures`) and the status snapshot (`status`).
+
+mod bonds;
+mod captures;
+mod error;
+mod link_book;
+mod ports;
+mod start;
+mod status;
+
+use std::{
+    io::Write,
+    os::unix::net::{UnixListener, UnixStream},
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant, SystemTime},
+};
+
+use isopath_datapath::{
+    params::{BindMode, XdpMode, ZeroCopy},
+    stats::LinkState,
+    tap::Tap,
+    worker::{WorkerExit, WorkerHandle},
+    xsk::{XskStatsReader, xdp::XdpProgram},
+};
+use tracing::{error, info, warn};
+
+pub use error::{StartError, error_chain};
+use link_book::LinkBook;
+
+use crate::{
+    capture::Capture,
+    host::Host,
+    netlink::WatcherStats,
+    request::{Reply, Request},
+    server::Server,
+    topology,
+};
+
+/// Takes the daemon's one lock. A poisoned lock (a panic while holding it) is taken anyway:
+/// the state it guards is plain data that every writer leaves consistent at each step.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// How often the control loop wakes up (signals, timers, control socket).
+const TICK: Duration = Duration::from_millis(5);
+/// How often carrier is read from sysfs: the miimon safety net behind rtnetlink events.
+const LINK_POLL: Duration = Duration::from_millis(10);
+
+/// Process exit codes of `isopathd`.
+pub mod exit {
+    /// Stopped cleanly.
+    pub const OK: u8 = 0;
+    /// Start-up or run-time failure.
+    pub const FAILURE: u8 = 1;
+    /// Bad configuration or command line.
+    pub const CONFIG: u8 = 2;
+    /// A worker's frames did not add up at shutdown.
+    pub const FRAME_LEAK: u8 = 3;
+}
+
+/// A port while the daemon runs.
+struct Port {
+    name: String,
+    ifindex: u32,
+    tap: Arc<Tap>,
+    prog: XdpProgram,
+    link: Arc<LinkState>,
+    /// Per-socket kernel statistics readers, by queue.
+    xsk: Vec<(u32, XskStatsReader)>,
+    modes: Vec<BindMode>,
+}
+
+/// How the sockets and programs of ports added at run time are set up: as configured for the
+/// ports of the configuration.
+#[derive(Debug, Clone, Copy)]
+struct BindSettings {
+    zero_copy: ZeroCopy,
+    busy_poll_budget: u32,
+    xdp_mode: XdpMode,
+}
+
+struct RunningWorker {
+    handle: WorkerHandle,
+    thread: JoinHandle<WorkerExit>,
+}
+
+/// A started daemon.
+pub struct Daemon {
+    book: Arc<Mutex<LinkBook>>,
+    /// Ports that are a cross-connect's end (they cannot join a bond at run time).
+    connected: Vec<String>,
+    /// Capture targets: port or bond name → its tap and the interfaces it spans.
+    taps: Vec<(String, Arc<Tap>, Vec<u32>)>,
+    captures: Vec<Capture>,
+    rtnl: Option<Arc<WatcherStats>>,
+    ports: Vec<Port>,
+    workers: Vec<RunningWorker>,
+    bind: BindSettings,
+    /// Sockets of unregistered ports, closed, waiting for the kernel to let go of their
+    /// buffers before their frames go back to their worker: (worker, socket id, when).
+    closing: Vec<(usize, u16, Instant)>,
+    socket_path: PathBuf,
+    server: Server,
+    started: Instant,
+    bad_requests: u64,
+    /// Where workers and housekeeping run, and why.
+    placement: topology::Plan,
+    housekeeping: Option<topology::Housekeeping>,
+    /// Names of the flow records' ingress port ids (id n is the start-up port n - 1).
+    flow_ports: Vec<String>,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("socket", &self.socket_path)
+            .finish()
+    }
+}
+
+impl Daemon {
+    /// The housekeeping CPU mask, for threads started outside the daemon (`None` when hwloc
+    /// could not read the host).
+    pub fn housekeeping(&self) -> Option<&topology::Housekeeping> {
+        self.housekeeping.as_ref()
+    }
+
+    /// Which of this process's threads may run on a worker CPU ([`topology::threads::check`]).
+    pub fn check_threads(&self) -> topology::ThreadCheck {
+        topology::threads::check(&crate::doctor::Root::new("/"), &self.placement)
+    }
+
+    /// Runs the control loop until `stop` is set (by a signal), then stops everything.
+    /// Returns the process exit code.
+    pub fn run(mut self, host: &dyn Host, stop: &AtomicBool) -> u8 {
+        info!(socket = %self.socket_path.display(), "ready");
+        let mut last_link = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            if last_link.elapsed() >= LINK_POLL {
+                self.poll_links(host);
+                last_link = Instant::now();
+            }
+            self.serve_control(host);
+            self.finish_unregister();
+            for c in &mut self.captures {
+                c.drain();
+            }
+            if self.workers.iter().any(|w| w.thread.is_finished()) {
+                error!("a worker thread ended on its own; stopping");
+                break;
+            }
+            std::thread::sleep(TICK);
+        }
+        self.shutdown()
+    }
+
+    /// The miimon safety net: carrier read from sysfs, applied like an rtnetlink event (a
+    /// no-op when events already delivered it); then the bonds' timers.
+    fn poll_links(&self, host: &dyn Host) {
+        let mut book = lock(&self.book);
+        for p in &self.ports {
+            if let Some(up) = host.carrier(&p.name) {
+                book.carrier(p.ifindex, up);
+            }
+        }
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        for b in &mut book.bonds {
+            b.tick(now, wall);
+        }
+        book.control_frames(now, wall);
+        book.announce(now);
+        book.track_carrier();
+        for b in &mut book.bonds {
+            b.trace_events();
+        }
+    }
+
+    /// Answers the control connections whose request has arrived (or is late or unreadable);
+    /// the others wait for a later turn ([`Server::poll`]).
+    fn serve_control(&mut self, host: &dyn Host) {
+        for (stream, line) in self.server.poll(Instant::now()) {
+            match self.answer(&stream, line, host) {
+                Ok(true) => {}
+                Ok(false) => self.bad_requests += 1,
+                Err(e) => {
+                    self.bad_requests += 1;
+                    warn!("control request: {e:#}");
+                }
+            }
+        }
+    }
+
+    /// Answers one request. `Ok(false)`: the request was refused (and told so).
+    fn answer(
+        &mut self,
+        stream: &UnixStream,
+        line: std::io::Result<String>,
+        host: &dyn Host,
+    ) -> std::io::Result<bool> {
+        let reply = match line {
+            Err(e) => Reply::error(format!("reading the request: {e}")),
+            Ok(line) => match Request::parse(&line) {
+                Ok(request) => self.handle(request, host),
+                Err(e) => Reply::error(e),
+            },
+        };
+        // The reply is written blocking, bounded: a client that does not read it holds the
+        // loop at most this long (a status reply fits the socket's buffer).
+        stream.set_nonblocking(false)?;
+        stream.set_write_timeout(Some(Duration::from_millis(500)))?;
+        let mut w = stream;
+        serde_json::to_writer(&mut w, &reply)?;
+        w.write_all(b"\n")?;
+        Ok(reply.is_ok())
+    }
+
+    /// Carries out one request.
+    fn handle(&mut self, request: Request, host: &dyn Host) -> Reply {
+        let done = |r: Result<Reply, String>| r.unwrap_or_else(Reply::error);
+        match request {
+            Request::Status => Reply::Status(Box::new(self.status())),
+            Request::BondSwitch { bond, member } => {
+                done(self.bond_switch(&bond, &member).map(Reply::Switched))
+            }
+            Request::BondRelease { bond, port } => done(
+                self.bond_member(&bond, &port, false, host)
+                    .map(Reply::Member),
+            ),
+            Request::BondAdd { bond, port } => done(
+                self.bond_member(&bond, &port, true, host)
+                    .map(Reply::Member),
+            ),
+            Request::PortDel(names) => {
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                done(self.port_del(&names, host).map(Reply::PortsRemoved))
+            }
+            Request::PortAdd(name) => done(self.port_add(&name, host).map(Reply::PortAdded)),
+            Request::BondSet {
+                bond,
+                option,
+                value,
+            } => done(self.bond_set(&bond, &option, &value).map(Reply::OptionSet)),
+            Request::CaptureStart { target, file, dir } => {
+                done(self.capture_start(&target, &file, &dir).map(Reply::Capture))
+            }
+            Request::CaptureStop(target) => done(self.capture_stop(&target).map(Reply::Capture)),
+            Request::Flow(words) => {
+                let readers: Vec<_> = self
+                    .workers
+                    .iter()
+                    .map(|w| w.handle.flow_reader())
+                    .collect();
+                let words: Vec<&str> = words.iter().map(String::as_str).collect();
+                done(crate::flows::answer(&words, &readers, &self.flow_ports).map(Reply::Flow))
+            }
+        }
+    }
+
+    fn shutdown(mut self) -> u8 {
+        info!("stopping");
+        lock(&self.book).release_tracking();
+        for c in std::mem::take(&mut self.captures) {
+            let v = c.stop();
+            info!(capture = %v, "capture stopped");
+        }
+        for w in &self.workers {
+            w.handle.stop();
+        }
+        let mut code = exit::OK;
+        for (i, w) in std::mem::take(&mut self.workers).into_iter().enumerate() {
+            match w.thread.join() {
+                Ok(x) => {
+                    let a = x.audit;
+                    let leaked = a.unaccounted();
+                    info!(
+                        worker = i,
+                        total = a.total,
+                        free = a.free,
+                        in_fill = a.in_fill,
+                        in_tx = a.in_tx,
+                        unaccounted = leaked,
+                        drained = x.drained,
+                        "worker stopped; frame audit"
+                    );
+                    if !x.pinned {
+                        warn!(worker = i, "worker could not be pinned to its core");
+                    }
+                    if leaked != 0 {
+                        error!(worker = i, unaccounted = leaked, "frames leaked");
+                        code = exit::FRAME_LEAK;
+                    }
+                }
+                Err(_) => {
+                    error!(worker = i, "worker thread panicked");
+                    code = exit::FAILURE;
+                }
+            }
+        }
+        for p in &mut self.ports {
+            p.prog.detach();
+            p.xsk.clear();
+            info!(port = %p.name, "XDP program detached");
+        }
+        self.ports.clear();
+        let _ = std::fs::remove_file(&self.socket_path);
+        info!(code, "stopped");
+        code
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // On an error path (start failed half-way) stop workers that did start.
+        for w in &self.workers {
+            w.handle.stop();
+        }
+        let _ = std::fs::remove_file(&self.socket_path);
+    }
+}
+
+/// Binds the control socket; a file left by a dead instance is removed, a live one refuses.
+fn bind_control_socket(path: &Path) -> Result<UnixListener, StartError> {
+    let io = |what: String| move |source| StartError::Socket { what, source };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(StartError::SocketInUse {
+                path: path.to_owned(),
+            });
+        }
+        warn!(path = %path.display(), "removing a stale control socket");
+        std::fs::remove_file(path).map_err(io(format!("removing {}", path.display())))?;
+    }
+    UnixListener::bind(path).map_err(io(format!("binding {}", path.display())))
+}

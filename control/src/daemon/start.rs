@@ -1,0 +1,369 @@
+//! Start-up: programs, sockets, workers, the link book and the rtnetlink watcher.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Instant, SystemTime},
+};
+
+use isopath_datapath::{
+    bond::{MAILBOX, Mailbox, Punt, SeenMacs, mac_u64},
+    params::BindMode,
+    stats::LinkState,
+    tap::Tap,
+    worker::WorkerBuilder,
+    xsk::xdp::{Previous, XdpProgram},
+};
+use tracing::{info, warn};
+
+use super::{
+    BindSettings, Daemon, LinkBook, Port, RunningWorker, StartError, bind_control_socket, lock,
+};
+use crate::{
+    bond::{Bond, Member, MemberLink},
+    config::{Endpoint, Plan},
+    host::Host,
+    netlink::spawn_link_watcher,
+    server::Server,
+    topology,
+};
+
+impl Daemon {
+    /// Brings everything up as described in the module docs.
+    ///
+    /// # Errors
+    /// Any failure; what was set up so far is torn down by drop (links close, sockets close).
+    pub fn start(plan: &Plan, host: &dyn Host, force: bool) -> Result<Self, StartError> {
+        let listener = bind_control_socket(Path::new(&plan.control_socket))?;
+        // Control threads (this one and those it spawns, e.g. rtnetlink) stay off the worker
+        // cores: a control thread scheduled there would preempt a polling worker.
+        let housekeeping = topology::Housekeeping::new(&plan.placement)
+            .inspect_err(|e| warn!("no housekeeping mask for the control threads: {e}"))
+            .ok();
+        if let Some(h) = &housekeeping
+            && let Err(e) = h.pin_current()
+        {
+            warn!("control thread: {e}");
+        }
+
+        // 1. Load the programs and look at every interface before changing any.
+        let mut progs = Vec::with_capacity(plan.ports.len());
+        for p in &plan.ports {
+            progs.push(XdpProgram::load(&p.name, p.ifindex, force)?);
+        }
+        for (p, prog) in plan.ports.iter().zip(&progs) {
+            match prog.previous() {
+                Previous::None => {}
+                Previous::Stale { id } => {
+                    warn!(port = %p.name, id, "replaced a stale XDP program of ours")
+                }
+                Previous::ForcedForeign { id, name } => {
+                    warn!(port = %p.name, id, %name, "replaced a foreign XDP program (--force)")
+                }
+            }
+        }
+        let mut ports: Vec<Port> = plan
+            .ports
+            .iter()
+            .zip(progs)
+            .map(|(p, prog)| Port {
+                name: p.name.clone(),
+                ifindex: p.ifindex,
+                tap: Arc::default(),
+                prog,
+                link: Arc::new(LinkState::new(host.carrier(&p.name).unwrap_or(true))),
+                xsk: Vec::new(),
+                modes: Vec::new(),
+            })
+            .collect();
+
+        // Bonds: their initial active member from the members' carrier now.
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let bonds: Vec<Bond> = plan
+            .bonds
+            .iter()
+            .map(|bp| {
+                let members = bp
+                    .members
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &p)| {
+                        let port = &plan.ports[p];
+                        let up = host.carrier(&port.name).unwrap_or(false);
+                        Member {
+                            name: port.name.clone(),
+                            ifindex: port.ifindex,
+                            link: if up { MemberLink::Up } else { MemberLink::Down },
+                            link_failures: 0,
+                            prio: bp.prio[i],
+                            speed: bp.speed[i],
+                            perm_mac: host.mac(&port.name).unwrap_or_default(),
+                            released: false,
+                        }
+                    })
+                    .collect();
+                Bond::new(&bp.name, members, bp.opts.clone(), now, wall)
+            })
+            .collect();
+
+        let tracking: Vec<(Vec<u32>, bool)> = plan
+            .bonds
+            .iter()
+            .enumerate()
+            .map(|(bi, bp)| {
+                let peers = plan
+                    .cross_connects
+                    .iter()
+                    .filter_map(|&(a, b)| match (a, b) {
+                        (Endpoint::Port(p), Endpoint::Bond(j))
+                        | (Endpoint::Bond(j), Endpoint::Port(p))
+                            if j == bi && bp.link_state_tracking =>
+                        {
+                            Some(plan.ports[p].ifindex)
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                (peers, false)
+            })
+            .collect();
+        let punts: Vec<Arc<Punt>> = bonds
+            .iter()
+            .map(|b| {
+                let p = Punt::new();
+                let owns = !b.opts.addresses.is_empty() || !b.opts.vlans.is_empty();
+                let own = owns || b.opts.arp.is_some();
+                // Neighbour discovery goes to control whenever the bond monitors by ARP/NS or
+                // owns addresses (it answers ARP and NS for them).
+                let arp = b.opts.arp.is_some() || owns;
+                p.arp.store(arp, std::sync::atomic::Ordering::Relaxed);
+                if own {
+                    p.own_mac
+                        .store(mac_u64(&b.own_mac()), std::sync::atomic::Ordering::Relaxed);
+                }
+                Arc::new(p)
+            })
+            .collect();
+        let outboxes: Vec<(Arc<Mailbox>, Option<Arc<SeenMacs>>)> = bonds
+            .iter()
+            .map(|b| {
+                let n = &b.opts.notify;
+                let seen = n
+                    .reannounce
+                    .then(|| Arc::new(SeenMacs::new(n.reannounce_table)));
+                (Arc::new(Mailbox::new(MAILBOX)), seen)
+            })
+            .collect();
+
+        let bond_taps: Vec<Arc<Tap>> = bonds.iter().map(|_| Arc::default()).collect();
+
+        // 2. Bind sockets per worker and register them.
+        let mut builders = Vec::with_capacity(plan.workers.len());
+        for (w, wp) in plan.workers.iter().enumerate() {
+            let mut b = WorkerBuilder::new(plan.rings, wp.frames)
+                .map_err(|source| StartError::Worker {
+                    worker: w,
+                    core: wp.core,
+                    source,
+                })?
+                .strict(plan.strict);
+            if let Some(params) = &plan.flows {
+                b = b.flows(params).map_err(StartError::FlowTable)?;
+            }
+            let mut slots = Vec::with_capacity(wp.queues.len());
+            for &(pi, q) in &wp.queues {
+                let port = &mut ports[pi];
+                let (slot, xq) = b.add_queue(
+                    &port.name,
+                    q,
+                    plan.zero_copy,
+                    plan.busy_poll_budget,
+                    port.link.clone(),
+                    port.tap.clone(),
+                )?;
+                port.prog.register(q, xq.fd())?;
+                port.xsk
+                    .push((q, xq.stats_reader().map_err(StartError::StatsReader)?));
+                port.modes.push(xq.mode());
+                if let Some(why) = xq.zero_copy_refusal() {
+                    info!(port = %port.name, queue = q, "zero-copy bind refused ({why}); copy mode");
+                }
+                slots.push((pi, q, slot));
+                b.set_flow_port(slot, u8::try_from(pi + 1).unwrap_or(0));
+            }
+            let wbonds: Vec<usize> = bonds
+                .iter()
+                .zip(&outboxes)
+                .zip(&bond_taps)
+                .zip(&punts)
+                .map(|(((bd, (mb, seen)), tap), punt)| {
+                    b.add_bond(
+                        &bd.name,
+                        bd.shared(),
+                        mb.clone(),
+                        seen.clone(),
+                        tap.clone(),
+                        punt.clone(),
+                    )
+                })
+                .collect();
+            for (bi, bp) in plan.bonds.iter().enumerate() {
+                for (mi, &port) in bp.members.iter().enumerate() {
+                    for &(_, _, slot) in slots.iter().filter(|s| s.0 == port) {
+                        b.add_member(wbonds[bi], mi, slot);
+                    }
+                }
+            }
+            // The slots of an endpoint on this worker: a port's, or every member's of a bond.
+            let slots_of = |e: Endpoint| -> Vec<(u32, usize)> {
+                slots
+                    .iter()
+                    .filter(|s| match e {
+                        Endpoint::Port(p) => s.0 == p,
+                        Endpoint::Bond(j) => plan.bonds[j].members.contains(&s.0),
+                    })
+                    .map(|s| (s.1, s.2))
+                    .collect()
+            };
+            for &(ea, eb) in &plan.cross_connects {
+                for (from, to) in [(ea, eb), (eb, ea)] {
+                    let outs = slots_of(to);
+                    for (q, slot) in slots_of(from) {
+                        match to {
+                            Endpoint::Bond(j) => b.connect_bond(slot, wbonds[j]),
+                            Endpoint::Port(_) => {
+                                // Same queue id on the other port when this worker owns it, else
+                                // the first queue of it this worker owns (the planner ensures one).
+                                let out = outs.iter().find(|o| o.0 == q).or(outs.first());
+                                if let Some(&(_, out)) = out {
+                                    b.connect(slot, out);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            builders.push(b);
+        }
+        for port in &ports {
+            let mode = port.modes.first().copied().unwrap_or(BindMode::Copy);
+            info!(port = %port.name, queues = port.modes.len(), bind = %mode, "sockets bound");
+            if mode == BindMode::Copy {
+                info!(port = %port.name, "AF_XDP copy mode: the kernel copies every frame (veth has no zero-copy)");
+            }
+        }
+
+        // 3. Attach: from now on frames flow into the sockets.
+        for port in &mut ports {
+            let mode = port.prog.attach(plan.xdp_mode)?;
+            info!(port = %port.name, xdp = %mode, program = isopath_datapath::xsk::xdp::PROG_NAME, "XDP program attached (BPF link)");
+        }
+
+        // 4. Start the workers.
+        let mut workers = Vec::with_capacity(builders.len());
+        for (b, wp) in builders.into_iter().zip(&plan.workers) {
+            let (worker, handle) = b.build(Some(wp.core), plan.burst, wp.spare as usize);
+            let cgroup = wp.cgroup.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("{}{}", topology::threads::WORKER_THREAD, wp.core))
+                .spawn(move || {
+                    // An isolated cpuset partition is joined before the worker pins itself.
+                    if let Some(dir) = cgroup
+                        && let Err(e) = topology::threads::join_cgroup(Path::new(&dir))
+                    {
+                        warn!("worker thread: joining cgroup {dir}: {e}");
+                    }
+                    // Workers make no privileged call: give up what start-up left this thread
+                    // (capabilities are per thread; privs::settle lowers only the main one's).
+                    if let Err(e) = crate::privs::drop_all_for_thread() {
+                        warn!("worker thread: {e}");
+                    }
+                    worker.run()
+                })
+                .map_err(StartError::Spawn)?;
+            info!(
+                core = wp.core,
+                queues = wp.queues.len(),
+                frames = wp.frames,
+                "worker polling"
+            );
+            workers.push(RunningWorker { handle, thread });
+        }
+
+        let book = Arc::new(Mutex::new(LinkBook {
+            ports: ports
+                .iter()
+                .map(|p| (p.name.clone(), p.ifindex, p.link.clone()))
+                .collect(),
+            bonds,
+            outboxes,
+            punts,
+            tracking,
+        }));
+        lock(&book).track_carrier();
+        // Carrier events from the kernel, applied the moment they arrive.
+        let rtnl = {
+            let book = book.clone();
+            let house = housekeeping.clone();
+            let on_start = move || {
+                if let Some(h) = house
+                    && let Err(e) = h.pin_current()
+                {
+                    warn!("rtnetlink thread: {e}");
+                }
+            };
+            match spawn_link_watcher(on_start, move |e| lock(&book).carrier(e.ifindex, e.up)) {
+                Ok((_thread, stats)) => Some(stats),
+                Err(e) => {
+                    warn!("rtnetlink link events unavailable ({e}); relying on the miimon poll");
+                    None
+                }
+            }
+        };
+
+        let mut taps: Vec<(String, Arc<Tap>, Vec<u32>)> = ports
+            .iter()
+            .map(|p| (p.name.clone(), p.tap.clone(), vec![p.ifindex]))
+            .collect();
+        for (bp, tap) in plan.bonds.iter().zip(bond_taps) {
+            let members = bp.members.iter().map(|&m| plan.ports[m].ifindex).collect();
+            taps.push((bp.name.clone(), tap, members));
+        }
+
+        let connected = plan
+            .cross_connects
+            .iter()
+            .flat_map(|&(a, b)| [a, b])
+            .filter_map(|e| match e {
+                Endpoint::Port(p) => Some(plan.ports[p].name.clone()),
+                Endpoint::Bond(_) => None,
+            })
+            .collect();
+
+        Ok(Self {
+            connected,
+            taps,
+            captures: Vec::new(),
+            book,
+            rtnl,
+            ports,
+            workers,
+            closing: Vec::new(),
+            bind: BindSettings {
+                zero_copy: plan.zero_copy,
+                busy_poll_budget: plan.busy_poll_budget,
+                xdp_mode: plan.xdp_mode,
+            },
+            socket_path: PathBuf::from(&plan.control_socket),
+            server: Server::new(listener).map_err(|source| StartError::Socket {
+                what: format!("making {} non-blocking", plan.control_socket),
+                source,
+            })?,
+            started: Instant::now(),
+            bad_requests: 0,
+            placement: plan.placement.clone(),
+            housekeeping,
+            flow_ports: plan.ports.iter().map(|p| p.name.clone()).collect(),
+        })
+    }
+}

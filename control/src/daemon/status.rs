@@ -1,0 +1,167 @@
+//! The status snapshot, from the workers' and the kernel's counters.
+
+use std::sync::atomic::Ordering;
+
+use isopath_datapath::{stats::DropReason, xsk::XskStats};
+
+use super::{Daemon, Port, lock};
+use crate::{
+    capture::Capture,
+    status::{
+        BondDrops, BondStatus, ControlCounters, FrameCounts, Link, PortStatus, RtnetlinkCounters,
+        Status, WorkerStatus, XdpCounters, XskCounters,
+    },
+};
+
+impl Daemon {
+    /// The status snapshot: ports with their counters, workers with their frame audit.
+    pub fn status(&self) -> Status {
+        let workers = self
+            .workers
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let c = w.handle.counters();
+                WorkerStatus {
+                    core: w.handle.core(),
+                    flows: crate::flows::worker_status(i, w.handle.flow_reader()),
+                    loops: c.loops.get(),
+                    busy_loops: c.busy_loops.get(),
+                    queues: w.handle.queues().len(),
+                    queues_attached_at_run_time: c.queues_attached.get(),
+                    queues_retired_at_run_time: c.queues_retired.get(),
+                    frames_reclaimed: c.frames_reclaimed.get(),
+                    spare_queues: w.handle.spare(),
+                    frames: FrameCounts {
+                        total: c.frames_total.get(),
+                        free: c.frames_free.get(),
+                        in_fill: c.frames_in_fill.get(),
+                        in_tx: c.frames_in_tx.get(),
+                    },
+                }
+            })
+            .collect();
+        Status {
+            state: "running".to_owned(),
+            pid: std::process::id(),
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            ports: self.ports.iter().map(|p| self.port_status(p)).collect(),
+            workers,
+            bonds: self.bonds_status(),
+            captures: self.captures.iter().map(Capture::status).collect(),
+            control: ControlCounters {
+                requests: self.server.accepted,
+                bad_requests: self.bad_requests,
+            },
+            placement: self.placement.clone(),
+            threads: self.check_threads(),
+            rtnetlink: self.rtnl.as_ref().map(|r| RtnetlinkCounters {
+                events: r.events.load(Ordering::Relaxed),
+                malformed: r.malformed.load(Ordering::Relaxed),
+                errors: r.errors.load(Ordering::Relaxed),
+            }),
+        }
+    }
+
+    fn bonds_status(&self) -> Vec<BondStatus> {
+        let book = lock(&self.book);
+        book.bonds
+            .iter()
+            .map(|b| {
+                let mut v = b.status();
+                let mut drops = BondDrops::default();
+                for bi in self
+                    .workers
+                    .iter()
+                    .flat_map(|w| w.handle.bonds())
+                    .filter(|i| i.name == b.name)
+                {
+                    v.tx_packets += bi.counters.tx_packets.get();
+                    v.to_control += bi.counters.rx_packets.get();
+                    drops.tx_drop_no_active_member +=
+                        bi.counters.drops(DropReason::TxNoActiveMember);
+                    drops.rx_drop_control_full += bi.counters.drops(DropReason::RxControlFull);
+                }
+                v.drops = drops;
+                v
+            })
+            .collect()
+    }
+
+    fn port_status(&self, p: &Port) -> PortStatus {
+        let (mut rx_p, mut rx_b, mut tx_p, mut tx_b) = (0, 0, 0, 0);
+        let mut drops = [0u64; DropReason::ALL.len()];
+        for q in self
+            .workers
+            .iter()
+            .flat_map(|w| w.handle.queues())
+            .filter(|q| q.ifname == p.name)
+        {
+            let c = &q.counters;
+            rx_p += c.rx_packets.get();
+            rx_b += c.rx_bytes.get();
+            tx_p += c.tx_packets.get();
+            tx_b += c.tx_bytes.get();
+            for (d, r) in drops.iter_mut().zip(DropReason::ALL) {
+                *d += c.drops(r);
+            }
+        }
+        let mut drop_map: std::collections::BTreeMap<String, u64> = drops
+            .iter()
+            .zip(DropReason::ALL)
+            .map(|(d, r)| (r.name().to_owned(), *d))
+            .collect();
+        let parse = crate::parse_status::ParseCounters::sum(
+            self.workers
+                .iter()
+                .flat_map(|w| w.handle.queues())
+                .filter(|q| q.ifname == p.name)
+                .map(|q| &**q.counters),
+        );
+        for (k, v) in &parse.parse_drops {
+            drop_map.insert((*k).to_owned(), *v);
+        }
+        let xdp = p.prog.stats().ok().unwrap_or_default();
+        drop_map.insert("rx_drop_no_socket".into(), xdp.rx_drop_no_socket);
+        let mut k = XskStats::default();
+        for (_, r) in &p.xsk {
+            if let Ok(s) = r.read() {
+                k.rx_dropped += s.rx_dropped;
+                k.rx_invalid_descs += s.rx_invalid_descs;
+                k.tx_invalid_descs += s.tx_invalid_descs;
+                k.rx_ring_full += s.rx_ring_full;
+                k.rx_fill_ring_empty_descs += s.rx_fill_ring_empty_descs;
+                k.tx_ring_empty_descs += s.tx_ring_empty_descs;
+            }
+        }
+        let owned = |m: &std::collections::BTreeMap<&'static str, u64>| {
+            m.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+        };
+        PortStatus {
+            name: p.name.clone(),
+            link: Link::from_up(p.link.is_up()),
+            queues: p.xsk.len(),
+            bind: p.modes.first().map(|m| m.to_string()),
+            xdp_mode: p.prog.mode().map(|m| m.to_string()),
+            rx_packets: rx_p,
+            rx_bytes: rx_b,
+            tx_packets: tx_p,
+            tx_bytes: tx_b,
+            drops: drop_map,
+            parse_errors: owned(&parse.parse_errors),
+            classes: owned(&parse.classes),
+            xdp: XdpCounters {
+                rx_redirect: xdp.rx_redirect,
+                rx_drop_no_socket: xdp.rx_drop_no_socket,
+            },
+            xsk: XskCounters {
+                rx_dropped: k.rx_dropped,
+                rx_fill_ring_empty_descs: k.rx_fill_ring_empty_descs,
+                rx_invalid_descs: k.rx_invalid_descs,
+                rx_ring_full: k.rx_ring_full,
+                tx_invalid_descs: k.tx_invalid_descs,
+                tx_ring_empty_descs: k.tx_ring_empty_descs,
+            },
+        }
+    }
+}
