@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod netlink;
 pub mod parse_status;
 pub mod privs;
+pub mod registry;
 pub mod request;
 pub mod sd_notify;
 pub mod server;

@@ -8,14 +8,21 @@
 //! workers drain TX and hand back their frame audit, programs are detached (their links closed),
 //! sockets closed, the control socket file removed.
 //!
+//! Devices (ports and bonds) live in one [`Registry`]; start-up, `port add`, `port del` and
+//! `bond add`/`release` change them only through it, and what follows (the rtnetlink thread's
+//! index of ports, the bond's state and the workers' member tables, captures, cross-connect
+//! refusals, link-state tracking) is done by its listeners (`listeners`), not by the commands.
+//!
 //! Its parts: start-up ([`start`](Daemon::start)), the link book (`link_book`: link states,
-//! bonds, their monitors and announcements, link-state tracking), run-time ports (`ports`),
-//! bond commands (`bonds`), captures (`captures`) and the status snapshot (`status`).
+//! bonds, their monitors and announcements), the registry's listeners (`listeners`), run-time
+//! ports (`ports`), bond commands (`bonds`), captures (`captures`) and the status snapshot
+//! (`status`).
 
 mod bonds;
 mod captures;
 mod error;
 mod link_book;
+mod listeners;
 mod ports;
 mod start;
 mod status;
@@ -35,7 +42,6 @@ use std::{
 use isopath_datapath::{
     params::{BindMode, XdpMode, ZeroCopy},
     stats::LinkState,
-    tap::Tap,
     worker::{WorkerExit, WorkerHandle},
     xsk::{XskStatsReader, xdp::XdpProgram},
 };
@@ -48,6 +54,7 @@ use crate::{
     capture::Capture,
     host::Host,
     netlink::WatcherStats,
+    registry::{DeviceKind, OperState, Registry},
     request::{Reply, Request},
     server::Server,
     topology,
@@ -76,16 +83,52 @@ pub mod exit {
     pub const FRAME_LEAK: u8 = 3;
 }
 
-/// A port while the daemon runs.
-struct Port {
-    name: String,
-    ifindex: u32,
-    tap: Arc<Tap>,
+/// What the daemon keeps per device of the registry.
+enum DevData {
+    /// A port's I/O.
+    Port(PortIo),
+    /// A bond: its index in the link book's bonds (and the workers' bond tables).
+    Bond {
+        /// The index.
+        index: usize,
+    },
+}
+
+impl DevData {
+    fn port(&self) -> Option<&PortIo> {
+        match self {
+            Self::Port(p) => Some(p),
+            Self::Bond { .. } => None,
+        }
+    }
+
+    fn bond(&self) -> Option<usize> {
+        match self {
+            Self::Port(_) => None,
+            Self::Bond { index } => Some(*index),
+        }
+    }
+}
+
+/// A port's I/O while the daemon runs (its name, ifindex and tap are the registry's).
+struct PortIo {
     prog: XdpProgram,
     link: Arc<LinkState>,
     /// Per-socket kernel statistics readers, by queue.
     xsk: Vec<(u32, XskStatsReader)>,
     modes: Vec<BindMode>,
+}
+
+/// The daemon's registry: its devices, and the listeners that act on [`Plane`].
+type DevRegistry = Registry<DevData, Plane>;
+
+/// What the registry's listeners act on: everything of the daemon the devices' events reach.
+struct Plane {
+    workers: Vec<RunningWorker>,
+    book: Arc<Mutex<LinkBook>>,
+    captures: Vec<Capture>,
+    /// Per bond (by index): link-state tracking.
+    tracking: Vec<listeners::Tracking>,
 }
 
 /// How the sockets and programs of ports added at run time are set up: as configured for the
@@ -104,15 +147,10 @@ struct RunningWorker {
 
 /// A started daemon.
 pub struct Daemon {
-    book: Arc<Mutex<LinkBook>>,
-    /// Ports that are a cross-connect's end (they cannot join a bond at run time).
-    connected: Vec<String>,
-    /// Capture targets: port or bond name → its tap and the interfaces it spans.
-    taps: Vec<(String, Arc<Tap>, Vec<u32>)>,
-    captures: Vec<Capture>,
+    /// Ports and bonds; every change goes through it, and its listeners do the rest.
+    registry: DevRegistry,
+    plane: Plane,
     rtnl: Option<Arc<WatcherStats>>,
-    ports: Vec<Port>,
-    workers: Vec<RunningWorker>,
     bind: BindSettings,
     /// Sockets of unregistered ports, closed, waiting for the kernel to let go of their
     /// buffers before their frames go back to their worker: (worker, socket id, when).
@@ -160,10 +198,10 @@ impl Daemon {
             }
             self.serve_control(host);
             self.finish_unregister();
-            for c in &mut self.captures {
+            for c in &mut self.plane.captures {
                 c.drain();
             }
-            if self.workers.iter().any(|w| w.thread.is_finished()) {
+            if self.plane.workers.iter().any(|w| w.thread.is_finished()) {
                 error!("a worker thread ended on its own; stopping");
                 break;
             }
@@ -174,11 +212,11 @@ impl Daemon {
 
     /// The miimon safety net: carrier read from sysfs, applied like an rtnetlink event (a
     /// no-op when events already delivered it); then the bonds' timers.
-    fn poll_links(&self, host: &dyn Host) {
-        let mut book = lock(&self.book);
-        for p in &self.ports {
-            if let Some(up) = host.carrier(&p.name) {
-                book.carrier(p.ifindex, up);
+    fn poll_links(&mut self, host: &dyn Host) {
+        let mut book = lock(&self.plane.book);
+        for (_, p) in self.registry.devices().of_kind(DeviceKind::Port) {
+            if let (Some(up), Some(ifindex)) = (host.carrier(&p.name), p.ifindex) {
+                book.carrier(ifindex, up);
             }
         }
         let (now, wall) = (Instant::now(), SystemTime::now());
@@ -187,9 +225,40 @@ impl Daemon {
         }
         book.control_frames(now, wall);
         book.announce(now);
-        book.track_carrier();
         for b in &mut book.bonds {
             b.trace_events();
+        }
+        drop(book);
+        self.sync_links();
+    }
+
+    /// Carries the link book's state into the registry: each port's carrier, each bond's
+    /// active member and carrier. The registry emits ACTIVE and CHANGE for what changed, and
+    /// link-state tracking (a listener) follows the bonds' carrier.
+    fn sync_links(&mut self) {
+        let book = lock(&self.plane.book);
+        let devs = self.registry.devices();
+        let states: Vec<_> = devs
+            .iter()
+            .map(|(id, d)| match &d.data {
+                DevData::Port(p) => (id, OperState::from_up(p.link.is_up()), None),
+                DevData::Bond { index } => {
+                    let b = &book.bonds[*index];
+                    let active = b
+                        .active()
+                        .and_then(|m| devs.id_of(&b.members[m].name, DeviceKind::Port));
+                    let up = OperState::from_up(b.active().is_some());
+                    (id, up, Some(active))
+                }
+            })
+            .collect();
+        drop(book);
+        // A listener's failure is logged by the chain; the state is recorded regardless.
+        for (id, state, active) in states {
+            if let Some(active) = active {
+                let _ = self.registry.set_active(id, active, &mut self.plane);
+            }
+            let _ = self.registry.set_operstate(id, state, &mut self.plane);
         }
     }
 
@@ -250,7 +319,7 @@ impl Daemon {
             ),
             Request::PortDel(names) => {
                 let names: Vec<&str> = names.iter().map(String::as_str).collect();
-                done(self.port_del(&names, host).map(Reply::PortsRemoved))
+                done(self.port_del(&names).map(Reply::PortsRemoved))
             }
             Request::PortAdd(name) => done(self.port_add(&name, host).map(Reply::PortAdded)),
             Request::BondSet {
@@ -264,6 +333,7 @@ impl Daemon {
             Request::CaptureStop(target) => done(self.capture_stop(&target).map(Reply::Capture)),
             Request::Flow(words) => {
                 let readers: Vec<_> = self
+                    .plane
                     .workers
                     .iter()
                     .map(|w| w.handle.flow_reader())
@@ -276,16 +346,19 @@ impl Daemon {
 
     fn shutdown(mut self) -> u8 {
         info!("stopping");
-        lock(&self.book).release_tracking();
-        for c in std::mem::take(&mut self.captures) {
+        self.plane.release_tracking();
+        for c in std::mem::take(&mut self.plane.captures) {
             let v = c.stop();
             info!(capture = %v, "capture stopped");
         }
-        for w in &self.workers {
+        for w in &self.plane.workers {
             w.handle.stop();
         }
         let mut code = exit::OK;
-        for (i, w) in std::mem::take(&mut self.workers).into_iter().enumerate() {
+        for (i, w) in std::mem::take(&mut self.plane.workers)
+            .into_iter()
+            .enumerate()
+        {
             match w.thread.join() {
                 Ok(x) => {
                     let a = x.audit;
@@ -314,12 +387,14 @@ impl Daemon {
                 }
             }
         }
-        for p in &mut self.ports {
-            p.prog.detach();
-            p.xsk.clear();
-            info!(port = %p.name, "XDP program detached");
+        // The devices go without events: everything their listeners act on has stopped.
+        for d in self.registry.drain() {
+            if let DevData::Port(mut p) = d.data {
+                p.prog.detach();
+                p.xsk.clear();
+                info!(port = %d.name, "XDP program detached");
+            }
         }
-        self.ports.clear();
         let _ = std::fs::remove_file(&self.socket_path);
         info!(code, "stopped");
         code
@@ -329,7 +404,7 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         // On an error path (start failed half-way) stop workers that did start.
-        for w in &self.workers {
+        for w in &self.plane.workers {
             w.handle.stop();
         }
         let _ = std::fs::remove_file(&self.socket_path);
