@@ -1,13 +1,10 @@
 //! Bond commands at run time: `bond add`/`release`, `bond set`, `bond switch`.
 
-use std::time::{Instant, SystemTime};
-
 use isopath_datapath::worker::WorkerCmd;
 
-use super::{Daemon, lock};
+use super::{Daemon, Turn, lock};
 use crate::{
     bond::BondError,
-    host::Host,
     registry::{DeviceKind, RegistryError},
     request::{MemberChanged, OptionSet, Switched},
 };
@@ -15,28 +12,15 @@ use crate::{
 impl Daemon {
     /// Adds port `name` to bond `bond`, or releases it, at run time, through the registry
     /// (JOIN or LEAVE): its listeners change the bond's state, have every worker retag the
-    /// port's sockets and keep a capture on the bond in step. An interface that is not a port
-    /// yet is added as one first (as `ip link set IF master BOND` takes any interface).
+    /// port's sockets and keep a capture on the bond in step.
     pub(super) fn bond_member(
         &mut self,
         bond: &str,
         name: &str,
         on: bool,
-        host: &dyn Host,
     ) -> Result<MemberChanged, String> {
         let err = Err;
         let known_bond = self.registry.devices().id_of(bond, DeviceKind::Bond);
-        if on
-            && known_bond.is_some()
-            && self
-                .registry
-                .devices()
-                .id_of(name, DeviceKind::Port)
-                .is_none()
-            && let Err(e) = self.port_add(name, host)
-        {
-            return err(e);
-        }
         let Some(port) = self.registry.devices().id_of(name, DeviceKind::Port) else {
             return err(format!("no port named {name:?}"));
         };
@@ -91,9 +75,10 @@ impl Daemon {
         let Some(b) = book.bonds.iter_mut().find(|b| b.name == bond) else {
             return Err(format!("no bond named {bond:?}"));
         };
-        let result = b.set_option(key, value, Instant::now(), SystemTime::now());
+        let Turn { now, wall } = self.plane.turn;
+        let result = b.set_option(key, value, now, wall);
         b.trace_events();
-        book.announce(Instant::now());
+        book.announce(now);
         match result {
             Ok(()) => Ok(OptionSet {
                 ok: true,
@@ -109,9 +94,10 @@ impl Daemon {
         let Some(b) = book.bonds.iter_mut().find(|b| b.name == bond) else {
             return Err(format!("no bond named {bond:?}"));
         };
-        let result = b.switch_to(member, Instant::now(), SystemTime::now());
+        let Turn { now, wall } = self.plane.turn;
+        let result = b.switch_to(member, now, wall);
         b.trace_events();
-        book.announce(Instant::now());
+        book.announce(now);
         match result {
             Ok(changed) => Ok(Switched {
                 ok: true,

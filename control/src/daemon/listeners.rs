@@ -7,8 +7,6 @@
 //! (0) keeps a running capture's promiscuous holds in step and stops a capture whose device
 //! goes; `LinkTracking` (0) takes a bond's peer ports down while it has no active member.
 
-use std::time::{Instant, SystemTime};
-
 use isopath_datapath::worker::WorkerCmd;
 use tracing::{info, warn};
 
@@ -108,7 +106,7 @@ impl Listener<DevData, Plane> for Bonding {
         let ifname = WorkerCmd::ifname(name).ok_or_else(|| {
             Veto::new(Errno::EINVAL, format!("{name:?}: interface name too long"))
         })?;
-        let (now, wall) = (Instant::now(), SystemTime::now());
+        let (now, wall) = (cx.turn.now, cx.turn.wall);
         let mut book = lock(&cx.book);
         let result = if on {
             let up = p.data.port().is_some_and(|io| io.link.is_up());
@@ -210,6 +208,19 @@ pub(super) struct Tracking {
     pub(super) held: bool,
 }
 
+impl Tracking {
+    /// The bond's carrier is `bond_up`: `Some(up)` when the peers must be set `up` now (a
+    /// failed set is not retried: the operator's or the peer's own state wins, as before).
+    pub(super) fn follow(&mut self, bond_up: bool) -> Option<bool> {
+        let down = !bond_up;
+        if self.peers.is_empty() || down == self.held {
+            return None;
+        }
+        self.held = down;
+        Some(bond_up)
+    }
+}
+
 /// Link-state tracking: a bond without an active member takes its peer ports down; they come
 /// back with the first member. It acts on the bond's operational state, which the control
 /// loop carries into the registry at every link tick (the rtnetlink thread holds no
@@ -231,17 +242,15 @@ impl Listener<DevData, Plane> for LinkTracking {
         let Some(t) = d.data.bond().and_then(|bi| cx.tracking.get_mut(bi)) else {
             return Ok(());
         };
-        let down = d.operstate != OperState::Up;
-        if t.peers.is_empty() || down == t.held {
+        let Some(up) = t.follow(d.operstate == OperState::Up) else {
             return Ok(());
-        }
+        };
         for &ifindex in &t.peers {
-            match set_link_up(ifindex, !down) {
-                Ok(()) => info!(bond = %d.name, ifindex, up = !down, "link-state tracking"),
+            match set_link_up(ifindex, up) {
+                Ok(()) => info!(bond = %d.name, ifindex, up, "link-state tracking"),
                 Err(e) => warn!(bond = %d.name, ifindex, "link-state tracking: {e}"),
             }
         }
-        t.held = down;
         Ok(())
     }
 }
@@ -269,4 +278,25 @@ fn set_link_up(ifindex: u32, up: bool) -> std::io::Result<()> {
         crate::netlink::set_link_up(ifindex, up)
     })
     .map_err(|e| std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.to_string()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tracking;
+
+    #[test]
+    fn tracking_takes_peers_down_once_and_back_with_the_first_member() {
+        let mut t = Tracking {
+            peers: vec![7, 8],
+            held: false,
+        };
+        assert_eq!(t.follow(true), None, "an up bond leaves its peers alone");
+        assert_eq!(t.follow(false), Some(false));
+        assert!(t.held);
+        assert_eq!(t.follow(false), None, "held down already");
+        assert_eq!(t.follow(true), Some(true));
+        assert_eq!(t.follow(true), None);
+        let mut none = Tracking::default();
+        assert_eq!(none.follow(false), None, "no peers, nothing to do");
+    }
 }

@@ -24,11 +24,11 @@ mod error;
 mod link_book;
 mod listeners;
 mod ports;
+mod requests;
 mod start;
 mod status;
 
 use std::{
-    io::Write,
     os::unix::net::{UnixListener, UnixStream},
     path::{Path, PathBuf},
     sync::{
@@ -55,7 +55,6 @@ use crate::{
     host::Host,
     netlink::WatcherStats,
     registry::{DeviceKind, OperState, Registry},
-    request::{Reply, Request},
     server::Server,
     topology,
 };
@@ -122,8 +121,28 @@ struct PortIo {
 /// The daemon's registry: its devices, and the listeners that act on [`Plane`].
 type DevRegistry = Registry<DevData, Plane>;
 
+/// The control loop's clock for one turn: read once at its start and passed down.
+#[derive(Debug, Clone, Copy)]
+struct Turn {
+    /// Monotonic time, for timers.
+    now: Instant,
+    /// Wall-clock time, to stamp events with.
+    wall: SystemTime,
+}
+
+impl Turn {
+    fn read() -> Self {
+        Self {
+            now: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+}
+
 /// What the registry's listeners act on: everything of the daemon the devices' events reach.
 struct Plane {
+    /// The current turn's clock.
+    turn: Turn,
     workers: Vec<RunningWorker>,
     book: Arc<Mutex<LinkBook>>,
     captures: Vec<Capture>,
@@ -152,6 +171,10 @@ pub struct Daemon {
     plane: Plane,
     rtnl: Option<Arc<WatcherStats>>,
     bind: BindSettings,
+    /// Requests whose reply waits for a state the loop revisits (`port add`).
+    waiting: Vec<requests::Waiting>,
+    /// Per worker: sockets handed over at run time, in total.
+    handed: Vec<u64>,
     /// Sockets of unregistered ports, closed, waiting for the kernel to let go of their
     /// buffers before their frames go back to their worker: (worker, socket id, when).
     closing: Vec<(usize, u16, Instant)>,
@@ -192,11 +215,14 @@ impl Daemon {
         info!(socket = %self.socket_path.display(), "ready");
         let mut last_link = Instant::now();
         while !stop.load(Ordering::Relaxed) {
-            if last_link.elapsed() >= LINK_POLL {
+            // The clock, read once per turn; everything this turn does is stamped with it.
+            self.plane.turn = Turn::read();
+            if self.plane.turn.now.duration_since(last_link) >= LINK_POLL {
                 self.poll_links(host);
-                last_link = Instant::now();
+                last_link = self.plane.turn.now;
             }
             self.serve_control(host);
+            self.advance_waiting();
             self.finish_unregister();
             for c in &mut self.plane.captures {
                 c.drain();
@@ -213,13 +239,13 @@ impl Daemon {
     /// The miimon safety net: carrier read from sysfs, applied like an rtnetlink event (a
     /// no-op when events already delivered it); then the bonds' timers.
     fn poll_links(&mut self, host: &dyn Host) {
+        let Turn { now, wall } = self.plane.turn;
         let mut book = lock(&self.plane.book);
         for (_, p) in self.registry.devices().of_kind(DeviceKind::Port) {
             if let (Some(up), Some(ifindex)) = (host.carrier(&p.name), p.ifindex) {
-                book.carrier(ifindex, up);
+                book.carrier(ifindex, up, now, wall);
             }
         }
-        let (now, wall) = (Instant::now(), SystemTime::now());
         for b in &mut book.bonds {
             b.tick(now, wall);
         }
@@ -259,88 +285,6 @@ impl Daemon {
                 let _ = self.registry.set_active(id, active, &mut self.plane);
             }
             let _ = self.registry.set_operstate(id, state, &mut self.plane);
-        }
-    }
-
-    /// Answers the control connections whose request has arrived (or is late or unreadable);
-    /// the others wait for a later turn ([`Server::poll`]).
-    fn serve_control(&mut self, host: &dyn Host) {
-        for (stream, line) in self.server.poll(Instant::now()) {
-            match self.answer(&stream, line, host) {
-                Ok(true) => {}
-                Ok(false) => self.bad_requests += 1,
-                Err(e) => {
-                    self.bad_requests += 1;
-                    warn!("control request: {e:#}");
-                }
-            }
-        }
-    }
-
-    /// Answers one request. `Ok(false)`: the request was refused (and told so).
-    fn answer(
-        &mut self,
-        stream: &UnixStream,
-        line: std::io::Result<String>,
-        host: &dyn Host,
-    ) -> std::io::Result<bool> {
-        let reply = match line {
-            Err(e) => Reply::error(format!("reading the request: {e}")),
-            Ok(line) => match Request::parse(&line) {
-                Ok(request) => self.handle(request, host),
-                Err(e) => Reply::error(e),
-            },
-        };
-        // The reply is written blocking, bounded: a client that does not read it holds the
-        // loop at most this long (a status reply fits the socket's buffer).
-        stream.set_nonblocking(false)?;
-        stream.set_write_timeout(Some(Duration::from_millis(500)))?;
-        let mut w = stream;
-        serde_json::to_writer(&mut w, &reply)?;
-        w.write_all(b"\n")?;
-        Ok(reply.is_ok())
-    }
-
-    /// Carries out one request.
-    fn handle(&mut self, request: Request, host: &dyn Host) -> Reply {
-        let done = |r: Result<Reply, String>| r.unwrap_or_else(Reply::error);
-        match request {
-            Request::Status => Reply::Status(Box::new(self.status())),
-            Request::BondSwitch { bond, member } => {
-                done(self.bond_switch(&bond, &member).map(Reply::Switched))
-            }
-            Request::BondRelease { bond, port } => done(
-                self.bond_member(&bond, &port, false, host)
-                    .map(Reply::Member),
-            ),
-            Request::BondAdd { bond, port } => done(
-                self.bond_member(&bond, &port, true, host)
-                    .map(Reply::Member),
-            ),
-            Request::PortDel(names) => {
-                let names: Vec<&str> = names.iter().map(String::as_str).collect();
-                done(self.port_del(&names).map(Reply::PortsRemoved))
-            }
-            Request::PortAdd(name) => done(self.port_add(&name, host).map(Reply::PortAdded)),
-            Request::BondSet {
-                bond,
-                option,
-                value,
-            } => done(self.bond_set(&bond, &option, &value).map(Reply::OptionSet)),
-            Request::CaptureStart { target, file, dir } => {
-                done(self.capture_start(&target, &file, &dir).map(Reply::Capture))
-            }
-            Request::CaptureStop(target) => done(self.capture_stop(&target).map(Reply::Capture)),
-            Request::Flow(words) => {
-                let readers: Vec<_> = self
-                    .plane
-                    .workers
-                    .iter()
-                    .map(|w| w.handle.flow_reader())
-                    .collect();
-                let words: Vec<&str> = words.iter().map(String::as_str).collect();
-                done(crate::flows::answer(&words, &readers, &self.flow_ports).map(Reply::Flow))
-            }
         }
     }
 

@@ -26,6 +26,48 @@ use crate::{
 /// SIGKILL), and a zero-copy driver returns its buffers then.
 const UNREGISTER_GRACE: Duration = Duration::from_millis(250);
 
+/// How long `port add` waits for the workers to take a new port's sockets before it fills the
+/// XSKMAP anyway (they take them at their next loop: microseconds).
+pub(super) const TAKE_WAIT: Duration = Duration::from_secs(1);
+
+/// A port whose sockets are with the workers, not all taken yet: not registered, not in the
+/// XSKMAP. The control loop revisits it every turn ([`Daemon::port_finish`]).
+pub(super) struct PendingPort {
+    /// The interface.
+    pub(super) name: String,
+    dev: Device<DevData>,
+    /// (queue, socket fd) for the XSKMAP.
+    fds: Vec<(u32, i32)>,
+    /// Per worker: how many sockets it must have taken at run time, ours included (sockets
+    /// are taken in the order handed over).
+    want: Vec<u64>,
+    /// When to stop waiting.
+    pub(super) deadline: Instant,
+    reply: PortAdded,
+}
+
+impl PendingPort {
+    /// Whether every worker has taken its sockets, given what each has `taken` so far.
+    pub(super) fn taken(&self, taken: &[u64]) -> bool {
+        all_taken(&self.want, taken)
+    }
+
+    /// Whether the loop finishes it at `now`: its sockets taken, or the deadline passed.
+    pub(super) fn due(&self, taken: &[u64], now: Instant) -> bool {
+        due(&self.want, taken, self.deadline, now)
+    }
+}
+
+/// Whether each worker has taken at least the sockets `want` says.
+fn all_taken(want: &[u64], taken: &[u64]) -> bool {
+    want.len() == taken.len() && want.iter().zip(taken).all(|(w, t)| t >= w)
+}
+
+/// Whether a pending port is finished at `now`.
+fn due(want: &[u64], taken: &[u64], deadline: Instant, now: Instant) -> bool {
+    all_taken(want, taken) || now > deadline
+}
+
 impl Daemon {
     /// Registers interface `name` as a port while the daemon runs (`port add`), the way start-up
     /// does for a configured one: its XDP program loaded (refused if a foreign one is attached),
@@ -36,12 +78,21 @@ impl Daemon {
     /// frame ever meets an empty fill ring. Until the port joins a bond its frames go nowhere
     /// (`rx_drop_no_output`). A failure before the hand-over leaves nothing behind (the program
     /// and the sockets close).
-    pub(super) fn port_add(&mut self, name: &str, host: &dyn Host) -> Result<PortAdded, String> {
+    ///
+    /// This is the first half, up to the hand-over: the workers take the sockets at their next
+    /// loop, and the control loop finishes the port ([`Self::port_finish`]) on a later turn,
+    /// once they have (or [`TAKE_WAIT`] has passed), instead of waiting here.
+    pub(super) fn port_begin(
+        &mut self,
+        name: &str,
+        host: &dyn Host,
+    ) -> Result<PendingPort, String> {
         if self
             .registry
             .devices()
             .id_of(name, DeviceKind::Port)
             .is_some()
+            || self.waiting.iter().any(|w| w.port.name == name)
         {
             return Err(format!("{name} is already a port"));
         }
@@ -109,13 +160,6 @@ impl Daemon {
             modes: Vec::with_capacity(bound.len()),
         };
         let mut holds = Vec::with_capacity(bound.len());
-        let taken_before: Vec<u64> = self
-            .plane
-            .workers
-            .iter()
-            .map(|w| w.handle.counters().queues_attached.get())
-            .collect();
-        let mut handed = vec![0u64; self.plane.workers.len()];
         let mut fds = Vec::with_capacity(bound.len());
         for (w, q, stats, nq) in bound {
             port.modes.push(nq.queue().mode());
@@ -130,32 +174,9 @@ impl Daemon {
             if self.plane.workers[w].handle.attach(nq).is_err() {
                 return Err(format!("{name} queue {q}: the worker refused the socket"));
             }
-            handed[w] += 1;
+            self.handed[w] += 1;
         }
-        // The workers stock the new fill rings at their next loop (microseconds); then the
-        // XSKMAP entries open the way.
-        let deadline = Instant::now() + Duration::from_secs(1);
-        while self
-            .plane
-            .workers
-            .iter()
-            .enumerate()
-            .any(|(w, rw)| rw.handle.counters().queues_attached.get() < taken_before[w] + handed[w])
-        {
-            if Instant::now() > deadline {
-                warn!(
-                    port = name,
-                    "a worker has not taken the new sockets within 1 s"
-                );
-                break;
-            }
-            std::thread::sleep(Duration::from_micros(50));
-        }
-        let registered = fds
-            .iter()
-            .try_for_each(|&(q, fd)| port.prog.register(q, fd));
         let bind = port.modes.first().copied().unwrap_or(BindMode::Copy);
-        info!(port = name, queues, %bind, xdp = %xdp_mode, "port added at run time");
         let dev = Device {
             ifindex: Some(ifindex),
             flags: Flags {
@@ -169,24 +190,63 @@ impl Daemon {
             tap,
             ..Device::new(name, DeviceKind::Port, DevData::Port(port))
         };
+        Ok(PendingPort {
+            name: name.to_owned(),
+            dev,
+            fds,
+            want: self.handed.clone(),
+            deadline: self.plane.turn.now + TAKE_WAIT,
+            reply: PortAdded {
+                ok: true,
+                port: name.to_owned(),
+                ifindex,
+                queues,
+                bind: bind.to_string(),
+                xdp_mode: xdp_mode.to_string(),
+            },
+        })
+    }
+
+    /// The second half of `port add`, from the control loop: the XSKMAP filled (the workers
+    /// have stocked the sockets' fill rings), the port registered.
+    pub(super) fn port_finish(&mut self, p: PendingPort) -> Result<PortAdded, String> {
+        let name = p.name.as_str();
+        if !p.taken(&self.taken()) {
+            warn!(
+                port = name,
+                "a worker has not taken the new sockets within 1 s"
+            );
+        }
+        let registered = match &p.dev.data {
+            DevData::Port(io) => p
+                .fds
+                .iter()
+                .try_for_each(|&(q, fd)| io.prog.register(q, fd)),
+            DevData::Bond { .. } => Ok(()),
+        };
+        let r = p.reply;
+        info!(port = name, queues = r.queues, bind = %r.bind, xdp = %r.xdp_mode, "port added at run time");
         // The listeners add it to the link book's index (carrier events reach it from now).
-        if let Err(e) = self.registry.register(dev, &mut self.plane) {
-            return Err(format!("adding port {name}: {e}"));
+        if let Err(e) = self.registry.register(p.dev, &mut self.plane) {
+            return Err(format!("adding port {}: {e}", r.port));
         }
         if let Err(e) = registered {
-            error!(port = name, "XSKMAP registration failed: {e}");
+            error!(port = %r.port, "XSKMAP registration failed: {e}");
             return Err(format!(
-                "{name} was added but its sockets could not be registered ({e}): it receives nothing"
+                "{} was added but its sockets could not be registered ({e}): it receives nothing",
+                r.port
             ));
         }
-        Ok(PortAdded {
-            ok: true,
-            port: name.to_owned(),
-            ifindex,
-            queues,
-            bind: bind.to_string(),
-            xdp_mode: xdp_mode.to_string(),
-        })
+        Ok(r)
+    }
+
+    /// Per worker: the sockets it has taken at run time so far.
+    pub(super) fn taken(&self) -> Vec<u64> {
+        self.plane
+            .workers
+            .iter()
+            .map(|w| w.handle.counters().queues_attached.get())
+            .collect()
     }
 
     /// Unregisters ports while the daemon runs (`port del`), all or none, the way
@@ -255,7 +315,7 @@ impl Daemon {
     /// and once [`UNREGISTER_GRACE`] has passed since, has each worker take back the frames
     /// they held.
     pub(super) fn finish_unregister(&mut self) {
-        let now = Instant::now();
+        let now = self.plane.turn.now;
         for (w, rw) in self.plane.workers.iter().enumerate() {
             while let Some(q) = rw.handle.take_retired() {
                 let (id, name) = (q.id(), q.ifname().to_owned());
@@ -269,5 +329,40 @@ impl Daemon {
             now.duration_since(closed) < UNREGISTER_GRACE
                 || !workers[w].handle.command(WorkerCmd::Reclaim { id })
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::{TAKE_WAIT, due};
+
+    #[test]
+    fn a_pending_port_waits_for_every_worker_then_for_its_deadline_only() {
+        let t = Instant::now();
+        let deadline = t + TAKE_WAIT;
+        // Two workers; worker 1 still has to take one of ours.
+        let want = [3, 2];
+        assert!(!due(&want, &[3, 1], deadline, t));
+        assert!(
+            !due(&want, &[5, 1], deadline, t),
+            "another worker's lead does not count"
+        );
+        assert!(due(&want, &[3, 2], deadline, t));
+        assert!(
+            due(&want, &[4, 7], deadline, t),
+            "sockets handed later were taken too"
+        );
+        // Not taken: due once the deadline has passed, not at it.
+        assert!(!due(&want, &[3, 1], deadline, deadline));
+        assert!(due(
+            &want,
+            &[3, 1],
+            deadline,
+            deadline + Duration::from_nanos(1)
+        ));
+        // A worker count that does not match is never "taken".
+        assert!(!due(&want, &[3], deadline, t));
     }
 }

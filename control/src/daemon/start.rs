@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use super::{
     BindSettings, Daemon, DevData, DevRegistry, LinkBook, Plane, PortIo, RunningWorker, StartError,
-    bind_control_socket, listeners, listeners::Tracking, lock,
+    Turn, bind_control_socket, listeners, listeners::Tracking, lock,
 };
 use crate::{
     bond::{Bond, Member, MemberLink},
@@ -325,6 +325,7 @@ impl Daemon {
             .map(|b| b.active().map(|m| b.members[m].name.clone()))
             .collect();
         let mut plane = Plane {
+            turn: Turn { now, wall },
             workers,
             book: Arc::new(Mutex::new(LinkBook {
                 links: Vec::new(),
@@ -391,7 +392,11 @@ impl Daemon {
                     warn!("rtnetlink thread: {e}");
                 }
             };
-            match spawn_link_watcher(on_start, move |e| lock(&book).carrier(e.ifindex, e.up)) {
+            match spawn_link_watcher(on_start, move |e| {
+                // The clock is read where the event arrives, once, and passed down.
+                let (now, wall) = (Instant::now(), SystemTime::now());
+                lock(&book).carrier(e.ifindex, e.up, now, wall)
+            }) {
                 Ok((_thread, stats)) => Some(stats),
                 Err(e) => {
                     warn!("rtnetlink link events unavailable ({e}); relying on the miimon poll");
@@ -404,6 +409,8 @@ impl Daemon {
             registry,
             plane,
             rtnl,
+            waiting: Vec::new(),
+            handed: vec![0; plan.workers.len()],
             closing: Vec::new(),
             bind: BindSettings {
                 zero_copy: plan.zero_copy,

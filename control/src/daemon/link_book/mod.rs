@@ -19,6 +19,9 @@ use crate::{
     frames,
 };
 
+#[cfg(test)]
+mod tests;
+
 /// Queues `frame` for a worker to send on bond member `member`; false if it does not fit or
 /// the mailbox is full.
 fn enqueue(mailbox: &Mailbox, member: usize, frame: &[u8]) -> bool {
@@ -39,9 +42,9 @@ pub(super) struct LinkBook {
 }
 
 impl LinkBook {
-    /// A carrier report for `ifindex` (rtnetlink or miimon).
-    pub(super) fn carrier(&mut self, ifindex: u32, up: bool) {
-        let (now, wall) = (Instant::now(), SystemTime::now());
+    /// A carrier report for `ifindex` (rtnetlink or miimon), at `now` (`wall` stamps the
+    /// bond's events).
+    pub(super) fn carrier(&mut self, ifindex: u32, up: bool, now: Instant, wall: SystemTime) {
         // The bond first: moving traffic off a dead member is what is urgent; the port's own
         // link flag (which makes the worker drop instead of send into it) comes next, and
         // logging only after both.
