@@ -77,7 +77,8 @@ impl Daemon {
         };
         let Turn { now, wall } = self.plane.turn;
         let result = b.set_option(key, value, now, wall);
-        b.trace_events();
+        book.publish();
+        book.trace();
         book.announce(now);
         match result {
             Ok(()) => Ok(OptionSet {
@@ -96,7 +97,8 @@ impl Daemon {
         };
         let Turn { now, wall } = self.plane.turn;
         let result = b.switch_to(member, now, wall);
-        b.trace_events();
+        book.publish();
+        book.trace();
         book.announce(now);
         match result {
             Ok(changed) => Ok(Switched {

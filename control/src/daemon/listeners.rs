@@ -126,7 +126,8 @@ impl Listener<DevData, Plane> for Bonding {
         } else {
             book.bonds[bi].release(name, now, wall)
         };
-        book.bonds[bi].trace_events();
+        book.publish();
+        book.trace();
         let m = result.map_err(|e| {
             let errno = match e {
                 BondError::AlreadyMember { .. } => Errno::EEXIST,

@@ -249,11 +249,10 @@ impl Daemon {
         for b in &mut book.bonds {
             b.tick(now, wall);
         }
+        book.publish();
         book.control_frames(now, wall);
         book.announce(now);
-        for b in &mut book.bonds {
-            b.trace_events();
-        }
+        book.trace();
         drop(book);
         self.sync_links();
     }

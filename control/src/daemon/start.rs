@@ -7,7 +7,7 @@ use std::{
 };
 
 use isopath_datapath::{
-    bond::{MAILBOX, Mailbox, Punt, SeenMacs, mac_u64},
+    bond::{BondShared, MAILBOX, Mailbox, Punt, SeenMacs, mac_u64},
     params::BindMode,
     stats::LinkState,
     tap::Tap,
@@ -128,6 +128,16 @@ impl Daemon {
             })
             .collect();
 
+        // The views the workers act on, published by control after every change of a bond.
+        let shared: Vec<Arc<BondShared>> = bonds
+            .iter()
+            .map(|b| {
+                let s = Arc::new(BondShared::new());
+                s.set(b.view());
+                s
+            })
+            .collect();
+
         let tracking: Vec<Tracking> = plan
             .bonds
             .iter()
@@ -224,10 +234,11 @@ impl Daemon {
                 .zip(&outboxes)
                 .zip(&bond_taps)
                 .zip(&punts)
-                .map(|(((bd, (mb, seen)), tap), punt)| {
+                .zip(&shared)
+                .map(|((((bd, (mb, seen)), tap), punt), view)| {
                     b.add_bond(
                         &bd.name,
-                        bd.shared(),
+                        view.clone(),
                         mb.clone(),
                         seen.clone(),
                         tap.clone(),
@@ -330,6 +341,7 @@ impl Daemon {
             book: Arc::new(Mutex::new(LinkBook {
                 links: Vec::new(),
                 bonds,
+                shared,
                 outboxes,
                 punts,
             })),
@@ -381,6 +393,7 @@ impl Daemon {
             registry.set_active(bond_ids[bi], member, &mut plane)?;
         }
         let book = plane.book.clone();
+        lock(&book).trace();
         // Carrier events from the kernel, applied the moment they arrive.
         let rtnl = {
             let book = book.clone();

@@ -9,7 +9,7 @@ use std::{
 };
 
 use isopath_datapath::{
-    bond::{Inject, Mailbox, Punt, SeenMacs},
+    bond::{BondShared, Inject, Mailbox, Punt, SeenMacs},
     stats::LinkState,
 };
 use tracing::info;
@@ -35,6 +35,8 @@ pub(super) struct LinkBook {
     /// registry's ports, kept by the `Links` listener.
     pub(super) links: Vec<(String, u32, Arc<LinkState>)>,
     pub(super) bonds: Vec<Bond>,
+    /// Per bond: the view its workers act on, published after every change of the bond.
+    pub(super) shared: Vec<Arc<BondShared>>,
     /// Per bond: the mailbox workers send from, and the MACs they saw behind the bond.
     pub(super) outboxes: Vec<(Arc<Mailbox>, Option<Arc<SeenMacs>>)>,
     /// Per bond: what workers hand to control (ARP, frames to the bond's own MAC).
@@ -53,6 +55,7 @@ impl LinkBook {
                 b.carrier(m, up, now, wall);
             }
         }
+        self.publish();
         let mut changed = None;
         for (name, idx, link) in &self.links {
             if *idx == ifindex && link.is_up() != up {
@@ -66,8 +69,25 @@ impl LinkBook {
         if let Some(name) = changed {
             info!(port = %name, up, "link state changed");
         }
+        self.trace();
+    }
+
+    /// Publishes every bond's view to its workers (one atomic store each).
+    pub(super) fn publish(&self) {
+        for (b, shared) in self.bonds.iter().zip(&self.shared) {
+            shared.set(b.view());
+        }
+    }
+
+    /// Logs the bonds' events recorded since the last call (after publishing: a log write
+    /// never sits between a carrier loss and the failover).
+    pub(super) fn trace(&mut self) {
         for b in &mut self.bonds {
-            b.trace_events();
+            let name = b.name.clone();
+            for e in b.untraced() {
+                let member = e.member.as_deref().unwrap_or("-");
+                info!(bond = %name, kind = e.kind.name(), member, detail = %e.detail, "bond event");
+            }
         }
     }
 
@@ -150,7 +170,9 @@ impl LinkBook {
                     }
                 }
             }
-            if let Some(probe) = b.arp_tick(now, wall) {
+            let probe = b.arp_tick(now, wall);
+            self.shared[bi].set(b.view());
+            if let Some(probe) = probe {
                 let mut reqs = Vec::new();
                 if let Some(&src) = own4.first() {
                     reqs.extend(

@@ -8,7 +8,7 @@ use std::{
 };
 
 use isopath_datapath::{
-    bond::{Inject, MAILBOX, Mailbox, Punt},
+    bond::{BondShared, Inject, MAILBOX, Mailbox, Punt},
     stats::LinkState,
 };
 
@@ -53,6 +53,7 @@ fn book(opts: BondOptions, ups: &[bool], now: Instant) -> LinkBook {
             .enumerate()
             .map(|(i, &up)| (format!("m{i}"), 10 + i as u32, Arc::new(LinkState::new(up))))
             .collect(),
+        shared: vec![Arc::new(BondShared::new())],
         bonds: vec![bond],
         outboxes: vec![(Arc::new(Mailbox::new(MAILBOX)), None)],
         punts: vec![Arc::new(Punt::new())],
@@ -209,6 +210,11 @@ fn carrier_loss_fails_over_sets_the_link_and_announces_through_the_new_member() 
     assert_eq!(b.bonds[0].active(), Some(0));
     b.carrier(10, false, t, SystemTime::UNIX_EPOCH);
     assert_eq!(b.bonds[0].active(), Some(1));
+    assert_eq!(
+        b.shared[0].view().active(),
+        Some(1),
+        "the new view is published to the workers"
+    );
     assert!(!b.links[0].2.is_up(), "m0's link flag follows its carrier");
     assert!(b.links[1].2.is_up());
     let out = sent(&b);
