@@ -2,10 +2,12 @@
 //! planned switches and the event log.
 //!
 //! The state machine does no I/O and reads no clock: callers pass `now` (a monotonic
-//! [`Instant`]) and the wall-clock time to stamp events with. Its decisions reach the workers
-//! through [`BondShared`] (one atomic word). Semantics follow Linux's bonding driver in mode 1:
-//! `miimon`, `updelay`/`downdelay`, `primary`, `primary_reselect` (always/better/failure),
-//! per-member `prio`, `all_slaves_active` (here `all_members_active`).
+//! [`Instant`]) and the wall-clock time to stamp events with. It publishes nothing and logs
+//! nothing: after each change the caller stores [`Bond::view`] into the workers'
+//! [`BondShared`](isopath_datapath::bond::BondShared) (one atomic word), then logs the
+//! [`Bond::untraced`] events. Semantics follow Linux's bonding driver in mode 1: `miimon`,
+//! `updelay`/`downdelay`, `primary`, `primary_reselect` (always/better/failure), per-member
+//! `prio`, `all_slaves_active` (here `all_members_active`).
 //!
 //! The bond's parts: `options` (what a bond is configured with, and `bond set`), member
 //! and event types, the ARP/NS monitor (`arp`), peer announcements (`announce`) and the
@@ -23,11 +25,10 @@ mod tests;
 
 use std::{
     collections::VecDeque,
-    sync::Arc,
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
-use isopath_datapath::bond::{BondShared, BondView, MAX_MEMBERS};
+use isopath_datapath::bond::{BondView, MAX_MEMBERS};
 
 pub use announce::Due;
 use announce::Pending;
@@ -52,7 +53,6 @@ pub struct Bond {
     pub opts: BondOptions,
     active: Option<usize>,
     draining: Option<(usize, Instant)>,
-    shared: Arc<BondShared>,
     events: VecDeque<Event>,
     /// Times the active member changed.
     pub failovers: u64,
@@ -109,7 +109,6 @@ impl Bond {
             opts,
             active: None,
             draining: None,
-            shared: Arc::new(BondShared::new()),
             events: VecDeque::new(),
             failovers: 0,
             pending: None,
@@ -132,14 +131,7 @@ impl Bond {
             b.arp_next = Some(now);
         }
         b.select(Reason::Start, now, wall);
-        b.publish();
-        b.trace_events();
         b
-    }
-
-    /// The state shared with workers.
-    pub fn shared(&self) -> Arc<BondShared> {
-        self.shared.clone()
     }
 
     /// The active member.
@@ -168,27 +160,24 @@ impl Bond {
             member,
             detail,
         });
-        // Logged by `trace_events`, after the new state is published: a log write (stderr, a
-        // journal) must never sit between a carrier loss and the failover.
+        // Logged by the caller ([`Self::untraced`]), after it has published the new view: a log
+        // write (stderr, a journal) must never sit between a carrier loss and the failover.
         self.untraced = (self.untraced + 1).min(EVENT_LOG);
     }
 
-    /// Emits the events recorded since the last call as log lines.
-    pub fn trace_events(&mut self) {
+    /// The events recorded since the last call, oldest first, for the caller to log.
+    pub fn untraced(&mut self) -> impl Iterator<Item = &Event> {
         let n = std::mem::take(&mut self.untraced);
-        for e in self.events.iter().skip(self.events.len().saturating_sub(n)) {
-            let member = e.member.as_deref().unwrap_or("-");
-            tracing::info!(bond = %self.name, kind = e.kind.name(), member, detail = %e.detail, "bond event");
-        }
+        self.events.iter().skip(self.events.len().saturating_sub(n))
     }
 
-    fn publish(&self) {
+    /// What the workers act on: the active member, the draining one, whether backups
+    /// receive. The caller publishes it
+    /// ([`BondShared::set`](isopath_datapath::bond::BondShared::set)) after every call that may
+    /// change it.
+    pub fn view(&self) -> BondView {
         let draining = self.draining.map(|(m, _)| m);
-        self.shared.set(BondView::new(
-            self.active,
-            draining,
-            self.opts.all_members_active,
-        ));
+        BondView::new(self.active, draining, self.opts.all_members_active)
     }
 
     /// A carrier report for member `m` (from rtnetlink or the miimon poll). Returns whether
@@ -233,7 +222,6 @@ impl Bond {
             }
             if self.draining.is_some_and(|(d, _)| d == m) {
                 self.draining = None;
-                self.publish();
             }
         } else if !was_up && is_up {
             return self.select(Reason::LinkUp, now, wall);
@@ -260,7 +248,6 @@ impl Bond {
             && now >= until
         {
             self.draining = None;
-            self.publish();
             self.log(
                 wall,
                 EventKind::DrainDone,
@@ -322,7 +309,6 @@ impl Bond {
         self.arp_grace(next, now);
         // A failover cancels any drain: the old member is down or no longer trusted.
         self.draining = None;
-        self.publish();
         self.failovers += u64::from(from.is_some());
         let name = |m: Option<usize>| m.map_or("none".to_owned(), |m| self.members[m].name.clone());
         let detail = format!("{} -> {} ({})", name(from), name(next), reason.name());
@@ -365,7 +351,6 @@ impl Bond {
             self.draining = None;
             self.select(Reason::Options, now, wall);
         }
-        self.publish();
         Ok(m)
     }
 
@@ -413,7 +398,6 @@ impl Bond {
         };
         self.log(wall, EventKind::MemberAdded, Some(m), String::new());
         self.select(Reason::LinkUp, now, wall);
-        self.publish();
         Ok(m)
     }
     fn better(&self, a: usize, b: usize) -> bool {
@@ -455,7 +439,6 @@ impl Bond {
         self.active = Some(m);
         self.arp_grace(Some(m), now);
         self.draining = from.map(|f| (f, now + self.opts.drain));
-        self.publish();
         self.failovers += 1;
         self.schedule_notify(m, now);
         let old = from.map_or("none".to_owned(), |f| self.members[f].name.clone());

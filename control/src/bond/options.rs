@@ -304,7 +304,6 @@ impl Bond {
             None,
             format!("{key} = {value}"),
         );
-        self.publish();
         self.select(Reason::Options, now, wall);
         Ok(())
     }

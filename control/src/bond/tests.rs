@@ -29,7 +29,7 @@ fn bond(opts: BondOptions, ups: &[bool]) -> (Bond, Instant) {
 }
 
 fn view(b: &Bond) -> BondView {
-    b.shared().view()
+    b.view()
 }
 
 #[test]
@@ -354,7 +354,7 @@ fn options_change_at_run_time_and_bad_ones_change_nothing() {
     b.set_option("primary", "m1", t, w).unwrap();
     assert_eq!(b.active(), Some(1), "a new primary takes over");
     b.set_option("all_members_active", "true", t, w).unwrap();
-    assert!(b.shared().view().accepts_rx(0));
+    assert!(b.view().accepts_rx(0));
     b.set_option("downdelay", "200", t, w).unwrap();
     assert_eq!(b.opts.downdelay, Duration::from_millis(200));
     let before = b.opts.clone();

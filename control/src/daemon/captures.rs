@@ -21,10 +21,13 @@ impl Daemon {
         let Some(dirs) = capture::parse_dirs(dirs) else {
             return err(format!("direction {dirs:?}: expected in, out or both"));
         };
-        let Some((_, tap, ifindexes)) = self.taps.iter().find(|t| t.0 == target) else {
+        // A port's tap spans the port, a bond's its members (as the registry has them now).
+        let devs = self.registry.devices();
+        let Some((id, dev)) = devs.find(target) else {
             return err(format!("no port or bond named {target:?}"));
         };
-        if self.captures.iter().any(|c| c.target == target) {
+        let (tap, ifindexes) = (&dev.tap, devs.span(id));
+        if self.plane.captures.iter().any(|c| c.target == target) {
             return err(format!("a capture already runs on {target}"));
         }
         let path = Path::new(file);
@@ -37,7 +40,7 @@ impl Daemon {
         // effective after start-up: raised for this call only.
         let net_raw = crate::privs::need(caps::Capability::CAP_NET_RAW);
         let started = crate::privs::with_effective(net_raw.as_slice(), || {
-            Capture::start(target, path, dirs, tap.clone(), ifindexes)
+            Capture::start(target, path, dirs, tap.clone(), &ifindexes)
         })
         .map_err(|e| e.to_string())
         .and_then(|r| r);
@@ -45,7 +48,7 @@ impl Daemon {
             Ok(c) => {
                 info!(target, file, "capture started");
                 let capture = c.status();
-                self.captures.push(c);
+                self.plane.captures.push(c);
                 Ok(CaptureReply { ok: true, capture })
             }
             Err(e) => err(e),
@@ -53,9 +56,9 @@ impl Daemon {
     }
 
     pub(super) fn capture_stop(&mut self, target: &str) -> Result<CaptureReply, String> {
-        match self.captures.iter().position(|c| c.target == target) {
+        match self.plane.captures.iter().position(|c| c.target == target) {
             Some(i) => {
-                let capture = self.captures.remove(i).stop();
+                let capture = self.plane.captures.remove(i).stop();
                 info!(target, "capture stopped");
                 Ok(CaptureReply { ok: true, capture })
             }

@@ -46,6 +46,9 @@ pub enum StartError {
     /// A worker thread could not be started.
     #[error("spawning a worker thread")]
     Spawn(#[source] std::io::Error),
+    /// A device could not be registered.
+    #[error("registering a device")]
+    Registry(#[from] crate::registry::RegistryError),
     /// A worker's flow table could not be allocated.
     #[error("allocating the flow table")]
     FlowTable(#[source] std::io::Error),

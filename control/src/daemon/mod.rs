@@ -8,20 +8,27 @@
 //! workers drain TX and hand back their frame audit, programs are detached (their links closed),
 //! sockets closed, the control socket file removed.
 //!
+//! Devices (ports and bonds) live in one [`Registry`]; start-up, `port add`, `port del` and
+//! `bond add`/`release` change them only through it, and what follows (the rtnetlink thread's
+//! index of ports, the bond's state and the workers' member tables, captures, cross-connect
+//! refusals, link-state tracking) is done by its listeners (`listeners`), not by the commands.
+//!
 //! Its parts: start-up ([`start`](Daemon::start)), the link book (`link_book`: link states,
-//! bonds, their monitors and announcements, link-state tracking), run-time ports (`ports`),
-//! bond commands (`bonds`), captures (`captures`) and the status snapshot (`status`).
+//! bonds, their monitors and announcements), the registry's listeners (`listeners`), run-time
+//! ports (`ports`), bond commands (`bonds`), captures (`captures`) and the status snapshot
+//! (`status`).
 
 mod bonds;
 mod captures;
 mod error;
 mod link_book;
+mod listeners;
 mod ports;
+mod requests;
 mod start;
 mod status;
 
 use std::{
-    io::Write,
     os::unix::net::{UnixListener, UnixStream},
     path::{Path, PathBuf},
     sync::{
@@ -35,7 +42,6 @@ use std::{
 use isopath_datapath::{
     params::{BindMode, XdpMode, ZeroCopy},
     stats::LinkState,
-    tap::Tap,
     worker::{WorkerExit, WorkerHandle},
     xsk::{XskStatsReader, xdp::XdpProgram},
 };
@@ -48,7 +54,7 @@ use crate::{
     capture::Capture,
     host::Host,
     netlink::WatcherStats,
-    request::{Reply, Request},
+    registry::{DeviceKind, OperState, Registry},
     server::Server,
     topology,
 };
@@ -76,16 +82,72 @@ pub mod exit {
     pub const FRAME_LEAK: u8 = 3;
 }
 
-/// A port while the daemon runs.
-struct Port {
-    name: String,
-    ifindex: u32,
-    tap: Arc<Tap>,
+/// What the daemon keeps per device of the registry.
+enum DevData {
+    /// A port's I/O.
+    Port(PortIo),
+    /// A bond: its index in the link book's bonds (and the workers' bond tables).
+    Bond {
+        /// The index.
+        index: usize,
+    },
+}
+
+impl DevData {
+    fn port(&self) -> Option<&PortIo> {
+        match self {
+            Self::Port(p) => Some(p),
+            Self::Bond { .. } => None,
+        }
+    }
+
+    fn bond(&self) -> Option<usize> {
+        match self {
+            Self::Port(_) => None,
+            Self::Bond { index } => Some(*index),
+        }
+    }
+}
+
+/// A port's I/O while the daemon runs (its name, ifindex and tap are the registry's).
+struct PortIo {
     prog: XdpProgram,
     link: Arc<LinkState>,
     /// Per-socket kernel statistics readers, by queue.
     xsk: Vec<(u32, XskStatsReader)>,
     modes: Vec<BindMode>,
+}
+
+/// The daemon's registry: its devices, and the listeners that act on [`Plane`].
+type DevRegistry = Registry<DevData, Plane>;
+
+/// The control loop's clock for one turn: read once at its start and passed down.
+#[derive(Debug, Clone, Copy)]
+struct Turn {
+    /// Monotonic time, for timers.
+    now: Instant,
+    /// Wall-clock time, to stamp events with.
+    wall: SystemTime,
+}
+
+impl Turn {
+    fn read() -> Self {
+        Self {
+            now: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+}
+
+/// What the registry's listeners act on: everything of the daemon the devices' events reach.
+struct Plane {
+    /// The current turn's clock.
+    turn: Turn,
+    workers: Vec<RunningWorker>,
+    book: Arc<Mutex<LinkBook>>,
+    captures: Vec<Capture>,
+    /// Per bond (by index): link-state tracking.
+    tracking: Vec<listeners::Tracking>,
 }
 
 /// How the sockets and programs of ports added at run time are set up: as configured for the
@@ -104,16 +166,15 @@ struct RunningWorker {
 
 /// A started daemon.
 pub struct Daemon {
-    book: Arc<Mutex<LinkBook>>,
-    /// Ports that are a cross-connect's end (they cannot join a bond at run time).
-    connected: Vec<String>,
-    /// Capture targets: port or bond name → its tap and the interfaces it spans.
-    taps: Vec<(String, Arc<Tap>, Vec<u32>)>,
-    captures: Vec<Capture>,
+    /// Ports and bonds; every change goes through it, and its listeners do the rest.
+    registry: DevRegistry,
+    plane: Plane,
     rtnl: Option<Arc<WatcherStats>>,
-    ports: Vec<Port>,
-    workers: Vec<RunningWorker>,
     bind: BindSettings,
+    /// Requests whose reply waits for a state the loop revisits (`port add`).
+    waiting: Vec<requests::Waiting>,
+    /// Per worker: sockets handed over at run time, in total.
+    handed: Vec<u64>,
     /// Sockets of unregistered ports, closed, waiting for the kernel to let go of their
     /// buffers before their frames go back to their worker: (worker, socket id, when).
     closing: Vec<(usize, u16, Instant)>,
@@ -154,16 +215,19 @@ impl Daemon {
         info!(socket = %self.socket_path.display(), "ready");
         let mut last_link = Instant::now();
         while !stop.load(Ordering::Relaxed) {
-            if last_link.elapsed() >= LINK_POLL {
+            // The clock, read once per turn; everything this turn does is stamped with it.
+            self.plane.turn = Turn::read();
+            if self.plane.turn.now.duration_since(last_link) >= LINK_POLL {
                 self.poll_links(host);
-                last_link = Instant::now();
+                last_link = self.plane.turn.now;
             }
             self.serve_control(host);
+            self.advance_waiting();
             self.finish_unregister();
-            for c in &mut self.captures {
+            for c in &mut self.plane.captures {
                 c.drain();
             }
-            if self.workers.iter().any(|w| w.thread.is_finished()) {
+            if self.plane.workers.iter().any(|w| w.thread.is_finished()) {
                 error!("a worker thread ended on its own; stopping");
                 break;
             }
@@ -174,118 +238,70 @@ impl Daemon {
 
     /// The miimon safety net: carrier read from sysfs, applied like an rtnetlink event (a
     /// no-op when events already delivered it); then the bonds' timers.
-    fn poll_links(&self, host: &dyn Host) {
-        let mut book = lock(&self.book);
-        for p in &self.ports {
-            if let Some(up) = host.carrier(&p.name) {
-                book.carrier(p.ifindex, up);
+    fn poll_links(&mut self, host: &dyn Host) {
+        let Turn { now, wall } = self.plane.turn;
+        let mut book = lock(&self.plane.book);
+        for (_, p) in self.registry.devices().of_kind(DeviceKind::Port) {
+            if let (Some(up), Some(ifindex)) = (host.carrier(&p.name), p.ifindex) {
+                book.carrier(ifindex, up, now, wall);
             }
         }
-        let (now, wall) = (Instant::now(), SystemTime::now());
         for b in &mut book.bonds {
             b.tick(now, wall);
         }
+        book.publish();
         book.control_frames(now, wall);
         book.announce(now);
-        book.track_carrier();
-        for b in &mut book.bonds {
-            b.trace_events();
-        }
+        book.trace();
+        drop(book);
+        self.sync_links();
     }
 
-    /// Answers the control connections whose request has arrived (or is late or unreadable);
-    /// the others wait for a later turn ([`Server::poll`]).
-    fn serve_control(&mut self, host: &dyn Host) {
-        for (stream, line) in self.server.poll(Instant::now()) {
-            match self.answer(&stream, line, host) {
-                Ok(true) => {}
-                Ok(false) => self.bad_requests += 1,
-                Err(e) => {
-                    self.bad_requests += 1;
-                    warn!("control request: {e:#}");
+    /// Carries the link book's state into the registry: each port's carrier, each bond's
+    /// active member and carrier. The registry emits ACTIVE and CHANGE for what changed, and
+    /// link-state tracking (a listener) follows the bonds' carrier.
+    fn sync_links(&mut self) {
+        let book = lock(&self.plane.book);
+        let devs = self.registry.devices();
+        let states: Vec<_> = devs
+            .iter()
+            .map(|(id, d)| match &d.data {
+                DevData::Port(p) => (id, OperState::from_up(p.link.is_up()), None),
+                DevData::Bond { index } => {
+                    let b = &book.bonds[*index];
+                    let active = b
+                        .active()
+                        .and_then(|m| devs.id_of(&b.members[m].name, DeviceKind::Port));
+                    let up = OperState::from_up(b.active().is_some());
+                    (id, up, Some(active))
                 }
+            })
+            .collect();
+        drop(book);
+        // A listener's failure is logged by the chain; the state is recorded regardless.
+        for (id, state, active) in states {
+            if let Some(active) = active {
+                let _ = self.registry.set_active(id, active, &mut self.plane);
             }
-        }
-    }
-
-    /// Answers one request. `Ok(false)`: the request was refused (and told so).
-    fn answer(
-        &mut self,
-        stream: &UnixStream,
-        line: std::io::Result<String>,
-        host: &dyn Host,
-    ) -> std::io::Result<bool> {
-        let reply = match line {
-            Err(e) => Reply::error(format!("reading the request: {e}")),
-            Ok(line) => match Request::parse(&line) {
-                Ok(request) => self.handle(request, host),
-                Err(e) => Reply::error(e),
-            },
-        };
-        // The reply is written blocking, bounded: a client that does not read it holds the
-        // loop at most this long (a status reply fits the socket's buffer).
-        stream.set_nonblocking(false)?;
-        stream.set_write_timeout(Some(Duration::from_millis(500)))?;
-        let mut w = stream;
-        serde_json::to_writer(&mut w, &reply)?;
-        w.write_all(b"\n")?;
-        Ok(reply.is_ok())
-    }
-
-    /// Carries out one request.
-    fn handle(&mut self, request: Request, host: &dyn Host) -> Reply {
-        let done = |r: Result<Reply, String>| r.unwrap_or_else(Reply::error);
-        match request {
-            Request::Status => Reply::Status(Box::new(self.status())),
-            Request::BondSwitch { bond, member } => {
-                done(self.bond_switch(&bond, &member).map(Reply::Switched))
-            }
-            Request::BondRelease { bond, port } => done(
-                self.bond_member(&bond, &port, false, host)
-                    .map(Reply::Member),
-            ),
-            Request::BondAdd { bond, port } => done(
-                self.bond_member(&bond, &port, true, host)
-                    .map(Reply::Member),
-            ),
-            Request::PortDel(names) => {
-                let names: Vec<&str> = names.iter().map(String::as_str).collect();
-                done(self.port_del(&names, host).map(Reply::PortsRemoved))
-            }
-            Request::PortAdd(name) => done(self.port_add(&name, host).map(Reply::PortAdded)),
-            Request::BondSet {
-                bond,
-                option,
-                value,
-            } => done(self.bond_set(&bond, &option, &value).map(Reply::OptionSet)),
-            Request::CaptureStart { target, file, dir } => {
-                done(self.capture_start(&target, &file, &dir).map(Reply::Capture))
-            }
-            Request::CaptureStop(target) => done(self.capture_stop(&target).map(Reply::Capture)),
-            Request::Flow(words) => {
-                let readers: Vec<_> = self
-                    .workers
-                    .iter()
-                    .map(|w| w.handle.flow_reader())
-                    .collect();
-                let words: Vec<&str> = words.iter().map(String::as_str).collect();
-                done(crate::flows::answer(&words, &readers, &self.flow_ports).map(Reply::Flow))
-            }
+            let _ = self.registry.set_operstate(id, state, &mut self.plane);
         }
     }
 
     fn shutdown(mut self) -> u8 {
         info!("stopping");
-        lock(&self.book).release_tracking();
-        for c in std::mem::take(&mut self.captures) {
+        self.plane.release_tracking();
+        for c in std::mem::take(&mut self.plane.captures) {
             let v = c.stop();
             info!(capture = %v, "capture stopped");
         }
-        for w in &self.workers {
+        for w in &self.plane.workers {
             w.handle.stop();
         }
         let mut code = exit::OK;
-        for (i, w) in std::mem::take(&mut self.workers).into_iter().enumerate() {
+        for (i, w) in std::mem::take(&mut self.plane.workers)
+            .into_iter()
+            .enumerate()
+        {
             match w.thread.join() {
                 Ok(x) => {
                     let a = x.audit;
@@ -314,12 +330,14 @@ impl Daemon {
                 }
             }
         }
-        for p in &mut self.ports {
-            p.prog.detach();
-            p.xsk.clear();
-            info!(port = %p.name, "XDP program detached");
+        // The devices go without events: everything their listeners act on has stopped.
+        for d in self.registry.drain() {
+            if let DevData::Port(mut p) = d.data {
+                p.prog.detach();
+                p.xsk.clear();
+                info!(port = %d.name, "XDP program detached");
+            }
         }
-        self.ports.clear();
         let _ = std::fs::remove_file(&self.socket_path);
         info!(code, "stopped");
         code
@@ -329,7 +347,7 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         // On an error path (start failed half-way) stop workers that did start.
-        for w in &self.workers {
+        for w in &self.plane.workers {
             w.handle.stop();
         }
         let _ = std::fs::remove_file(&self.socket_path);

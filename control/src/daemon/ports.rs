@@ -14,9 +14,10 @@ use isopath_datapath::{
 };
 use tracing::{error, info, warn};
 
-use super::{Daemon, Port, StartError, error_chain, lock};
+use super::{Daemon, DevData, PortIo, StartError, error_chain, start::sysfs_mtu};
 use crate::{
     host::Host,
+    registry::{Device, DeviceKind, Flags, Hold, OperState, RegistryError},
     request::{PortAdded, PortsRemoved},
 };
 
@@ -24,6 +25,48 @@ use crate::{
 /// is freed from a workqueue after the last reference goes (70-100 ms measured here after
 /// SIGKILL), and a zero-copy driver returns its buffers then.
 const UNREGISTER_GRACE: Duration = Duration::from_millis(250);
+
+/// How long `port add` waits for the workers to take a new port's sockets before it fills the
+/// XSKMAP anyway (they take them at their next loop: microseconds).
+pub(super) const TAKE_WAIT: Duration = Duration::from_secs(1);
+
+/// A port whose sockets are with the workers, not all taken yet: not registered, not in the
+/// XSKMAP. The control loop revisits it every turn ([`Daemon::port_finish`]).
+pub(super) struct PendingPort {
+    /// The interface.
+    pub(super) name: String,
+    dev: Device<DevData>,
+    /// (queue, socket fd) for the XSKMAP.
+    fds: Vec<(u32, i32)>,
+    /// Per worker: how many sockets it must have taken at run time, ours included (sockets
+    /// are taken in the order handed over).
+    want: Vec<u64>,
+    /// When to stop waiting.
+    pub(super) deadline: Instant,
+    reply: PortAdded,
+}
+
+impl PendingPort {
+    /// Whether every worker has taken its sockets, given what each has `taken` so far.
+    pub(super) fn taken(&self, taken: &[u64]) -> bool {
+        all_taken(&self.want, taken)
+    }
+
+    /// Whether the loop finishes it at `now`: its sockets taken, or the deadline passed.
+    pub(super) fn due(&self, taken: &[u64], now: Instant) -> bool {
+        due(&self.want, taken, self.deadline, now)
+    }
+}
+
+/// Whether each worker has taken at least the sockets `want` says.
+fn all_taken(want: &[u64], taken: &[u64]) -> bool {
+    want.len() == taken.len() && want.iter().zip(taken).all(|(w, t)| t >= w)
+}
+
+/// Whether a pending port is finished at `now`.
+fn due(want: &[u64], taken: &[u64], deadline: Instant, now: Instant) -> bool {
+    all_taken(want, taken) || now > deadline
+}
 
 impl Daemon {
     /// Registers interface `name` as a port while the daemon runs (`port add`), the way start-up
@@ -35,8 +78,22 @@ impl Daemon {
     /// frame ever meets an empty fill ring. Until the port joins a bond its frames go nowhere
     /// (`rx_drop_no_output`). A failure before the hand-over leaves nothing behind (the program
     /// and the sockets close).
-    pub(super) fn port_add(&mut self, name: &str, host: &dyn Host) -> Result<PortAdded, String> {
-        if self.ports.iter().any(|p| p.name == name) {
+    ///
+    /// This is the first half, up to the hand-over: the workers take the sockets at their next
+    /// loop, and the control loop finishes the port ([`Self::port_finish`]) on a later turn,
+    /// once they have (or [`TAKE_WAIT`] has passed), instead of waiting here.
+    pub(super) fn port_begin(
+        &mut self,
+        name: &str,
+        host: &dyn Host,
+    ) -> Result<PendingPort, String> {
+        if self
+            .registry
+            .devices()
+            .id_of(name, DeviceKind::Port)
+            .is_some()
+            || self.waiting.iter().any(|w| w.port.name == name)
+        {
             return Err(format!("{name} is already a port"));
         }
         if WorkerCmd::ifname(name).is_none() {
@@ -46,13 +103,13 @@ impl Daemon {
             .ifindex(name)
             .ok_or_else(|| format!("no interface named {name:?}"))?;
         let queues = host.rx_queues(name).unwrap_or(1).clamp(1, MAX_QUEUES);
-        let nw = self.workers.len() as u32;
+        let nw = self.plane.workers.len() as u32;
         if queues < nw {
             return Err(format!(
                 "{name} has {queues} RX queues but there are {nw} workers: every worker needs a queue on every port"
             ));
         }
-        for (w, rw) in self.workers.iter().enumerate() {
+        for (w, rw) in self.plane.workers.iter().enumerate() {
             let needed = (0..queues).filter(|q| q % nw == w as u32).count();
             if rw.handle.spare() < needed {
                 return Err(format!(
@@ -73,7 +130,7 @@ impl Daemon {
         .into_iter()
         .filter_map(crate::privs::need)
         .collect();
-        let workers = &self.workers;
+        let workers = &self.plane.workers;
         let set_up = || -> Result<_, StartError> {
             let mut prog = XdpProgram::load(name, ifindex, false)?;
             let mut bound = Vec::with_capacity(queues as usize);
@@ -96,74 +153,100 @@ impl Daemon {
         let (prog, xdp_mode, bound) = crate::privs::with_effective(&needs, set_up)
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("adding port {name}: {}", error_chain(&e)))?;
-        let mut port = Port {
-            name: name.to_owned(),
-            ifindex,
-            tap: tap.clone(),
+        let mut port = PortIo {
             prog,
             link: link.clone(),
             xsk: Vec::with_capacity(bound.len()),
             modes: Vec::with_capacity(bound.len()),
         };
-        let taken_before: Vec<u64> = self
-            .workers
-            .iter()
-            .map(|w| w.handle.counters().queues_attached.get())
-            .collect();
-        let mut handed = vec![0u64; self.workers.len()];
+        let mut holds = Vec::with_capacity(bound.len());
         let mut fds = Vec::with_capacity(bound.len());
         for (w, q, stats, nq) in bound {
             port.modes.push(nq.queue().mode());
             port.xsk.push((q, stats));
+            holds.push(Hold {
+                worker: w,
+                queue: q,
+                slot: None,
+            });
             fds.push((q, nq.queue().fd()));
             // Cannot fail: the spare slots were counted above, under the same &mut self.
-            if self.workers[w].handle.attach(nq).is_err() {
+            if self.plane.workers[w].handle.attach(nq).is_err() {
                 return Err(format!("{name} queue {q}: the worker refused the socket"));
             }
-            handed[w] += 1;
+            self.handed[w] += 1;
         }
-        // The workers stock the new fill rings at their next loop (microseconds); then the
-        // XSKMAP entries open the way.
-        let deadline = Instant::now() + Duration::from_secs(1);
-        while self
-            .workers
-            .iter()
-            .enumerate()
-            .any(|(w, rw)| rw.handle.counters().queues_attached.get() < taken_before[w] + handed[w])
-        {
-            if Instant::now() > deadline {
-                warn!(
-                    port = name,
-                    "a worker has not taken the new sockets within 1 s"
-                );
-                break;
-            }
-            std::thread::sleep(Duration::from_micros(50));
-        }
-        let registered = fds
-            .iter()
-            .try_for_each(|&(q, fd)| port.prog.register(q, fd));
         let bind = port.modes.first().copied().unwrap_or(BindMode::Copy);
-        info!(port = name, queues, %bind, xdp = %xdp_mode, "port added at run time");
-        lock(&self.book)
-            .ports
-            .push((name.to_owned(), ifindex, link));
-        self.taps.push((name.to_owned(), tap, vec![ifindex]));
-        self.ports.push(port);
+        let dev = Device {
+            ifindex: Some(ifindex),
+            flags: Flags {
+                up: true,
+                cross_connected: false,
+            },
+            operstate: OperState::from_up(link.is_up()),
+            mac: host.mac(name).and_then(|m| crate::frames::parse_mac(&m)),
+            mtu: sysfs_mtu(name),
+            holds,
+            tap,
+            ..Device::new(name, DeviceKind::Port, DevData::Port(port))
+        };
+        Ok(PendingPort {
+            name: name.to_owned(),
+            dev,
+            fds,
+            want: self.handed.clone(),
+            deadline: self.plane.turn.now + TAKE_WAIT,
+            reply: PortAdded {
+                ok: true,
+                port: name.to_owned(),
+                ifindex,
+                queues,
+                bind: bind.to_string(),
+                xdp_mode: xdp_mode.to_string(),
+            },
+        })
+    }
+
+    /// The second half of `port add`, from the control loop: the XSKMAP filled (the workers
+    /// have stocked the sockets' fill rings), the port registered.
+    pub(super) fn port_finish(&mut self, p: PendingPort) -> Result<PortAdded, String> {
+        let name = p.name.as_str();
+        if !p.taken(&self.taken()) {
+            warn!(
+                port = name,
+                "a worker has not taken the new sockets within 1 s"
+            );
+        }
+        let registered = match &p.dev.data {
+            DevData::Port(io) => p
+                .fds
+                .iter()
+                .try_for_each(|&(q, fd)| io.prog.register(q, fd)),
+            DevData::Bond { .. } => Ok(()),
+        };
+        let r = p.reply;
+        info!(port = name, queues = r.queues, bind = %r.bind, xdp = %r.xdp_mode, "port added at run time");
+        // The listeners add it to the link book's index (carrier events reach it from now).
+        if let Err(e) = self.registry.register(p.dev, &mut self.plane) {
+            return Err(format!("adding port {}: {e}", r.port));
+        }
         if let Err(e) = registered {
-            error!(port = name, "XSKMAP registration failed: {e}");
+            error!(port = %r.port, "XSKMAP registration failed: {e}");
             return Err(format!(
-                "{name} was added but its sockets could not be registered ({e}): it receives nothing"
+                "{} was added but its sockets could not be registered ({e}): it receives nothing",
+                r.port
             ));
         }
-        Ok(PortAdded {
-            ok: true,
-            port: name.to_owned(),
-            ifindex,
-            queues,
-            bind: bind.to_string(),
-            xdp_mode: xdp_mode.to_string(),
-        })
+        Ok(r)
+    }
+
+    /// Per worker: the sockets it has taken at run time so far.
+    pub(super) fn taken(&self) -> Vec<u64> {
+        self.plane
+            .workers
+            .iter()
+            .map(|w| w.handle.counters().queues_attached.get())
+            .collect()
     }
 
     /// Unregisters ports while the daemon runs (`port del`), all or none, the way
@@ -173,50 +256,38 @@ impl Daemon {
     /// has let go of their buffers (one grace period for the whole batch, [`UNREGISTER_GRACE`])
     /// the frames they held return to their worker's pool ([`Self::finish_unregister`]). A
     /// cross-connected port cannot go: the cross-connect would point at nothing.
-    pub(super) fn port_del(
-        &mut self,
-        names: &[&str],
-        host: &dyn Host,
-    ) -> Result<PortsRemoved, String> {
+    pub(super) fn port_del(&mut self, names: &[&str]) -> Result<PortsRemoved, String> {
+        // All or none: every name is checked (and the listeners asked) before anything goes.
+        let mut ids = Vec::with_capacity(names.len());
         for (i, name) in names.iter().enumerate() {
-            if !self.ports.iter().any(|p| p.name == *name) {
+            let Some(id) = self.registry.devices().id_of(name, DeviceKind::Port) else {
                 return Err(format!("no port named {name:?}"));
-            }
-            if self.connected.iter().any(|c| c == name) {
-                return Err(format!(
-                    "{name} is cross-connected: it cannot be unregistered while the daemon runs"
-                ));
+            };
+            if let Err(e) = self.registry.pre_unregister(id, &mut self.plane) {
+                return Err(e.to_string());
             }
             if names[..i].contains(name) {
                 return Err(format!("{name} is listed twice"));
             }
+            ids.push(id);
         }
-        for &name in names {
-            let memberships: Vec<String> = lock(&self.book)
-                .bonds
-                .iter()
-                .filter(|b| b.members.iter().any(|m| m.name == name && !m.released))
-                .map(|b| b.name.clone())
-                .collect();
-            for bond in memberships {
-                if let Err(e) = self.bond_member(&bond, name, false, host) {
-                    return Err(format!("releasing {name} from {bond}: {e:?}"));
-                }
+        // Each leaves its bond and its captures stop (listeners), then it leaves the table.
+        let gone = match self.registry.unregister(&ids, &mut self.plane) {
+            Ok(gone) => gone,
+            Err(RegistryError::Unlink { port, bond, veto }) => {
+                return Err(format!("releasing {port} from {bond}: {:?}", veto.reason));
             }
-            if let Some(i) = self.captures.iter().position(|c| c.target == name) {
-                let v = self.captures.remove(i).stop();
-                info!(target = name, capture = %v, "capture stopped: port unregistered");
-            }
-        }
+            Err(e) => return Err(e.to_string()),
+        };
         let mut sockets = 0;
-        for &name in names {
-            let Some(i) = self.ports.iter().position(|p| p.name == name) else {
+        for dev in gone {
+            let name = dev.name.as_str();
+            let DevData::Port(mut port) = dev.data else {
                 continue;
             };
-            let mut port = self.ports.remove(i);
             port.prog.detach();
             let ifname = WorkerCmd::ifname(name).unwrap_or_default();
-            for w in &mut self.workers {
+            for w in &mut self.plane.workers {
                 // A full command queue is retried: the port is gone from control already.
                 let deadline = Instant::now() + Duration::from_millis(100);
                 while !w.handle.command(WorkerCmd::Detach { ifname }) {
@@ -227,12 +298,6 @@ impl Daemon {
                     std::thread::sleep(Duration::from_micros(100));
                 }
                 sockets += w.handle.forget_queues(name);
-            }
-            let ifindex = port.ifindex;
-            lock(&self.book).ports.retain(|p| p.1 != ifindex);
-            self.taps.retain(|t| t.0 != name);
-            for t in &mut self.taps {
-                t.2.retain(|&i| i != ifindex);
             }
             info!(
                 port = name,
@@ -250,8 +315,8 @@ impl Daemon {
     /// and once [`UNREGISTER_GRACE`] has passed since, has each worker take back the frames
     /// they held.
     pub(super) fn finish_unregister(&mut self) {
-        let now = Instant::now();
-        for (w, rw) in self.workers.iter().enumerate() {
+        let now = self.plane.turn.now;
+        for (w, rw) in self.plane.workers.iter().enumerate() {
             while let Some(q) = rw.handle.take_retired() {
                 let (id, name) = (q.id(), q.ifname().to_owned());
                 drop(q);
@@ -259,10 +324,45 @@ impl Daemon {
                 self.closing.push((w, id, now));
             }
         }
-        let workers = &self.workers;
+        let workers = &self.plane.workers;
         self.closing.retain(|&(w, id, closed)| {
             now.duration_since(closed) < UNREGISTER_GRACE
                 || !workers[w].handle.command(WorkerCmd::Reclaim { id })
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::{TAKE_WAIT, due};
+
+    #[test]
+    fn a_pending_port_waits_for_every_worker_then_for_its_deadline_only() {
+        let t = Instant::now();
+        let deadline = t + TAKE_WAIT;
+        // Two workers; worker 1 still has to take one of ours.
+        let want = [3, 2];
+        assert!(!due(&want, &[3, 1], deadline, t));
+        assert!(
+            !due(&want, &[5, 1], deadline, t),
+            "another worker's lead does not count"
+        );
+        assert!(due(&want, &[3, 2], deadline, t));
+        assert!(
+            due(&want, &[4, 7], deadline, t),
+            "sockets handed later were taken too"
+        );
+        // Not taken: due once the deadline has passed, not at it.
+        assert!(!due(&want, &[3, 1], deadline, deadline));
+        assert!(due(
+            &want,
+            &[3, 1],
+            deadline,
+            deadline + Duration::from_nanos(1)
+        ));
+        // A worker count that does not match is never "taken".
+        assert!(!due(&want, &[3], deadline, t));
     }
 }

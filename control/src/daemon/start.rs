@@ -7,7 +7,7 @@ use std::{
 };
 
 use isopath_datapath::{
-    bond::{MAILBOX, Mailbox, Punt, SeenMacs, mac_u64},
+    bond::{BondShared, MAILBOX, Mailbox, Punt, SeenMacs, mac_u64},
     params::BindMode,
     stats::LinkState,
     tap::Tap,
@@ -17,16 +17,35 @@ use isopath_datapath::{
 use tracing::{info, warn};
 
 use super::{
-    BindSettings, Daemon, LinkBook, Port, RunningWorker, StartError, bind_control_socket, lock,
+    BindSettings, Daemon, DevData, DevRegistry, LinkBook, Plane, PortIo, RunningWorker, StartError,
+    Turn, bind_control_socket, listeners, listeners::Tracking, lock,
 };
 use crate::{
     bond::{Bond, Member, MemberLink},
     config::{Endpoint, Plan},
+    frames,
     host::Host,
     netlink::spawn_link_watcher,
+    registry::{Device, DeviceKind, Flags, Hold, OperState},
     server::Server,
     topology,
 };
+
+/// A configured port while start-up builds it, before it is registered.
+struct Staged {
+    name: String,
+    ifindex: u32,
+    tap: Arc<Tap>,
+    holds: Vec<Hold>,
+    io: PortIo,
+}
+
+/// A port's MTU from sysfs, if readable.
+pub(super) fn sysfs_mtu(name: &str) -> Option<u32> {
+    std::fs::read_to_string(format!("/sys/class/net/{name}/mtu"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+}
 
 impl Daemon {
     /// Brings everything up as described in the module docs.
@@ -62,18 +81,21 @@ impl Daemon {
                 }
             }
         }
-        let mut ports: Vec<Port> = plan
+        let mut ports: Vec<Staged> = plan
             .ports
             .iter()
             .zip(progs)
-            .map(|(p, prog)| Port {
+            .map(|(p, prog)| Staged {
                 name: p.name.clone(),
                 ifindex: p.ifindex,
                 tap: Arc::default(),
-                prog,
-                link: Arc::new(LinkState::new(host.carrier(&p.name).unwrap_or(true))),
-                xsk: Vec::new(),
-                modes: Vec::new(),
+                holds: Vec::new(),
+                io: PortIo {
+                    prog,
+                    link: Arc::new(LinkState::new(host.carrier(&p.name).unwrap_or(true))),
+                    xsk: Vec::new(),
+                    modes: Vec::new(),
+                },
             })
             .collect();
 
@@ -106,7 +128,17 @@ impl Daemon {
             })
             .collect();
 
-        let tracking: Vec<(Vec<u32>, bool)> = plan
+        // The views the workers act on, published by control after every change of a bond.
+        let shared: Vec<Arc<BondShared>> = bonds
+            .iter()
+            .map(|b| {
+                let s = Arc::new(BondShared::new());
+                s.set(b.view());
+                s
+            })
+            .collect();
+
+        let tracking: Vec<Tracking> = plan
             .bonds
             .iter()
             .enumerate()
@@ -124,7 +156,7 @@ impl Daemon {
                         _ => None,
                     })
                     .collect();
-                (peers, false)
+                Tracking { peers, held: false }
             })
             .collect();
         let punts: Vec<Arc<Punt>> = bonds
@@ -178,13 +210,19 @@ impl Daemon {
                     q,
                     plan.zero_copy,
                     plan.busy_poll_budget,
-                    port.link.clone(),
+                    port.io.link.clone(),
                     port.tap.clone(),
                 )?;
-                port.prog.register(q, xq.fd())?;
-                port.xsk
+                port.io.prog.register(q, xq.fd())?;
+                port.io
+                    .xsk
                     .push((q, xq.stats_reader().map_err(StartError::StatsReader)?));
-                port.modes.push(xq.mode());
+                port.io.modes.push(xq.mode());
+                port.holds.push(Hold {
+                    worker: w,
+                    queue: q,
+                    slot: Some(slot),
+                });
                 if let Some(why) = xq.zero_copy_refusal() {
                     info!(port = %port.name, queue = q, "zero-copy bind refused ({why}); copy mode");
                 }
@@ -196,10 +234,11 @@ impl Daemon {
                 .zip(&outboxes)
                 .zip(&bond_taps)
                 .zip(&punts)
-                .map(|(((bd, (mb, seen)), tap), punt)| {
+                .zip(&shared)
+                .map(|((((bd, (mb, seen)), tap), punt), view)| {
                     b.add_bond(
                         &bd.name,
-                        bd.shared(),
+                        view.clone(),
                         mb.clone(),
                         seen.clone(),
                         tap.clone(),
@@ -246,8 +285,8 @@ impl Daemon {
             builders.push(b);
         }
         for port in &ports {
-            let mode = port.modes.first().copied().unwrap_or(BindMode::Copy);
-            info!(port = %port.name, queues = port.modes.len(), bind = %mode, "sockets bound");
+            let mode = port.io.modes.first().copied().unwrap_or(BindMode::Copy);
+            info!(port = %port.name, queues = port.io.modes.len(), bind = %mode, "sockets bound");
             if mode == BindMode::Copy {
                 info!(port = %port.name, "AF_XDP copy mode: the kernel copies every frame (veth has no zero-copy)");
             }
@@ -255,7 +294,7 @@ impl Daemon {
 
         // 3. Attach: from now on frames flow into the sockets.
         for port in &mut ports {
-            let mode = port.prog.attach(plan.xdp_mode)?;
+            let mode = port.io.prog.attach(plan.xdp_mode)?;
             info!(port = %port.name, xdp = %mode, program = isopath_datapath::xsk::xdp::PROG_NAME, "XDP program attached (BPF link)");
         }
 
@@ -290,17 +329,71 @@ impl Daemon {
             workers.push(RunningWorker { handle, thread });
         }
 
-        let book = Arc::new(Mutex::new(LinkBook {
-            ports: ports
-                .iter()
-                .map(|p| (p.name.clone(), p.ifindex, p.link.clone()))
-                .collect(),
-            bonds,
-            outboxes,
-            punts,
+        // The devices, through the registry: its listeners fill the link book's index of
+        // ports and take a memberless bond's peers down (link-state tracking).
+        let actives: Vec<Option<String>> = bonds
+            .iter()
+            .map(|b| b.active().map(|m| b.members[m].name.clone()))
+            .collect();
+        let mut plane = Plane {
+            turn: Turn { now, wall },
+            workers,
+            book: Arc::new(Mutex::new(LinkBook {
+                links: Vec::new(),
+                bonds,
+                shared,
+                outboxes,
+                punts,
+            })),
+            captures: Vec::new(),
             tracking,
-        }));
-        lock(&book).track_carrier();
+        };
+        let mut registry = DevRegistry::new();
+        listeners::install(&mut registry);
+        let mut bond_ids = Vec::with_capacity(plan.bonds.len());
+        for (bi, (bp, tap)) in plan.bonds.iter().zip(bond_taps).enumerate() {
+            let dev = Device {
+                operstate: OperState::from_up(actives[bi].is_some()),
+                tap,
+                ..Device::new(&bp.name, DeviceKind::Bond, DevData::Bond { index: bi })
+            };
+            bond_ids.push(registry.register(dev, &mut plane)?);
+        }
+        let connected: Vec<usize> = plan
+            .cross_connects
+            .iter()
+            .flat_map(|&(a, b)| [a, b])
+            .filter_map(|e| match e {
+                Endpoint::Port(p) => Some(p),
+                Endpoint::Bond(_) => None,
+            })
+            .collect();
+        for (pi, p) in ports.into_iter().enumerate() {
+            let master = plan.bonds.iter().position(|bp| bp.members.contains(&pi));
+            let dev = Device {
+                ifindex: Some(p.ifindex),
+                flags: Flags {
+                    up: true,
+                    cross_connected: connected.contains(&pi),
+                },
+                operstate: OperState::from_up(p.io.link.is_up()),
+                mac: host.mac(&p.name).and_then(|m| frames::parse_mac(&m)),
+                mtu: sysfs_mtu(&p.name),
+                holds: p.holds,
+                master: master.map(|bi| bond_ids[bi]),
+                tap: p.tap,
+                ..Device::new(&p.name, DeviceKind::Port, DevData::Port(p.io))
+            };
+            registry.register(dev, &mut plane)?;
+        }
+        for (bi, active) in actives.iter().enumerate() {
+            let member = active
+                .as_deref()
+                .and_then(|n| registry.devices().id_of(n, DeviceKind::Port));
+            registry.set_active(bond_ids[bi], member, &mut plane)?;
+        }
+        let book = plane.book.clone();
+        lock(&book).trace();
         // Carrier events from the kernel, applied the moment they arrive.
         let rtnl = {
             let book = book.clone();
@@ -312,7 +405,11 @@ impl Daemon {
                     warn!("rtnetlink thread: {e}");
                 }
             };
-            match spawn_link_watcher(on_start, move |e| lock(&book).carrier(e.ifindex, e.up)) {
+            match spawn_link_watcher(on_start, move |e| {
+                // The clock is read where the event arrives, once, and passed down.
+                let (now, wall) = (Instant::now(), SystemTime::now());
+                lock(&book).carrier(e.ifindex, e.up, now, wall)
+            }) {
                 Ok((_thread, stats)) => Some(stats),
                 Err(e) => {
                     warn!("rtnetlink link events unavailable ({e}); relying on the miimon poll");
@@ -321,33 +418,12 @@ impl Daemon {
             }
         };
 
-        let mut taps: Vec<(String, Arc<Tap>, Vec<u32>)> = ports
-            .iter()
-            .map(|p| (p.name.clone(), p.tap.clone(), vec![p.ifindex]))
-            .collect();
-        for (bp, tap) in plan.bonds.iter().zip(bond_taps) {
-            let members = bp.members.iter().map(|&m| plan.ports[m].ifindex).collect();
-            taps.push((bp.name.clone(), tap, members));
-        }
-
-        let connected = plan
-            .cross_connects
-            .iter()
-            .flat_map(|&(a, b)| [a, b])
-            .filter_map(|e| match e {
-                Endpoint::Port(p) => Some(plan.ports[p].name.clone()),
-                Endpoint::Bond(_) => None,
-            })
-            .collect();
-
         Ok(Self {
-            connected,
-            taps,
-            captures: Vec::new(),
-            book,
+            registry,
+            plane,
             rtnl,
-            ports,
-            workers,
+            waiting: Vec::new(),
+            handed: vec![0; plan.workers.len()],
             closing: Vec::new(),
             bind: BindSettings {
                 zero_copy: plan.zero_copy,

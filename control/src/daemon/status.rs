@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 
 use isopath_datapath::{stats::DropReason, xsk::XskStats};
 
-use super::{Daemon, Port, lock};
+use super::{Daemon, PortIo, lock};
 use crate::{
     capture::Capture,
     status::{
@@ -17,6 +17,7 @@ impl Daemon {
     /// The status snapshot: ports with their counters, workers with their frame audit.
     pub fn status(&self) -> Status {
         let workers = self
+            .plane
             .workers
             .iter()
             .enumerate()
@@ -45,10 +46,15 @@ impl Daemon {
             state: "running".to_owned(),
             pid: std::process::id(),
             uptime_ms: self.started.elapsed().as_millis() as u64,
-            ports: self.ports.iter().map(|p| self.port_status(p)).collect(),
+            ports: self
+                .registry
+                .devices()
+                .iter()
+                .filter_map(|(_, d)| Some(self.port_status(&d.name, d.data.port()?)))
+                .collect(),
             workers,
             bonds: self.bonds_status(),
-            captures: self.captures.iter().map(Capture::status).collect(),
+            captures: self.plane.captures.iter().map(Capture::status).collect(),
             control: ControlCounters {
                 requests: self.server.accepted,
                 bad_requests: self.bad_requests,
@@ -64,13 +70,14 @@ impl Daemon {
     }
 
     fn bonds_status(&self) -> Vec<BondStatus> {
-        let book = lock(&self.book);
+        let book = lock(&self.plane.book);
         book.bonds
             .iter()
             .map(|b| {
                 let mut v = b.status();
                 let mut drops = BondDrops::default();
                 for bi in self
+                    .plane
                     .workers
                     .iter()
                     .flat_map(|w| w.handle.bonds())
@@ -88,14 +95,15 @@ impl Daemon {
             .collect()
     }
 
-    fn port_status(&self, p: &Port) -> PortStatus {
+    fn port_status(&self, name: &str, p: &PortIo) -> PortStatus {
         let (mut rx_p, mut rx_b, mut tx_p, mut tx_b) = (0, 0, 0, 0);
         let mut drops = [0u64; DropReason::ALL.len()];
         for q in self
+            .plane
             .workers
             .iter()
             .flat_map(|w| w.handle.queues())
-            .filter(|q| q.ifname == p.name)
+            .filter(|q| q.ifname == name)
         {
             let c = &q.counters;
             rx_p += c.rx_packets.get();
@@ -112,10 +120,11 @@ impl Daemon {
             .map(|(d, r)| (r.name().to_owned(), *d))
             .collect();
         let parse = crate::parse_status::ParseCounters::sum(
-            self.workers
+            self.plane
+                .workers
                 .iter()
                 .flat_map(|w| w.handle.queues())
-                .filter(|q| q.ifname == p.name)
+                .filter(|q| q.ifname == name)
                 .map(|q| &**q.counters),
         );
         for (k, v) in &parse.parse_drops {
@@ -138,7 +147,7 @@ impl Daemon {
             m.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
         };
         PortStatus {
-            name: p.name.clone(),
+            name: name.to_owned(),
             link: Link::from_up(p.link.is_up()),
             queues: p.xsk.len(),
             bind: p.modes.first().map(|m| m.to_string()),

@@ -1,5 +1,6 @@
 //! The link book: link states and bonds, what carrier events change, and what the bonds send
-//! (ARP/NS answers and probes, peer announcements) and hold down (link-state tracking).
+//! (ARP/NS answers and probes, peer announcements). Link-state tracking, which follows a
+//! bond's carrier, is a listener on the registry (`listeners`).
 
 use std::{
     net::IpAddr,
@@ -8,15 +9,18 @@ use std::{
 };
 
 use isopath_datapath::{
-    bond::{Inject, Mailbox, Punt, SeenMacs},
+    bond::{BondShared, Inject, Mailbox, Punt, SeenMacs},
     stats::LinkState,
 };
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::{
     bond::{ArpSeen, Bond},
     frames,
 };
+
+#[cfg(test)]
+mod tests;
 
 /// Queues `frame` for a worker to send on bond member `member`; false if it does not fit or
 /// the mailbox is full.
@@ -24,35 +28,25 @@ fn enqueue(mailbox: &Mailbox, member: usize, frame: &[u8]) -> bool {
     Inject::new(member, frame).is_some_and(|i| mailbox.push(i).is_ok())
 }
 
-/// Sets a port administratively up or down with CAP_NET_ADMIN raised for the call only (it is
-/// permitted but not effective after start-up).
-fn set_link_up(ifindex: u32, up: bool) -> std::io::Result<()> {
-    let admin = crate::privs::need(caps::Capability::CAP_NET_ADMIN);
-    crate::privs::with_effective(admin.as_slice(), || {
-        crate::netlink::set_link_up(ifindex, up)
-    })
-    .map_err(|e| std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.to_string()))?
-}
-
 /// Link states and bonds: what carrier events change. One lock (the daemon's RTNL): taken by
 /// the rtnetlink thread, the miimon poll and control commands, never by a worker.
 pub(super) struct LinkBook {
-    /// (name, ifindex, link state) of every port.
-    pub(super) ports: Vec<(String, u32, Arc<LinkState>)>,
+    /// (name, ifindex, link state) of every port: the rtnetlink thread's index of the
+    /// registry's ports, kept by the `Links` listener.
+    pub(super) links: Vec<(String, u32, Arc<LinkState>)>,
     pub(super) bonds: Vec<Bond>,
+    /// Per bond: the view its workers act on, published after every change of the bond.
+    pub(super) shared: Vec<Arc<BondShared>>,
     /// Per bond: the mailbox workers send from, and the MACs they saw behind the bond.
     pub(super) outboxes: Vec<(Arc<Mailbox>, Option<Arc<SeenMacs>>)>,
     /// Per bond: what workers hand to control (ARP, frames to the bond's own MAC).
     pub(super) punts: Vec<Arc<Punt>>,
-    /// Per bond: the ports that follow its carrier (link-state tracking), and whether they
-    /// are held down now.
-    pub(super) tracking: Vec<(Vec<u32>, bool)>,
 }
 
 impl LinkBook {
-    /// A carrier report for `ifindex` (rtnetlink or miimon).
-    pub(super) fn carrier(&mut self, ifindex: u32, up: bool) {
-        let (now, wall) = (Instant::now(), SystemTime::now());
+    /// A carrier report for `ifindex` (rtnetlink or miimon), at `now` (`wall` stamps the
+    /// bond's events).
+    pub(super) fn carrier(&mut self, ifindex: u32, up: bool, now: Instant, wall: SystemTime) {
         // The bond first: moving traffic off a dead member is what is urgent; the port's own
         // link flag (which makes the worker drop instead of send into it) comes next, and
         // logging only after both.
@@ -61,8 +55,9 @@ impl LinkBook {
                 b.carrier(m, up, now, wall);
             }
         }
+        self.publish();
         let mut changed = None;
-        for (name, idx, link) in &self.ports {
+        for (name, idx, link) in &self.links {
             if *idx == ifindex && link.is_up() != up {
                 link.set(up);
                 changed = Some(name.clone());
@@ -74,8 +69,25 @@ impl LinkBook {
         if let Some(name) = changed {
             info!(port = %name, up, "link state changed");
         }
+        self.trace();
+    }
+
+    /// Publishes every bond's view to its workers (one atomic store each).
+    pub(super) fn publish(&self) {
+        for (b, shared) in self.bonds.iter().zip(&self.shared) {
+            shared.set(b.view());
+        }
+    }
+
+    /// Logs the bonds' events recorded since the last call (after publishing: a log write
+    /// never sits between a carrier loss and the failover).
+    pub(super) fn trace(&mut self) {
         for b in &mut self.bonds {
-            b.trace_events();
+            let name = b.name.clone();
+            for e in b.untraced() {
+                let member = e.member.as_deref().unwrap_or("-");
+                info!(bond = %name, kind = e.kind.name(), member, detail = %e.detail, "bond event");
+            }
         }
     }
 
@@ -158,7 +170,9 @@ impl LinkBook {
                     }
                 }
             }
-            if let Some(probe) = b.arp_tick(now, wall) {
+            let probe = b.arp_tick(now, wall);
+            self.shared[bi].set(b.view());
+            if let Some(probe) = probe {
                 let mut reqs = Vec::new();
                 if let Some(&src) = own4.first() {
                     reqs.extend(
@@ -180,37 +194,6 @@ impl LinkBook {
                     if !enqueue(mailbox, probe.member, &req) {
                         b.sent.mailbox_full += 1;
                     }
-                }
-            }
-        }
-    }
-
-    /// Link-state tracking: a bond without an active member takes its peer ports down; they
-    /// come back with the first member.
-    pub(super) fn track_carrier(&mut self) {
-        for (b, (ports, held)) in self.bonds.iter().zip(self.tracking.iter_mut()) {
-            let down = b.active().is_none();
-            if ports.is_empty() || down == *held {
-                continue;
-            }
-            for &ifindex in ports.iter() {
-                match set_link_up(ifindex, !down) {
-                    Ok(()) => info!(bond = %b.name, ifindex, up = !down, "link-state tracking"),
-                    Err(e) => warn!(bond = %b.name, ifindex, "link-state tracking: {e}"),
-                }
-            }
-            *held = down;
-        }
-    }
-
-    /// Gives back every port held down by link-state tracking, and stops tracking (at stop:
-    /// the port's own up event must not make the still-memberless bond take it down again).
-    pub(super) fn release_tracking(&mut self) {
-        for (ports, held) in &mut self.tracking {
-            let ports = std::mem::take(ports);
-            if std::mem::take(held) {
-                for ifindex in ports {
-                    let _ = set_link_up(ifindex, true);
                 }
             }
         }

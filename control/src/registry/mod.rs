@@ -1,0 +1,398 @@
+//! The device registry: one table of the daemon's devices (ports and bonds), changed only
+//! here, and the notifier chain that tells listeners what changed.
+//!
+//! Everything that follows a device's life (bond membership, captures, cross-connects, the
+//! link book's index of ports, link-state tracking) is a [`Listener`] on the chain rather than
+//! a call written into `port del` or `bond add`: the registry changes the table, then emits
+//! the [`Event`]; a listener acts on it or vetoes it. Listeners get the table read-only and a
+//! context the owner passes in (see [`notifier`]'s Design), so nothing calls back into the
+//! registry while it emits.
+//!
+//! # Limitations
+//! The registry is single-threaded (the control loop owns it). Threads other than the loop
+//! (the rtnetlink thread) see what listeners publish for them, never the table.
+
+pub mod device;
+pub mod notifier;
+#[cfg(test)]
+mod tests;
+
+pub use device::{Device, DeviceId, DeviceKind, Devices, Flags, Hold, OperState};
+pub use notifier::{Chain, Errno, Event, Listener, Veto};
+
+use std::collections::BTreeMap;
+
+/// Why the registry refused a change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// No such device.
+    #[error("no device {0}")]
+    NoDevice(DeviceId),
+    /// The name is taken.
+    #[error("{0} is already registered")]
+    Exists(String),
+    /// The device is not of the kind the operation needs.
+    #[error("{name} is not a {expected:?}")]
+    Kind {
+        /// The device.
+        name: String,
+        /// What it needed to be.
+        expected: DeviceKind,
+    },
+    /// A batch names the device twice.
+    #[error("{0} is listed twice")]
+    Twice(String),
+    /// The port is a member of another bond.
+    #[error("{port} is a member of another bond")]
+    OtherMaster {
+        /// The port.
+        port: String,
+    },
+    /// The port is a member of this bond already.
+    #[error("{port} is already a member of {bond}")]
+    AlreadyMember {
+        /// The port.
+        port: String,
+        /// The bond.
+        bond: String,
+    },
+    /// The port is not a member of the bond.
+    #[error("{port} is not a member of {bond}")]
+    NotMember {
+        /// The port.
+        port: String,
+        /// The bond.
+        bond: String,
+    },
+    /// A listener failed while a device of a batch being unregistered left its bond: the batch
+    /// stopped there (what had left stays out, nothing was unregistered).
+    #[error("releasing {port} from {bond}: {veto}")]
+    Unlink {
+        /// The member.
+        port: String,
+        /// The bond.
+        bond: String,
+        /// The listener's failure.
+        veto: Veto,
+    },
+    /// A listener vetoed the change: nothing changed.
+    #[error("{0}")]
+    Vetoed(Veto),
+    /// A listener failed on a change that cannot be refused: the change is made.
+    #[error("{0}")]
+    Failed(Veto),
+}
+
+impl RegistryError {
+    /// The errno of the refusal (`notifier_to_errno` for a listener's).
+    pub fn errno(&self) -> Errno {
+        match self {
+            Self::NoDevice(_) => Errno::ENODEV,
+            Self::Exists(_) | Self::AlreadyMember { .. } => Errno::EEXIST,
+            Self::Kind { .. } | Self::NotMember { .. } | Self::Twice(_) => Errno::EINVAL,
+            Self::OtherMaster { .. } => Errno::EBUSY,
+            Self::Vetoed(v) | Self::Failed(v) | Self::Unlink { veto: v, .. } => v.errno,
+        }
+    }
+}
+
+/// The registry: the devices and the listeners on them. `D` is what the owner keeps per device,
+/// `C` what listeners act on.
+#[derive(Debug)]
+pub struct Registry<D, C> {
+    devices: Devices<D>,
+    chain: Chain<D, C>,
+    next: u32,
+}
+
+impl<D, C> Default for Registry<D, C> {
+    fn default() -> Self {
+        Self {
+            devices: Devices {
+                by_id: BTreeMap::new(),
+            },
+            chain: Chain::default(),
+            next: 1,
+        }
+    }
+}
+
+impl<D, C> Registry<D, C> {
+    /// An empty registry without listeners.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The table.
+    pub fn devices(&self) -> &Devices<D> {
+        &self.devices
+    }
+
+    /// What the owner keeps for device `id` (the table's other fields change only through
+    /// the registry's operations).
+    pub fn data_mut(&mut self, id: DeviceId) -> Option<&mut D> {
+        self.devices.by_id.get_mut(&id).map(|d| &mut d.data)
+    }
+
+    /// Adds `listener` to the chain with `priority` (higher first, equal in the order added).
+    pub fn listen(&mut self, listener: Box<dyn Listener<D, C>>, priority: i32) {
+        self.chain.register(listener, priority);
+    }
+
+    /// The listeners, in call order.
+    pub fn listeners(&self) -> Vec<&'static str> {
+        self.chain.names()
+    }
+
+    fn dev(&self, id: DeviceId) -> Result<&Device<D>, RegistryError> {
+        self.devices.get(id).ok_or(RegistryError::NoDevice(id))
+    }
+
+    fn dev_mut(&mut self, id: DeviceId) -> Result<&mut Device<D>, RegistryError> {
+        self.devices
+            .by_id
+            .get_mut(&id)
+            .ok_or(RegistryError::NoDevice(id))
+    }
+
+    fn kind(&self, id: DeviceId, expected: DeviceKind) -> Result<&Device<D>, RegistryError> {
+        let d = self.dev(id)?;
+        if d.kind != expected {
+            return Err(RegistryError::Kind {
+                name: d.name.clone(),
+                expected,
+            });
+        }
+        Ok(d)
+    }
+
+    fn emit(&mut self, ev: Event, cx: &mut C) -> Result<(), Veto> {
+        self.chain.call(ev, &self.devices, cx)
+    }
+
+    /// Registers `dev` (its `master`, if set, must be a bond: a member from the start) and
+    /// emits REGISTER. A veto takes it out again; the listeners told before get UNREGISTER.
+    ///
+    /// # Errors
+    /// The name is taken, the master is not a bond, or a listener vetoed.
+    pub fn register(&mut self, dev: Device<D>, cx: &mut C) -> Result<DeviceId, RegistryError> {
+        if self.devices.find(&dev.name).is_some() {
+            return Err(RegistryError::Exists(dev.name));
+        }
+        if let Some(m) = dev.master {
+            self.kind(m, DeviceKind::Bond)?;
+        }
+        let id = DeviceId(self.next);
+        self.next += 1;
+        self.devices.by_id.insert(id, dev);
+        if let Err(v) = self.emit(Event::Register(id), cx) {
+            self.devices.by_id.remove(&id);
+            return Err(RegistryError::Vetoed(v));
+        }
+        Ok(id)
+    }
+
+    /// Sets device `id` administratively up (UP, vetoable) or down (DOWN); no event if it
+    /// already is.
+    ///
+    /// # Errors
+    /// No such device, or a listener vetoed UP (the device stays down); a listener's failure
+    /// on DOWN is returned after the change.
+    pub fn set_up(&mut self, id: DeviceId, up: bool, cx: &mut C) -> Result<(), RegistryError> {
+        let d = self.dev_mut(id)?;
+        if d.flags.up == up {
+            return Ok(());
+        }
+        d.flags.up = up;
+        let ev = if up { Event::Up(id) } else { Event::Down(id) };
+        match self.emit(ev, cx) {
+            Ok(()) => Ok(()),
+            Err(v) if up => {
+                self.dev_mut(id)?.flags.up = false;
+                Err(RegistryError::Vetoed(v))
+            }
+            Err(v) => Err(RegistryError::Failed(v)),
+        }
+    }
+
+    /// Records device `id`'s operational state; CHANGE if it changed. Returns whether it did.
+    ///
+    /// # Errors
+    /// No such device, or a listener failed (the state is recorded).
+    pub fn set_operstate(
+        &mut self,
+        id: DeviceId,
+        state: OperState,
+        cx: &mut C,
+    ) -> Result<bool, RegistryError> {
+        let d = self.dev_mut(id)?;
+        if d.operstate == state {
+            return Ok(false);
+        }
+        d.operstate = state;
+        self.emit(Event::Change(id), cx)
+            .map_err(RegistryError::Failed)?;
+        Ok(true)
+    }
+
+    /// Records bond `bond`'s active member; ACTIVE if it changed. Returns whether it did.
+    ///
+    /// # Errors
+    /// No such bond, or a listener failed (the member is recorded).
+    pub fn set_active(
+        &mut self,
+        bond: DeviceId,
+        member: Option<DeviceId>,
+        cx: &mut C,
+    ) -> Result<bool, RegistryError> {
+        self.kind(bond, DeviceKind::Bond)?;
+        let d = self.dev_mut(bond)?;
+        if d.active == member {
+            return Ok(false);
+        }
+        d.active = member;
+        self.emit(Event::Active { bond, member }, cx)
+            .map_err(RegistryError::Failed)?;
+        Ok(true)
+    }
+
+    /// Makes port `port` a member of bond `bond` and emits JOIN. A veto unlinks it again; the
+    /// listeners told before get LEAVE.
+    ///
+    /// # Errors
+    /// Not a port or not a bond, a member of a bond already, or a listener vetoed.
+    pub fn join(
+        &mut self,
+        port: DeviceId,
+        bond: DeviceId,
+        cx: &mut C,
+    ) -> Result<(), RegistryError> {
+        let bond_name = self.kind(bond, DeviceKind::Bond)?.name.clone();
+        let p = self.kind(port, DeviceKind::Port)?;
+        match p.master {
+            Some(m) if m == bond => {
+                return Err(RegistryError::AlreadyMember {
+                    port: p.name.clone(),
+                    bond: bond_name,
+                });
+            }
+            Some(_) => {
+                return Err(RegistryError::OtherMaster {
+                    port: p.name.clone(),
+                });
+            }
+            None => {}
+        }
+        self.dev_mut(port)?.master = Some(bond);
+        if let Err(v) = self.emit(Event::Join { port, bond }, cx) {
+            self.dev_mut(port)?.master = None;
+            return Err(RegistryError::Vetoed(v));
+        }
+        Ok(())
+    }
+
+    /// Takes port `port` out of bond `bond` and emits LEAVE.
+    ///
+    /// # Errors
+    /// Not a member of `bond`, or a listener failed (the port has left).
+    pub fn leave(
+        &mut self,
+        port: DeviceId,
+        bond: DeviceId,
+        cx: &mut C,
+    ) -> Result<(), RegistryError> {
+        let bond_name = self.kind(bond, DeviceKind::Bond)?.name.clone();
+        let p = self.kind(port, DeviceKind::Port)?;
+        if p.master != Some(bond) {
+            return Err(RegistryError::NotMember {
+                port: p.name.clone(),
+                bond: bond_name,
+            });
+        }
+        self.dev_mut(port)?.master = None;
+        if self
+            .devices
+            .get(bond)
+            .is_some_and(|b| b.active == Some(port))
+        {
+            self.dev_mut(bond)?.active = None;
+        }
+        self.emit(Event::Leave { port, bond }, cx)
+            .map_err(RegistryError::Failed)
+    }
+
+    /// Unregisters `ids`, all or none, the way `unregister_netdevice_many` takes a batch:
+    /// PREUNREGISTER to each first (a veto changes nothing); then each member leaves its bond
+    /// and each bond's members leave it (LEAVE), a listener's failure there stopping the batch
+    /// with what has left so far left; then UNREGISTER to each, and only then do they leave
+    /// the table. Returns the devices, in the order of `ids`, for their owner to tear down.
+    ///
+    /// # Errors
+    /// No such device or one listed twice, a veto (nothing changed then), or a
+    /// listener's failure on LEAVE ([`RegistryError::Unlink`]).
+    pub fn unregister(
+        &mut self,
+        ids: &[DeviceId],
+        cx: &mut C,
+    ) -> Result<Vec<Device<D>>, RegistryError> {
+        for (i, &id) in ids.iter().enumerate() {
+            self.pre_unregister(id, cx)?;
+            if ids[..i].contains(&id) {
+                return Err(RegistryError::Twice(self.dev(id)?.name.clone()));
+            }
+        }
+        for &id in ids {
+            self.unlink(id, cx)?;
+        }
+        for &id in ids {
+            // Cannot be refused; a failure is logged by the chain.
+            let _ = self.emit(Event::Unregister(id), cx);
+        }
+        Ok(ids
+            .iter()
+            .filter_map(|id| self.devices.by_id.remove(id))
+            .collect())
+    }
+
+    /// Asks the listeners whether device `id` may go (PREUNREGISTER); nothing changes.
+    ///
+    /// # Errors
+    /// No such device, or a listener vetoed.
+    pub fn pre_unregister(&mut self, id: DeviceId, cx: &mut C) -> Result<(), RegistryError> {
+        self.dev(id)?;
+        self.emit(Event::PreUnregister(id), cx)
+            .map_err(RegistryError::Vetoed)
+    }
+
+    /// Takes every device out, in registration order, without events: for the owner's stop,
+    /// once everything the listeners act on has stopped.
+    pub fn drain(&mut self) -> Vec<Device<D>> {
+        std::mem::take(&mut self.devices.by_id)
+            .into_values()
+            .collect()
+    }
+
+    /// Takes device `id` out of its bond, and a bond's members out of it.
+    fn unlink(&mut self, id: DeviceId, cx: &mut C) -> Result<(), RegistryError> {
+        let mut pairs: Vec<(DeviceId, DeviceId)> =
+            self.devices.members(id).map(|(m, _)| (m, id)).collect();
+        if let Some(bond) = self.dev(id)?.master {
+            pairs.insert(0, (id, bond));
+        }
+        for (port, bond) in pairs {
+            let names = |r: &Self| {
+                let n = |i| r.devices.get(i).map(|d| d.name.clone()).unwrap_or_default();
+                (n(port), n(bond))
+            };
+            match self.leave(port, bond, cx) {
+                Ok(()) => {}
+                Err(RegistryError::Failed(veto)) => {
+                    let (port, bond) = names(self);
+                    return Err(RegistryError::Unlink { port, bond, veto });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
