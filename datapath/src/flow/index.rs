@@ -14,7 +14,7 @@
 //! without its key being read. Entry bit 31 says the entry sits in its second bucket; the tag
 //! is never 0, so 0 is an empty entry and zeroed memory is an empty index.
 
-use super::mem::{Region, prefetch};
+use super::mem::{Region, match16, prefetch};
 
 /// Entries per bucket.
 pub(crate) const WAYS: usize = 15;
@@ -26,12 +26,20 @@ const ALT: u32 = 1 << 31;
 #[derive(Debug)]
 #[repr(C, align(64))]
 pub(crate) struct Bucket {
-    e: [u32; WAYS],
-    /// Keys whose first bucket is this one, living in their second.
-    spilled: u32,
+    /// The entries, then (word [`WAYS`]) the number of keys whose first bucket is this one
+    /// but which live in their second.
+    w: [u32; WAYS + 1],
 }
 
 const _: () = assert!(std::mem::size_of::<Bucket>() == 64);
+
+impl Bucket {
+    /// The line as 16 words: the entries, then the spill counter.
+    #[inline(always)]
+    fn words(&self) -> &[u32; WAYS + 1] {
+        &self.w
+    }
+}
 
 /// Where a key goes: its first bucket and tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,17 +103,13 @@ impl Index {
         (e >> self.slot_bits) & self.tag_mask
     }
 
-    /// Bitmask of the entries of bucket `b` with tag `tag` (bit `i`: entry `i`).
+    /// Bitmask of the entries of bucket `b` with tag `tag` (bit `i`: entry `i`): one SIMD
+    /// compare over the whole line, the spill counter's bit masked off after.
     #[inline(always)]
     fn matches(&self, b: u32, tag: u32) -> u32 {
         let want = tag << self.slot_bits;
         let mask = self.tag_mask << self.slot_bits;
-        let e = &self.b[b as usize].e;
-        let mut m = 0u32;
-        for (i, &x) in e.iter().enumerate() {
-            m |= u32::from((x & mask) == want) << i;
-        }
-        m
+        match16(self.b[b as usize].words(), mask, want) & ((1 << WAYS) - 1)
     }
 
     /// The first candidate slot of a key in its first bucket (for the burst's prefetch).
@@ -115,7 +119,7 @@ impl Index {
         if m == 0 {
             None
         } else {
-            Some(self.b[p.bucket as usize].e[m.trailing_zeros() as usize] & self.slot_mask)
+            Some(self.b[p.bucket as usize].w[m.trailing_zeros() as usize] & self.slot_mask)
         }
     }
 
@@ -124,19 +128,19 @@ impl Index {
     pub(crate) fn find(&self, p: Place, mut is: impl FnMut(u32) -> bool) -> Option<u32> {
         let mut m = self.matches(p.bucket, p.tag);
         while m != 0 {
-            let s = self.b[p.bucket as usize].e[m.trailing_zeros() as usize] & self.slot_mask;
+            let s = self.b[p.bucket as usize].w[m.trailing_zeros() as usize] & self.slot_mask;
             if is(s) {
                 return Some(s);
             }
             m &= m - 1;
         }
-        if self.b[p.bucket as usize].spilled == 0 {
+        if self.b[p.bucket as usize].w[WAYS] == 0 {
             return None;
         }
         let a = self.other(p.bucket, p.tag);
         let mut m = self.matches(a, p.tag);
         while m != 0 {
-            let e = self.b[a as usize].e[m.trailing_zeros() as usize];
+            let e = self.b[a as usize].w[m.trailing_zeros() as usize];
             if e & ALT != 0 && is(e & self.slot_mask) {
                 return Some(e & self.slot_mask);
             }
@@ -147,22 +151,22 @@ impl Index {
 
     #[inline]
     fn free_in(&self, b: u32) -> Option<usize> {
-        self.b[b as usize].e.iter().position(|&e| e == 0)
+        self.b[b as usize].w[..WAYS].iter().position(|&e| e == 0)
     }
 
     /// Moves the entry at (`b`, `i`) to its other bucket's free entry `j`.
     fn shift(&mut self, b: u32, i: usize, j: usize) {
-        let e = self.b[b as usize].e[i];
+        let e = self.b[b as usize].w[i];
         let o = self.other(b, self.tag_of(e));
         let moved = if e & ALT == 0 {
-            self.b[b as usize].spilled += 1;
+            self.b[b as usize].w[WAYS] += 1;
             e | ALT
         } else {
-            self.b[o as usize].spilled -= 1;
+            self.b[o as usize].w[WAYS] -= 1;
             e & !ALT
         };
-        self.b[o as usize].e[j] = moved;
-        self.b[b as usize].e[i] = 0;
+        self.b[o as usize].w[j] = moved;
+        self.b[b as usize].w[i] = 0;
     }
 
     /// Adds `slot` for the key placed at `p`. `false`: no room within two displacements.
@@ -171,10 +175,10 @@ impl Index {
         let a = self.other(p.bucket, p.tag);
         let put = |ix: &mut Self, b: u32, i: usize| {
             if b == p.bucket {
-                ix.b[b as usize].e[i] = e;
+                ix.b[b as usize].w[i] = e;
             } else {
-                ix.b[b as usize].e[i] = e | ALT;
-                ix.b[p.bucket as usize].spilled += 1;
+                ix.b[b as usize].w[i] = e | ALT;
+                ix.b[p.bucket as usize].w[WAYS] += 1;
             }
         };
         for b in [p.bucket, a] {
@@ -186,7 +190,7 @@ impl Index {
         // One displacement: an entry of either bucket whose other bucket has room.
         for b in [p.bucket, a] {
             for i in 0..WAYS {
-                let o = self.other(b, self.tag_of(self.b[b as usize].e[i]));
+                let o = self.other(b, self.tag_of(self.b[b as usize].w[i]));
                 if o == b {
                     continue;
                 }
@@ -200,12 +204,12 @@ impl Index {
         // Two displacements.
         for b in [p.bucket, a] {
             for i in 0..WAYS {
-                let o = self.other(b, self.tag_of(self.b[b as usize].e[i]));
+                let o = self.other(b, self.tag_of(self.b[b as usize].w[i]));
                 if o == b {
                     continue;
                 }
                 for k in 0..WAYS {
-                    let o2 = self.other(o, self.tag_of(self.b[o as usize].e[k]));
+                    let o2 = self.other(o, self.tag_of(self.b[o as usize].w[k]));
                     if o2 == o || o2 == b {
                         continue;
                     }
@@ -224,14 +228,20 @@ impl Index {
     /// Removes `slot` of the key placed at `p`. `false`: it was not there.
     pub(crate) fn remove(&mut self, p: Place, slot: u32) -> bool {
         let e = p.tag << self.slot_bits | slot;
-        if let Some(i) = self.b[p.bucket as usize].e.iter().position(|&x| x == e) {
-            self.b[p.bucket as usize].e[i] = 0;
+        if let Some(i) = self.b[p.bucket as usize].w[..WAYS]
+            .iter()
+            .position(|&x| x == e)
+        {
+            self.b[p.bucket as usize].w[i] = 0;
             return true;
         }
         let a = self.other(p.bucket, p.tag);
-        if let Some(i) = self.b[a as usize].e.iter().position(|&x| x == e | ALT) {
-            self.b[a as usize].e[i] = 0;
-            self.b[p.bucket as usize].spilled -= 1;
+        if let Some(i) = self.b[a as usize].w[..WAYS]
+            .iter()
+            .position(|&x| x == e | ALT)
+        {
+            self.b[a as usize].w[i] = 0;
+            self.b[p.bucket as usize].w[WAYS] -= 1;
             return true;
         }
         false
@@ -265,10 +275,10 @@ mod tests {
             let found = ix.find(ix.place(h(s)), |x| x == s);
             assert_eq!(found.is_some(), s % 2 == 1, "slot {s}");
         }
-        let spilled: u64 = ix.b.iter().map(|b| u64::from(b.spilled)).sum();
+        let spilled: u64 = ix.b.iter().map(|b| u64::from(b.w[WAYS])).sum();
         let alts =
             ix.b.iter()
-                .flat_map(|b| b.e.iter())
+                .flat_map(|b| b.w[..WAYS].iter())
                 .filter(|&&e| e & ALT != 0)
                 .count();
         assert_eq!(spilled, alts as u64, "spill counters match the entries");

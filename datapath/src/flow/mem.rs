@@ -189,6 +189,40 @@ pub(crate) fn prefetch(p: *const u8) {
     let _ = p;
 }
 
+/// Bitmask of the words of a 64-byte line equal to `want` under `mask` (bit `i`: word `i`):
+/// four SSE2 compares and one mask extraction (what an index bucket's tag search is).
+#[inline(always)]
+pub(crate) fn match16(line: &[u32; 16], mask: u32, want: u32) -> u32 {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    {
+        use std::arch::x86_64::{
+            __m128i, _mm_and_si128, _mm_cmpeq_epi32, _mm_loadu_si128, _mm_movemask_epi8,
+            _mm_packs_epi16, _mm_packs_epi32, _mm_set1_epi32,
+        };
+        let p = line.as_ptr().cast::<__m128i>();
+        // SAFETY: `line` is 64 readable bytes, so the four unaligned 16-byte loads at offsets
+        // 0, 16, 32 and 48 stay inside it; the other intrinsics only compute on registers, and
+        // SSE2 (all of them) is part of the x86-64 baseline.
+        unsafe {
+            let m = _mm_set1_epi32(mask as i32);
+            let w = _mm_set1_epi32(want as i32);
+            let eq = |i| _mm_cmpeq_epi32(_mm_and_si128(_mm_loadu_si128(p.add(i)), m), w);
+            // Each all-ones 32-bit lane saturates to an all-ones 16-bit, then 8-bit lane.
+            let ab = _mm_packs_epi32(eq(0), eq(1));
+            let cd = _mm_packs_epi32(eq(2), eq(3));
+            _mm_movemask_epi8(_mm_packs_epi16(ab, cd)) as u32
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+    {
+        let mut r = 0u32;
+        for (i, &x) in line.iter().enumerate() {
+            r |= u32::from((x & mask) == want) << i;
+        }
+        r
+    }
+}
+
 // SAFETY: the records are arrays of AtomicU32: zero is a valid value.
 unsafe impl Zeroable for super::record::Record {}
 // SAFETY: buckets are arrays of u32: zero is a valid (empty) bucket.

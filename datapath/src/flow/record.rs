@@ -84,6 +84,12 @@ impl Hot {
         TcpState::from_bits(self.meta >> STATE_SHIFT)
     }
 
+    /// Whether the flow is TCP (a state other than none).
+    #[inline(always)]
+    pub(crate) fn is_tcp(&self) -> bool {
+        self.meta & (0xf << STATE_SHIFT) != 0
+    }
+
     #[inline]
     pub(crate) fn set_state(&mut self, s: TcpState) {
         self.meta = (self.meta & !(0xf << STATE_SHIFT)) | (s as u32) << STATE_SHIFT;

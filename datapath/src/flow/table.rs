@@ -355,8 +355,8 @@ impl FlowTable {
         self.count(s, pkt);
     }
 
-    /// The per-packet update.
-    #[inline]
+    /// The per-packet update. A flow that is not TCP (state bits 0) takes no state step.
+    #[inline(always)]
     fn count(&mut self, s: u32, pkt: &FlowPacket) {
         let r = self.slab(s);
         let mut hot = r.hot();
@@ -365,11 +365,10 @@ impl FlowTable {
         let sh = 8 * d as u32;
         hot.flags |= u32::from(pkt.tcp_flags) << sh;
         hot.flags = (hot.flags & !(0xff << (16 + sh))) | u32::from(pkt.port) << (16 + sh);
-        if d == 1 {
-            hot.meta |= REPLIED;
-        }
-        let old = hot.state();
-        if old != TcpState::None {
+        hot.meta |= (d as u32) * REPLIED;
+        let tcp = hot.is_tcp();
+        let old = if tcp { hot.state() } else { TcpState::None };
+        if tcp {
             let fin_o = hot.flags & u32::from(FIN) != 0;
             let fin_r = (hot.flags >> 8) & u32::from(FIN) != 0;
             let st = tcp::step(old, d == 0, pkt.tcp_flags, fin_o, fin_r);
@@ -383,14 +382,21 @@ impl FlowTable {
         r.count(d, u32::from(pkt.l3_len), hot, now);
         r.end(seq);
         self.pending_packets += 1;
-        let new = hot.state();
-        if new != old {
-            let proto = pkt.key.proto();
-            let t_new = self.timeout_ms(proto, hot.meta, new);
-            if t_new < self.timeout_ms(proto, hot.meta, old) {
-                let deadline = self.now_ms + t_new;
-                self.wheel.rearm(s, self.next_visit(deadline));
+        if tcp {
+            let new = hot.state();
+            if new != old {
+                self.state_changed(s, hot.meta, old, new);
             }
+        }
+    }
+
+    /// A TCP flow changed state: moved on the wheel if its new timeout is shorter.
+    #[cold]
+    fn state_changed(&mut self, s: u32, meta: u32, old: TcpState, new: TcpState) {
+        let t_new = self.timeout_ms(6, meta, new);
+        if t_new < self.timeout_ms(6, meta, old) {
+            let deadline = self.now_ms + t_new;
+            self.wheel.rearm(s, self.next_visit(deadline));
         }
     }
 
@@ -551,23 +557,28 @@ impl FlowTable {
         }
         let mut tracked = 0;
         for chunk in b.packets().chunks(64) {
+            let n = chunk.len();
             let mut pl = [Place { bucket: 0, tag: 0 }; 64];
             let mut cand = [u32::MAX; 64];
-            for (p, pkt) in pl.iter_mut().zip(chunk) {
-                *p = self.place(&pkt.key);
-                self.ix.prefetch(*p);
+            // Pass 1: hash every key, start loading its bucket.
+            for i in 0..n {
+                pl[i] = self.place(&chunk[i].key);
+                self.ix.prefetch(pl[i]);
             }
-            for (c, p) in cand.iter_mut().zip(&pl[..chunk.len()]) {
-                if let Some(s) = self.ix.first_candidate(*p) {
-                    *c = s;
+            // Pass 2: the buckets' first candidates, start loading their records.
+            for i in 0..n {
+                if let Some(s) = self.ix.first_candidate(pl[i]) {
+                    cand[i] = s;
                     self.prefetch_record(s);
                 }
             }
-            for ((pkt, p), &c) in chunk.iter().zip(&pl).zip(&cand) {
+            // Pass 3: compare and count (the rest of the index, or a new flow, if not it).
+            for i in 0..n {
+                let (pkt, c) = (&chunk[i], cand[i]);
                 if c != u32::MAX && self.slab(c).holds(&pkt.key) {
                     self.count(c, pkt);
                     tracked += 1;
-                } else if self.track_at(*p, pkt).is_ok() {
+                } else if self.track_at(pl[i], pkt).is_ok() {
                     tracked += 1;
                 }
             }

@@ -56,7 +56,7 @@ impl FlowPacket {
     ///
     /// # Errors
     /// Why the frame is not tracked.
-    #[inline]
+    #[inline(always)]
     pub fn from_frame(frame: &[u8], v: &Verdict, port: u8, zone: u16) -> Result<Self, Skip> {
         let (key, dir) = FlowKey::from_frame(frame, v, zone)?;
         Ok(Self {
@@ -102,15 +102,35 @@ impl FlowBurst {
 
     /// Adds a frame (a frame that is not tracked is counted by reason, and `false`
     /// returned; beyond [`MAX_BURST`] frames are ignored).
-    #[inline]
+    #[inline(always)]
     pub fn push(&mut self, frame: &[u8], v: &Verdict, port: u8, zone: u16) -> bool {
-        match FlowPacket::from_frame(frame, v, port, zone) {
-            Ok(p) => self.push_packet(p),
+        let Some(slot) = self.p.get_mut(self.n) else {
+            return self.push_beyond(frame, v, zone);
+        };
+        // The key goes straight into the burst's slot.
+        match slot.key.build(frame, &v.hdr, zone) {
+            Ok(dir) => {
+                slot.dir = dir;
+                slot.l3_len = v.hdr.l3_len;
+                slot.tcp_flags = v.hdr.tcp_flags;
+                slot.port = port;
+                self.n += 1;
+                true
+            }
             Err(s) => {
                 self.skipped[s as usize] += 1;
                 false
             }
         }
+    }
+
+    /// A frame beyond [`MAX_BURST`]: counted if it is not tracked, ignored otherwise.
+    #[cold]
+    fn push_beyond(&mut self, frame: &[u8], v: &Verdict, zone: u16) -> bool {
+        if let Err(s) = FlowKey::from_frame(frame, v, zone) {
+            self.skipped[s as usize] += 1;
+        }
+        false
     }
 
     /// Adds a packet.
