@@ -160,7 +160,10 @@ cmd_up() {
     done
 
     # Far end: a learning bridge (STP off, default ageing) over s0 and s1; IPv6 only on br0.
-    ip -n "$ns_f" link add br0 address "$MAC_BR0" type bridge stp_state 0
+    # Multicast snooping off: with it on, the bridge joins the all-snoopers groups (224.0.0.106,
+    # ff02::6a) and repeats their IGMP/MLD reports at random moments for a second or two after it
+    # comes up, and those reports are flooded to both members: unsolicited frames on a quiet lab.
+    ip -n "$ns_f" link add br0 address "$MAC_BR0" type bridge stp_state 0 mcast_snooping 0
     for dev in s0 s1; do
         ns_sysctl "$ns_f" "net.ipv6.conf.$dev.disable_ipv6=1"
         ip -n "$ns_f" link set dev "$dev" master br0

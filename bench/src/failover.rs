@@ -55,7 +55,7 @@ use serde_json::{Value, json};
 use crate::{
     lab::{Lab, MAC_BR0, Proc, isopath_status, sibling_bin},
     report::{self, FailoverEvent, FailoverRun, FailoverSeries, Machine, Report, SizeResult},
-    search::{self, SearchParams, Trial},
+    search::{self, DirCount, SearchParams, Trial},
     xsk::{Rx, RxSink},
 };
 
@@ -660,6 +660,8 @@ impl BondLab {
                 received,
                 offered_pps: sent as f64 / gsecs,
                 received_pps: received as f64 / gsecs,
+                forward: DirCount { sent, received },
+                reverse: None,
             },
             where_,
         ))

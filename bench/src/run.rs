@@ -21,7 +21,7 @@ use crate::{
         self, BackToBack, DirectionResult, LatencyResult, Machine, PeerResult, Ratio, Report,
         RunResult, SizeResult,
     },
-    search::{self, SearchParams, Trial},
+    search::{self, DirCount, SearchParams, Trial},
     wire::FrameSize,
 };
 
@@ -641,19 +641,30 @@ fn trial(
         .collect::<Result<Vec<_>>>()?;
     std::thread::sleep(Duration::from_millis(300)); // frames in flight
     let a1 = Arrivals::read(lab, c.both_ways)?;
-    let sent: u64 = gens.iter().map(|g| g["sent"].as_u64().unwrap_or(0)).sum();
+    // The sources run in `Dir::of` order: each direction is accounted on its own, then summed.
+    let dirs: Vec<DirCount> = Dir::of(c.both_ways)
+        .iter()
+        .zip(&gens)
+        .map(|(&d, g)| DirCount {
+            sent: g["sent"].as_u64().unwrap_or(0),
+            received: a1.dir(d) - a0.dir(d),
+        })
+        .collect();
+    let sent: u64 = dirs.iter().map(|d| d.sent).sum();
+    let received: u64 = dirs.iter().map(|d| d.received).sum();
     let gsecs = gens
         .iter()
         .filter_map(|g| g["secs"].as_f64())
         .fold(0.0, f64::max)
         .max(1e-6);
-    let received = (a1.fwd - a0.fwd) + (a1.rev - a0.rev);
     Ok(Trial {
         target_pps: rate,
         sent,
         received,
         offered_pps: sent as f64 / gsecs,
         received_pps: received as f64 / gsecs,
+        forward: dirs[0],
+        reverse: dirs.get(1).copied(),
     })
 }
 
@@ -742,25 +753,13 @@ pub(crate) fn rfc2544(a: &Rfc2544Args) -> Result<()> {
                     rate as f64 / 1e6
                 ));
                 if stop.load(Ordering::Relaxed) || err.is_some() {
-                    return Trial {
-                        target_pps: rate,
-                        sent: 1,
-                        received: 0,
-                        offered_pps: 0.0,
-                        received_pps: 0.0,
-                    };
+                    return Trial::failed(rate);
                 }
                 match trial(&lab, &size_s, rate, a.trial_secs, c, peer, &extra) {
                     Ok(t) => t,
                     Err(e) => {
                         err = Some(e);
-                        Trial {
-                            target_pps: rate,
-                            sent: 1,
-                            received: 0,
-                            offered_pps: 0.0,
-                            received_pps: 0.0,
-                        }
+                        Trial::failed(rate)
                     }
                 }
             });
@@ -829,15 +828,8 @@ pub(crate) fn rfc2544(a: &Rfc2544Args) -> Result<()> {
                 let r = search::search(p, |burst| {
                     let mut x = extra.clone();
                     x.extend(["--count".into(), burst.to_string()]);
-                    let t = trial(&lab, &size_s, 0, Duration::from_secs(5), c, peer, &x).unwrap_or(
-                        Trial {
-                            target_pps: burst,
-                            sent: 1,
-                            received: 0,
-                            offered_pps: 0.0,
-                            received_pps: 0.0,
-                        },
-                    );
+                    let t = trial(&lab, &size_s, 0, Duration::from_secs(5), c, peer, &x)
+                        .unwrap_or(Trial::failed(burst));
                     trials.push((burst, t.sent, t.received));
                     Trial {
                         target_pps: burst,

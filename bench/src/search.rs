@@ -17,6 +17,21 @@ pub(crate) struct Trial {
     pub(crate) offered_pps: f64,
     /// Measured arrival rate (pps).
     pub(crate) received_pps: f64,
+    /// The forward direction's share of `sent` and `received` (t0 → far).
+    #[serde(default)]
+    pub(crate) forward: DirCount,
+    /// The reverse direction's share (far → t0), in runs both ways.
+    #[serde(default)]
+    pub(crate) reverse: Option<DirCount>,
+}
+
+/// What one direction of a trial sent and what arrived at its far end.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct DirCount {
+    /// Frames this direction's source sent.
+    pub(crate) sent: u64,
+    /// Frames counted where this direction arrives.
+    pub(crate) received: u64,
 }
 
 impl Trial {
@@ -28,6 +43,11 @@ impl Trial {
             received: 0,
             offered_pps: 0.0,
             received_pps: 0.0,
+            forward: DirCount {
+                sent: 1,
+                received: 0,
+            },
+            reverse: None,
         }
     }
 
@@ -109,6 +129,8 @@ pub(crate) mod tests {
                 received,
                 offered_pps: rate as f64,
                 received_pps: rate.min(limit) as f64,
+                forward: DirCount { sent, received },
+                reverse: None,
             }
         }
     }
@@ -173,11 +195,8 @@ pub(crate) mod tests {
             max_trials: 30,
         };
         let r = search(p, |rate| Trial {
-            target_pps: rate,
             sent: rate + 1,
-            received: 0,
-            offered_pps: 0.0,
-            received_pps: 0.0,
+            ..Trial::failed(rate)
         });
         assert_eq!(r.throughput_pps, 0);
         assert!(r.best.is_none());
