@@ -235,12 +235,14 @@ fn induced_loss_is_counted_per_flow() {
             "{f}"
         );
     }
-    // The receiver took every frame the XDP program redirected (the kernel dropped none).
+    // Every frame the XDP program redirected is accounted for: taken by the receiver, or
+    // dropped by the kernel at its socket (counted in rx_dropped, bounded above; a receiver
+    // stalled by a loaded machine lets its fill ring run dry once in a while: a CI run saw one
+    // such drop with rx_fill_ring_empty_descs 1).
     let port = &r["port"];
-    assert_eq!(port["xsk"]["rx_dropped"], 0, "{port}");
     assert_eq!(
         port["xdp_rx_redirect"].as_u64().unwrap(),
-        r["frames"].as_u64().unwrap(),
+        r["frames"].as_u64().unwrap() + kernel_dropped,
         "{r}"
     );
     assert_eq!(
