@@ -147,14 +147,69 @@ pub struct DaemonConfig {
     /// Path of the control socket.
     #[serde(default = "default_socket")]
     pub control_socket: String,
+    /// Path of the netlink-format control socket (default: the control socket's path with
+    /// `.nl` appended).
+    #[serde(default)]
+    pub netlink_socket: Option<String>,
+    /// Mode of the netlink-format socket file (default 0o660).
+    #[serde(default = "default_socket_mode")]
+    pub socket_mode: u32,
+    /// Group of the netlink-format socket file (default `isopath`; left as it is when there is
+    /// no such group).
+    #[serde(default = "default_socket_group")]
+    pub socket_group: String,
+    /// Group whose members may change things and read flows (root always may; default
+    /// `isopath-admin`).
+    #[serde(default = "default_admin_group")]
+    pub admin_group: String,
+    /// Most netlink-format connections at once (default 256); a client past it gets one
+    /// `EUSERS` error.
+    #[serde(default = "default_max_clients")]
+    pub max_clients: usize,
 }
 
 impl Default for DaemonConfig {
     fn default() -> Self {
         Self {
             control_socket: default_socket(),
+            netlink_socket: None,
+            socket_mode: default_socket_mode(),
+            socket_group: default_socket_group(),
+            admin_group: default_admin_group(),
+            max_clients: default_max_clients(),
         }
     }
+}
+
+fn default_socket_mode() -> u32 {
+    0o660
+}
+
+fn default_socket_group() -> String {
+    "isopath".into()
+}
+
+fn default_admin_group() -> String {
+    "isopath-admin".into()
+}
+
+fn default_max_clients() -> usize {
+    256
+}
+
+/// The netlink-format control socket, as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetlinkPlan {
+    /// Its path.
+    pub path: String,
+    /// Its mode.
+    pub mode: u32,
+    /// Its group's name.
+    pub group: String,
+    /// The admin group's name.
+    pub admin_group: String,
+    /// Most connections.
+    pub max_clients: usize,
 }
 
 fn default_socket() -> String {
@@ -360,6 +415,8 @@ pub struct BondPlan {
 pub struct Plan {
     /// Control socket path.
     pub control_socket: String,
+    /// The netlink-format control socket.
+    pub netlink: NetlinkPlan,
     /// Ring sizes.
     pub rings: RingParams,
     /// RX burst.
@@ -647,8 +704,32 @@ impl Config {
             });
         }
 
+        let d = &self.daemon;
+        if d.socket_mode > 0o777 {
+            return Err(ConfigError::Field {
+                field: "daemon.socket_mode".into(),
+                message: format!("{:#o} is not a file mode (at most 0o777)", d.socket_mode),
+            });
+        }
+        if d.max_clients == 0 {
+            return Err(ConfigError::Field {
+                field: "daemon.max_clients".into(),
+                message: "must be at least 1".into(),
+            });
+        }
+        let netlink = NetlinkPlan {
+            path: d
+                .netlink_socket
+                .clone()
+                .unwrap_or_else(|| format!("{}.nl", d.control_socket)),
+            mode: d.socket_mode,
+            group: d.socket_group.clone(),
+            admin_group: d.admin_group.clone(),
+            max_clients: d.max_clients,
+        };
         Ok(Plan {
             control_socket: self.daemon.control_socket.clone(),
+            netlink,
             rings,
             burst,
             zero_copy,

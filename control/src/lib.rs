@@ -44,6 +44,7 @@ pub mod frames;
 pub mod host;
 pub mod metrics;
 pub mod netlink;
+pub mod nlserver;
 pub mod parse_status;
 pub mod privs;
 pub mod registry;

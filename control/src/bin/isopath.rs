@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use isopath_control::{
     client::Client,
     doctor,
+    nlserver::cli as nlcli,
     request::{CaptureReply, MemberChanged, OptionSet, PortAdded, PortsRemoved, Request, Switched},
     status::{BondStatus, render},
     topology,
@@ -84,10 +85,31 @@ enum Cmd {
         #[command(subcommand)]
         cmd: WorkerCmd,
     },
+    /// Links (ports and bonds) as `ip link` shows them, read over the netlink-format socket
+    /// (the control socket's path with `.nl` appended).
+    Link {
+        #[command(subcommand)]
+        cmd: LinkCmd,
+    },
     /// Flows in the workers' tables: counts, and records like `conntrack -L`.
     Flow {
         #[command(subcommand)]
         cmd: isopath_control::flows::FlowCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LinkCmd {
+    /// Every link, or one: index, flags, kind, bond, state, queues, bind and XDP modes.
+    Show {
+        /// Only this link.
+        dev: Option<String>,
+        /// Counters too (as `ip -s link`).
+        #[arg(short = 's', long)]
+        stats: bool,
+        /// Print JSON.
+        #[arg(short = 'j', long)]
+        json: bool,
     },
 }
 
@@ -260,6 +282,19 @@ fn run(args: Args) -> anyhow::Result<()> {
         // Handled in main: its exit status is the worst finding's.
         Cmd::Doctor { .. } | Cmd::Worker { .. } => unreachable!("handled in main"),
         Cmd::Flow { cmd } => isopath_control::flows::run_cli(&args.socket, &cmd)?,
+        Cmd::Link {
+            cmd: LinkCmd::Show { dev, stats, json },
+        } => {
+            let mut nl = args.socket.into_os_string();
+            nl.push(".nl");
+            let links = nlcli::links(std::path::Path::new(&nl), dev.as_deref(), stats)?;
+            if json {
+                let v: Vec<nlcli::LinkJson> = links.iter().map(Into::into).collect();
+                println!("{}", serde_json::to_string(&v)?);
+            } else {
+                print!("{}", nlcli::render(&links, stats));
+            }
+        }
         Cmd::Capture { cmd } => {
             let req = match cmd {
                 CaptureCmd::Start { target, file, dir } => {

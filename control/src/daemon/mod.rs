@@ -23,6 +23,7 @@ mod captures;
 mod error;
 mod link_book;
 mod listeners;
+mod nl;
 mod ports;
 mod requests;
 mod start;
@@ -131,6 +132,13 @@ struct Turn {
 }
 
 impl Turn {
+    /// Wall-clock time in ns since the Unix epoch (0 before it).
+    fn wall_ns(&self) -> u64 {
+        self.wall
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    }
+
     fn read() -> Self {
         Self {
             now: Instant::now(),
@@ -180,6 +188,10 @@ pub struct Daemon {
     closing: Vec<(usize, u16, Instant)>,
     socket_path: PathBuf,
     server: Server,
+    /// The netlink-format control socket.
+    nl: Option<crate::nlserver::NlServer>,
+    /// Bumped by every device event (link dumps notice changes between their parts).
+    links_gen: Arc<std::sync::atomic::AtomicU64>,
     started: Instant,
     bad_requests: u64,
     /// Where workers and housekeeping run, and why.
@@ -222,6 +234,7 @@ impl Daemon {
                 last_link = self.plane.turn.now;
             }
             self.serve_control(host);
+            self.serve_netlink(host);
             self.advance_waiting();
             self.finish_unregister();
             for c in &mut self.plane.captures {
@@ -339,6 +352,9 @@ impl Daemon {
             }
         }
         let _ = std::fs::remove_file(&self.socket_path);
+        if let Some(s) = &self.nl {
+            s.remove();
+        }
         info!(code, "stopped");
         code
     }
@@ -351,6 +367,9 @@ impl Drop for Daemon {
             w.handle.stop();
         }
         let _ = std::fs::remove_file(&self.socket_path);
+        if let Some(s) = &self.nl {
+            s.remove();
+        }
     }
 }
 

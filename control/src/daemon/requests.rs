@@ -32,11 +32,29 @@ pub(super) enum Then {
     Join(String),
 }
 
+/// Where a waiting request's reply goes.
+pub(super) enum ReplyTo {
+    /// A line-protocol connection.
+    Line(UnixStream),
+    /// A request of a netlink-format connection.
+    Nl(crate::nlserver::ConnId, isopath_proto::nl::Header),
+}
+
 /// A request waiting for its port.
 pub(super) struct Waiting {
-    stream: UnixStream,
+    reply_to: ReplyTo,
     pub(super) port: Box<PendingPort>,
     then: Then,
+}
+
+impl Waiting {
+    pub(super) fn new(reply_to: ReplyTo, port: Box<PendingPort>, then: Then) -> Self {
+        Self {
+            reply_to,
+            port,
+            then,
+        }
+    }
 }
 
 /// Writes `reply` as one JSON line, blocking and bounded: a client that does not read it holds
@@ -63,7 +81,11 @@ impl Daemon {
             };
             match step {
                 Step::Now(reply) => self.send(&stream, &reply),
-                Step::Wait(port, then) => self.waiting.push(Waiting { stream, port, then }),
+                Step::Wait(port, then) => self.waiting.push(Waiting {
+                    reply_to: ReplyTo::Line(stream),
+                    port,
+                    then,
+                }),
             }
         }
     }
@@ -80,7 +102,12 @@ impl Daemon {
             .into_iter()
             .partition(|w| w.port.due(&taken, now));
         self.waiting = wait;
-        for Waiting { stream, port, then } in due {
+        for Waiting {
+            reply_to,
+            port,
+            then,
+        } in due
+        {
             let name = port.name.clone();
             let reply = match (self.port_finish(*port), then) {
                 (Ok(added), Then::Reply) => Reply::PortAdded(added),
@@ -89,7 +116,10 @@ impl Daemon {
                     .map_or_else(Reply::error, Reply::Member),
                 (Err(e), _) => Reply::error(e),
             };
-            self.send(&stream, &reply);
+            match reply_to {
+                ReplyTo::Line(stream) => self.send(&stream, &reply),
+                ReplyTo::Nl(conn, header) => self.nl_reply(conn, &header, reply),
+            }
         }
     }
 

@@ -54,6 +54,7 @@ impl Daemon {
     /// Any failure; what was set up so far is torn down by drop (links close, sockets close).
     pub fn start(plan: &Plan, host: &dyn Host, force: bool) -> Result<Self, StartError> {
         let listener = bind_control_socket(Path::new(&plan.control_socket))?;
+        let nl = bind_netlink(&plan.netlink)?;
         // Control threads (this one and those it spawns, e.g. rtnetlink) stay off the worker
         // cores: a control thread scheduled there would preempt a polling worker.
         let housekeeping = topology::Housekeeping::new(&plan.placement)
@@ -350,6 +351,8 @@ impl Daemon {
         };
         let mut registry = DevRegistry::new();
         listeners::install(&mut registry);
+        let links_gen = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        registry.listen(Box::new(super::nl::Generation(links_gen.clone())), -100);
         let mut bond_ids = Vec::with_capacity(plan.bonds.len());
         for (bi, (bp, tap)) in plan.bonds.iter().zip(bond_taps).enumerate() {
             let dev = Device {
@@ -435,6 +438,8 @@ impl Daemon {
                 what: format!("making {} non-blocking", plan.control_socket),
                 source,
             })?,
+            nl: Some(nl),
+            links_gen,
             started: Instant::now(),
             bad_requests: 0,
             placement: plan.placement.clone(),
@@ -442,4 +447,29 @@ impl Daemon {
             flow_ports: plan.ports.iter().map(|p| p.name.clone()).collect(),
         })
     }
+}
+
+/// Binds the netlink-format control socket: its mode, its group, the admin group (a group
+/// that does not exist is logged and left out: the file keeps root's group, only root may
+/// change things).
+fn bind_netlink(p: &crate::config::NetlinkPlan) -> Result<crate::nlserver::NlServer, StartError> {
+    use crate::nlserver::{NlConfig, NlServer, group_gid};
+    let group = |name: &str, what: &str| {
+        let g = group_gid(name).map(|gid| (name.to_owned(), gid));
+        if g.is_none() {
+            warn!(group = name, "no such group: {what}");
+        }
+        g
+    };
+    NlServer::bind(NlConfig {
+        path: PathBuf::from(&p.path),
+        mode: p.mode,
+        group: group(&p.group, "the netlink socket keeps root's group"),
+        admin_group: group(&p.admin_group, "only root may change things"),
+        max_clients: p.max_clients,
+    })
+    .map_err(|source| StartError::Socket {
+        what: format!("binding {}", p.path),
+        source,
+    })
 }

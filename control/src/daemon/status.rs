@@ -95,7 +95,7 @@ impl Daemon {
             .collect()
     }
 
-    fn port_status(&self, name: &str, p: &PortIo) -> PortStatus {
+    pub(super) fn port_status(&self, name: &str, p: &PortIo) -> PortStatus {
         let (mut rx_p, mut rx_b, mut tx_p, mut tx_b) = (0, 0, 0, 0);
         let mut drops = [0u64; DropReason::ALL.len()];
         for q in self

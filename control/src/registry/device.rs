@@ -10,6 +10,13 @@ use isopath_datapath::tap::Tap;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DeviceId(pub(super) u32);
 
+impl DeviceId {
+    /// Its number (unique among the registry's devices).
+    pub fn index(self) -> u32 {
+        self.0
+    }
+}
+
 impl fmt::Display for DeviceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "dev{}", self.0)

@@ -27,7 +27,7 @@ use std::io;
 pub use pool::{FrameAudit, FrameLedger, FrameOwners, FramePool};
 pub use ring::{Bind, FrameBurst, Rings, SocketInfo, XskSocket, XskUmem};
 pub use setup::{XskBinder, XskStatsReader};
-pub use sys::{PromiscGuard, XskStats, if_index};
+pub use sys::{PromiscGuard, XskStats, if_index, peer_groups};
 
 use crate::params::BindMode;
 

@@ -227,3 +227,41 @@ impl PromiscGuard {
         Ok(Self { _fd: owned })
     }
 }
+
+/// The supplementary groups of the process at the other end of a connected Unix socket, as
+/// they were when it connected (`getsockopt(SO_PEERGROUPS)`, Linux 4.13): what the control
+/// socket's permission checks read beside `SO_PEERCRED`. (It lives here, with every other
+/// raw syscall of ours: the control crate forbids unsafe code and `nix` does not wrap it.)
+///
+/// # Errors
+/// The `getsockopt` error (`ENOTCONN`, `ENOPROTOOPT` on a socket that is not `AF_UNIX`).
+pub fn peer_groups(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<Vec<u32>> {
+    use std::os::fd::AsRawFd;
+    // NGROUPS_MAX is 65536; start with room for 64 and grow when the kernel says ERANGE (it
+    // stores the length it needs).
+    let mut groups: Vec<libc::gid_t> = vec![0; 64];
+    loop {
+        let mut len = (groups.len() * mem::size_of::<libc::gid_t>()) as libc::socklen_t;
+        // SAFETY: `groups` is a writable buffer of exactly `len` bytes; the kernel writes at
+        // most `len` bytes and stores the length written (or needed, with ERANGE) in `len`.
+        let r = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let n = len as usize / mem::size_of::<libc::gid_t>();
+        if r == 0 {
+            groups.truncate(n);
+            return Ok(groups);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ERANGE) || n <= groups.len() || n > 65_536 {
+            return Err(e);
+        }
+        groups.resize(n, 0);
+    }
+}

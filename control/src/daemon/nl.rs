@@ -1,0 +1,587 @@
+//! The netlink-format control socket's requests: typed requests of `isopath-proto` answered
+//! from the daemon's state, changes carried out by the same handlers as the line protocol's
+//! (so both protocols change the daemon identically while the CLI moves over).
+//!
+//! Served: `GETLINK` (one, or a dump: ports and bonds, with counters when `EXT_STATS` /
+//! `EXT_XSK_STATS` are asked for), `GETSTATUS`, `GETWORKER`, `GETCAPTURE` (one or a dump),
+//! `NEWLINK` (`port add`), `DELLINK` (`port del`, all or none), `SETBOND` (`bond set`,
+//! `bond switch`), `NEWMEMBER`/`DELMEMBER` (`bond add|release`), `NEWCAPTURE`/`DELCAPTURE`;
+//! `GETCONN`/`SETCONN` are the server's own. The other types get `EOPNOTSUPP` with a text
+//! saying so.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
+
+use isopath_proto::{
+    attrs::{EXT_STATS, EXT_XSK_STATS, IFF_LOWER_UP, IFF_RUNNING, IFF_UP},
+    dump::{Dump, Part, Step as DumpStep},
+    error::Full,
+    msg::{
+        BindMode, BondOptions, BondSet, CaptureDir, CaptureMsg, DaemonState, Frames, LinkKind,
+        LinkMsg, LinkStats, Message, OperState, Request as NlRequest, StatusMsg, WorkerMsg,
+        WorkerQueue, XdpMode, XskStats, kind,
+    },
+    nl::Header,
+};
+
+use super::{
+    Daemon, DevData, lock,
+    requests::{ReplyTo, Step, Waiting},
+};
+use crate::{
+    host::Host,
+    nlserver::{Answer, ConnId, Job},
+    registry::{self, DeviceKind, Event, Listener, Veto},
+    request::{Reply, Request},
+    status::{CaptureStatus, PortStatus},
+};
+
+/// The link numbers the daemon's own devices (bonds) report: from here on, clear of the
+/// kernel's interface indexes, which ports report.
+const OWN_INDEX_BASE: u32 = 1 << 20;
+
+/// Bumps the link generation on every device event: a link dump that sees it change between
+/// parts is marked `NLM_F_DUMP_INTR`.
+pub(super) struct Generation(pub(super) Arc<AtomicU64>);
+
+impl<C> Listener<DevData, C> for Generation {
+    fn name(&self) -> &'static str {
+        "link-generation"
+    }
+
+    fn event(&mut self, _: Event, _: &registry::Devices<DevData>, _: &mut C) -> Result<(), Veto> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// A dump of records taken when it began (links, workers, captures: tens of records), sent
+/// part by part; marked interrupted when the generation it watches moves.
+struct Snapshot {
+    kind: u16,
+    records: Vec<Message>,
+    next: usize,
+    generation: Option<Arc<AtomicU64>>,
+}
+
+impl Dump for Snapshot {
+    fn dump(&mut self, part: &mut Part<'_>) -> DumpStep {
+        while let Some(m) = self.records.get(self.next) {
+            let r = match m {
+                Message::NewLink(b) => part.push(self.kind, b),
+                Message::NewWorker(b) => part.push(self.kind, b),
+                Message::NewCapture(b) => part.push(self.kind, b),
+                _ => Err(Full),
+            };
+            if r.is_err() {
+                return DumpStep::More;
+            }
+            self.next += 1;
+        }
+        DumpStep::Finished(0)
+    }
+
+    fn generation(&self) -> Option<u64> {
+        self.generation.as_ref().map(|g| g.load(Ordering::Relaxed))
+    }
+}
+
+/// The errno a handler's refusal maps to. The handlers report text today (the line protocol's
+/// replies); these are the texts they use for a missing object, a duplicate and a busy one.
+fn errno_of(text: &str) -> i32 {
+    if text.starts_with("no ") && text.contains(" named ") {
+        libc::ENODEV
+    } else if text.starts_with("no capture runs") {
+        libc::ENOENT
+    } else if text.contains("already") {
+        libc::EEXIST
+    } else if text.contains("too long") {
+        libc::ENAMETOOLONG
+    } else if text.contains("cross-connected") {
+        libc::EBUSY
+    } else {
+        libc::EINVAL
+    }
+}
+
+fn answer_of(reply: Reply) -> Answer {
+    match reply {
+        Reply::Error(e) => Answer::Error(errno_of(&e.error), e.error),
+        _ => Answer::Done,
+    }
+}
+
+/// A bond option of `SETBOND` as the line protocol's (name, value).
+fn option_words(o: &BondOptions) -> Vec<(&'static str, String)> {
+    let mut w = Vec::new();
+    let ms = |v: u32| v.to_string();
+    if let Some(v) = o.miimon_ms {
+        w.push(("miimon", ms(v)));
+    }
+    if let Some(v) = o.updelay_ms {
+        w.push(("updelay", ms(v)));
+    }
+    if let Some(v) = o.downdelay_ms {
+        w.push(("downdelay", ms(v)));
+    }
+    if let Some(v) = &o.primary {
+        w.push(("primary", v.clone()));
+    }
+    if let Some(v) = o.primary_reselect {
+        w.push(("primary_reselect", v.name().to_owned()));
+    }
+    if let Some(v) = o.all_members_active {
+        w.push(("all_members_active", v.to_string()));
+    }
+    if let Some(v) = o.drain_ms {
+        w.push(("drain_ms", ms(v)));
+    }
+    if let Some(v) = o.fail_over_mac {
+        w.push(("fail_over_mac", v.name().to_owned()));
+    }
+    if let Some(v) = o.num_grat_arp {
+        w.push(("num_grat_arp", ms(v)));
+    }
+    if let Some(v) = o.num_unsol_na {
+        w.push(("num_unsol_na", ms(v)));
+    }
+    if let Some(v) = o.peer_notif_delay_ms {
+        w.push(("peer_notif_delay", ms(v)));
+    }
+    if let Some(v) = o.reannounce {
+        w.push(("reannounce", v.to_string()));
+    }
+    w
+}
+
+/// Whether `o` sets anything [`option_words`] does not carry.
+fn unsupported_option(o: &BondOptions) -> Option<&'static str> {
+    [
+        (o.reannounce_table.is_some(), "reannounce_table"),
+        (o.reannounce_max_age_s.is_some(), "reannounce_max_age_s"),
+        (o.arp_interval_ms.is_some(), "arp_interval"),
+        (!o.arp_ip_target.is_empty(), "arp_ip_target"),
+        (!o.ns_ip6_target.is_empty(), "ns_ip6_target"),
+        (o.arp_validate.is_some(), "arp_validate"),
+        (o.arp_all_targets.is_some(), "arp_all_targets"),
+        (o.arp_missed_max.is_some(), "arp_missed_max"),
+        (o.link_state_tracking.is_some(), "link_state_tracking"),
+    ]
+    .into_iter()
+    .find_map(|(set, name)| set.then_some(name))
+}
+
+fn link_stats(p: &PortStatus) -> LinkStats {
+    let d = |k: &str| p.drops.get(k).copied().unwrap_or(0);
+    LinkStats {
+        rx_packets: p.rx_packets,
+        rx_bytes: p.rx_bytes,
+        tx_packets: p.tx_packets,
+        tx_bytes: p.tx_bytes,
+        rx_drop_runt: d("rx_drop_runt"),
+        rx_drop_no_output: d("rx_drop_no_output"),
+        tx_drop_link_down: d("tx_drop_link_down"),
+        tx_drop_ring_full: d("tx_drop_ring_full"),
+        rx_drop_backup: d("rx_drop_backup"),
+        tx_drop_no_active_member: d("tx_drop_no_active_member"),
+        rx_drop_control_full: d("rx_drop_control_full"),
+        rx_drop_no_socket: p.xdp.rx_drop_no_socket,
+        xdp_rx_redirect: p.xdp.rx_redirect,
+        to_control: 0,
+    }
+}
+
+fn capture_msg(c: &CaptureStatus) -> CaptureMsg {
+    CaptureMsg {
+        target: c.target.clone(),
+        file: c.file.clone(),
+        direction: CaptureDir::parse(&c.direction).unwrap_or(CaptureDir::Both),
+        captured: c.captured,
+        dropped: c.dropped,
+        written: c.written,
+        write_errors: c.write_errors,
+        snaplen: c.snaplen as u32,
+    }
+}
+
+impl Daemon {
+    /// One turn of the netlink-format socket: the requests that arrived, answered (or held,
+    /// for a `port add` that completes on a later turn).
+    pub(super) fn serve_netlink(&mut self, host: &dyn Host) {
+        let Some(server) = self.nl.as_mut() else {
+            return;
+        };
+        for job in server.poll() {
+            let header = job.header;
+            let conn = job.conn;
+            if let Some(answer) = self.nl_handle(job, host)
+                && let Some(s) = self.nl.as_mut()
+            {
+                s.answer(conn, &header, answer);
+            }
+        }
+    }
+
+    /// Sends the reply of a held request.
+    pub(super) fn nl_reply(&mut self, conn: ConnId, header: &Header, reply: Reply) {
+        if let Some(s) = self.nl.as_mut() {
+            s.answer(conn, header, answer_of(reply));
+        }
+    }
+
+    /// Answers one request; `None` when the reply comes on a later turn.
+    fn nl_handle(&mut self, job: Job, host: &dyn Host) -> Option<Answer> {
+        let Job {
+            conn,
+            header,
+            dump,
+            request,
+        } = job;
+        let line = |r: Request| Some(r);
+        let req = match request {
+            NlRequest::GetLink(q) => {
+                let ext = q.ext_mask.unwrap_or(0);
+                let links = self.links(ext);
+                return Some(if dump {
+                    let records = links
+                        .into_iter()
+                        .filter(|l| q.kind.is_none_or(|k| l.kind == k))
+                        .map(Message::NewLink)
+                        .collect();
+                    self.snapshot(kind::NEWLINK, records, true)
+                } else {
+                    match links.into_iter().find(|l| {
+                        q.ifindex.is_none_or(|i| l.ifindex == i)
+                            && q.name.as_ref().is_none_or(|n| &l.name == n)
+                    }) {
+                        Some(l) => Answer::Records(vec![Message::NewLink(l)]),
+                        None => Answer::Error(libc::ENODEV, no_link(&q.name, q.ifindex)),
+                    }
+                });
+            }
+            NlRequest::GetStatus(_) => {
+                return Some(Answer::Records(vec![Message::NewStatus(self.status_msg())]));
+            }
+            NlRequest::GetWorker(q) => {
+                let workers = self.workers_msgs();
+                return Some(if dump {
+                    let records = workers.into_iter().map(Message::NewWorker).collect();
+                    self.snapshot(kind::NEWWORKER, records, false)
+                } else {
+                    match workers.into_iter().find(|w| Some(w.index) == q.index) {
+                        Some(w) => Answer::Records(vec![Message::NewWorker(w)]),
+                        None => Answer::Error(
+                            libc::ENOENT,
+                            format!("no worker {}", q.index.unwrap_or(0)),
+                        ),
+                    }
+                });
+            }
+            NlRequest::GetCapture(q) => {
+                let caps: Vec<CaptureMsg> = self
+                    .plane
+                    .captures
+                    .iter()
+                    .map(|c| capture_msg(&c.status()))
+                    .collect();
+                return Some(if dump {
+                    let records = caps.into_iter().map(Message::NewCapture).collect();
+                    self.snapshot(kind::NEWCAPTURE, records, false)
+                } else {
+                    match caps
+                        .into_iter()
+                        .find(|c| q.target.as_ref() == Some(&c.target))
+                    {
+                        Some(c) => Answer::Records(vec![Message::NewCapture(c)]),
+                        None => Answer::Error(
+                            libc::ENOENT,
+                            format!("no capture runs on {:?}", q.target.unwrap_or_default()),
+                        ),
+                    }
+                });
+            }
+            NlRequest::AddLink(a) => match a.kind {
+                None | Some(LinkKind::Port) => line(Request::PortAdd(a.name)),
+                Some(k) => {
+                    return Some(Answer::Error(
+                        libc::EOPNOTSUPP,
+                        format!("links of kind {k} cannot be created; only ports"),
+                    ));
+                }
+            },
+            NlRequest::DelLink(d) => line(Request::PortDel(d.names)),
+            NlRequest::SetBond(s) => return Some(self.set_bond(s, host)),
+            NlRequest::AddMember(m) => line(Request::BondAdd {
+                bond: m.bond,
+                port: m.name,
+            }),
+            NlRequest::DelMember(m) => line(Request::BondRelease {
+                bond: m.bond,
+                port: m.name,
+            }),
+            NlRequest::StartCapture(c) => line(Request::CaptureStart {
+                target: c.target,
+                file: c.file,
+                dir: c.direction.unwrap_or(CaptureDir::Both).name().to_owned(),
+            }),
+            NlRequest::StopCapture(c) => line(Request::CaptureStop(c.target.unwrap_or_default())),
+            other => {
+                let name = isopath_proto::msg::type_name(other.kind()).unwrap_or("?");
+                return Some(Answer::Error(
+                    libc::EOPNOTSUPP,
+                    format!("{name} is not served by this daemon yet"),
+                ));
+            }
+        };
+        let req = req?;
+        match self.handle(req, host) {
+            Step::Now(reply) => Some(answer_of(reply)),
+            Step::Wait(port, then) => {
+                self.waiting
+                    .push(Waiting::new(ReplyTo::Nl(conn, header), port, then));
+                None
+            }
+        }
+    }
+
+    /// `SETBOND`: the active member first (a planned switch), then each option in turn; stops
+    /// at the first refusal (what was set before it stays set, as `ip link set` does with
+    /// several options).
+    fn set_bond(&mut self, s: BondSet, host: &dyn Host) -> Answer {
+        if let Some(o) = &s.options
+            && let Some(name) = unsupported_option(o)
+        {
+            return Answer::Error(
+                libc::EOPNOTSUPP,
+                format!("{}: option {name} cannot be changed at run time", s.name),
+            );
+        }
+        let mut reqs = Vec::new();
+        if let Some(member) = s.active {
+            reqs.push(Request::BondSwitch {
+                bond: s.name.clone(),
+                member,
+            });
+        }
+        for (option, value) in s.options.as_ref().map(option_words).unwrap_or_default() {
+            reqs.push(Request::BondSet {
+                bond: s.name.clone(),
+                option: option.to_owned(),
+                value,
+            });
+        }
+        for r in reqs {
+            if let Step::Now(Reply::Error(e)) = self.handle(r, host) {
+                return Answer::Error(errno_of(&e.error), e.error);
+            }
+        }
+        Answer::Done
+    }
+
+    fn snapshot(&self, kind: u16, records: Vec<Message>, links: bool) -> Answer {
+        Answer::Dump(Box::new(Snapshot {
+            kind,
+            records,
+            next: 0,
+            generation: links.then(|| self.links_gen.clone()),
+        }))
+    }
+
+    /// Every link: ports (by their kernel index), then bonds.
+    fn links(&self, ext: u32) -> Vec<LinkMsg> {
+        let stamp = self.plane.turn.wall_ns();
+        let book = lock(&self.plane.book);
+        let master = |name: &str| {
+            book.bonds
+                .iter()
+                .find(|b| b.members.iter().any(|m| m.name == name && !m.released))
+                .map(|b| b.name.clone())
+        };
+        let mut out = Vec::new();
+        let devs = self.registry.devices();
+        for (id, d) in devs.iter() {
+            let base = |ifindex: u32, kind: LinkKind, up: bool, running: bool| {
+                let mut flags = if up { IFF_UP } else { 0 };
+                if running {
+                    flags |= IFF_RUNNING | IFF_LOWER_UP;
+                }
+                LinkMsg {
+                    ifindex,
+                    name: d.name.clone(),
+                    kind,
+                    flags,
+                    operstate: Some(if running {
+                        OperState::Up
+                    } else {
+                        OperState::Down
+                    }),
+                    mtu: None,
+                    address: None,
+                    master: None,
+                    peer: None,
+                    queues: None,
+                    bind_mode: None,
+                    xdp_mode: None,
+                    promiscuity: None,
+                    stats: None,
+                    xsk_stats: None,
+                    stamp_ns: Some(stamp),
+                    event_ns: None,
+                }
+            };
+            match &d.data {
+                DevData::Port(p) => {
+                    let s = self.port_status(&d.name, p);
+                    let running = p.link.is_up();
+                    let mut l = base(d.ifindex.unwrap_or(0), LinkKind::Port, d.flags.up, running);
+                    l.master = master(&d.name);
+                    l.queues = Some(s.queues as u32);
+                    l.bind_mode = s.bind.as_deref().and_then(BindMode::parse);
+                    l.xdp_mode = s.xdp_mode.as_deref().and_then(XdpMode::parse);
+                    if ext & EXT_STATS != 0 {
+                        l.stats = Some(link_stats(&s));
+                    }
+                    if ext & EXT_XSK_STATS != 0 {
+                        let k = s.xsk;
+                        l.xsk_stats = Some(XskStats {
+                            rx_dropped: k.rx_dropped,
+                            rx_invalid_descs: k.rx_invalid_descs,
+                            tx_invalid_descs: k.tx_invalid_descs,
+                            rx_ring_full: k.rx_ring_full,
+                            rx_fill_ring_empty_descs: k.rx_fill_ring_empty_descs,
+                            tx_ring_empty_descs: k.tx_ring_empty_descs,
+                        });
+                    }
+                    out.push(l);
+                }
+                DevData::Bond { index } => {
+                    let b = &book.bonds[*index];
+                    let running = b.active().is_some();
+                    out.push(base(
+                        OWN_INDEX_BASE + id.index(),
+                        LinkKind::Bond,
+                        true,
+                        running,
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    fn workers_msgs(&self) -> Vec<WorkerMsg> {
+        let stamp = self.plane.turn.wall_ns();
+        self.plane
+            .workers
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let c = w.handle.counters();
+                WorkerMsg {
+                    index: i as u32,
+                    core: w.handle.core().map_or(u32::MAX, |c| c as u32),
+                    queues: w
+                        .handle
+                        .queues()
+                        .iter()
+                        .map(|q| WorkerQueue {
+                            link: q.ifname.clone(),
+                            queue: q.queue,
+                        })
+                        .collect(),
+                    spare_queues: w.handle.spare() as u32,
+                    loops: c.loops.get(),
+                    busy_loops: c.busy_loops.get(),
+                    queues_attached: c.queues_attached.get(),
+                    queues_retired: c.queues_retired.get(),
+                    frames_reclaimed: c.frames_reclaimed.get(),
+                    frames: Some(Frames {
+                        total: c.frames_total.get(),
+                        free: c.frames_free.get(),
+                        in_fill: c.frames_in_fill.get(),
+                        in_tx: c.frames_in_tx.get(),
+                    }),
+                    pinned: None,
+                    stamp_ns: Some(stamp),
+                }
+            })
+            .collect()
+    }
+
+    fn status_msg(&self) -> StatusMsg {
+        let devs = self.registry.devices();
+        let rtnl = self.rtnl.as_ref();
+        let (requests, clients) = self
+            .nl
+            .as_ref()
+            .map_or((0, 0), |s| (s.counters.messages, s.clients() as u32));
+        StatusMsg {
+            state: DaemonState::Running,
+            pid: std::process::id(),
+            uptime_ns: self.started.elapsed().as_nanos() as u64,
+            version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+            links: devs.iter().count() as u32,
+            bonds: devs.of_kind(DeviceKind::Bond).count() as u32,
+            workers: self.plane.workers.len() as u32,
+            captures: self.plane.captures.len() as u32,
+            clients,
+            requests: requests + self.server.accepted,
+            bad_requests: self.bad_requests + self.nl.as_ref().map_or(0, |s| s.counters.malformed),
+            rtnl_events: rtnl.map(|r| r.events.load(Ordering::Relaxed)),
+            rtnl_malformed: rtnl.map(|r| r.malformed.load(Ordering::Relaxed)),
+            rtnl_errors: rtnl.map(|r| r.errors.load(Ordering::Relaxed)),
+            events_lost: 0,
+        }
+    }
+}
+
+fn no_link(name: &Option<String>, ifindex: Option<u32>) -> String {
+    match (name, ifindex) {
+        (Some(n), _) => format!("no link named {n:?}"),
+        (None, Some(i)) => format!("no link with index {i}"),
+        (None, None) => "no link given".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handler_texts_map_to_errnos() {
+        assert_eq!(errno_of("no port named \"x\""), libc::ENODEV);
+        assert_eq!(errno_of("no bond named \"b\""), libc::ENODEV);
+        assert_eq!(errno_of("no port or bond named \"x\""), libc::ENODEV);
+        assert_eq!(errno_of("no interface named \"x\""), libc::ENODEV);
+        assert_eq!(errno_of("no capture runs on \"x\""), libc::ENOENT);
+        assert_eq!(errno_of("m0 is already a port"), libc::EEXIST);
+        assert_eq!(errno_of("a capture already runs on m0"), libc::EEXIST);
+        assert_eq!(
+            errno_of("\"aaaaaaaaaaaaaaaaaaa\": interface name too long"),
+            libc::ENAMETOOLONG
+        );
+        assert_eq!(errno_of("m0 is cross-connected: it cannot"), libc::EBUSY);
+        assert_eq!(errno_of("m0 is listed twice"), libc::EINVAL);
+    }
+
+    #[test]
+    fn bond_options_travel_as_the_line_protocols_words() {
+        let mut o = BondOptions::none();
+        o.miimon_ms = Some(20);
+        o.primary = Some("m1".into());
+        o.all_members_active = Some(true);
+        assert_eq!(
+            option_words(&o),
+            vec![
+                ("miimon", "20".to_owned()),
+                ("primary", "m1".to_owned()),
+                ("all_members_active", "true".to_owned()),
+            ]
+        );
+        assert_eq!(unsupported_option(&o), None);
+        o.arp_missed_max = Some(3);
+        assert_eq!(unsupported_option(&o), Some("arp_missed_max"));
+    }
+}

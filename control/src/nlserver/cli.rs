@@ -1,0 +1,259 @@
+//! `isopath link show` over the netlink-format socket: a dump (or one link) rendered as
+//! `ip link` does, or as JSON.
+
+use std::{fmt::Write, path::Path};
+
+use isopath_proto::{
+    attrs::{EXT_STATS, EXT_XSK_STATS, IFF_LOWER_UP, IFF_PROMISC, IFF_RUNNING, IFF_UP},
+    msg::{LinkMsg, LinkQuery, Message, Request},
+};
+use serde::Serialize;
+
+use super::client::{NlClient, NlError};
+
+/// The links the daemon reports: all of them, or the one named `dev`.
+///
+/// # Errors
+/// The daemon cannot be reached, or refused (`ENODEV` for an unknown `dev`).
+pub fn links(socket: &Path, dev: Option<&str>, stats: bool) -> Result<Vec<LinkMsg>, NlError> {
+    let mut c = NlClient::connect(socket)?;
+    let q = LinkQuery {
+        ifindex: None,
+        name: dev.map(str::to_owned),
+        kind: None,
+        ext_mask: stats.then_some(EXT_STATS | EXT_XSK_STATS),
+    };
+    let msgs = c.request(&Request::GetLink(q), dev.is_none())?;
+    Ok(msgs
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::NewLink(l) => Some(l),
+            _ => None,
+        })
+        .collect())
+}
+
+/// `<UP,LOWER_UP>`, as `ip link` prints flags.
+fn flag_words(flags: u32) -> String {
+    let words: Vec<&str> = [
+        (IFF_UP, "UP"),
+        (IFF_RUNNING, "RUNNING"),
+        (IFF_PROMISC, "PROMISC"),
+        (IFF_LOWER_UP, "LOWER_UP"),
+    ]
+    .iter()
+    .filter(|(b, _)| flags & b != 0)
+    .map(|(_, w)| *w)
+    .collect();
+    format!("<{}>", words.join(","))
+}
+
+/// The links as `ip link show` lays them out: a line per link, and with `stats` the counters
+/// beneath it as `ip -s link` does.
+pub fn render(links: &[LinkMsg], stats: bool) -> String {
+    let mut s = String::new();
+    for l in links {
+        let _ = write!(
+            s,
+            "{}: {}: {} kind {}",
+            l.ifindex,
+            l.name,
+            flag_words(l.flags),
+            l.kind
+        );
+        if let Some(m) = &l.master {
+            let _ = write!(s, " master {m}");
+        }
+        if let Some(o) = l.operstate {
+            let _ = write!(s, " state {}", o.name().to_uppercase());
+        }
+        if let Some(q) = l.queues {
+            let _ = write!(s, " queues {q}");
+        }
+        if let Some(b) = l.bind_mode {
+            let _ = write!(s, " bind {b}");
+        }
+        if let Some(x) = l.xdp_mode {
+            let _ = write!(s, " xdp {x}");
+        }
+        s.push('\n');
+        if stats && let Some(t) = &l.stats {
+            let _ = writeln!(
+                s,
+                "    RX:  packets {:>12}  bytes {:>14}",
+                t.rx_packets, t.rx_bytes
+            );
+            let _ = writeln!(
+                s,
+                "    TX:  packets {:>12}  bytes {:>14}",
+                t.tx_packets, t.tx_bytes
+            );
+            let drops = [
+                ("rx_drop_runt", t.rx_drop_runt),
+                ("rx_drop_no_output", t.rx_drop_no_output),
+                ("rx_drop_backup", t.rx_drop_backup),
+                ("rx_drop_no_socket", t.rx_drop_no_socket),
+                ("tx_drop_link_down", t.tx_drop_link_down),
+                ("tx_drop_ring_full", t.tx_drop_ring_full),
+            ];
+            let _ = write!(s, "    drops:");
+            for (k, v) in drops {
+                let _ = write!(s, " {k} {v}");
+            }
+            s.push('\n');
+        }
+        if stats && let Some(k) = &l.xsk_stats {
+            let _ = writeln!(
+                s,
+                "    xsk: rx_dropped {} rx_ring_full {} rx_fill_ring_empty_descs {} rx_invalid_descs {} tx_invalid_descs {} tx_ring_empty_descs {}",
+                k.rx_dropped,
+                k.rx_ring_full,
+                k.rx_fill_ring_empty_descs,
+                k.rx_invalid_descs,
+                k.tx_invalid_descs,
+                k.tx_ring_empty_descs
+            );
+        }
+    }
+    s
+}
+
+/// One link as `isopath -j link show` prints it (the attribute names of `docs/protocol.md`).
+#[derive(Debug, Serialize)]
+pub struct LinkJson {
+    ifindex: u32,
+    ifname: String,
+    kind: &'static str,
+    flags: Vec<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    operstate: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    master: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    queues: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bind_mode: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    xdp_mode: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stats: Option<StatsJson>,
+}
+
+/// A link's counters in JSON.
+#[derive(Debug, Serialize)]
+pub struct StatsJson {
+    rx_packets: u64,
+    rx_bytes: u64,
+    tx_packets: u64,
+    tx_bytes: u64,
+    rx_drop_runt: u64,
+    rx_drop_no_output: u64,
+    rx_drop_backup: u64,
+    rx_drop_no_socket: u64,
+    tx_drop_link_down: u64,
+    tx_drop_ring_full: u64,
+    xdp_rx_redirect: u64,
+}
+
+impl From<&LinkMsg> for LinkJson {
+    fn from(l: &LinkMsg) -> Self {
+        let flags = [
+            (IFF_UP, "UP"),
+            (IFF_RUNNING, "RUNNING"),
+            (IFF_PROMISC, "PROMISC"),
+            (IFF_LOWER_UP, "LOWER_UP"),
+        ]
+        .iter()
+        .filter(|(b, _)| l.flags & b != 0)
+        .map(|(_, w)| *w)
+        .collect();
+        Self {
+            ifindex: l.ifindex,
+            ifname: l.name.clone(),
+            kind: l.kind.name(),
+            flags,
+            operstate: l.operstate.map(|o| o.name()),
+            master: l.master.clone(),
+            queues: l.queues,
+            bind_mode: l.bind_mode.map(|b| b.name()),
+            xdp_mode: l.xdp_mode.map(|x| x.name()),
+            stats: l.stats.as_ref().map(|t| StatsJson {
+                rx_packets: t.rx_packets,
+                rx_bytes: t.rx_bytes,
+                tx_packets: t.tx_packets,
+                tx_bytes: t.tx_bytes,
+                rx_drop_runt: t.rx_drop_runt,
+                rx_drop_no_output: t.rx_drop_no_output,
+                rx_drop_backup: t.rx_drop_backup,
+                rx_drop_no_socket: t.rx_drop_no_socket,
+                tx_drop_link_down: t.tx_drop_link_down,
+                tx_drop_ring_full: t.tx_drop_ring_full,
+                xdp_rx_redirect: t.xdp_rx_redirect,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use isopath_proto::msg::{BindMode, LinkKind, LinkStats, OperState, XdpMode};
+
+    use super::*;
+
+    fn port() -> LinkMsg {
+        LinkMsg {
+            ifindex: 7,
+            name: "m0".into(),
+            kind: LinkKind::Port,
+            flags: IFF_UP | IFF_RUNNING | IFF_LOWER_UP,
+            operstate: Some(OperState::Up),
+            mtu: None,
+            address: None,
+            master: Some("bond0".into()),
+            peer: None,
+            queues: Some(2),
+            bind_mode: Some(BindMode::Copy),
+            xdp_mode: Some(XdpMode::Native),
+            promiscuity: None,
+            stats: Some(LinkStats {
+                rx_packets: 10,
+                rx_bytes: 640,
+                tx_packets: 9,
+                tx_bytes: 576,
+                rx_drop_runt: 1,
+                rx_drop_no_output: 0,
+                tx_drop_link_down: 0,
+                tx_drop_ring_full: 0,
+                rx_drop_backup: 2,
+                tx_drop_no_active_member: 0,
+                rx_drop_control_full: 0,
+                rx_drop_no_socket: 0,
+                xdp_rx_redirect: 13,
+                to_control: 0,
+            }),
+            xsk_stats: None,
+            stamp_ns: None,
+            event_ns: None,
+        }
+    }
+
+    #[test]
+    fn links_render_as_ip_link_does() {
+        assert_eq!(
+            render(&[port()], false),
+            "7: m0: <UP,RUNNING,LOWER_UP> kind port master bond0 state UP queues 2 bind copy xdp native\n"
+        );
+        let s = render(&[port()], true);
+        assert!(
+            s.contains("    RX:  packets           10  bytes            640\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains(" rx_drop_runt 1 ") && s.contains(" rx_drop_backup 2 "),
+            "{s}"
+        );
+        let j = serde_json::to_string(&LinkJson::from(&port())).unwrap();
+        assert!(j.starts_with(r#"{"ifindex":7,"ifname":"m0","kind":"port","flags":["UP","RUNNING","LOWER_UP"],"operstate":"up","master":"bond0""#), "{j}");
+        assert!(j.contains(r#""xdp_rx_redirect":13"#), "{j}");
+    }
+}
