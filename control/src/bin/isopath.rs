@@ -111,6 +111,17 @@ enum LinkCmd {
         #[arg(short = 'j', long)]
         json: bool,
     },
+    /// Register an interface as a port (`port add` over the netlink-format socket).
+    Add {
+        /// The interface.
+        dev: String,
+    },
+    /// Unregister ports, all or none (`port del` over the netlink-format socket).
+    Del {
+        /// The links.
+        #[arg(required = true)]
+        devs: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -282,12 +293,31 @@ fn run(args: Args) -> anyhow::Result<()> {
         // Handled in main: its exit status is the worst finding's.
         Cmd::Doctor { .. } | Cmd::Worker { .. } => unreachable!("handled in main"),
         Cmd::Flow { cmd } => isopath_control::flows::run_cli(&args.socket, &cmd)?,
-        Cmd::Link {
-            cmd: LinkCmd::Show { dev, stats, json },
-        } => {
+        Cmd::Link { cmd } => {
             let mut nl = args.socket.into_os_string();
             nl.push(".nl");
-            let links = nlcli::links(std::path::Path::new(&nl), dev.as_deref(), stats)?;
+            let nl = std::path::Path::new(&nl);
+            let (dev, stats, json) = match cmd {
+                LinkCmd::Show { dev, stats, json } => (dev, stats, json),
+                LinkCmd::Add { dev } => {
+                    let add = isopath_proto::msg::LinkAdd {
+                        name: dev.clone(),
+                        kind: None,
+                    };
+                    nlcli::change(nl, &isopath_proto::msg::Request::AddLink(add))?;
+                    println!("{dev}: port added");
+                    return Ok(());
+                }
+                LinkCmd::Del { devs } => {
+                    let del = isopath_proto::msg::LinkDel {
+                        names: devs.clone(),
+                    };
+                    nlcli::change(nl, &isopath_proto::msg::Request::DelLink(del))?;
+                    println!("{}: unregistered", devs.join(", "));
+                    return Ok(());
+                }
+            };
+            let links = nlcli::links(nl, dev.as_deref(), stats)?;
             if json {
                 let v: Vec<nlcli::LinkJson> = links.iter().map(Into::into).collect();
                 println!("{}", serde_json::to_string(&v)?);

@@ -33,6 +33,17 @@ pub fn links(socket: &Path, dev: Option<&str>, stats: bool) -> Result<Vec<LinkMs
         .collect())
 }
 
+/// Sends one change (`link add`, `link del`) and waits for its ack.
+///
+/// # Errors
+/// The daemon cannot be reached, or refused (`EPERM` without the rights, `ENODEV`...).
+pub fn change(socket: &Path, request: &Request) -> Result<(), NlError> {
+    NlClient::connect(socket)?
+        .with_timeout(std::time::Duration::from_secs(10))
+        .request(request, false)
+        .map(drop)
+}
+
 /// `<UP,LOWER_UP>`, as `ip link` prints flags.
 fn flag_words(flags: u32) -> String {
     let words: Vec<&str> = [
