@@ -142,6 +142,12 @@ if [ "$make_user" = 1 ]; then
         groupadd --system "${pfx[@]}" isopath
         record+=("group isopath")
     fi
+    # Members of isopath-admin may change the running daemon and read flows over the
+    # netlink-format socket (root always may); members of isopath only read.
+    if ! grep -q '^isopath-admin:' "$(D /etc/group)"; then
+        groupadd --system "${pfx[@]}" isopath-admin
+        record+=("group isopath-admin")
+    fi
     if ! grep -q '^isopath:' "$(D /etc/passwd)"; then
         useradd --system "${pfx[@]}" --gid isopath --no-create-home \
             --home-dir /nonexistent --shell /usr/sbin/nologin \
