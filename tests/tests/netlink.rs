@@ -17,8 +17,8 @@ use isopath_control::{
     },
 };
 use isopath_tests::{
-    Lab, bin,
-    isopathd::{Isopathd, PORTS, assert_clean_stop, lab_config, socket_path},
+    ChildGuard, Lab, bin,
+    isopathd::{Isopathd, PORTS, assert_clean_stop, bond_config, lab_config, socket_path},
     require_privileges,
 };
 use serde_json::Value;
@@ -289,5 +289,95 @@ fn many_clients_sending_random_bytes_neither_kill_nor_slow_the_daemon() {
     assert_eq!(dumped.len(), 3);
     assert!(t.elapsed() < Duration::from_millis(50), "{:?}", t.elapsed());
     assert_eq!(d.status()["state"], "running");
+    assert_clean_stop(&d.stop());
+}
+
+/// `isopath monitor` while the active member's far end loses carrier: the member's link
+/// event, then the bond's member-down and active-changed events, in order, each with its time.
+#[test]
+fn the_monitor_shows_a_failover_as_it_happens_in_order() {
+    if !require_privileges() {
+        return;
+    }
+    let lab = Lab::up("nlm");
+    let d = Isopathd::start(&lab, &bond_config(&lab, "", ""), &[]);
+    d.wait_for("m0 active", Duration::from_secs(5), |s| {
+        s["bonds"][0]["active"] == "m0"
+    });
+    let sock = socket_path(&lab);
+    let mon = ChildGuard::new(
+        std::process::Command::new(bin("isopath"))
+            .arg("-s")
+            .arg(&sock)
+            .args(["monitor", "all", "-t", "--count", "4"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
+    .with_label("monitor");
+    // The monitor has joined once its connection shows in the status.
+    let mut c = NlClient::connect(&PathBuf::from(format!("{}.nl", sock.display()))).unwrap();
+    let joined = Instant::now();
+    loop {
+        let st = c
+            .request(
+                &Request::GetStatus(isopath_control::proto::msg::StatusQuery {}),
+                false,
+            )
+            .unwrap();
+        if matches!(&st[..], [Message::NewStatus(s)] if s.clients >= 2) {
+            break;
+        }
+        assert!(
+            joined.elapsed() < Duration::from_secs(5),
+            "the monitor did not connect"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(c);
+    std::thread::sleep(Duration::from_millis(100));
+    let st = lab.exec(lab.ns_far(), ["ip", "link", "set", "s0", "down"]);
+    assert!(st.status.success());
+    let out = mon.wait_output(Duration::from_secs(10));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines.len(),
+        4,
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for l in &lines {
+        assert!(l.starts_with('['), "timestamped: {l}");
+    }
+    let body: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            l.split_once("] ")
+                .map(|x| x.1.to_owned())
+                .unwrap_or_default()
+        })
+        .collect();
+    let pos = |p: &str| body.iter().position(|l| l.starts_with(p));
+    let down = pos("bond bond0 member_link member m0: up -> down");
+    let active = pos("bond bond0 active_changed");
+    let m0 = pos(&format!("link {}: m0: <UP> kind port state DOWN", {
+        let l = links(&d.cli_output(&["link", "show", "m0", "-j"]));
+        l[0]["ifindex"].as_u64().unwrap()
+    }));
+    let bond0 = body.iter().position(|l| {
+        l.starts_with("link ") && l.ends_with(": bond0: <UP,RUNNING,LOWER_UP> kind bond state UP")
+    });
+    assert!(
+        matches!((down, active, m0, bond0), (Some(a), Some(b), Some(_), Some(_)) if a < b),
+        "member-down before active-changed, m0's link down, bond0's new active: {text}"
+    );
+    // Times never go backwards.
+    let ts: Vec<f64> = lines
+        .iter()
+        .map(|l| l[1..l.find(']').unwrap()].parse().unwrap())
+        .collect();
+    assert!(ts.windows(2).all(|w| w[0] <= w[1]), "{text}");
     assert_clean_stop(&d.stop());
 }

@@ -91,6 +91,19 @@ enum Cmd {
         #[command(subcommand)]
         cmd: LinkCmd,
     },
+    /// Events as they happen, like `ip monitor`: links (registered, up, down, gone) and bond
+    /// events (member link, active changed, ...), over the netlink-format socket.
+    Monitor {
+        /// Which: links, bonds or all.
+        #[arg(default_value = "all")]
+        what: String,
+        /// Prefix each event with its time.
+        #[arg(short = 't', long)]
+        timestamp: bool,
+        /// Stop after this many events (0: until interrupted).
+        #[arg(long, default_value_t = 0)]
+        count: u64,
+    },
     /// Flows in the workers' tables: counts, and records like `conntrack -L`.
     Flow {
         #[command(subcommand)]
@@ -293,6 +306,28 @@ fn run(args: Args) -> anyhow::Result<()> {
         // Handled in main: its exit status is the worst finding's.
         Cmd::Doctor { .. } | Cmd::Worker { .. } => unreachable!("handled in main"),
         Cmd::Flow { cmd } => isopath_control::flows::run_cli(&args.socket, &cmd)?,
+        Cmd::Monitor {
+            what,
+            timestamp,
+            count,
+        } => {
+            use isopath_proto::msg::Group;
+            let groups = match what.as_str() {
+                "links" => Group::Links.mask(),
+                "bonds" => Group::Bonds.mask(),
+                "all" => Group::Links.mask() | Group::Bonds.mask(),
+                other => anyhow::bail!("monitor {other:?}: expected links, bonds or all"),
+            };
+            let mut nl = args.socket.into_os_string();
+            nl.push(".nl");
+            nlcli::monitor(
+                std::path::Path::new(&nl),
+                groups,
+                timestamp,
+                count,
+                &mut std::io::stdout(),
+            )?;
+        }
         Cmd::Link { cmd } => {
             let mut nl = args.socket.into_os_string();
             nl.push(".nl");

@@ -192,6 +192,8 @@ pub struct Daemon {
     nl: Option<crate::nlserver::NlServer>,
     /// Bumped by every device event (link dumps notice changes between their parts).
     links_gen: Arc<std::sync::atomic::AtomicU64>,
+    /// The `links` group's events the registry's listener recorded, for the next turn.
+    link_events: Arc<Mutex<Vec<(u64, isopath_proto::msg::Message)>>>,
     started: Instant,
     bad_requests: u64,
     /// Where workers and housekeeping run, and why.

@@ -10,7 +10,7 @@
 //! saying so.
 
 use std::sync::{
-    Arc,
+    Arc, Mutex,
     atomic::{AtomicU64, Ordering},
 };
 
@@ -19,15 +19,15 @@ use isopath_proto::{
     dump::{Dump, Part, Step as DumpStep},
     error::Full,
     msg::{
-        BindMode, BondOptions, BondSet, CaptureDir, CaptureMsg, DaemonState, Frames, LinkKind,
-        LinkMsg, LinkStats, Message, OperState, Request as NlRequest, StatusMsg, WorkerMsg,
-        WorkerQueue, XdpMode, XskStats, kind,
+        BindMode, BondEvent, BondEventKind, BondOptions, BondSet, CaptureDir, CaptureMsg,
+        DaemonState, Frames, Group, LinkKind, LinkMsg, LinkStats, Message, OperState,
+        Request as NlRequest, StatusMsg, WorkerMsg, WorkerQueue, XdpMode, XskStats, kind,
     },
     nl::Header,
 };
 
 use super::{
-    Daemon, DevData, lock,
+    Daemon, DevData, Plane, lock,
     requests::{ReplyTo, Step, Waiting},
 };
 use crate::{
@@ -42,17 +42,91 @@ use crate::{
 /// kernel's interface indexes, which ports report.
 const OWN_INDEX_BASE: u32 = 1 << 20;
 
-/// Bumps the link generation on every device event: a link dump that sees it change between
-/// parts is marked `NLM_F_DUMP_INTR`.
-pub(super) struct Generation(pub(super) Arc<AtomicU64>);
+/// Follows every device event: bumps the link generation (a link dump that sees it change
+/// between parts is marked `NLM_F_DUMP_INTR`) and records the `links` group's event (a
+/// `NEWLINK` with the device's new state, a `DELLINK` as it goes) for the loop to broadcast.
+pub(super) struct LinkEvents {
+    pub(super) generation: Arc<AtomicU64>,
+    pub(super) out: Arc<Mutex<Vec<(u64, Message)>>>,
+}
 
-impl<C> Listener<DevData, C> for Generation {
+/// Most link events kept between two turns of the loop (older ones are dropped).
+const MAX_LINK_EVENTS: usize = 1024;
+
+impl Listener<DevData, Plane> for LinkEvents {
     fn name(&self) -> &'static str {
-        "link-generation"
+        "link-events"
     }
 
-    fn event(&mut self, _: Event, _: &registry::Devices<DevData>, _: &mut C) -> Result<(), Veto> {
-        self.0.fetch_add(1, Ordering::Relaxed);
+    fn event(
+        &mut self,
+        ev: Event,
+        devs: &registry::Devices<DevData>,
+        cx: &mut Plane,
+    ) -> Result<(), Veto> {
+        self.generation.fetch_add(1, Ordering::Relaxed);
+        let (id, gone) = match ev {
+            Event::Register(id) | Event::Up(id) | Event::Down(id) | Event::Change(id) => {
+                (id, false)
+            }
+            Event::Join { port, .. } | Event::Leave { port, .. } => (port, false),
+            Event::Active { bond, .. } => (bond, false),
+            Event::Unregister(id) => (id, true),
+            Event::PreUnregister(_) => return Ok(()),
+        };
+        let Some(d) = devs.get(id) else {
+            return Ok(());
+        };
+        let running = d.operstate == registry::OperState::Up;
+        // A bond is always administratively up (as `links` reports it).
+        let up = d.flags.up || d.kind == DeviceKind::Bond;
+        let mut flags = if up { IFF_UP } else { 0 };
+        if running {
+            flags |= IFF_RUNNING | IFF_LOWER_UP;
+        }
+        let (ifindex, kind) = match d.kind {
+            DeviceKind::Port => (d.ifindex.unwrap_or(0), LinkKind::Port),
+            DeviceKind::Bond => (OWN_INDEX_BASE + id.index(), LinkKind::Bond),
+        };
+        let wall = cx.turn.wall_ns();
+        let msg = LinkMsg {
+            ifindex,
+            name: d.name.clone(),
+            kind,
+            flags,
+            operstate: Some(if running {
+                OperState::Up
+            } else {
+                OperState::Down
+            }),
+            mtu: None,
+            address: None,
+            master: None,
+            peer: None,
+            queues: None,
+            bind_mode: None,
+            xdp_mode: None,
+            promiscuity: None,
+            stats: None,
+            xsk_stats: None,
+            stamp_ns: None,
+            event_ns: Some(wall),
+        };
+        let mut out = self
+            .out
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if out.len() >= MAX_LINK_EVENTS {
+            out.remove(0);
+        }
+        out.push((
+            wall,
+            if gone {
+                Message::DelLink(msg)
+            } else {
+                Message::NewLink(msg)
+            },
+        ));
         Ok(())
     }
 }
@@ -193,6 +267,17 @@ fn link_stats(p: &PortStatus) -> LinkStats {
     }
 }
 
+fn bond_event(bond: &str, e: &crate::bond::Event) -> BondEvent {
+    BondEvent {
+        bond: Some(bond.to_owned()),
+        unix_ns: e.unix_ns,
+        kind: BondEventKind::parse(e.kind.name()).unwrap_or(BondEventKind::OptionChanged),
+        member: e.member.clone(),
+        detail: Some(e.detail.clone()),
+        active: None,
+    }
+}
+
 fn capture_msg(c: &CaptureStatus) -> CaptureMsg {
     CaptureMsg {
         target: c.target.clone(),
@@ -213,6 +298,27 @@ impl Daemon {
         let Some(server) = self.nl.as_mut() else {
             return;
         };
+        // Both sources, in the order things happened: by time, a bond's own record of a
+        // moment before the registry's (the bond decides, the devices follow).
+        let links = std::mem::take(
+            &mut *self
+                .link_events
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let bonds = std::mem::take(&mut lock(&self.plane.book).events_out);
+        let mut events: Vec<(u64, u8, Group, Message)> = bonds
+            .into_iter()
+            .map(|(bond, e)| {
+                let m = Message::NewBondEvent(bond_event(&bond, &e));
+                (e.unix_ns, 0, Group::Bonds, m)
+            })
+            .chain(links.into_iter().map(|(t, m)| (t, 1, Group::Links, m)))
+            .collect();
+        events.sort_by_key(|e| (e.0, e.1));
+        for (_, _, group, m) in &events {
+            server.broadcast(*group, m);
+        }
         for job in server.poll() {
             let header = job.header;
             let conn = job.conn;
@@ -532,7 +638,7 @@ impl Daemon {
             rtnl_events: rtnl.map(|r| r.events.load(Ordering::Relaxed)),
             rtnl_malformed: rtnl.map(|r| r.malformed.load(Ordering::Relaxed)),
             rtnl_errors: rtnl.map(|r| r.errors.load(Ordering::Relaxed)),
-            events_lost: 0,
+            events_lost: self.nl.as_ref().map_or(0, |s| s.events_lost()),
         }
     }
 }

@@ -345,6 +345,8 @@ impl Daemon {
                 shared,
                 outboxes,
                 punts,
+                events_out: Vec::new(),
+                events_out_lost: 0,
             })),
             captures: Vec::new(),
             tracking,
@@ -352,7 +354,14 @@ impl Daemon {
         let mut registry = DevRegistry::new();
         listeners::install(&mut registry);
         let links_gen = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        registry.listen(Box::new(super::nl::Generation(links_gen.clone())), -100);
+        let link_events = Arc::new(Mutex::new(Vec::new()));
+        registry.listen(
+            Box::new(super::nl::LinkEvents {
+                generation: links_gen.clone(),
+                out: link_events.clone(),
+            }),
+            -100,
+        );
         let mut bond_ids = Vec::with_capacity(plan.bonds.len());
         for (bi, (bp, tap)) in plan.bonds.iter().zip(bond_taps).enumerate() {
             let dev = Device {
@@ -440,6 +449,7 @@ impl Daemon {
             })?,
             nl: Some(nl),
             links_gen,
+            link_events,
             started: Instant::now(),
             bad_requests: 0,
             placement: plan.placement.clone(),

@@ -1,11 +1,11 @@
 //! `isopath link show` over the netlink-format socket: a dump (or one link) rendered as
 //! `ip link` does, or as JSON.
 
-use std::{fmt::Write, path::Path};
+use std::{fmt::Write as _, path::Path};
 
 use isopath_proto::{
     attrs::{EXT_STATS, EXT_XSK_STATS, IFF_LOWER_UP, IFF_PROMISC, IFF_RUNNING, IFF_UP},
-    msg::{LinkMsg, LinkQuery, Message, Request},
+    msg::{ConnSet, LinkMsg, LinkQuery, Message, Request},
 };
 use serde::Serialize;
 
@@ -42,6 +42,87 @@ pub fn change(socket: &Path, request: &Request) -> Result<(), NlError> {
         .with_timeout(std::time::Duration::from_secs(10))
         .request(request, false)
         .map(drop)
+}
+
+/// `isopath monitor`: joins `groups` (a mask of [`Group::mask`] bits) and prints each event
+/// as it comes, like `ip monitor`, until `count` events (0: until interrupted). A lost-events
+/// notice (`ENOBUFS`) is printed to stderr and the monitor goes on.
+///
+/// # Errors
+/// The daemon cannot be reached or refused the subscription.
+pub fn monitor(
+    socket: &Path,
+    groups: u32,
+    timestamp: bool,
+    count: u64,
+    out: &mut dyn std::io::Write,
+) -> Result<(), NlError> {
+    let mut c = NlClient::connect(socket)?.with_timeout(std::time::Duration::from_secs(3600));
+    let set = ConnSet {
+        strict: None,
+        dump_buf: None,
+        join: Some(groups),
+        leave: None,
+    };
+    c.request(&Request::SetConn(set), false)?;
+    let mut n = 0;
+    while count == 0 || n < count {
+        for (_, m) in c.recv()? {
+            let line = match &m {
+                Message::NewLink(l) => Some((
+                    l.event_ns,
+                    format!("link {}", render(std::slice::from_ref(l), false).trim_end()),
+                )),
+                Message::DelLink(l) => Some((
+                    l.event_ns,
+                    format!("link Deleted {}: {}", l.ifindex, l.name),
+                )),
+                Message::NewBondEvent(e) => Some((
+                    Some(e.unix_ns),
+                    format!(
+                        "bond {} {}{}{}",
+                        e.bond.as_deref().unwrap_or("?"),
+                        e.kind,
+                        e.member
+                            .as_ref()
+                            .map(|m| format!(" member {m}"))
+                            .unwrap_or_default(),
+                        e.detail
+                            .as_ref()
+                            .filter(|d| !d.is_empty())
+                            .map(|d| format!(": {d}"))
+                            .unwrap_or_default()
+                    ),
+                )),
+                Message::Error(e) if e.errno() == libc::ENOBUFS => {
+                    eprintln!(
+                        "isopath monitor: {}",
+                        e.ext.msg.as_deref().unwrap_or("events lost")
+                    );
+                    None
+                }
+                _ => None,
+            };
+            if let Some((ns, text)) = line {
+                if timestamp {
+                    let ns = ns.unwrap_or(0);
+                    let _ = write!(
+                        out,
+                        "[{}.{:06}] ",
+                        ns / 1_000_000_000,
+                        ns % 1_000_000_000 / 1000
+                    );
+                }
+                let _ = writeln!(out, "{text}");
+                let _ = out.flush();
+                n += 1;
+                if count != 0 && n >= count {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `<UP,LOWER_UP>`, as `ip link` prints flags.

@@ -204,6 +204,25 @@ impl NlClient {
         }
     }
 
+    /// Receives what has arrived without waiting (nothing: an empty list).
+    ///
+    /// # Errors
+    /// I/O, a closed connection, a malformed message.
+    pub fn recv_nowait(&mut self) -> Result<Vec<(u32, Message)>, NlError> {
+        let n = match sock::recv_one(&self.fd, self.buf.recv_buf())? {
+            sock::Recv::Datagram(n) => n,
+            sock::Recv::Empty => return Ok(Vec::new()),
+            sock::Recv::Closed => return Err(NlError::Closed),
+        };
+        self.buf.received(n);
+        let mut out = Vec::new();
+        for m in messages(self.buf.bytes()) {
+            let m = m?;
+            out.push((m.header.seq, Message::decode(&m, Ctx { strict: false })?));
+        }
+        Ok(out)
+    }
+
     /// Encodes a request into a fresh buffer (tests build on it).
     pub fn encode(request: &Request, flags: u16, seq: u32) -> Vec<u8> {
         let mut buf = vec![0u8; MAX_DATAGRAM];

@@ -39,16 +39,22 @@ use isopath_proto::{
     attr::Ctx,
     dump::{Dump, Dumper, Part, Step},
     frame::{DEFAULT_DUMP_BUF, Datagram, MAX_DATAGRAM, MIN_DUMP_BUF},
-    msg::{ConnMsg, ConnSet, ExtAck, Group, Incoming, Message, Request, put_ack, put_error},
+    msg::{
+        ConnMsg, ConnSet, ExtAck, Group, Incoming, Message, Request, put_ack, put_error,
+        put_overrun,
+    },
     nl::{Header, NLM_F_ACK, align, messages},
 };
 use tracing::warn;
 
 pub use sock::{Creds, group_gid};
 
-/// How many datagrams one connection may owe before the server stops queueing for it (a
-/// reply is bounded by one request datagram, so this is only reached by a bug).
+/// How many datagrams one connection may owe before a dump stops producing parts for it.
 const MAX_OWED: usize = 64;
+
+/// How many datagrams a subscriber may owe before its events are dropped (counted, and told
+/// with an `ENOBUFS` error once it drains, as a netlink socket whose receive buffer overran).
+pub const MAX_EVENTS_OWED: usize = 32;
 
 /// What the server is configured with.
 #[derive(Debug, Clone)]
@@ -124,6 +130,10 @@ pub struct NlCounters {
     pub dumps: u64,
     /// Connections closed on an I/O error.
     pub io_errors: u64,
+    /// Events sent to subscribers.
+    pub events: u64,
+    /// Events subscribers lost (they did not keep up).
+    pub events_lost: u64,
 }
 
 /// `Dump` for a boxed dump (the driver is generic, connections hold any dump).
@@ -155,6 +165,10 @@ struct Conn {
     /// Requests the loop holds (it answers them later: `port add`).
     held: usize,
     closed: bool,
+    /// Events lost since the last overrun notice.
+    lost: u64,
+    /// Events lost in all.
+    lost_total: u64,
 }
 
 impl Conn {
@@ -289,6 +303,8 @@ impl NlServer {
                 dump: None,
                 held: 0,
                 closed: false,
+                lost: 0,
+                lost_total: 0,
             });
             self.next_id += 1;
         }
@@ -434,6 +450,45 @@ impl NlServer {
         flush(c, &mut self.counters);
     }
 
+    /// Sends `event` to every connection that joined `group`. A subscriber that owes
+    /// [`MAX_EVENTS_OWED`] datagrams loses it (counted); the first event it gets after draining
+    /// is preceded by an `ENOBUFS` error saying how many it lost. Never waits.
+    pub fn broadcast(&mut self, group: Group, event: &Message) {
+        let mut one = Datagram::with_capacity(4096);
+        if event.encode_into(&mut one).is_err() {
+            warn!("an event larger than 4 KiB was dropped");
+            return;
+        }
+        for c in self
+            .conns
+            .iter_mut()
+            .filter(|c| c.groups & group.mask() != 0 && !c.closed)
+        {
+            if c.out.len() >= MAX_EVENTS_OWED {
+                c.lost += 1;
+                c.lost_total += 1;
+                self.counters.events_lost += 1;
+                continue;
+            }
+            if c.lost > 0 {
+                let lost = c.lost;
+                let mut d = Datagram::with_capacity(512);
+                if d.push(|e| put_overrun(e, lost)).is_ok() {
+                    c.out.push_back(d.bytes().to_vec());
+                    c.lost = 0;
+                }
+            }
+            c.out.push_back(one.bytes().to_vec());
+            self.counters.events += 1;
+            flush(c, &mut self.counters);
+        }
+    }
+
+    /// Events lost by subscribers, in all.
+    pub fn events_lost(&self) -> u64 {
+        self.counters.events_lost
+    }
+
     /// Removes the socket file (at stop).
     pub fn remove(&self) {
         let _ = std::fs::remove_file(&self.cfg.path);
@@ -552,7 +607,7 @@ fn conn_msg(c: &Conn) -> ConnMsg {
         strict: c.strict,
         dump_buf: c.dump_buf as u32,
         groups: c.groups,
-        events_lost: 0,
+        events_lost: c.lost_total,
         uid: Some(c.creds.uid),
         gid: Some(c.creds.gid),
         pid: Some(c.creds.pid),
@@ -584,4 +639,15 @@ fn set_conn(c: &mut Conn, s: &ConnSet) -> Result<(), String> {
     c.groups |= s.join.unwrap_or(0);
     c.groups &= !s.leave.unwrap_or(0);
     Ok(())
+}
+
+/// Encoding an event (sequence 0, as the kernel's notifications) into a datagram.
+trait EncodeEvent {
+    fn encode_into(&self, d: &mut Datagram) -> Result<(), isopath_proto::error::Full>;
+}
+
+impl EncodeEvent for Message {
+    fn encode_into(&self, d: &mut Datagram) -> Result<(), isopath_proto::error::Full> {
+        d.push(|e| self.encode(e, 0, 0, 0))
+    }
 }

@@ -454,3 +454,104 @@ fn a_message_that_asks_nothing_is_acked_only_if_asked() {
     assert_eq!(messages(&dgram).count(), 3);
     let _ = Ctx { strict: false };
 }
+
+fn join(c: &mut NlClient, f: &mut Fixture, groups: u32) {
+    c.send_raw(&NlClient::encode(
+        &Request::SetConn(ConnSet {
+            strict: None,
+            dump_buf: None,
+            join: Some(groups),
+            leave: None,
+        }),
+        NLM_F_ACK,
+        1,
+    ))
+    .unwrap();
+    f.server.poll();
+    assert!(matches!(&c.recv().unwrap()[..], [(1, Message::Error(a))] if a.is_ack()));
+}
+
+#[test]
+fn events_reach_subscribers_in_order_and_one_that_does_not_read_is_told_what_it_lost() {
+    let mut f = Fixture::new("events", 8);
+    let mut reader = f.client();
+    let mut sleeper = f.client();
+    let mut other = f.client();
+    join(&mut reader, &mut f, Group::Links.mask());
+    join(&mut sleeper, &mut f, Group::Links.mask());
+    join(&mut other, &mut f, Group::Bonds.mask());
+    // Far more events than the socket and the server's queue hold for the sleeper.
+    let total = 5000u64;
+    let mut got = Vec::new();
+    for i in 0..total {
+        f.server
+            .broadcast(Group::Links, &Message::NewCapture(capture(i)));
+        // The reader keeps up.
+        loop {
+            let d = reader.recv_nowait().unwrap();
+            if d.is_empty() {
+                break;
+            }
+            got.extend(d);
+        }
+        f.server.poll();
+    }
+    while got.len() < total as usize {
+        got.extend(reader.recv().unwrap());
+    }
+    let seen: Vec<u64> = got
+        .iter()
+        .map(|(seq, m)| match m {
+            Message::NewCapture(c) => {
+                assert_eq!(*seq, 0, "events carry sequence 0");
+                c.captured
+            }
+            m => panic!("{m:?}"),
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        (0..total).collect::<Vec<_>>(),
+        "the reader misses nothing, in order"
+    );
+    // The bonds subscriber got none of the links group's events.
+    assert!(other.recv_nowait().unwrap().is_empty());
+    // The sleeper lost some, counted; when it drains, the notice comes before newer events.
+    let lost = f.server.counters.events_lost;
+    assert!(lost > 0 && lost < total, "lost {lost}");
+    let mut first = Vec::new();
+    loop {
+        let d = sleeper.recv_nowait().unwrap();
+        if d.is_empty() {
+            break;
+        }
+        first.extend(d);
+        f.server.poll();
+    }
+    let delivered = first.len() as u64;
+    assert_eq!(delivered + lost, total);
+    f.server
+        .broadcast(Group::Links, &Message::NewCapture(capture(total)));
+    let after = sleeper.recv().unwrap();
+    match &after[..] {
+        [(0, Message::Error(e))] => {
+            assert_eq!(e.errno(), libc::ENOBUFS);
+            let m = e.ext.msg.as_deref().unwrap();
+            assert_eq!(
+                m,
+                format!("{lost} events lost: the subscriber did not keep up")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let next = sleeper.recv().unwrap();
+    assert!(matches!(&next[..], [(0, Message::NewCapture(c))] if c.captured == total));
+    // The connection reports what it lost.
+    sleeper
+        .send_raw(&NlClient::encode(&Request::GetConn(ConnQuery {}), 0, 7))
+        .unwrap();
+    f.server.poll();
+    assert!(
+        matches!(&sleeper.recv().unwrap()[..], [(7, Message::NewConn(m))] if m.events_lost == lost)
+    );
+}

@@ -41,7 +41,15 @@ pub(super) struct LinkBook {
     pub(super) outboxes: Vec<(Arc<Mailbox>, Option<Arc<SeenMacs>>)>,
     /// Per bond: what workers hand to control (ARP, frames to the bond's own MAC).
     pub(super) punts: Vec<Arc<Punt>>,
+    /// The bonds' events since the control loop last took them (for the netlink-format
+    /// socket's `bonds` group), at most [`MAX_EVENTS_OUT`]: older ones are dropped and counted.
+    pub(super) events_out: Vec<(String, crate::bond::Event)>,
+    /// Events dropped from `events_out`.
+    pub(super) events_out_lost: u64,
 }
+
+/// Most bond events kept for the control loop between two of its turns.
+pub(super) const MAX_EVENTS_OUT: usize = 1024;
 
 impl LinkBook {
     /// A carrier report for `ifindex` (rtnetlink or miimon), at `now` (`wall` stamps the
@@ -87,6 +95,11 @@ impl LinkBook {
             for e in b.untraced() {
                 let member = e.member.as_deref().unwrap_or("-");
                 info!(bond = %name, kind = e.kind.name(), member, detail = %e.detail, "bond event");
+                if self.events_out.len() >= MAX_EVENTS_OUT {
+                    self.events_out.remove(0);
+                    self.events_out_lost += 1;
+                }
+                self.events_out.push((name.clone(), e.clone()));
             }
         }
     }

@@ -57,6 +57,8 @@ fn book(opts: BondOptions, ups: &[bool], now: Instant) -> LinkBook {
         bonds: vec![bond],
         outboxes: vec![(Arc::new(Mailbox::new(MAILBOX)), None)],
         punts: vec![Arc::new(Punt::new())],
+        events_out: Vec::new(),
+        events_out_lost: 0,
     }
 }
 
