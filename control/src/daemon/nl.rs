@@ -77,41 +77,11 @@ impl Listener<DevData, Plane> for LinkEvents {
         let Some(d) = devs.get(id) else {
             return Ok(());
         };
-        let running = d.operstate == registry::OperState::Up;
-        // A bond is always administratively up (as `links` reports it).
-        let up = d.flags.up || d.kind == DeviceKind::Bond;
-        let mut flags = if up { IFF_UP } else { 0 };
-        if running {
-            flags |= IFF_RUNNING | IFF_LOWER_UP;
-        }
-        let (ifindex, kind) = match d.kind {
-            DeviceKind::Port => (d.ifindex.unwrap_or(0), LinkKind::Port),
-            DeviceKind::Bond => (OWN_INDEX_BASE + id.index(), LinkKind::Bond),
+        let msg = LinkMsg {
+            event_ns: Some(cx.turn.wall_ns()),
+            ..link_base(id, d, d.operstate == registry::OperState::Up)
         };
         let wall = cx.turn.wall_ns();
-        let msg = LinkMsg {
-            ifindex,
-            name: d.name.clone(),
-            kind,
-            flags,
-            operstate: Some(if running {
-                OperState::Up
-            } else {
-                OperState::Down
-            }),
-            mtu: None,
-            address: None,
-            master: None,
-            peer: None,
-            queues: None,
-            bind_mode: None,
-            xdp_mode: None,
-            promiscuity: None,
-            stats: None,
-            xsk_stats: None,
-            stamp_ns: None,
-            event_ns: Some(wall),
-        };
         let mut out = self
             .out
             .lock()
@@ -128,6 +98,47 @@ impl Listener<DevData, Plane> for LinkEvents {
             },
         ));
         Ok(())
+    }
+}
+
+/// What a link record says of every device: its number (the kernel's index for a port, the
+/// daemon's own for a bond), name, kind, flags (a bond is always administratively up) and
+/// operational state; the rest unset.
+fn link_base(id: registry::DeviceId, d: &registry::Device<DevData>, running: bool) -> LinkMsg {
+    let (ifindex, kind) = match d.kind {
+        DeviceKind::Port => (d.ifindex.unwrap_or(0), LinkKind::Port),
+        DeviceKind::Bond => (OWN_INDEX_BASE + id.index(), LinkKind::Bond),
+    };
+    let mut flags = if d.flags.up || d.kind == DeviceKind::Bond {
+        IFF_UP
+    } else {
+        0
+    };
+    if running {
+        flags |= IFF_RUNNING | IFF_LOWER_UP;
+    }
+    LinkMsg {
+        ifindex,
+        name: d.name.clone(),
+        kind,
+        flags,
+        operstate: Some(if running {
+            OperState::Up
+        } else {
+            OperState::Down
+        }),
+        mtu: None,
+        address: None,
+        master: None,
+        peer: None,
+        queues: None,
+        bind_mode: None,
+        xdp_mode: None,
+        promiscuity: None,
+        stats: None,
+        xsk_stats: None,
+        stamp_ns: None,
+        event_ns: None,
     }
 }
 
@@ -508,40 +519,14 @@ impl Daemon {
         let mut out = Vec::new();
         let devs = self.registry.devices();
         for (id, d) in devs.iter() {
-            let base = |ifindex: u32, kind: LinkKind, up: bool, running: bool| {
-                let mut flags = if up { IFF_UP } else { 0 };
-                if running {
-                    flags |= IFF_RUNNING | IFF_LOWER_UP;
-                }
-                LinkMsg {
-                    ifindex,
-                    name: d.name.clone(),
-                    kind,
-                    flags,
-                    operstate: Some(if running {
-                        OperState::Up
-                    } else {
-                        OperState::Down
-                    }),
-                    mtu: None,
-                    address: None,
-                    master: None,
-                    peer: None,
-                    queues: None,
-                    bind_mode: None,
-                    xdp_mode: None,
-                    promiscuity: None,
-                    stats: None,
-                    xsk_stats: None,
-                    stamp_ns: Some(stamp),
-                    event_ns: None,
-                }
-            };
             match &d.data {
                 DevData::Port(p) => {
                     let s = self.port_status(&d.name, p);
                     let running = p.link.is_up();
-                    let mut l = base(d.ifindex.unwrap_or(0), LinkKind::Port, d.flags.up, running);
+                    let mut l = LinkMsg {
+                        stamp_ns: Some(stamp),
+                        ..link_base(id, d, running)
+                    };
                     l.master = master(&d.name);
                     l.queues = Some(s.queues as u32);
                     l.bind_mode = s.bind.as_deref().and_then(BindMode::parse);
@@ -565,12 +550,10 @@ impl Daemon {
                 DevData::Bond { index } => {
                     let b = &book.bonds[*index];
                     let running = b.active().is_some();
-                    out.push(base(
-                        OWN_INDEX_BASE + id.index(),
-                        LinkKind::Bond,
-                        true,
-                        running,
-                    ));
+                    out.push(LinkMsg {
+                        stamp_ns: Some(stamp),
+                        ..link_base(id, d, running)
+                    });
                 }
             }
         }

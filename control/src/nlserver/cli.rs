@@ -127,7 +127,12 @@ pub fn monitor(
 
 /// `<UP,LOWER_UP>`, as `ip link` prints flags.
 fn flag_words(flags: u32) -> String {
-    let words: Vec<&str> = [
+    format!("<{}>", flag_names(flags).join(","))
+}
+
+/// The names of the `IFF_*` bits set in `flags`, in `ip link`'s order.
+fn flag_names(flags: u32) -> Vec<&'static str> {
+    [
         (IFF_UP, "UP"),
         (IFF_RUNNING, "RUNNING"),
         (IFF_PROMISC, "PROMISC"),
@@ -136,8 +141,7 @@ fn flag_words(flags: u32) -> String {
     .iter()
     .filter(|(b, _)| flags & b != 0)
     .map(|(_, w)| *w)
-    .collect();
-    format!("<{}>", words.join(","))
+    .collect()
 }
 
 /// The links as `ip link show` lays them out: a line per link, and with `stats` the counters
@@ -249,16 +253,7 @@ pub struct StatsJson {
 
 impl From<&LinkMsg> for LinkJson {
     fn from(l: &LinkMsg) -> Self {
-        let flags = [
-            (IFF_UP, "UP"),
-            (IFF_RUNNING, "RUNNING"),
-            (IFF_PROMISC, "PROMISC"),
-            (IFF_LOWER_UP, "LOWER_UP"),
-        ]
-        .iter()
-        .filter(|(b, _)| l.flags & b != 0)
-        .map(|(_, w)| *w)
-        .collect();
+        let flags = flag_names(l.flags);
         Self {
             ifindex: l.ifindex,
             ifname: l.name.clone(),

@@ -195,12 +195,7 @@ impl NlClient {
                 sock::Recv::Closed => return Err(NlError::Closed),
             };
             self.buf.received(n);
-            let mut out = Vec::new();
-            for m in messages(self.buf.bytes()) {
-                let m = m?;
-                out.push((m.header.seq, Message::decode(&m, Ctx { strict: false })?));
-            }
-            return Ok(out);
+            return self.decoded();
         }
     }
 
@@ -215,12 +210,17 @@ impl NlClient {
             sock::Recv::Closed => return Err(NlError::Closed),
         };
         self.buf.received(n);
-        let mut out = Vec::new();
-        for m in messages(self.buf.bytes()) {
-            let m = m?;
-            out.push((m.header.seq, Message::decode(&m, Ctx { strict: false })?));
-        }
-        Ok(out)
+        self.decoded()
+    }
+
+    /// The messages of the datagram just received, each with its sequence number.
+    fn decoded(&self) -> Result<Vec<(u32, Message)>, NlError> {
+        messages(self.buf.bytes())
+            .map(|m| {
+                let m = m?;
+                Ok((m.header.seq, Message::decode(&m, Ctx { strict: false })?))
+            })
+            .collect()
     }
 
     /// Encodes a request into a fresh buffer (tests build on it).
