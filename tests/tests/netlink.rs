@@ -335,6 +335,39 @@ fn the_monitor_shows_a_failover_as_it_happens_in_order() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // The bond dump: bond0 over m0 (active) and m1, as `bond show` reports it.
+    let bonds = c
+        .request_flags(
+            &Request::GetBond(isopath_control::proto::msg::BondQuery {
+                name: None,
+                event_limit: Some(0),
+            }),
+            NLM_F_DUMP,
+        )
+        .unwrap();
+    let b = match &bonds[..] {
+        [Message::NewBond(b)] => b.clone(),
+        other => panic!("{other:?}"),
+    };
+    let status = d.bond();
+    assert_eq!(b.name, "bond0");
+    assert_eq!(b.active.as_deref(), Some("m0"));
+    assert!(b.carrier && b.events.is_empty());
+    assert_eq!(
+        b.members
+            .iter()
+            .map(|m| (m.name.as_str(), m.state.name()))
+            .collect::<Vec<_>>(),
+        [("m0", "active"), ("m1", "backup")]
+    );
+    assert_eq!(
+        b.address.map(|m| m.to_string()),
+        status["mac"].as_str().map(str::to_owned)
+    );
+    assert_eq!(
+        b.options.as_ref().and_then(|o| o.miimon_ms).map(u64::from),
+        status["options"]["miimon_ms"].as_u64()
+    );
     drop(c);
     std::thread::sleep(Duration::from_millis(100));
     let st = lab.exec(lab.ns_far(), ["ip", "link", "set", "s0", "down"]);

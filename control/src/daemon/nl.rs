@@ -9,19 +9,23 @@
 //! `GETCONN`/`SETCONN` are the server's own. The other types get `EOPNOTSUPP` with a text
 //! saying so.
 
+use std::net::IpAddr;
 use std::sync::{
     Arc, Mutex,
     atomic::{AtomicU64, Ordering},
 };
 
 use isopath_proto::{
+    attr::Mac,
     attrs::{EXT_STATS, EXT_XSK_STATS, IFF_LOWER_UP, IFF_RUNNING, IFF_UP},
     dump::{Dump, Part, Step as DumpStep},
     error::Full,
     msg::{
-        BindMode, BondEvent, BondEventKind, BondOptions, BondSet, CaptureDir, CaptureMsg,
-        DaemonState, Frames, Group, LinkKind, LinkMsg, LinkStats, Message, OperState,
-        Request as NlRequest, StatusMsg, WorkerMsg, WorkerQueue, XdpMode, XskStats, kind,
+        ArpAllTargets, ArpValidate, BindMode, BondEvent, BondEventKind, BondMode, BondMsg,
+        BondNotify, BondOptions, BondSet, BondVlan, CaptureDir, CaptureMsg, DaemonState,
+        FailOverMac, Frames, Group, LinkKind, LinkMsg, LinkStats, MemberLink, MemberMsg,
+        MemberState as ProtoMemberState, Message, OperState, Request as NlRequest, Reselect,
+        StatusMsg, WorkerMsg, WorkerQueue, XdpMode, XskStats, kind,
     },
     nl::Header,
 };
@@ -35,7 +39,7 @@ use crate::{
     nlserver::{Answer, ConnId, Job},
     registry::{self, DeviceKind, Event, Listener, Veto},
     request::{Reply, Request},
-    status::{CaptureStatus, PortStatus},
+    status::{BondStatus, CaptureStatus, PortStatus},
 };
 
 /// The link numbers the daemon's own devices (bonds) report: from here on, clear of the
@@ -158,6 +162,7 @@ impl Dump for Snapshot {
                 Message::NewLink(b) => part.push(self.kind, b),
                 Message::NewWorker(b) => part.push(self.kind, b),
                 Message::NewCapture(b) => part.push(self.kind, b),
+                Message::NewBond(b) => part.push(self.kind, b),
                 _ => Err(Full),
             };
             if r.is_err() {
@@ -289,6 +294,108 @@ fn bond_event(bond: &str, e: &crate::bond::Event) -> BondEvent {
     }
 }
 
+/// `aa:bb:cc:dd:ee:ff` as a MAC (`None` if it is not one).
+fn parse_mac(s: &str) -> Option<Mac> {
+    let mut m = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut m {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(Mac(m))
+}
+
+fn ms32(v: u64) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+/// A bond's record from its status: options, members, addresses, counters, and its last
+/// `events` events.
+fn bond_msg(b: &BondStatus, events: usize) -> BondMsg {
+    let o = &b.options;
+    let ips = |v: &[String]| v.iter().filter_map(|a| a.parse::<IpAddr>().ok()).collect();
+    let mut options = BondOptions::none();
+    options.miimon_ms = Some(ms32(o.miimon_ms));
+    options.updelay_ms = Some(ms32(o.updelay_ms));
+    options.downdelay_ms = Some(ms32(o.downdelay_ms));
+    options.primary = o.primary.clone();
+    options.primary_reselect = Reselect::parse(o.primary_reselect.name());
+    options.all_members_active = Some(o.all_members_active);
+    options.drain_ms = Some(ms32(o.drain_ms));
+    options.fail_over_mac = FailOverMac::parse(o.fail_over_mac.name());
+    options.num_grat_arp = Some(o.num_grat_arp);
+    options.num_unsol_na = Some(o.num_unsol_na);
+    options.peer_notif_delay_ms = Some(ms32(o.peer_notif_delay_ms));
+    options.reannounce = Some(o.reannounce);
+    options.reannounce_table = Some(o.reannounce_table as u32);
+    options.reannounce_max_age_s = Some(u32::from(o.reannounce_max_age_s));
+    options.arp_interval_ms = o.arp_interval_ms.map(ms32);
+    options.arp_ip_target = o.arp_ip_target.as_deref().map(ips).unwrap_or_default();
+    options.arp_validate = o.arp_validate.and_then(|v| ArpValidate::parse(v.name()));
+    options.arp_all_targets = o.arp_all_targets.as_deref().and_then(ArpAllTargets::parse);
+    options.arp_missed_max = o.arp_missed_max;
+    let n = &b.notifications;
+    BondMsg {
+        name: b.name.clone(),
+        mode: BondMode::ActiveBackup,
+        carrier: b.carrier == crate::status::Link::Up,
+        active: b.active.clone(),
+        draining: b
+            .members
+            .iter()
+            .find(|m| m.state == crate::status::MemberState::Draining)
+            .map(|m| m.name.clone()),
+        failovers: b.failovers,
+        options: Some(options),
+        address: parse_mac(&b.mac),
+        addresses: ips(&b.addresses),
+        vlans: b
+            .vlans
+            .iter()
+            .map(|v| BondVlan {
+                id: v.id,
+                addresses: ips(&v.addresses),
+            })
+            .collect(),
+        notify: Some(BondNotify {
+            grat_arp: n.grat_arp,
+            unsol_na: n.unsol_na,
+            reannounced: n.reannounced,
+            mailbox_full: n.mailbox_full,
+            rate_limited: n.rate_limited,
+        }),
+        members: b
+            .members
+            .iter()
+            .map(|m| MemberMsg {
+                name: m.name.clone(),
+                ifindex: None,
+                link: MemberLink::parse(&m.link).unwrap_or(MemberLink::Down),
+                state: ProtoMemberState::parse(m.state.name()).unwrap_or(ProtoMemberState::Backup),
+                link_failures: m.link_failures,
+                prio: m.prio,
+                speed_mbps: m.speed_mbps,
+                perm_address: parse_mac(&m.perm_mac),
+            })
+            .collect(),
+        events: b
+            .events
+            .iter()
+            .rev()
+            .take(events)
+            .rev()
+            .map(|e| BondEvent {
+                bond: None,
+                unix_ns: e.unix_ns,
+                kind: BondEventKind::parse(e.kind.name()).unwrap_or(BondEventKind::OptionChanged),
+                member: e.member.clone(),
+                detail: Some(e.detail.clone()),
+                active: None,
+            })
+            .collect(),
+        stats: None,
+    }
+}
+
 fn capture_msg(c: &CaptureStatus) -> CaptureMsg {
     CaptureMsg {
         target: c.target.clone(),
@@ -375,6 +482,26 @@ impl Daemon {
                     }) {
                         Some(l) => Answer::Records(vec![Message::NewLink(l)]),
                         None => Answer::Error(libc::ENODEV, no_link(&q.name, q.ifindex)),
+                    }
+                });
+            }
+            NlRequest::GetBond(q) => {
+                let events = q.event_limit.map_or(10, |n| n as usize);
+                let bonds: Vec<BondMsg> = self
+                    .bonds_status()
+                    .iter()
+                    .map(|b| bond_msg(b, events))
+                    .collect();
+                return Some(if dump {
+                    let records = bonds.into_iter().map(Message::NewBond).collect();
+                    self.snapshot(kind::NEWBOND, records, true)
+                } else {
+                    match bonds.into_iter().find(|b| q.name.as_ref() == Some(&b.name)) {
+                        Some(b) => Answer::Records(vec![Message::NewBond(b)]),
+                        None => Answer::Error(
+                            libc::ENODEV,
+                            format!("no bond named {:?}", q.name.unwrap_or_default()),
+                        ),
                     }
                 });
             }

@@ -69,7 +69,7 @@ impl Daemon {
         }
     }
 
-    fn bonds_status(&self) -> Vec<BondStatus> {
+    pub(super) fn bonds_status(&self) -> Vec<BondStatus> {
         let book = lock(&self.plane.book);
         book.bonds
             .iter()
