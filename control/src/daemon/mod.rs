@@ -84,6 +84,7 @@ pub mod exit {
 }
 
 /// What the daemon keeps per device of the registry.
+#[derive(Default)]
 enum DevData {
     /// A port's I/O.
     Port(PortIo),
@@ -92,19 +93,22 @@ enum DevData {
         /// The index.
         index: usize,
     },
+    /// The loopback, which the registry creates with itself: no I/O.
+    #[default]
+    Loopback,
 }
 
 impl DevData {
     fn port(&self) -> Option<&PortIo> {
         match self {
             Self::Port(p) => Some(p),
-            Self::Bond { .. } => None,
+            Self::Bond { .. } | Self::Loopback => None,
         }
     }
 
     fn bond(&self) -> Option<usize> {
         match self {
-            Self::Port(_) => None,
+            Self::Port(_) | Self::Loopback => None,
             Self::Bond { index } => Some(*index),
         }
     }
@@ -290,6 +294,7 @@ impl Daemon {
                     let up = OperState::from_up(b.active().is_some());
                     (id, up, Some(active))
                 }
+                DevData::Loopback => (id, d.operstate, None),
             })
             .collect();
         drop(book);

@@ -14,10 +14,10 @@ use isopath_datapath::{
 };
 use tracing::{error, info, warn};
 
-use super::{Daemon, DevData, PortIo, StartError, error_chain, start::sysfs_mtu};
+use super::{Daemon, DevData, Plane, PortIo, StartError, error_chain, start::sysfs_mtu};
 use crate::{
     host::Host,
-    registry::{Device, DeviceKind, Flags, Hold, OperState, RegistryError},
+    registry::{Device, DeviceId, DeviceKind, Flags, Hold, OperState, RegistryError, Teardown},
     request::{PortAdded, PortsRemoved},
 };
 
@@ -222,7 +222,7 @@ impl Daemon {
                 .fds
                 .iter()
                 .try_for_each(|&(q, fd)| io.prog.register(q, fd)),
-            DevData::Bond { .. } => Ok(()),
+            DevData::Bond { .. } | DevData::Loopback => Ok(()),
         };
         let r = p.reply;
         info!(port = name, queues = r.queues, bind = %r.bind, xdp = %r.xdp_mode, "port added at run time");
@@ -250,15 +250,17 @@ impl Daemon {
     }
 
     /// Unregisters ports while the daemon runs (`port del`), all or none, the way
-    /// `unregister_netdevice_many` takes a batch: each leaves its bond (released, as `bond
-    /// release` does) and its captures stop; its XDP program is detached (no more frames reach
-    /// its sockets); the workers give its sockets back, and control closes them; once the kernel
-    /// has let go of their buffers (one grace period for the whole batch, [`UNREGISTER_GRACE`])
-    /// the frames they held return to their worker's pool ([`Self::finish_unregister`]). A
+    /// `unregister_netdevice_many` takes a batch ([`crate::registry::Registry::unregister_many`]):
+    /// each leaves its bond (released, as `bond release` does) and its captures stop; its XDP
+    /// program is detached (no more frames reach its sockets) and the workers give its sockets
+    /// back ([`Plane`]'s [`Teardown::detach`]), and control closes them; once the kernel has
+    /// let go of their buffers (one grace period for the whole batch, [`UNREGISTER_GRACE`]) the
+    /// frames they held return to their worker's pool ([`Self::finish_unregister`]). A
     /// cross-connected port cannot go: the cross-connect would point at nothing.
     pub(super) fn port_del(&mut self, names: &[&str]) -> Result<PortsRemoved, String> {
         // All or none: every name is checked (and the listeners asked) before anything goes.
         let mut ids = Vec::with_capacity(names.len());
+        let mut sockets = 0;
         for (i, name) in names.iter().enumerate() {
             let Some(id) = self.registry.devices().id_of(name, DeviceKind::Port) else {
                 return Err(format!("no port named {name:?}"));
@@ -269,40 +271,19 @@ impl Daemon {
             if names[..i].contains(name) {
                 return Err(format!("{name} is listed twice"));
             }
+            sockets += self.registry.devices().get(id).map_or(0, |d| d.holds.len());
             ids.push(id);
         }
-        // Each leaves its bond and its captures stop (listeners), then it leaves the table.
-        let gone = match self.registry.unregister(&ids, &mut self.plane) {
-            Ok(gone) => gone,
+        let now = self.plane.turn.now;
+        // Each leaves its bond and its captures stop (listeners), its program and sockets are
+        // detached, then it leaves the table; nothing holds a port yet, so it is freed at once
+        // (its PortIo dropped here).
+        match self.registry.unregister_many(&ids, now, &mut self.plane) {
+            Ok(_freed) => {}
             Err(RegistryError::Unlink { port, bond, veto }) => {
                 return Err(format!("releasing {port} from {bond}: {:?}", veto.reason));
             }
             Err(e) => return Err(e.to_string()),
-        };
-        let mut sockets = 0;
-        for dev in gone {
-            let name = dev.name.as_str();
-            let DevData::Port(mut port) = dev.data else {
-                continue;
-            };
-            port.prog.detach();
-            let ifname = WorkerCmd::ifname(name).unwrap_or_default();
-            for w in &mut self.plane.workers {
-                // A full command queue is retried: the port is gone from control already.
-                let deadline = Instant::now() + Duration::from_millis(100);
-                while !w.handle.command(WorkerCmd::Detach { ifname }) {
-                    if Instant::now() > deadline {
-                        warn!(port = name, "a worker's command queue stayed full");
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_micros(100));
-                }
-                sockets += w.handle.forget_queues(name);
-            }
-            info!(
-                port = name,
-                "port unregistered; its sockets close once the workers give them back"
-            );
         }
         Ok(PortsRemoved {
             ok: true,
@@ -316,6 +297,9 @@ impl Daemon {
     /// they held.
     pub(super) fn finish_unregister(&mut self) {
         let now = self.plane.turn.now;
+        // Devices still referenced when unregistered: freed once the last reference goes
+        // (the registry logs those still waiting every 10 s).
+        drop(self.registry.poll_todo(now).freed);
         for (w, rw) in self.plane.workers.iter().enumerate() {
             while let Some(q) = rw.handle.take_retired() {
                 let (id, name) = (q.id(), q.ifname().to_owned());
@@ -329,6 +313,40 @@ impl Daemon {
             now.duration_since(closed) < UNREGISTER_GRACE
                 || !workers[w].handle.command(WorkerCmd::Reclaim { id })
         });
+    }
+}
+
+/// What an unregistration asks of the daemon.
+impl Teardown<DevData> for Plane {
+    /// Nothing to wait for yet: the workers have no grace point. What keeps a worker off a
+    /// detached port's sockets today is the Detach command (the worker gives the sockets back
+    /// before control closes them) and [`UNREGISTER_GRACE`] before their frames are reclaimed.
+    fn quiesce(&mut self, _: &[DeviceId]) {}
+
+    /// The port's XDP program detached, then each worker told to give its sockets back.
+    fn detach(&mut self, _: DeviceId, dev: &mut Device<DevData>) {
+        let name = dev.name.as_str();
+        let DevData::Port(port) = &mut dev.data else {
+            return;
+        };
+        port.prog.detach();
+        let ifname = WorkerCmd::ifname(name).unwrap_or_default();
+        for w in &mut self.workers {
+            // A full command queue is retried: the port is gone from control already.
+            let deadline = Instant::now() + Duration::from_millis(100);
+            while !w.handle.command(WorkerCmd::Detach { ifname }) {
+                if Instant::now() > deadline {
+                    warn!(port = name, "a worker's command queue stayed full");
+                    break;
+                }
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            w.handle.forget_queues(name);
+        }
+        info!(
+            port = name,
+            "port unregistered; its sockets close once the workers give them back"
+        );
     }
 }
 

@@ -8,19 +8,32 @@
 //! context the owner passes in (see [`notifier`]'s Design), so nothing calls back into the
 //! registry while it emits.
 //!
+//! A device's life after registration (references, batched unregistration, the todo list,
+//! promiscuity, the loopback) is in [`lifecycle`].
+//!
 //! # Limitations
 //! The registry is single-threaded (the control loop owns it). Threads other than the loop
-//! (the rtnetlink thread) see what listeners publish for them, never the table.
+//! (the rtnetlink thread) see what listeners publish for them, never the table; a
+//! [`DevRef`] may be dropped on any thread.
 
 pub mod device;
+pub mod lifecycle;
+#[cfg(test)]
+mod lifecycle_tests;
+pub mod name;
 pub mod notifier;
 #[cfg(test)]
 mod tests;
 
-pub use device::{Device, DeviceId, DeviceKind, Devices, Flags, Hold, OperState};
+pub use device::{Device, DeviceId, DeviceKind, Devices, Flags, Hold, Iff, OperState, RegState};
+pub use lifecycle::{
+    DevRef, Holder, LOOPBACK, Life, Options, PromiscFlag, Promiscuity, Stats, Teardown, TodoReport,
+    Waiting,
+};
+pub use name::NameError;
 pub use notifier::{Chain, Errno, Event, Listener, Veto};
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Instant};
 
 /// Why the registry refused a change.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -75,6 +88,40 @@ pub enum RegistryError {
         /// The listener's failure.
         veto: Veto,
     },
+    /// Not a valid device name.
+    #[error("{name:?}: {why}")]
+    BadName {
+        /// The name.
+        name: String,
+        /// Why.
+        why: NameError,
+    },
+    /// Every index up to [`Options::max_index`] is taken (by a registered device or one
+    /// waiting on the todo list).
+    #[error("no free device index")]
+    NoIndex,
+    /// The loopback cannot be unregistered.
+    #[error(
+        "{0} is the loopback device: it cannot be unregistered (it goes last, with the registry)"
+    )]
+    Loopback(String),
+    /// A second loopback.
+    #[error("there is one loopback device and it exists")]
+    OneLoopback,
+    /// Promiscuity would go below what was added.
+    #[error("{0}: promiscuity would go below zero")]
+    PromiscUnderflow(String),
+    /// Promiscuity would wrap.
+    #[error("{0}: promiscuity touches roof")]
+    PromiscOverflow(String),
+    /// A holder's references would wrap.
+    #[error("{name}: too many references held by {holder}")]
+    RefOverflow {
+        /// The device.
+        name: String,
+        /// The holder.
+        holder: Holder,
+    },
     /// A listener vetoed the change: nothing changed.
     #[error("{0}")]
     Vetoed(Veto),
@@ -89,8 +136,15 @@ impl RegistryError {
         match self {
             Self::NoDevice(_) => Errno::ENODEV,
             Self::Exists(_) | Self::AlreadyMember { .. } => Errno::EEXIST,
-            Self::Kind { .. } | Self::NotMember { .. } | Self::Twice(_) => Errno::EINVAL,
-            Self::OtherMaster { .. } => Errno::EBUSY,
+            Self::Kind { .. }
+            | Self::NotMember { .. }
+            | Self::Twice(_)
+            | Self::BadName { .. }
+            | Self::PromiscUnderflow(_) => Errno::EINVAL,
+            Self::OtherMaster { .. } | Self::NoIndex => Errno::EBUSY,
+            Self::Loopback(_) => Errno::EOPNOTSUPP,
+            Self::OneLoopback => Errno::EEXIST,
+            Self::PromiscOverflow(_) | Self::RefOverflow { .. } => Errno::EOVERFLOW,
             Self::Vetoed(v) | Self::Failed(v) | Self::Unlink { veto: v, .. } => v.errno,
         }
     }
@@ -102,25 +156,54 @@ impl RegistryError {
 pub struct Registry<D, C> {
     devices: Devices<D>,
     chain: Chain<D, C>,
+    /// Where the index allocator looks next.
     next: u32,
+    opts: Options,
+    /// When each device on the todo list is reported next.
+    waits: BTreeMap<DeviceId, Instant>,
+    stats: Stats,
 }
 
-impl<D, C> Default for Registry<D, C> {
+impl<D: Default, C> Default for Registry<D, C> {
     fn default() -> Self {
-        Self {
-            devices: Devices {
-                by_id: BTreeMap::new(),
-            },
-            chain: Chain::default(),
-            next: 1,
-        }
+        Self::with_options(D::default(), Options::default())
+    }
+}
+
+impl<D: Default, C> Registry<D, C> {
+    /// A registry without listeners, with its loopback (what the owner keeps for it:
+    /// `D::default()`).
+    pub fn new() -> Self {
+        Self::default()
     }
 }
 
 impl<D, C> Registry<D, C> {
-    /// An empty registry without listeners.
-    pub fn new() -> Self {
-        Self::default()
+    /// A registry without listeners, tuned by `opts`, with its loopback (`lo`, index 1, up,
+    /// MTU 65536, MAC 0), whose owner keeps `loopback` for it. Listeners added later are not
+    /// told of it (Linux replays REGISTER to a late notifier; none of ours acts on it).
+    pub fn with_options(loopback: D, opts: Options) -> Self {
+        let mut lo = Device {
+            flags: Flags {
+                up: true,
+                cross_connected: false,
+            },
+            mtu: Some(65_536),
+            mac: Some([0; 6]),
+            ..Device::new("lo", DeviceKind::Loopback, loopback)
+        };
+        lo.life = Life::registered();
+        Self {
+            devices: Devices {
+                by_id: BTreeMap::from([(LOOPBACK, lo)]),
+                todo: BTreeMap::new(),
+            },
+            chain: Chain::default(),
+            next: LOOPBACK.0 + 1,
+            opts,
+            waits: BTreeMap::new(),
+            stats: Stats::default(),
+        }
     }
 
     /// The table.
@@ -171,25 +254,60 @@ impl<D, C> Registry<D, C> {
     }
 
     /// Registers `dev` (its `master`, if set, must be a bond: a member from the start) and
-    /// emits REGISTER. A veto takes it out again; the listeners told before get UNREGISTER.
+    /// emits REGISTER: its name validated ([`name::validate`]), an index allocated, the
+    /// registry's reference taken. A veto takes it out again completely: the listeners told
+    /// before get UNREGISTER, the index is released, nothing of it stays visible.
     ///
     /// # Errors
-    /// The name is taken, the master is not a bond, or a listener vetoed.
-    pub fn register(&mut self, dev: Device<D>, cx: &mut C) -> Result<DeviceId, RegistryError> {
+    /// A bad name, the name taken, a second loopback, no free index, the master not a bond,
+    /// or a listener vetoed.
+    pub fn register(&mut self, mut dev: Device<D>, cx: &mut C) -> Result<DeviceId, RegistryError> {
+        if let Err(why) = name::validate(&dev.name) {
+            return Err(RegistryError::BadName {
+                name: dev.name,
+                why,
+            });
+        }
+        if dev.kind == DeviceKind::Loopback {
+            return Err(RegistryError::OneLoopback);
+        }
         if self.devices.find(&dev.name).is_some() {
             return Err(RegistryError::Exists(dev.name));
         }
         if let Some(m) = dev.master {
             self.kind(m, DeviceKind::Bond)?;
         }
-        let id = DeviceId(self.next);
-        self.next += 1;
+        let id = self.alloc_index()?;
+        dev.life = Life::registered();
+        if dev.master.is_some() {
+            dev.life.membership = DevRef::take(id, Holder::BondMember, dev.life.usage());
+        }
         self.devices.by_id.insert(id, dev);
         if let Err(v) = self.emit(Event::Register(id), cx) {
+            // Dropped with its references: the index is free again.
             self.devices.by_id.remove(&id);
             return Err(RegistryError::Vetoed(v));
         }
         Ok(id)
+    }
+
+    /// The next free index from where the last one was taken, wrapping at
+    /// [`Options::max_index`] to 2 (1 is the loopback's), skipping those taken.
+    fn alloc_index(&mut self) -> Result<DeviceId, RegistryError> {
+        let max = self.opts.max_index.max(2);
+        let mut i = self.next;
+        // At most one lap over the taken indexes (bounded by how many devices there are).
+        for _ in 0..=self.devices.by_id.len() + self.devices.todo.len() {
+            if !(2..=max).contains(&i) {
+                i = 2;
+            }
+            if !self.devices.taken(DeviceId(i)) {
+                self.next = i.saturating_add(1);
+                return Ok(DeviceId(i));
+            }
+            i = i.saturating_add(1);
+        }
+        Err(RegistryError::NoIndex)
     }
 
     /// Sets device `id` administratively up (UP, vetoable) or down (DOWN); no event if it
@@ -283,9 +401,14 @@ impl<D, C> Registry<D, C> {
             }
             None => {}
         }
-        self.dev_mut(port)?.master = Some(bond);
+        let held = self.hold(port, Holder::BondMember)?;
+        let p = self.dev_mut(port)?;
+        p.master = Some(bond);
+        p.life.membership = Some(held);
         if let Err(v) = self.emit(Event::Join { port, bond }, cx) {
-            self.dev_mut(port)?.master = None;
+            let p = self.dev_mut(port)?;
+            p.master = None;
+            p.life.membership = None;
             return Err(RegistryError::Vetoed(v));
         }
         Ok(())
@@ -309,7 +432,9 @@ impl<D, C> Registry<D, C> {
                 bond: bond_name,
             });
         }
-        self.dev_mut(port)?.master = None;
+        let p = self.dev_mut(port)?;
+        p.master = None;
+        p.life.membership = None;
         if self
             .devices
             .get(bond)
@@ -319,39 +444,6 @@ impl<D, C> Registry<D, C> {
         }
         self.emit(Event::Leave { port, bond }, cx)
             .map_err(RegistryError::Failed)
-    }
-
-    /// Unregisters `ids`, all or none, the way `unregister_netdevice_many` takes a batch:
-    /// PREUNREGISTER to each first (a veto changes nothing); then each member leaves its bond
-    /// and each bond's members leave it (LEAVE), a listener's failure there stopping the batch
-    /// with what has left so far left; then UNREGISTER to each, and only then do they leave
-    /// the table. Returns the devices, in the order of `ids`, for their owner to tear down.
-    ///
-    /// # Errors
-    /// No such device or one listed twice, a veto (nothing changed then), or a
-    /// listener's failure on LEAVE ([`RegistryError::Unlink`]).
-    pub fn unregister(
-        &mut self,
-        ids: &[DeviceId],
-        cx: &mut C,
-    ) -> Result<Vec<Device<D>>, RegistryError> {
-        for (i, &id) in ids.iter().enumerate() {
-            self.pre_unregister(id, cx)?;
-            if ids[..i].contains(&id) {
-                return Err(RegistryError::Twice(self.dev(id)?.name.clone()));
-            }
-        }
-        for &id in ids {
-            self.unlink(id, cx)?;
-        }
-        for &id in ids {
-            // Cannot be refused; a failure is logged by the chain.
-            let _ = self.emit(Event::Unregister(id), cx);
-        }
-        Ok(ids
-            .iter()
-            .filter_map(|id| self.devices.by_id.remove(id))
-            .collect())
     }
 
     /// Asks the listeners whether device `id` may go (PREUNREGISTER); nothing changes.
@@ -364,11 +456,16 @@ impl<D, C> Registry<D, C> {
             .map_err(RegistryError::Vetoed)
     }
 
-    /// Takes every device out, in registration order, without events: for the owner's stop,
-    /// once everything the listeners act on has stopped.
+    /// Takes every device out without events, for the owner's stop once everything the
+    /// listeners act on has stopped: the registered ones in index order, then those on the
+    /// todo list, the loopback last.
     pub fn drain(&mut self) -> Vec<Device<D>> {
-        std::mem::take(&mut self.devices.by_id)
-            .into_values()
+        let mut regs = std::mem::take(&mut self.devices.by_id);
+        let lo = regs.remove(&LOOPBACK);
+        self.waits.clear();
+        regs.into_values()
+            .chain(std::mem::take(&mut self.devices.todo).into_values())
+            .chain(lo)
             .collect()
     }
 

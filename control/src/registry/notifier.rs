@@ -99,6 +99,8 @@ impl Errno {
     pub const EINVAL: Self = Self(22);
     /// No space left (a bond with every member slot taken).
     pub const ENOSPC: Self = Self(28);
+    /// Value too large (a count that would wrap).
+    pub const EOVERFLOW: Self = Self(75);
     /// Operation not supported.
     pub const EOPNOTSUPP: Self = Self(95);
 }

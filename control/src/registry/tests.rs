@@ -1,9 +1,18 @@
 //! The registry and its chain, without a lab: listeners record what they see in the context.
 
+use std::time::Instant;
+
 use super::*;
 
 /// What the listeners saw: (listener, event).
 type Log = Vec<(&'static str, Event)>;
+
+/// The steps of an unregistration are `lifecycle_tests`'; here they do nothing.
+impl Teardown<()> for Log {
+    fn quiesce(&mut self, _: &[DeviceId]) {}
+
+    fn detach(&mut self, _: DeviceId, _: &mut Device<()>) {}
+}
 
 struct Rec {
     name: &'static str,
@@ -70,10 +79,7 @@ fn a_veto_on_register_rolls_back_and_its_errno_reaches_the_caller() {
     let e = r.register(port("p0", 2), &mut log).unwrap_err();
     assert_eq!(e.errno(), Errno::EBUSY);
     assert_eq!(e.to_string(), "refuser refuses");
-    assert!(
-        r.devices().is_empty(),
-        "a vetoed device is not in the table"
-    );
+    assert_eq!(r.devices().len(), 1, "a vetoed device is not in the table");
     // The two told before get UNREGISTER, in chain order; the refuser and those after it
     // get nothing more.
     let id = match log[0].1 {
@@ -109,7 +115,7 @@ fn names_are_unique_and_a_master_must_be_a_bond() {
     child.master = Some(p);
     let e = r.register(child, &mut log).unwrap_err();
     assert_eq!(e.errno(), Errno::EINVAL);
-    assert_eq!(r.devices().len(), 1);
+    assert_eq!(r.devices().len(), 2, "the loopback and p0");
 }
 
 #[test]
@@ -190,10 +196,16 @@ fn unregister_cascades_member_leave_before_unregister_and_tears_down_in_order() 
     r.join(p0, bond, &mut log).unwrap();
     r.set_active(bond, Some(p0), &mut log).unwrap();
     log.clear();
-    let gone = r.unregister(&[p1, p0], &mut log).unwrap();
+    let gone = r
+        .unregister_many(&[p1, p0], Instant::now(), &mut log)
+        .unwrap();
     assert_eq!(
-        gone.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
-        ["p1", "p0"]
+        gone.freed
+            .iter()
+            .map(|d| d.1.name.as_str())
+            .collect::<Vec<_>>(),
+        ["p0", "p1"],
+        "freed in index order"
     );
     assert_eq!(
         log.iter().map(|e| e.1).collect::<Vec<_>>(),
@@ -211,7 +223,7 @@ fn unregister_cascades_member_leave_before_unregister_and_tears_down_in_order() 
         None,
         "the active member left"
     );
-    assert_eq!(r.devices().len(), 1);
+    assert_eq!(r.devices().len(), 2, "the loopback and the bond");
 }
 
 #[test]
@@ -225,7 +237,8 @@ fn unregistering_a_bond_releases_its_members_first() {
     let p0 = r.register(port("p0", 2), &mut log).unwrap();
     r.join(p0, bond, &mut log).unwrap();
     log.clear();
-    r.unregister(&[bond], &mut log).unwrap();
+    r.unregister_many(&[bond], Instant::now(), &mut log)
+        .unwrap();
     assert_eq!(
         log.iter().map(|e| e.1).collect::<Vec<_>>(),
         [
@@ -243,28 +256,32 @@ fn a_pre_unregister_veto_or_a_bad_batch_changes_nothing() {
     r.listen(rec("pin", |e| matches!(e, Event::PreUnregister(_))), 0);
     let mut log = Log::new();
     let p0 = r.register(port("p0", 2), &mut log).unwrap();
-    let e = r.unregister(&[p0], &mut log).unwrap_err();
+    let e = r
+        .unregister_many(&[p0], Instant::now(), &mut log)
+        .unwrap_err();
     assert_eq!(e.errno(), Errno::EBUSY);
-    assert_eq!(r.devices().len(), 1);
+    assert_eq!(r.devices().len(), 2);
     assert!(!log.iter().any(|e| matches!(e.1, Event::Unregister(_))));
 
     let mut r: Registry<(), Log> = Registry::new();
     let p0 = r.register(port("p0", 2), &mut log).unwrap();
     assert_eq!(
-        r.unregister(&[p0, p0], &mut log).unwrap_err(),
+        r.unregister_many(&[p0, p0], Instant::now(), &mut log)
+            .unwrap_err(),
         RegistryError::Twice("p0".into())
     );
     assert!(matches!(
-        r.unregister(&[p0, DeviceId(99)], &mut log),
+        r.unregister_many(&[p0, DeviceId(99)], Instant::now(), &mut log),
         Err(RegistryError::NoDevice(_))
     ));
-    assert_eq!(r.devices().len(), 1);
+    assert_eq!(r.devices().len(), 2);
+    assert_eq!(r.stats().quiesces, 0, "a refused batch quiesces nothing");
 }
 
 #[test]
 fn a_failure_on_leave_stops_the_batch_with_what_left_so_far() {
     let mut r: Registry<(), Log> = Registry::new();
-    let bond_of = |e: Event| matches!(e, Event::Leave { port, .. } if port == DeviceId(3));
+    let bond_of = |e: Event| matches!(e, Event::Leave { port, .. } if port == DeviceId(4));
     r.listen(rec("bonding", bond_of), 0);
     let mut log = Log::new();
     let bond = r
@@ -272,10 +289,12 @@ fn a_failure_on_leave_stops_the_batch_with_what_left_so_far() {
         .unwrap();
     let p0 = r.register(port("p0", 2), &mut log).unwrap();
     let p1 = r.register(port("p1", 3), &mut log).unwrap();
-    assert_eq!(p1, DeviceId(3));
+    assert_eq!(p1, DeviceId(4), "the loopback is 1, the bond 2, p0 3");
     r.join(p0, bond, &mut log).unwrap();
     r.join(p1, bond, &mut log).unwrap();
-    let e = r.unregister(&[p0, p1], &mut log).unwrap_err();
+    let e = r
+        .unregister_many(&[p0, p1], Instant::now(), &mut log)
+        .unwrap_err();
     assert_eq!(
         e,
         RegistryError::Unlink {
@@ -284,7 +303,7 @@ fn a_failure_on_leave_stops_the_batch_with_what_left_so_far() {
             veto: Veto::new(Errno::EBUSY, "bonding refuses"),
         }
     );
-    assert_eq!(r.devices().len(), 3, "nothing was unregistered");
+    assert_eq!(r.devices().len(), 4, "nothing was unregistered");
     assert_eq!(r.devices().get(p0).unwrap().master, None, "p0 had left");
 }
 
