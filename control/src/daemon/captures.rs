@@ -7,6 +7,7 @@ use tracing::info;
 use super::Daemon;
 use crate::{
     capture::{self, Capture},
+    registry::DeviceKind,
     request::CaptureReply,
 };
 
@@ -23,7 +24,10 @@ impl Daemon {
         };
         // A port's tap spans the port, a bond's its members (as the registry has them now).
         let devs = self.registry.devices();
-        let Some((id, dev)) = devs.find(target) else {
+        let found = devs
+            .find(target)
+            .filter(|(_, d)| d.kind != DeviceKind::Loopback);
+        let Some((id, dev)) = found else {
             return err(format!("no port or bond named {target:?}"));
         };
         let (tap, ifindexes) = (&dev.tap, devs.span(id));

@@ -87,14 +87,17 @@ impl Daemon {
         name: &str,
         host: &dyn Host,
     ) -> Result<PendingPort, String> {
-        if self
-            .registry
-            .devices()
-            .id_of(name, DeviceKind::Port)
-            .is_some()
-            || self.waiting.iter().any(|w| w.port.name == name)
-        {
-            return Err(format!("{name} is already a port"));
+        match self.registry.devices().find(name) {
+            Some((_, d)) if d.kind != DeviceKind::Port => {
+                // Refused here, before anything is bound: the registry would refuse the name
+                // only once the sockets were with the workers.
+                return Err(format!("{name} is the name of a {:?} here", d.kind));
+            }
+            Some(_) => return Err(format!("{name} is already a port")),
+            None if self.waiting.iter().any(|w| w.port.name == name) => {
+                return Err(format!("{name} is already a port"));
+            }
+            None => {}
         }
         if WorkerCmd::ifname(name).is_none() {
             return Err(format!("{name:?}: interface name too long"));
