@@ -112,6 +112,7 @@ fn link_base(id: registry::DeviceId, d: &registry::Device<DevData>, running: boo
     let (ifindex, kind) = match d.kind {
         DeviceKind::Port => (d.ifindex.unwrap_or(0), LinkKind::Port),
         DeviceKind::Bond => (OWN_INDEX_BASE + id.index(), LinkKind::Bond),
+        DeviceKind::Loopback => (id.index(), LinkKind::Loopback),
     };
     let mut flags = if d.flags.up || d.kind == DeviceKind::Bond {
         IFF_UP
@@ -682,6 +683,8 @@ impl Daemon {
                         ..link_base(id, d, running)
                     });
                 }
+                // Not dumped (yet): the registry's loopback is new; dumps stay as they were.
+                DevData::Loopback => {}
             }
         }
         out
@@ -738,7 +741,10 @@ impl Daemon {
             pid: std::process::id(),
             uptime_ns: self.started.elapsed().as_nanos() as u64,
             version: Some(env!("CARGO_PKG_VERSION").to_owned()),
-            links: devs.iter().count() as u32,
+            links: devs
+                .iter()
+                .filter(|(_, d)| d.kind != DeviceKind::Loopback)
+                .count() as u32,
             bonds: devs.of_kind(DeviceKind::Bond).count() as u32,
             workers: self.plane.workers.len() as u32,
             captures: self.plane.captures.len() as u32,
