@@ -1,5 +1,6 @@
-//! The device registry: one table of the daemon's devices (ports and bonds), changed only
-//! here, and the notifier chain that tells listeners what changed.
+//! The device registry: one table of the daemon's devices (ports, bonds and the loopback it
+//! is created with), changed only here, and the notifier chain that tells listeners what
+//! changed.
 //!
 //! Everything that follows a device's life (bond membership, captures, cross-connects, the
 //! link book's index of ports, link-state tracking) is a [`Listener`] on the chain rather than
