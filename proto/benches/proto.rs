@@ -44,6 +44,10 @@ fn record(i: u64) -> FlowMsg {
         last_ns: Some(i + 1),
         worker: Some(0),
         event_ns: None,
+        vlan_outer: None,
+        vlan_inner: None,
+        expires_ms: Some(30_000),
+        end_reason: None,
     }
 }
 
@@ -87,7 +91,7 @@ impl Nla for FlowNla<'_> {
     }
 }
 
-fn borrowed(f: &FlowMsg) -> [FlowNla<'_>; 17] {
+fn borrowed(f: &FlowMsg) -> [FlowNla<'_>; 18] {
     use FlowNla::*;
     [
         U64(flow::ID, f.id),
@@ -107,6 +111,7 @@ fn borrowed(f: &FlowMsg) -> [FlowNla<'_>; 17] {
         U64(flow::FIRST_NS, f.first_ns.unwrap_or(0)),
         U64(flow::LAST_NS, f.last_ns.unwrap_or(0)),
         U32(flow::WORKER, f.worker.unwrap_or(0)),
+        U64(flow::EXPIRES_MS, f.expires_ms.unwrap_or(0)),
     ]
 }
 

@@ -333,6 +333,12 @@ policy! {
         RTNL_ERRORS = 14: U64,
         /// Events not delivered to slow subscribers.
         EVENTS_LOST = 15: U64,
+        /// Dumps started.
+        DUMPS = 16: U64,
+        /// Dumps in progress (cursors held).
+        DUMPS_ACTIVE = 17: U32,
+        /// Flow events sent to the `flows` group.
+        FLOW_EVENTS = 18: U64,
     }
 
     /// A packet capture (`NEWCAPTURE`, `DELCAPTURE`, `GETCAPTURE`).
@@ -400,14 +406,22 @@ policy! {
         PACKETS_REPLY = 13: U64,
         /// Bytes, reply direction.
         BYTES_REPLY = 14: U64,
-        /// First seen, daemon monotonic ns.
+        /// First seen, Unix ns.
         FIRST_NS = 15: U64,
-        /// Last seen, daemon monotonic ns.
+        /// Last seen, Unix ns.
         LAST_NS = 16: U64,
         /// Worker holding it.
         WORKER = 17: U32,
         /// Events: when, Unix ns.
         EVENT_NS = 18: U64,
+        /// Outer VLAN id (absent: untagged).
+        VLAN_OUTER = 19: U16,
+        /// Inner VLAN id (802.1ad: the customer tag).
+        VLAN_INNER = 20: U16,
+        /// Milliseconds until it expires if idle.
+        EXPIRES_MS = 21: U64,
+        /// Why it ended (`DELFLOW` events: [`crate::msg::EndReason`]).
+        END_REASON = 22: U8,
     }
 
     /// A flow's 5-tuple and zone (`flowreq.TUPLE`: get or delete one flow).

@@ -477,6 +477,8 @@ mod tests {
             src: v6,
             dst: v6,
             event_ns: Some(u64::MAX),
+            vlan_inner: Some(4095),
+            end_reason: Some(crate::msg::EndReason::Evict),
             ..flow()
         };
         let mut buf = [0u8; crate::frame::MIN_DUMP_BUF];

@@ -20,8 +20,9 @@ pub const MAX_DATAGRAM: usize = 64 * 1024;
 /// a page; 32 KiB halves the system calls of a large dump).
 pub const DEFAULT_DUMP_BUF: usize = 32 * 1024;
 
-/// The smallest dump part a client may ask for (one flow record and the `NLMSG_DONE` fit).
-pub const MIN_DUMP_BUF: usize = 512;
+/// The smallest dump part a client may ask for (two of the largest flow records and the
+/// `NLMSG_DONE` fit).
+pub const MIN_DUMP_BUF: usize = 1024;
 
 /// A datagram being filled with whole messages, up to a fixed capacity chosen once; reused
 /// after [`Datagram::clear`] without allocating.

@@ -94,7 +94,7 @@ enum Cmd {
     /// Events as they happen, like `ip monitor`: links (registered, up, down, gone) and bond
     /// events (member link, active changed, ...), over the netlink-format socket.
     Monitor {
-        /// Which: links, bonds or all.
+        /// Which: links, bonds, flows (root or the admin group) or all (links and bonds).
         #[arg(default_value = "all")]
         what: String,
         /// Prefix each event with its time.
@@ -315,8 +315,9 @@ fn run(args: Args) -> anyhow::Result<()> {
             let groups = match what.as_str() {
                 "links" => Group::Links.mask(),
                 "bonds" => Group::Bonds.mask(),
+                "flows" => Group::Flows.mask(),
                 "all" => Group::Links.mask() | Group::Bonds.mask(),
-                other => anyhow::bail!("monitor {other:?}: expected links, bonds or all"),
+                other => anyhow::bail!("monitor {other:?}: expected links, bonds, flows or all"),
             };
             let mut nl = args.socket.into_os_string();
             nl.push(".nl");

@@ -24,6 +24,7 @@ mod error;
 mod link_book;
 mod listeners;
 mod nl;
+mod nl_flows;
 mod ports;
 mod requests;
 mod start;
@@ -205,6 +206,10 @@ pub struct Daemon {
     housekeeping: Option<topology::Housekeeping>,
     /// Names of the flow records' ingress port ids (id n is the start-up port n - 1).
     flow_ports: Vec<String>,
+    /// Flow dumps holding a cursor.
+    flow_cursors: crate::flows::dump::Cursors,
+    /// Flow events sent to the `flows` group.
+    flow_events_sent: u64,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -250,7 +255,11 @@ impl Daemon {
                 error!("a worker thread ended on its own; stopping");
                 break;
             }
-            std::thread::sleep(TICK);
+            match self.nl.as_mut() {
+                // Dumps stream while the loop waits: their parts go out as readers drain.
+                Some(nl) => nl.wait(TICK),
+                None => std::thread::sleep(TICK),
+            }
         }
         self.shutdown()
     }

@@ -438,6 +438,10 @@ impl Daemon {
         for (_, _, group, m) in &events {
             server.broadcast(*group, m);
         }
+        self.flow_events();
+        let Some(server) = self.nl.as_mut() else {
+            return;
+        };
         for job in server.poll() {
             let header = job.header;
             let conn = job.conn;
@@ -547,6 +551,9 @@ impl Daemon {
                     }
                 });
             }
+            NlRequest::GetFlow(q) => return Some(self.get_flow(q, dump)),
+            NlRequest::DelFlow(q) => return Some(self.del_flow(q)),
+            NlRequest::GetFlowTable(q) => return Some(self.get_flow_table(q)),
             NlRequest::AddLink(a) => match a.kind {
                 None | Some(LinkKind::Port) => line(Request::PortAdd(a.name)),
                 Some(k) => {
@@ -755,6 +762,9 @@ impl Daemon {
             rtnl_malformed: rtnl.map(|r| r.malformed.load(Ordering::Relaxed)),
             rtnl_errors: rtnl.map(|r| r.errors.load(Ordering::Relaxed)),
             events_lost: self.nl.as_ref().map_or(0, |s| s.events_lost()),
+            dumps: self.nl.as_ref().map(|s| s.counters.dumps),
+            dumps_active: self.nl.as_ref().map(|s| s.active_dumps() as u32),
+            flow_events: Some(self.flow_events_sent),
         }
     }
 }

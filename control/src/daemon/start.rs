@@ -455,6 +455,8 @@ impl Daemon {
             placement: plan.placement.clone(),
             housekeeping,
             flow_ports: plan.ports.iter().map(|p| p.name.clone()).collect(),
+            flow_cursors: crate::flows::dump::Cursors::default(),
+            flow_events_sent: 0,
         })
     }
 }

@@ -10,6 +10,7 @@
 //! [`FlowReader::read`]: isopath_datapath::flow::FlowReader::read
 
 mod cli;
+pub mod dump;
 mod reply;
 
 pub use cli::{FlowCmd, run_cli};

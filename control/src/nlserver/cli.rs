@@ -94,6 +94,15 @@ pub fn monitor(
                             .unwrap_or_default()
                     ),
                 )),
+                Message::NewFlow(f) => {
+                    let what = if f.event_ns == f.first_ns {
+                        "NEW"
+                    } else {
+                        "UPDATE"
+                    };
+                    Some((f.event_ns, flow_event(what, f)))
+                }
+                Message::DelFlow(f) => Some((f.event_ns, flow_event("DESTROY", f))),
                 Message::Error(e) if e.errno() == libc::ENOBUFS => {
                     eprintln!(
                         "isopath monitor: {}",
@@ -123,6 +132,31 @@ pub fn monitor(
         }
     }
     Ok(())
+}
+
+/// A flow event as `conntrack -E` prints one: `[NEW] udp src=.. dst=.. sport=.. dport=..`.
+fn flow_event(what: &str, f: &isopath_proto::msg::FlowMsg) -> String {
+    let ports = match (f.sport, f.dport) {
+        (Some(s), Some(d)) => format!(" sport={s} dport={d}"),
+        _ => String::new(),
+    };
+    let state = f
+        .tcp_state
+        .map(|t| format!(" {}", t.name().to_ascii_uppercase()));
+    let reason = f.end_reason.map(|r| format!(" reason={r}"));
+    format!(
+        "flow [{what}] proto={}{} src={} dst={}{ports} packets={}/{} bytes={}/{} zone={}{}",
+        f.proto,
+        state.unwrap_or_default(),
+        f.src,
+        f.dst,
+        f.packets_orig,
+        f.packets_reply,
+        f.bytes_orig,
+        f.bytes_reply,
+        f.zone,
+        reason.unwrap_or_default(),
+    )
 }
 
 /// `<UP,LOWER_UP>`, as `ip link` prints flags.

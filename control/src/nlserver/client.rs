@@ -13,7 +13,7 @@ use isopath_proto::{
     error::DecodeError,
     frame::{Datagram, MAX_DATAGRAM},
     msg::{ExtAckAttrs, Message, Request},
-    nl::{Encoder, NLM_F_ACK, NLM_F_DUMP, messages},
+    nl::{Encoder, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, messages},
 };
 use rustix::net::SocketFlags;
 
@@ -133,6 +133,23 @@ impl NlClient {
         request: &Request,
         flags: u16,
     ) -> Result<Vec<Message>, NlError> {
+        let mut out = Vec::new();
+        self.request_each(request, flags, |m| out.push(m))?;
+        Ok(out)
+    }
+
+    /// Sends `request` with these header flags and hands each record that answers it to
+    /// `each` as it arrives (a dump of a million flows is never held whole). Returns whether
+    /// the dump was marked `NLM_F_DUMP_INTR` (something changed while it ran).
+    ///
+    /// # Errors
+    /// As [`NlClient::request`].
+    pub fn request_each(
+        &mut self,
+        request: &Request,
+        flags: u16,
+        mut each: impl FnMut(Message),
+    ) -> Result<bool, NlError> {
         self.seq = self.seq.wrapping_add(1);
         let (seq, pid) = (self.seq, self.pid);
         self.buf.clear();
@@ -141,26 +158,31 @@ impl NlClient {
             .map_err(|_| NlError::TooLarge)?;
         sock::send_wait(&self.fd, self.buf.bytes())?;
         let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
-        let mut out = Vec::new();
+        let mut intr = false;
         loop {
-            for m in self.recv()? {
-                match m {
-                    (s, _) if s != seq => {}
-                    (_, Message::Error(e)) if e.is_ack() && !dump => return Ok(out),
-                    (_, Message::Error(e)) => {
+            self.recv_datagram()?;
+            for m in messages(self.buf.bytes()) {
+                let m = m?;
+                if m.header.seq != seq {
+                    continue;
+                }
+                intr |= m.header.flags & NLM_F_DUMP_INTR != 0;
+                match Message::decode(&m, Ctx { strict: false })? {
+                    Message::Error(e) if e.is_ack() && !dump => return Ok(intr),
+                    Message::Error(e) => {
                         return Err(NlError::Refused {
                             errno: e.errno(),
                             ext: e.ext,
                         });
                     }
-                    (_, Message::Done(d)) if d.status < 0 => {
+                    Message::Done(d) if d.status < 0 => {
                         return Err(NlError::Refused {
                             errno: -d.status,
                             ext: d.ext,
                         });
                     }
-                    (_, Message::Done(_)) => return Ok(out),
-                    (_, m) => out.push(m),
+                    Message::Done(_) => return Ok(intr),
+                    m => each(m),
                 }
             }
         }
@@ -180,6 +202,12 @@ impl NlClient {
     /// # Errors
     /// Timeout, I/O, a closed connection, a malformed message.
     pub fn recv(&mut self) -> Result<Vec<(u32, Message)>, NlError> {
+        self.recv_datagram()?;
+        self.decoded()
+    }
+
+    /// Receives one datagram into the buffer.
+    fn recv_datagram(&mut self) -> Result<(), NlError> {
         let deadline = Instant::now() + self.timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -195,7 +223,7 @@ impl NlClient {
                 sock::Recv::Closed => return Err(NlError::Closed),
             };
             self.buf.received(n);
-            return self.decoded();
+            return Ok(());
         }
     }
 

@@ -33,6 +33,7 @@ use std::{
     fmt, io,
     os::fd::{AsFd, OwnedFd},
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 use isopath_proto::{
@@ -482,6 +483,63 @@ impl NlServer {
             self.counters.events += 1;
             flush(c, &mut self.counters);
         }
+    }
+
+    /// Waits up to `timeout` for a connection to accept or a request to read, sending dump
+    /// parts meanwhile as their readers drain (so a dump streams at the reader's pace, not
+    /// one socket's worth per turn of the loop). Returns at once when something is to read.
+    pub fn wait(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            // The listener, then each connection: writable wanted while it owes a dump part
+            // (or a reply), readable while it is idle.
+            let mut who = Vec::with_capacity(self.conns.len() + 1);
+            let mut fds = vec![(self.listener.as_fd(), false)];
+            for (i, c) in self.conns.iter().enumerate().filter(|(_, c)| !c.closed) {
+                if c.dump.is_some() || !c.out.is_empty() {
+                    who.push((i, true));
+                    fds.push((c.fd.as_fd(), true));
+                } else if !c.busy() {
+                    who.push((i, false));
+                    fds.push((c.fd.as_fd(), false));
+                }
+            }
+            let ms = left.as_millis().max(1) as i64;
+            let ready = match sock::wait_any(&fds, ms) {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!("control socket poll: {e}");
+                    return;
+                }
+            };
+            let mut readable = ready[0];
+            for (&(i, out), _) in who.iter().zip(&ready[1..]).filter(|(_, r)| **r) {
+                if out {
+                    flush(&mut self.conns[i], &mut self.counters);
+                } else {
+                    readable = true;
+                }
+            }
+            if readable || !ready.iter().any(|&r| r) {
+                return;
+            }
+        }
+    }
+
+    /// Whether any connection joined `group`.
+    pub fn has_subscribers(&self, group: Group) -> bool {
+        self.conns
+            .iter()
+            .any(|c| c.groups & group.mask() != 0 && !c.closed)
+    }
+
+    /// Dumps in progress (each holds its cursor).
+    pub fn active_dumps(&self) -> usize {
+        self.conns.iter().filter(|c| c.dump.is_some()).count()
     }
 
     /// Events lost by subscribers, in all.

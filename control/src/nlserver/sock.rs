@@ -177,6 +177,28 @@ pub(super) fn ready(fds: &[BorrowedFd<'_>]) -> io::Result<Vec<bool>> {
     Ok(p.iter().map(|p| !p.revents().is_empty()).collect())
 }
 
+/// Waits up to `timeout_ms` until one of `fds` is ready for what it asks (`true`: writable,
+/// `false`: readable); returns which are ready (hang-ups and errors count as ready).
+pub(super) fn wait_any(fds: &[(BorrowedFd<'_>, bool)], timeout_ms: i64) -> io::Result<Vec<bool>> {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let mut p: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|(fd, out)| {
+            PollFd::from_borrowed_fd(*fd, if *out { PollFlags::OUT } else { PollFlags::IN })
+        })
+        .collect();
+    let t = Timespec {
+        tv_sec: timeout_ms / 1000,
+        tv_nsec: (timeout_ms % 1000) * 1_000_000,
+    };
+    match poll(&mut p, Some(&t)) {
+        Ok(_) => {}
+        Err(rustix::io::Errno::INTR) => return Ok(vec![false; fds.len()]),
+        Err(e) => return Err(e.into()),
+    }
+    Ok(p.iter().map(|p| !p.revents().is_empty()).collect())
+}
+
 /// The gid of group `name` from `/etc/group` (`None` if there is no such group).
 pub fn group_gid(name: &str) -> Option<u32> {
     let text = std::fs::read_to_string("/etc/group").ok()?;

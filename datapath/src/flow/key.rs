@@ -241,6 +241,15 @@ impl FlowKey {
         self.w[10] & 1 != 0
     }
 
+    /// Whether `other` names the same connection: addresses, ports, protocol, zone and family,
+    /// whatever the VLAN tags (`flow del` by 5-tuple, as `conntrack -D`).
+    pub fn same_tuple(&self, other: &Self) -> bool {
+        self.w[..9] == other.w[..9]
+            && self.proto() == other.proto()
+            && self.zone() == other.zone()
+            && self.is_v6() == other.is_v6()
+    }
+
     /// Endpoint `a` as an address.
     pub fn ip_a(&self) -> std::net::IpAddr {
         ip(self.addr_a(), self.is_v6())

@@ -250,3 +250,53 @@ fn the_burst_path_counts_what_the_packet_path_counts() {
         }
     }
 }
+
+#[test]
+fn flush_by_tuple_takes_one_connection_either_way_round_whatever_its_vlan() {
+    let mut t = FlowTable::with_seed(&params(256), 0, 10).unwrap();
+    let mut tagged = pkt(0x0a00_0001, 1000, 0x0a00_0002, 53, 17, 0);
+    (tagged.key, tagged.dir) = FlowKey::new(
+        &v4([10, 0, 0, 1]),
+        &v4([10, 0, 0, 2]),
+        1000,
+        53,
+        17,
+        false,
+        [100, 0],
+        0,
+    );
+    t.track(&tagged, S).unwrap();
+    // Same addresses, other port; same 5-tuple, other protocol; same 5-tuple, other zone.
+    t.track(&pkt(0x0a00_0001, 1001, 0x0a00_0002, 53, 17, 0), S)
+        .unwrap();
+    t.track(&pkt(0x0a00_0001, 1000, 0x0a00_0002, 53, 6, ACK), S)
+        .unwrap();
+    let mut zoned = pkt(0x0a00_0001, 1000, 0x0a00_0002, 53, 17, 0);
+    (zoned.key, zoned.dir) = FlowKey::new(
+        &v4([10, 0, 0, 1]),
+        &v4([10, 0, 0, 2]),
+        1000,
+        53,
+        17,
+        false,
+        [0, 0],
+        7,
+    );
+    t.track(&zoned, S).unwrap();
+    // Named from the replier's side, untagged: the tagged flow of zone 0 only.
+    let (asked, _) = FlowKey::new(
+        &v4([10, 0, 0, 2]),
+        &v4([10, 0, 0, 1]),
+        53,
+        1000,
+        17,
+        false,
+        [0, 0],
+        0,
+    );
+    assert_eq!(flush_all_steps(&mut t, Flush::Tuple(asked), 1000), (1, 1));
+    assert!(t.lookup(&tagged.key).is_none());
+    assert!(t.lookup(&zoned.key).is_some());
+    assert_eq!(t.in_use(), 3);
+    assert_eq!(flush_all_steps(&mut t, Flush::Tuple(asked), 1000).0, 0);
+}

@@ -178,6 +178,8 @@ pub enum Flush {
     },
     /// Flows of this zone.
     Zone(u16),
+    /// The flow of this 5-tuple and zone, in either direction and with any VLAN tags.
+    Tuple(FlowKey),
 }
 
 /// How far a flush got.
@@ -197,6 +199,7 @@ pub(crate) fn matches(f: &Flush, r: &Record, meta: u32, flags: u32) -> bool {
             (flags >> 16) as u8 == p || (meta & REPLIED != 0 && (flags >> 24) as u8 == p)
         }
         Flush::Zone(z) => r.key().zone() == z,
+        Flush::Tuple(k) => r.key().same_tuple(&k),
         Flush::Prefix { addr, len, v6 } => {
             let k = r.key();
             k.is_v6() == v6

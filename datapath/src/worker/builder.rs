@@ -226,6 +226,7 @@ impl<R: Rings> WorkerBuilder<R> {
             bonds,
             core,
             flows: self.flows.as_ref().map(Track::reader),
+            flow_events: self.flows.as_ref().map(Track::events),
         };
         let worker = Worker {
             cmds,

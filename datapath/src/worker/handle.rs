@@ -8,7 +8,7 @@ use std::sync::{
 
 use super::{CommandQueue, Slot, WorkerCmd};
 use crate::{
-    flow::{FlowReader, Flush},
+    flow::{EventReader, FlowReader, Flush},
     params::ZeroCopy,
     stats::{LinkState, Padded, QueueCounters, WorkerCounters},
     tap::Tap,
@@ -115,6 +115,8 @@ pub struct WorkerHandle<R: Rings = XskUmem> {
     pub(super) core: Option<usize>,
     /// The worker's flow table, for reading (`None`: tracking off).
     pub(super) flows: Option<FlowReader>,
+    /// Control's end of the worker's flow event ring (`None`: tracking off).
+    pub(super) flow_events: Option<EventReader>,
 }
 
 impl<R: Rings> std::fmt::Debug for WorkerHandle<R> {
@@ -137,6 +139,12 @@ impl<R: Rings> WorkerHandle<R> {
     /// the worker wait.
     pub fn flow_reader(&self) -> Option<&FlowReader> {
         self.flows.as_ref()
+    }
+
+    /// Control's end of the worker's flow event ring: new, destroy and active-update events,
+    /// popped by one consumer (the control loop). `None`: tracking is off.
+    pub fn flow_events(&self) -> Option<&EventReader> {
+        self.flow_events.as_ref()
     }
 
     /// Asks the worker to flush flows (bounded slices per loop; counted as `flushed`); false

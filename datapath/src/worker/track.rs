@@ -61,6 +61,11 @@ impl Track {
         self.table.reader()
     }
 
+    /// Control's end of the table's event ring.
+    pub(super) fn events(&self) -> crate::flow::EventReader {
+        self.table.events()
+    }
+
     /// The flow clock: nanoseconds since the table was made.
     #[inline]
     pub(super) fn now_ns(&self) -> u64 {

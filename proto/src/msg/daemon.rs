@@ -186,6 +186,12 @@ record! {
         opt rtnl_errors: u64 = RTNL_ERRORS,
         /// Events lost by subscribers.
         req events_lost: u64 = EVENTS_LOST,
+        /// Dumps started.
+        opt dumps: u64 = DUMPS,
+        /// Dumps in progress.
+        opt dumps_active: u32 = DUMPS_ACTIVE,
+        /// Flow events sent.
+        opt flow_events: u64 = FLOW_EVENTS,
     }
 
     /// `GETSTATUS`: no attributes.

@@ -35,6 +35,20 @@ wire_enum! {
     }
 }
 
+wire_enum! {
+    /// Why a flow left the table (IPFIX `flowEndReason` where one exists).
+    pub enum EndReason {
+        /// Idle past its timeout (IPFIX 1).
+        Idle = 1 => "idle",
+        /// Removed by a flush or `flow del` (IPFIX 4, forced end).
+        Flush = 2 => "flush",
+        /// Evicted to make room (IPFIX 5, lack of resources).
+        Evict = 3 => "evict",
+        /// A new connection reused its 5-tuple (IPFIX 3, end of flow detected).
+        Reopen = 4 => "reopen",
+    }
+}
+
 record! {
     /// A flow record: `NEWFLOW` in a dump or a `flows` event (new), `DELFLOW` (destroyed).
     /// Owns no heap memory: decoding a million allocates nothing.
@@ -75,6 +89,14 @@ record! {
         opt worker: u32 = WORKER,
         /// Events: when.
         opt event_ns: u64 = EVENT_NS,
+        /// Outer VLAN.
+        opt vlan_outer: u16 = VLAN_OUTER,
+        /// Inner VLAN.
+        opt vlan_inner: u16 = VLAN_INNER,
+        /// Time left before it expires, ms.
+        opt expires_ms: u64 = EXPIRES_MS,
+        /// Why it ended (destroy events).
+        opt end_reason: EndReason = END_REASON,
     }
 
     /// A 5-tuple in a zone.

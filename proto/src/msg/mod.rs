@@ -27,7 +27,9 @@ pub use daemon::{
     ErrorEvent, ErrorKind, Frames, Group, StatsMsg, StatsQuery, StatusMsg, StatusQuery, WorkerMsg,
     WorkerQuery, WorkerQueue,
 };
-pub use flow::{FlowFilter, FlowMsg, FlowQuery, FlowTableMsg, FlowTableQuery, FlowTuple, TcpState};
+pub use flow::{
+    EndReason, FlowFilter, FlowMsg, FlowQuery, FlowTableMsg, FlowTableQuery, FlowTuple, TcpState,
+};
 pub use link::{BindMode, LinkAdd, LinkDel, LinkKind, LinkMsg, LinkQuery, LinkSet, LinkStats};
 pub use link::{OperState, XdpMode, XskStats};
 

@@ -165,6 +165,10 @@ pub(crate) fn flow() -> FlowMsg {
         last_ns: Some(2),
         worker: Some(0),
         event_ns: None,
+        vlan_outer: Some(100),
+        vlan_inner: None,
+        expires_ms: Some(431_999_000),
+        end_reason: None,
     }
 }
 
@@ -410,6 +414,9 @@ pub(crate) fn replies() -> Vec<(Message, u16)> {
                 rtnl_malformed: Some(0),
                 rtnl_errors: None,
                 events_lost: 0,
+                dumps: Some(3),
+                dumps_active: Some(1),
+                flow_events: None,
             }),
             0,
         ),
@@ -442,6 +449,7 @@ pub(crate) fn replies() -> Vec<(Message, u16)> {
             Message::DelFlow(FlowMsg {
                 event_ns: Some(4),
                 tcp_state: Some(TcpState::Unknown(200)),
+                end_reason: Some(EndReason::Flush),
                 ..flow()
             }),
             0,

@@ -1,0 +1,230 @@
+//! Flow requests on the netlink-format socket: `GETFLOW` (a dump with server-side filters,
+//! or one flow by 5-tuple), `DELFLOW` (`flow flush [FILTER]`, `flow del TUPLE`),
+//! `GETFLOWTAB` (the tables' counters, no dump), and the `flows` event group fed from the
+//! workers' event rings.
+
+use isopath_datapath::flow::{EventKind, Flush};
+use isopath_proto::msg::{FlowQuery, FlowTableMsg, FlowTableQuery, Group, Message};
+
+use super::Daemon;
+use crate::{
+    flows::dump::{self, Clock, FlowDump, PortLinks, Select},
+    nlserver::Answer,
+    registry::DeviceKind,
+};
+
+/// Events popped from each worker's ring per turn (the ring holds the rest; a worker whose
+/// ring is full counts what it could not push as suppressed).
+const EVENTS_PER_TURN: usize = 8192;
+
+const TRACKING_OFF: &str = "flow tracking is off ([flows] enabled = false)";
+
+impl Daemon {
+    /// The workers' flow tables: worker index, reader, and the clock pair that dates its
+    /// records (read at this turn).
+    fn flow_readers(&self) -> Vec<(u32, isopath_datapath::flow::FlowReader, Clock)> {
+        let unix_ns = self.plane.turn.wall_ns();
+        self.plane
+            .workers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, w)| {
+                let r = w.handle.flow_reader()?;
+                let clock = Clock {
+                    flow_ns: r.now_ns(),
+                    unix_ns,
+                };
+                Some((i as u32, r.clone(), clock))
+            })
+            .collect()
+    }
+
+    /// The links the workers' port ids name.
+    fn port_links(&self) -> PortLinks {
+        let devs = self.registry.devices();
+        PortLinks(
+            self.flow_ports
+                .iter()
+                .map(|name| {
+                    devs.id_of(name, DeviceKind::Port)
+                        .and_then(|id| devs.get(id))
+                        .and_then(|d| d.ifindex)
+                        .unwrap_or(0)
+                })
+                .collect(),
+        )
+    }
+
+    /// `GETFLOW`: a dump (`NLM_F_DUMP`), or the one flow `q.tuple` names.
+    pub(super) fn get_flow(&mut self, q: FlowQuery, dump: bool) -> Answer {
+        let readers = self.flow_readers();
+        if readers.is_empty() {
+            return Answer::Error(libc::EOPNOTSUPP, TRACKING_OFF.to_owned());
+        }
+        let links = self.port_links();
+        if !dump {
+            let Some(t) = q.tuple else {
+                return Answer::Error(libc::EINVAL, "GETFLOW without a dump names a tuple".into());
+            };
+            let key = match dump::tuple_key(&t) {
+                Ok(k) => k,
+                Err(e) => return Answer::Error(libc::EINVAL, e),
+            };
+            return match dump::find(&readers, &key, &links) {
+                Some(f) => Answer::Records(vec![Message::NewFlow(f)]),
+                None => Answer::Error(libc::ENOENT, format!("no flow {}", tuple_text(&t))),
+            };
+        }
+        let select = match q.filter.as_ref().map_or(Ok(Select::all()), Select::new) {
+            Ok(s) => s,
+            Err(e) => return Answer::Error(libc::EINVAL, e),
+        };
+        Answer::Dump(Box::new(FlowDump::new(
+            readers,
+            links,
+            select,
+            q.limit.map(u64::from),
+            &self.flow_cursors,
+        )))
+    }
+
+    /// `DELFLOW`: `flow flush [FILTER]` or `flow del TUPLE`, handed to every worker (each
+    /// removes them a slice per loop, counted as `flushed`, with destroy events).
+    pub(super) fn del_flow(&mut self, q: FlowQuery) -> Answer {
+        let readers = self.flow_readers();
+        if readers.is_empty() {
+            return Answer::Error(libc::EOPNOTSUPP, TRACKING_OFF.to_owned());
+        }
+        let links = self.port_links();
+        let flush = if let Some(t) = &q.tuple {
+            let key = match dump::tuple_key(t) {
+                Ok(k) => k,
+                Err(e) => return Answer::Error(libc::EINVAL, e),
+            };
+            if dump::find(&readers, &key, &links).is_none() {
+                return Answer::Error(libc::ENOENT, format!("no flow {}", tuple_text(t)));
+            }
+            Flush::Tuple(key)
+        } else {
+            let select = match q.filter.as_ref().map_or(Ok(Select::all()), Select::new) {
+                Ok(s) => s,
+                Err(e) => return Answer::Error(libc::EINVAL, e),
+            };
+            match select.flush(&links) {
+                Ok(f) => f,
+                Err(e) => return Answer::Error(libc::EOPNOTSUPP, e),
+            }
+        };
+        let refused: Vec<usize> = self
+            .plane
+            .workers
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.handle.flow_reader().is_some() && !w.handle.flush_flows(flush))
+            .map(|(i, _)| i)
+            .collect();
+        if refused.is_empty() {
+            Answer::Done
+        } else {
+            Answer::Error(
+                libc::EBUSY,
+                format!("the command queues of workers {refused:?} are full; try again"),
+            )
+        }
+    }
+
+    /// `GETFLOWTAB`: the tables' counters, summed over the workers.
+    pub(super) fn get_flow_table(&self, q: FlowTableQuery) -> Answer {
+        if q.zone.is_some() {
+            return Answer::Error(
+                libc::EOPNOTSUPP,
+                "per-zone counters come with datapath namespaces".to_owned(),
+            );
+        }
+        let readers = self.flow_readers();
+        if readers.is_empty() {
+            return Answer::Error(libc::EOPNOTSUPP, TRACKING_OFF.to_owned());
+        }
+        let mut t = FlowTableMsg {
+            count: 0,
+            capacity: 0,
+            created: 0,
+            expired: 0,
+            evicted: 0,
+            events_suppressed: 0,
+            zone: None,
+        };
+        for (_, r, _) in &readers {
+            let c = r.counters();
+            t.count += c.in_use.get();
+            t.capacity += u64::from(r.capacity());
+            t.created += c.inserts.get();
+            t.expired += c.expiries.get();
+            t.evicted += c.evictions.get();
+            t.events_suppressed += c.events_dropped.get();
+        }
+        Answer::Records(vec![Message::NewFlowTable(t)])
+    }
+
+    /// Pops the workers' flow events (at most [`EVENTS_PER_TURN`] each) and sends them to the
+    /// `flows` group; with no subscriber they are dropped here, so one who joins later is not
+    /// sent old news.
+    pub(super) fn flow_events(&mut self) {
+        let Some(server) = self.nl.as_mut() else {
+            return;
+        };
+        let send = server.has_subscribers(Group::Flows);
+        let unix_ns = self.plane.turn.wall_ns();
+        let links = if send {
+            self.port_links()
+        } else {
+            PortLinks::default()
+        };
+        let server = self.nl.as_mut().expect("checked above");
+        for (i, w) in self.plane.workers.iter().enumerate() {
+            let (Some(ev), Some(r)) = (w.handle.flow_events(), w.handle.flow_reader()) else {
+                continue;
+            };
+            let clock = Clock {
+                flow_ns: r.now_ns(),
+                unix_ns,
+            };
+            for e in std::iter::from_fn(|| ev.pop()).take(EVENTS_PER_TURN) {
+                if !send {
+                    continue;
+                }
+                let mut f = dump::flow_msg(&e.flow, i as u32, &links, clock);
+                let m = match e.kind {
+                    EventKind::New => {
+                        f.event_ns = f.first_ns;
+                        Message::NewFlow(f)
+                    }
+                    EventKind::Update => {
+                        f.event_ns = f.last_ns;
+                        Message::NewFlow(f)
+                    }
+                    EventKind::Destroy => {
+                        f.event_ns = Some(unix_ns);
+                        f.end_reason = dump::end_reason(e.reason);
+                        Message::DelFlow(f)
+                    }
+                };
+                server.broadcast(Group::Flows, &m);
+                self.flow_events_sent += 1;
+            }
+        }
+    }
+}
+
+fn tuple_text(t: &isopath_proto::msg::FlowTuple) -> String {
+    let port = |p: Option<u16>| p.map_or(String::new(), |p| format!(":{p}"));
+    format!(
+        "proto {} {}{} -> {}{} zone {}",
+        t.proto,
+        t.src,
+        port(t.sport),
+        t.dst,
+        port(t.dport),
+        t.zone.unwrap_or(0)
+    )
+}
