@@ -210,6 +210,8 @@ pub struct Daemon {
     flow_cursors: crate::flows::dump::Cursors,
     /// Flow events sent to the `flows` group.
     flow_events_sent: u64,
+    /// Per worker: its flow clock against Unix time, taken once.
+    flow_clocks: Vec<Option<crate::flows::dump::Clock>>,
 }
 
 impl std::fmt::Debug for Daemon {

@@ -13,28 +13,38 @@ use crate::{
     registry::DeviceKind,
 };
 
-/// Events popped from each worker's ring per turn (the ring holds the rest; a worker whose
-/// ring is full counts what it could not push as suppressed).
-const EVENTS_PER_TURN: usize = 8192;
+/// Events popped from each worker's ring per turn: a burst (a flush of thousands) waits in
+/// the ring and reaches subscribers over a few turns, at the pace they read, instead of
+/// overrunning them in one (a worker whose ring is full counts what it could not push as
+/// suppressed).
+const EVENTS_PER_TURN: usize = 1024;
 
 const TRACKING_OFF: &str = "flow tracking is off ([flows] enabled = false)";
 
 impl Daemon {
-    /// The workers' flow tables: worker index, reader, and the clock pair that dates its
-    /// records (read at this turn).
-    fn flow_readers(&self) -> Vec<(u32, isopath_datapath::flow::FlowReader, Clock)> {
+    /// Worker `i`'s clock pair, taken the first time it is asked for and kept: records and
+    /// events are dated by one fixed offset from the worker's flow clock, so their order is
+    /// the flow clock's (a pair read every turn would wobble by the flow clock's millisecond).
+    fn flow_clock(&mut self, i: usize) -> Option<Clock> {
+        let r = self.plane.workers.get(i)?.handle.flow_reader()?;
+        if self.flow_clocks.len() <= i {
+            self.flow_clocks.resize(i + 1, None);
+        }
         let unix_ns = self.plane.turn.wall_ns();
-        self.plane
-            .workers
-            .iter()
-            .enumerate()
-            .filter_map(|(i, w)| {
-                let r = w.handle.flow_reader()?;
-                let clock = Clock {
-                    flow_ns: r.now_ns(),
-                    unix_ns,
-                };
-                Some((i as u32, r.clone(), clock))
+        Some(*self.flow_clocks[i].get_or_insert(Clock {
+            flow_ns: r.now_ns(),
+            unix_ns,
+        }))
+    }
+
+    /// The workers' flow tables: worker index, reader, and the clock pair that dates its
+    /// records.
+    fn flow_readers(&mut self) -> Vec<(u32, isopath_datapath::flow::FlowReader, Clock)> {
+        (0..self.plane.workers.len())
+            .filter_map(|i| {
+                let clock = self.flow_clock(i)?;
+                let r = self.plane.workers[i].handle.flow_reader()?.clone();
+                Some((i as u32, r, clock))
             })
             .collect()
     }
@@ -134,7 +144,7 @@ impl Daemon {
     }
 
     /// `GETFLOWTAB`: the tables' counters, summed over the workers.
-    pub(super) fn get_flow_table(&self, q: FlowTableQuery) -> Answer {
+    pub(super) fn get_flow_table(&mut self, q: FlowTableQuery) -> Answer {
         if q.zone.is_some() {
             return Answer::Error(
                 libc::EOPNOTSUPP,
@@ -170,7 +180,7 @@ impl Daemon {
     /// `flows` group; with no subscriber they are dropped here, so one who joins later is not
     /// sent old news.
     pub(super) fn flow_events(&mut self) {
-        let Some(server) = self.nl.as_mut() else {
+        let Some(server) = self.nl.as_ref() else {
             return;
         };
         let send = server.has_subscribers(Group::Flows);
@@ -180,14 +190,13 @@ impl Daemon {
         } else {
             PortLinks::default()
         };
+        let clocks: Vec<Option<Clock>> = (0..self.plane.workers.len())
+            .map(|i| self.flow_clock(i))
+            .collect();
         let server = self.nl.as_mut().expect("checked above");
         for (i, w) in self.plane.workers.iter().enumerate() {
-            let (Some(ev), Some(r)) = (w.handle.flow_events(), w.handle.flow_reader()) else {
+            let (Some(ev), Some(clock)) = (w.handle.flow_events(), clocks[i]) else {
                 continue;
-            };
-            let clock = Clock {
-                flow_ns: r.now_ns(),
-                unix_ns,
             };
             for e in std::iter::from_fn(|| ev.pop()).take(EVENTS_PER_TURN) {
                 if !send {

@@ -457,6 +457,7 @@ impl Daemon {
             flow_ports: plan.ports.iter().map(|p| p.name.clone()).collect(),
             flow_cursors: crate::flows::dump::Cursors::default(),
             flow_events_sent: 0,
+            flow_clocks: Vec::new(),
         })
     }
 }

@@ -107,10 +107,12 @@ pub fn run_cli(socket: &Path, cmd: &FlowCmd) -> anyhow::Result<()> {
         }
         FlowCmd::Flush { words } => {
             let nl = nl_path(socket);
-            let q = parse_query(words, &nl)?;
+            let mut q = parse_query(words, &nl)?;
             if q.limit.is_some() {
                 bail!("flow flush takes no limit");
             }
+            // No filter is everything; the request says so with an empty one.
+            q.filter.get_or_insert_with(FlowFilter::any);
             nlcli::change(&nl, &NlRequest::DelFlow(q))?;
             println!("flow table is being flushed.");
         }

@@ -57,6 +57,15 @@ const MAX_OWED: usize = 64;
 /// with an `ENOBUFS` error once it drains, as a netlink socket whose receive buffer overran).
 pub const MAX_EVENTS_OWED: usize = 32;
 
+/// The same for a connection of root or the admin group (the only ones that may join the
+/// `flows` group, whose bursts are thousands of events: a flush, a scan): 128 datagrams of
+/// packed events, about 10,000 flow events, 2 MiB at most, as `conntrack -E` runs with a
+/// large receive buffer.
+pub const MAX_EVENTS_OWED_ADMIN: usize = 128;
+
+/// The most bytes of events packed into one datagram.
+const EVENT_DATAGRAM: usize = 16 * 1024;
+
 /// What the server is configured with.
 #[derive(Debug, Clone)]
 pub struct NlConfig {
@@ -166,6 +175,8 @@ struct Conn {
     /// Requests the loop holds (it answers them later: `port add`).
     held: usize,
     closed: bool,
+    /// The last datagram of `out` holds events (more may be appended).
+    tail_is_event: bool,
     /// Events lost since the last overrun notice.
     lost: u64,
     /// Events lost in all.
@@ -173,6 +184,27 @@ struct Conn {
 }
 
 impl Conn {
+    /// Queues a datagram (a reply or a dump part).
+    fn push(&mut self, d: Vec<u8>) {
+        self.out.push_back(d);
+        self.tail_is_event = false;
+    }
+
+    /// Queues an event: appended to the last queued datagram if that holds events and has
+    /// room (the peer's queue takes 10 datagrams, whatever their size: packing events is
+    /// what lets a subscriber that reads keep up with a burst).
+    fn push_event(&mut self, e: &[u8]) {
+        if self.tail_is_event
+            && let Some(last) = self.out.back_mut()
+            && last.len() + e.len() <= EVENT_DATAGRAM
+        {
+            last.extend_from_slice(e);
+            return;
+        }
+        self.out.push_back(e.to_vec());
+        self.tail_is_event = true;
+    }
+
     fn busy(&self) -> bool {
         !self.out.is_empty() || self.dump.is_some() || self.held > 0
     }
@@ -304,6 +336,7 @@ impl NlServer {
                 dump: None,
                 held: 0,
                 closed: false,
+                tail_is_event: false,
                 lost: 0,
                 lost_total: 0,
             });
@@ -390,7 +423,7 @@ impl NlServer {
                 request => {
                     // What is queued so far goes first: replies keep the requests' order.
                     if !reply.is_empty() {
-                        c.out.push_back(reply.bytes().to_vec());
+                        c.push(reply.bytes().to_vec());
                         reply.clear();
                     }
                     c.held += 1;
@@ -404,7 +437,7 @@ impl NlServer {
             }
         }
         if !reply.is_empty() {
-            c.out.push_back(reply.bytes().to_vec());
+            c.push(reply.bytes().to_vec());
         }
         flush(c, &mut self.counters);
     }
@@ -439,20 +472,20 @@ impl NlServer {
                 self.counters.dumps += 1;
                 // Whatever was queued before goes first.
                 if !d.is_empty() {
-                    c.out.push_back(d.bytes().to_vec());
+                    c.push(d.bytes().to_vec());
                     d.clear();
                 }
                 c.dump = Some(Dumper::new(Boxed(dump), header.seq, header.pid));
             }
         }
         if !d.is_empty() {
-            c.out.push_back(d.bytes().to_vec());
+            c.push(d.bytes().to_vec());
         }
         flush(c, &mut self.counters);
     }
 
     /// Sends `event` to every connection that joined `group`. A subscriber that owes
-    /// [`MAX_EVENTS_OWED`] datagrams loses it (counted); the first event it gets after draining
+    /// [`MAX_EVENTS_OWED`] datagrams ([`MAX_EVENTS_OWED_ADMIN`] for root and the admin group) loses it (counted); the first event it gets after draining
     /// is preceded by an `ENOBUFS` error saying how many it lost. Never waits.
     pub fn broadcast(&mut self, group: Group, event: &Message) {
         let mut one = Datagram::with_capacity(4096);
@@ -465,7 +498,12 @@ impl NlServer {
             .iter_mut()
             .filter(|c| c.groups & group.mask() != 0 && !c.closed)
         {
-            if c.out.len() >= MAX_EVENTS_OWED {
+            let owed = if c.admin {
+                MAX_EVENTS_OWED_ADMIN
+            } else {
+                MAX_EVENTS_OWED
+            };
+            if c.out.len() >= owed {
                 c.lost += 1;
                 c.lost_total += 1;
                 self.counters.events_lost += 1;
@@ -475,11 +513,11 @@ impl NlServer {
                 let lost = c.lost;
                 let mut d = Datagram::with_capacity(512);
                 if d.push(|e| put_overrun(e, lost)).is_ok() {
-                    c.out.push_back(d.bytes().to_vec());
+                    c.push(d.bytes().to_vec());
                     c.lost = 0;
                 }
             }
-            c.out.push_back(one.bytes().to_vec());
+            c.push_event(one.bytes());
             self.counters.events += 1;
             flush(c, &mut self.counters);
         }
@@ -561,7 +599,7 @@ fn queue(
 ) {
     if d.push(&f).is_err() {
         if !d.is_empty() {
-            c.out.push_back(d.bytes().to_vec());
+            c.push(d.bytes().to_vec());
             d.clear();
         }
         if d.push(&f).is_err() {
@@ -584,6 +622,9 @@ fn flush(c: &mut Conn, counters: &mut NlCounters) {
             match sock::send_one(&c.fd, front) {
                 Ok(true) => {
                     c.out.pop_front();
+                    if c.out.is_empty() {
+                        c.tail_is_event = false;
+                    }
                     continue;
                 }
                 Ok(false) => return,
@@ -609,7 +650,7 @@ fn flush(c: &mut Conn, counters: &mut NlCounters) {
                 }
                 if p.len > 0 {
                     buf.truncate(p.len);
-                    c.out.push_back(buf);
+                    c.push(buf);
                 } else if !p.last {
                     // The dump yielded without a record: go on next turn.
                     return;

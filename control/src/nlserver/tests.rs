@@ -480,8 +480,9 @@ fn events_reach_subscribers_in_order_and_one_that_does_not_read_is_told_what_it_
     join(&mut reader, &mut f, Group::Links.mask());
     join(&mut sleeper, &mut f, Group::Links.mask());
     join(&mut other, &mut f, Group::Bonds.mask());
-    // Far more events than the socket and the server's queue hold for the sleeper.
-    let total = 5000u64;
+    // Far more events than the socket and the server's queue hold for the sleeper (root:
+    // 128 datagrams of packed events).
+    let total = 40_000u64;
     let mut got = Vec::new();
     for i in 0..total {
         f.server
@@ -554,4 +555,32 @@ fn events_reach_subscribers_in_order_and_one_that_does_not_read_is_told_what_it_
     assert!(
         matches!(&sleeper.recv().unwrap()[..], [(7, Message::NewConn(m))] if m.events_lost == lost)
     );
+}
+
+#[test]
+fn a_burst_of_events_is_packed_so_a_subscriber_that_reads_after_it_loses_none() {
+    let mut f = Fixture::new("burst", 8);
+    let mut reader = f.client();
+    join(&mut reader, &mut f, Group::Links.mask());
+    // 2000 events in one turn: the peer's queue takes 10 datagrams, the server's 32 more;
+    // packed, they hold them all.
+    let total = 2000u64;
+    for i in 0..total {
+        f.server
+            .broadcast(Group::Links, &Message::NewCapture(capture(i)));
+    }
+    let mut got = Vec::new();
+    while got.len() < total as usize {
+        f.server.poll();
+        got.extend(reader.recv().unwrap());
+    }
+    assert_eq!(f.server.counters.events_lost, 0);
+    let seen: Vec<u64> = got
+        .iter()
+        .map(|(_, m)| match m {
+            Message::NewCapture(c) => c.captured,
+            m => panic!("{m:?}"),
+        })
+        .collect();
+    assert_eq!(seen, (0..total).collect::<Vec<_>>());
 }
