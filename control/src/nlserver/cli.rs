@@ -6,6 +6,7 @@ use std::{fmt::Write as _, path::Path};
 use isopath_proto::{
     attrs::{EXT_STATS, EXT_XSK_STATS, IFF_LOWER_UP, IFF_PROMISC, IFF_RUNNING, IFF_UP},
     msg::{ConnSet, LinkMsg, LinkQuery, Message, Request},
+    nl::{NLM_F_ACK, NLM_F_DUMP},
 };
 use serde::Serialize;
 
@@ -23,15 +24,32 @@ pub fn links(socket: &Path, dev: Option<&str>, stats: bool) -> Result<Vec<LinkMs
         kind: None,
         ext_mask: stats.then_some(EXT_STATS | EXT_XSK_STATS),
     };
-    let msgs = c.request(&Request::GetLink(q), dev.is_none())?;
-    Ok(msgs
-        .into_iter()
-        .filter_map(|m| match m {
-            Message::NewLink(l) => Some(l),
-            _ => None,
-        })
-        .collect())
+    let flags = if dev.is_none() { NLM_F_DUMP } else { NLM_F_ACK };
+    // A dump marked interrupted (a link changed while it ran) is asked again, a few times,
+    // saying so; iproute2 only warns "Dump was interrupted and may be inconsistent."
+    let mut tries = 0;
+    loop {
+        let mut out = Vec::new();
+        let intr = c.request_each(&Request::GetLink(q.clone()), flags, |m| {
+            if let Message::NewLink(l) = m {
+                out.push(l);
+            }
+        })?;
+        if !intr || tries == DUMP_RETRIES {
+            if intr {
+                eprintln!("isopath: dump was interrupted {tries} times and may be inconsistent");
+            }
+            return Ok(out);
+        }
+        tries += 1;
+        eprintln!(
+            "isopath: links changed during the dump; asking again ({tries} of {DUMP_RETRIES})"
+        );
+    }
 }
+
+/// How many times an interrupted dump is asked again.
+pub const DUMP_RETRIES: u32 = 3;
 
 /// Sends one change (`link add`, `link del`) and waits for its ack.
 ///
