@@ -161,6 +161,37 @@ struct Plane {
     captures: Vec<Capture>,
     /// Per bond (by index): link-state tracking.
     tracking: Vec<listeners::Tracking>,
+    /// Sockets of unregistered ports, closed, waiting for the kernel to let go of their
+    /// buffers before their frames go back to their worker: (worker, socket id, when).
+    closing: Vec<Closing>,
+    /// What the quiesces of unregistrations took.
+    quiesce: QuiesceStats,
+}
+
+/// A closed socket of an unregistered port whose frames are still with the kernel.
+#[derive(Debug)]
+struct Closing {
+    worker: usize,
+    /// The socket's id, for [`isopath_datapath::worker::WorkerCmd::Reclaim`].
+    id: u16,
+    closed: Instant,
+    port: String,
+}
+
+/// What the workers' quiesces took ([`ports`]' `Teardown` for [`Plane`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct QuiesceStats {
+    /// Quiesces waited for.
+    count: u64,
+    /// Quiesces that gave up waiting (a worker did not pass a grace point in time).
+    timeouts: u64,
+    /// The last one's wait, in microseconds.
+    last_us: u64,
+    /// The longest wait, in microseconds.
+    max_us: u64,
+    /// Sockets a worker still held after the first quiesce of their batch (0 unless a
+    /// quiesce timed out): given back later, closed then.
+    late_sockets: u64,
 }
 
 /// How the sockets and programs of ports added at run time are set up: as configured for the
@@ -188,9 +219,6 @@ pub struct Daemon {
     waiting: Vec<requests::Waiting>,
     /// Per worker: sockets handed over at run time, in total.
     handed: Vec<u64>,
-    /// Sockets of unregistered ports, closed, waiting for the kernel to let go of their
-    /// buffers before their frames go back to their worker: (worker, socket id, when).
-    closing: Vec<(usize, u16, Instant)>,
     socket_path: PathBuf,
     server: Server,
     /// The netlink-format control socket.

@@ -14,7 +14,7 @@ use isopath_datapath::{
 };
 use tracing::{error, info, warn};
 
-use super::{Daemon, DevData, Plane, PortIo, StartError, error_chain, start::sysfs_mtu};
+use super::{Closing, Daemon, DevData, Plane, PortIo, StartError, error_chain, start::sysfs_mtu};
 use crate::{
     host::Host,
     registry::{Device, DeviceId, DeviceKind, Flags, Hold, OperState, RegistryError, Teardown},
@@ -295,39 +295,107 @@ impl Daemon {
         })
     }
 
-    /// The end of `port del`, from the control loop: closes the sockets workers gave back,
-    /// and once [`UNREGISTER_GRACE`] has passed since, has each worker take back the frames
-    /// they held.
+    /// The end of `port del`, from the control loop: frees what the todo list lets go, closes
+    /// sockets workers gave back late (a quiesce that timed out), and once [`UNREGISTER_GRACE`]
+    /// has passed since a socket closed, has its worker take back the frames it held.
     pub(super) fn finish_unregister(&mut self) {
         let now = self.plane.turn.now;
         // Devices still referenced when unregistered: freed once the last reference goes
         // (the registry logs those still waiting every 10 s).
         drop(self.registry.poll_todo(now).freed);
-        for (w, rw) in self.plane.workers.iter().enumerate() {
+        self.plane.close_retired();
+        let workers = &self.plane.workers;
+        self.plane.closing.retain(|c| {
+            now.duration_since(c.closed) < UNREGISTER_GRACE
+                || !workers[c.worker]
+                    .handle
+                    .command(WorkerCmd::Reclaim { id: c.id })
+        });
+    }
+}
+
+/// How long a quiesce waits for every worker to pass a grace point before it gives up (and
+/// says so): a looping worker passes one every few microseconds.
+pub(super) const QUIESCE_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// Spins before the quiesce starts sleeping between looks (a worker's loop is microseconds).
+const QUIESCE_SPINS: u32 = 2_000;
+
+impl Plane {
+    /// Closes every socket the workers have given back; its frames come back after
+    /// [`UNREGISTER_GRACE`] ([`Daemon::finish_unregister`]). Returns how many.
+    fn close_retired(&mut self) -> usize {
+        let now = self.turn.now;
+        let mut n = 0;
+        for (w, rw) in self.workers.iter().enumerate() {
             while let Some(q) = rw.handle.take_retired() {
                 let (id, name) = (q.id(), q.ifname().to_owned());
+                // Closing waits for the kernel's grace period (synchronize_net) per socket.
                 drop(q);
                 info!(port = %name, socket = id, "socket closed");
-                self.closing.push((w, id, now));
+                self.closing.push(Closing {
+                    worker: w,
+                    id,
+                    closed: now,
+                    port: name,
+                });
+                n += 1;
             }
         }
-        let workers = &self.plane.workers;
-        self.closing.retain(|&(w, id, closed)| {
-            now.duration_since(closed) < UNREGISTER_GRACE
-                || !workers[w].handle.command(WorkerCmd::Reclaim { id })
-        });
+        n
+    }
+
+    /// Waits until every running worker has passed a grace point since now (or is idle), for at
+    /// most [`QUIESCE_TIMEOUT`]: spins first, then sleeps 20 µs between looks. Returns whether
+    /// every worker did.
+    pub(super) fn wait_workers(&mut self) -> bool {
+        let start = Instant::now();
+        // Taken after the commands of the batch were queued (see `grace.rs` for the order).
+        let tickets: Vec<_> = self
+            .workers
+            .iter()
+            .map(|w| w.handle.grace().ticket())
+            .collect();
+        let mut spins = 0u32;
+        let ok = loop {
+            let pending = self
+                .workers
+                .iter()
+                .zip(&tickets)
+                .filter(|(w, t)| !w.handle.grace().passed(**t) && !w.thread.is_finished())
+                .count();
+            if pending == 0 {
+                break true;
+            }
+            if start.elapsed() > QUIESCE_TIMEOUT {
+                error!(
+                    pending,
+                    "quiesce: a worker passed no grace point within {QUIESCE_TIMEOUT:?}"
+                );
+                break false;
+            }
+            if spins < QUIESCE_SPINS {
+                spins += 1;
+                std::hint::spin_loop();
+            } else {
+                std::thread::sleep(Duration::from_micros(20));
+            }
+        };
+        let us = start.elapsed().as_micros() as u64;
+        let q = &mut self.quiesce;
+        q.count += 1;
+        q.timeouts += u64::from(!ok);
+        q.last_us = us;
+        q.max_us = q.max_us.max(us);
+        ok
     }
 }
 
 /// What an unregistration asks of the daemon.
 impl Teardown<DevData> for Plane {
-    /// Nothing to wait for yet: the workers have no grace point. What keeps a worker off a
-    /// detached port's sockets today is the Detach command (the worker gives the sockets back
-    /// before control closes them) and [`UNREGISTER_GRACE`] before their frames are reclaimed.
-    fn quiesce(&mut self, _: &[DeviceId]) {}
-
-    /// The port's XDP program detached, then each worker told to give its sockets back.
-    fn detach(&mut self, _: DeviceId, dev: &mut Device<DevData>) {
+    /// The port's XDP program detached (no new frame reaches its sockets), then each worker
+    /// told to give its sockets back: the first quiesce waits for that.
+    fn close(&mut self, _: DeviceId, dev: &mut Device<DevData>) {
         let name = dev.name.as_str();
         let DevData::Port(port) = &mut dev.data else {
             return;
@@ -346,13 +414,36 @@ impl Teardown<DevData> for Plane {
             }
             w.handle.forget_queues(name);
         }
-        info!(
-            port = name,
-            "port unregistered; its sockets close once the workers give them back"
-        );
+    }
+
+    /// Every worker passes a grace point: after the first of a batch no worker holds a slot of
+    /// the batch's ports (they applied the Detach right after it), after the second none still
+    /// acts on what the UNREGISTER listeners changed (flows flushed, bond members released).
+    fn quiesce(&mut self, _: &[DeviceId]) {
+        self.wait_workers();
+    }
+
+    /// The sockets the workers gave back are closed (their frames come back after
+    /// [`UNREGISTER_GRACE`]); any of this port's a worker still holds is counted as late.
+    fn detach(&mut self, _: DeviceId, dev: &mut Device<DevData>) {
+        let DevData::Port(_) = &dev.data else {
+            return;
+        };
+        let name = dev.name.as_str();
+        self.close_retired();
+        let expected = dev.holds.len();
+        let closed = self.closing.iter().filter(|c| c.port == name).count();
+        if closed < expected {
+            self.quiesce.late_sockets += (expected - closed) as u64;
+            warn!(
+                port = name,
+                sockets = expected - closed,
+                "a worker still holds the port's sockets after the quiesce; closed when given back"
+            );
+        }
+        info!(port = name, "port unregistered; its sockets are closed");
     }
 }
-
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, Instant};

@@ -350,6 +350,8 @@ impl Daemon {
             })),
             captures: Vec::new(),
             tracking,
+            closing: Vec::new(),
+            quiesce: super::QuiesceStats::default(),
         };
         let mut registry = DevRegistry::new();
         listeners::install(&mut registry);
@@ -436,7 +438,6 @@ impl Daemon {
             rtnl,
             waiting: Vec::new(),
             handed: vec![0; plan.workers.len()],
-            closing: Vec::new(),
             bind: BindSettings {
                 zero_copy: plan.zero_copy,
                 busy_poll_budget: plan.busy_poll_budget,

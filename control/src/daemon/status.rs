@@ -8,8 +8,8 @@ use super::{Daemon, PortIo, lock};
 use crate::{
     capture::Capture,
     status::{
-        BondDrops, BondStatus, ControlCounters, FrameCounts, Link, PortStatus, RtnetlinkCounters,
-        Status, WorkerStatus, XdpCounters, XskCounters,
+        BondDrops, BondStatus, ControlCounters, FrameCounts, LifecycleStatus, Link, PortStatus,
+        RtnetlinkCounters, Status, UnregisteringDevice, WorkerStatus, XdpCounters, XskCounters,
     },
 };
 
@@ -66,6 +66,36 @@ impl Daemon {
                 malformed: r.malformed.load(Ordering::Relaxed),
                 errors: r.errors.load(Ordering::Relaxed),
             }),
+            lifecycle: self.lifecycle_status(),
+        }
+    }
+
+    /// The registry's unregistrations and the workers' quiesces.
+    fn lifecycle_status(&self) -> LifecycleStatus {
+        let r = self.registry.stats();
+        let q = self.plane.quiesce;
+        let devs = self.registry.devices();
+        LifecycleStatus {
+            quiesces: r.quiesces,
+            batches: r.batches,
+            unregistered: r.unregistered,
+            freed: r.freed,
+            quiesce_timeouts: q.timeouts,
+            quiesce_last_us: q.last_us,
+            quiesce_max_us: q.max_us,
+            late_sockets: q.late_sockets,
+            unregistering: devs
+                .unregistering()
+                .map(|(id, d)| UnregisteringDevice {
+                    name: d.name.clone(),
+                    ifindex: id.index(),
+                    refs: d.life.refs(),
+                    state: "unregistering".to_owned(),
+                })
+                .collect(),
+            tx_drop_loopback: devs
+                .get(self.registry.loopback())
+                .map_or(0, |lo| lo.life.tx_drop_loopback()),
         }
     }
 

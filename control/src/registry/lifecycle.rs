@@ -218,6 +218,13 @@ impl Life {
 
 /// What unregistration needs of the registry's owner, implemented by the listeners' context.
 pub trait Teardown<D> {
+    /// Closes device `id` for the batch (`dev_close_many`, `dev_deactivate_many`): no new work
+    /// reaches it and the datapath is asked to let go of it, which the first quiesce then
+    /// waits for. Called for every device of the batch, before the first quiesce.
+    fn close(&mut self, id: DeviceId, dev: &mut Device<D>) {
+        let _ = (id, dev);
+    }
+
     /// Returns once every worker has passed a grace point since the call: nothing of the
     /// `batch` a worker looked up before it is still in use (`synchronize_net`).
     fn quiesce(&mut self, batch: &[DeviceId]);
@@ -434,12 +441,18 @@ impl<D, C> Registry<D, C> {
         for &id in ids {
             self.unlink(id, cx)?;
         }
-        // Close those up (`dev_close_many`); a failure cannot stop it and is logged.
+        // Close those up (`dev_close_many`); a failure cannot stop it and is logged. Then the
+        // owner closes each (its datapath lets go of it before the first quiesce returns).
         for &id in ids {
             let d = self.dev_mut(id)?;
             if d.flags.up {
                 d.flags.up = false;
                 let _ = self.emit(Event::Down(id), cx);
+            }
+        }
+        for &id in ids {
+            if let Some(d) = self.devices.by_id.get_mut(&id) {
+                cx.close(id, d);
             }
         }
         self.quiesce(ids, cx);

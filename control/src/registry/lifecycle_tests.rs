@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::{lifecycle::Usage, *};
 
-/// What the registry did, in order: "listener: event", "quiesce", "detach NAME".
+/// What the registry did, in order: "listener: event", "close NAME", "quiesce", "detach NAME".
 #[derive(Default)]
 struct Cx {
     steps: Vec<String>,
@@ -13,6 +13,10 @@ struct Cx {
 }
 
 impl Teardown<()> for Cx {
+    fn close(&mut self, _: DeviceId, dev: &mut Device<()>) {
+        self.steps.push(format!("close {}", dev.name));
+    }
+
     fn quiesce(&mut self, _: &[DeviceId]) {
         self.quiesces += 1;
         self.steps.push("quiesce".into());
@@ -209,6 +213,8 @@ fn unregister_many_closes_quiesces_notifies_detaches_quiesces_and_frees() {
             "a: PreUnregister(DeviceId(2))",
             "a: PreUnregister(DeviceId(3))",
             "a: Down(DeviceId(2))",
+            "close p0",
+            "close p1",
             "quiesce",
             "a: Unregister(DeviceId(2))",
             "detach p0",
@@ -216,7 +222,7 @@ fn unregister_many_closes_quiesces_notifies_detaches_quiesces_and_frees() {
             "detach p1",
             "quiesce",
         ],
-        "only the device that was up is closed"
+        "only the device that was up goes DOWN; the owner closes both before the first quiesce"
     );
     let freed: Vec<(DeviceId, &str)> = done
         .freed

@@ -70,6 +70,48 @@ pub struct Status {
     pub threads: ThreadCheck,
     /// The rtnetlink link-event listener (`None` when it could not start).
     pub rtnetlink: Option<RtnetlinkCounters>,
+    /// Device lifecycle: unregistrations, their quiesces, devices not freed yet, the
+    /// loopback's sink (absent from older daemons' replies: all zero).
+    #[serde(default)]
+    pub lifecycle: LifecycleStatus,
+}
+
+/// Device lifecycle counters ([`crate::registry`]'s batched unregistration).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifecycleStatus {
+    /// Quiesces (every worker passing a grace point): exactly 2 per batch, whatever its size.
+    pub quiesces: u64,
+    /// Batches unregistered (`port del A B C` is one).
+    pub batches: u64,
+    /// Devices unregistered.
+    pub unregistered: u64,
+    /// Devices freed (their last reference gone).
+    pub freed: u64,
+    /// Quiesces that gave up waiting for a worker (0 unless a worker is stuck).
+    pub quiesce_timeouts: u64,
+    /// The last quiesce's wait, in microseconds.
+    pub quiesce_last_us: u64,
+    /// The longest quiesce wait, in microseconds.
+    pub quiesce_max_us: u64,
+    /// Sockets a worker still held after the first quiesce of their batch.
+    pub late_sockets: u64,
+    /// Devices unregistered but still referenced (on the todo list): `unregistering`.
+    pub unregistering: Vec<UnregisteringDevice>,
+    /// Frames sent to the loopback (which drops them).
+    pub tx_drop_loopback: u64,
+}
+
+/// A device on the todo list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnregisteringDevice {
+    /// Its name.
+    pub name: String,
+    /// Its index.
+    pub ifindex: u32,
+    /// Its usage count.
+    pub refs: u64,
+    /// `unregistering`.
+    pub state: String,
 }
 
 impl Status {

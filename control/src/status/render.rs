@@ -81,6 +81,26 @@ pub fn status(v: &Status) -> String {
             x.tid, x.name, x.allowed, x.problem
         );
     }
+    let l = &v.lifecycle;
+    let _ = writeln!(
+        o,
+        "lifecycle: unregistered {} in {} batches, quiesces {} (last {} us, max {} us, timeouts {}), freed {}, tx_drop_loopback {}",
+        l.unregistered,
+        l.batches,
+        l.quiesces,
+        l.quiesce_last_us,
+        l.quiesce_max_us,
+        l.quiesce_timeouts,
+        l.freed,
+        l.tx_drop_loopback
+    );
+    for d in &l.unregistering {
+        let _ = writeln!(
+            o,
+            "    {} (index {}) {}, usage count {}",
+            d.name, d.ifindex, d.state, d.refs
+        );
+    }
     o
 }
 
@@ -339,6 +359,19 @@ mod tests {
             },
             threads: ThreadCheck::default(),
             rtnetlink: None,
+            lifecycle: crate::status::LifecycleStatus {
+                quiesces: 2,
+                batches: 1,
+                unregistered: 2,
+                freed: 1,
+                unregistering: vec![crate::status::UnregisteringDevice {
+                    name: "m9".into(),
+                    ifindex: 7,
+                    refs: 1,
+                    state: "unregistering".into(),
+                }],
+                ..Default::default()
+            },
         }
     }
 
@@ -378,7 +411,12 @@ mod tests {
             lines[15],
             "housekeeping CPUs 0,2; threads 0, workers pinned 0, others on worker CPUs 0"
         );
-        assert_eq!(lines.len(), 16);
+        assert_eq!(
+            lines[16],
+            "lifecycle: unregistered 2 in 1 batches, quiesces 2 (last 0 us, max 0 us, timeouts 0), freed 1, tx_drop_loopback 0"
+        );
+        assert_eq!(lines[17], "    m9 (index 7) unregistering, usage count 1");
+        assert_eq!(lines.len(), 18);
         let mut on = sample();
         on.workers[0].flows = crate::flows::WorkerFlowStatus {
             enabled: true,

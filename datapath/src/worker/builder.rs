@@ -4,8 +4,8 @@
 use std::sync::{Arc, atomic::AtomicBool};
 
 use super::{
-    BondInfo, CommandQueue, Out, QueueInfo, Slot, Worker, WorkerBond, WorkerHandle, classify,
-    track::Track,
+    BondInfo, CommandQueue, Grace, Out, QueueInfo, Slot, Worker, WorkerBond, WorkerHandle,
+    classify, track::Track,
 };
 use crate::{
     bond::{BondShared, MAX_MEMBERS, Mailbox, Punt, SeenMacs},
@@ -190,6 +190,7 @@ impl<R: Rings> WorkerBuilder<R> {
     ) -> (Worker<R>, WorkerHandle<R>) {
         self.slots.reserve_exact(spare);
         let stop = Arc::new(AtomicBool::new(false));
+        let grace = Arc::new(Grace::new());
         let counters: Arc<Padded<WorkerCounters>> = Arc::default();
         let queues = self
             .slots
@@ -221,6 +222,7 @@ impl<R: Rings> WorkerBuilder<R> {
             binder: self.rings.binder(),
             spare,
             stop: stop.clone(),
+            grace: grace.clone(),
             counters: counters.clone(),
             queues,
             bonds,
@@ -241,6 +243,7 @@ impl<R: Rings> WorkerBuilder<R> {
             burst_size: burst.get(),
             strict: self.strict,
             stop,
+            grace,
             counters,
             core,
             flows: self.flows,

@@ -6,7 +6,7 @@ use std::sync::{
     atomic::{AtomicBool, Ordering},
 };
 
-use super::{CommandQueue, Slot, WorkerCmd};
+use super::{CommandQueue, Grace, Slot, WorkerCmd};
 use crate::{
     flow::{EventReader, FlowReader, Flush},
     params::ZeroCopy,
@@ -101,6 +101,7 @@ pub struct QueueInfo {
 /// Control's side of a running worker.
 pub struct WorkerHandle<R: Rings = XskUmem> {
     pub(super) stop: Arc<AtomicBool>,
+    pub(super) grace: Arc<Grace>,
     pub(super) cmds: Arc<CommandQueue>,
     /// Sockets handed over at run time, taken by the worker between two loops.
     pub(super) attach: Arc<crossbeam_queue::ArrayQueue<Slot<R::Socket>>>,
@@ -229,6 +230,12 @@ impl<R: Rings> WorkerHandle<R> {
         // Release pairs with the worker's Acquire load: what control wrote before asking to
         // stop is visible to the worker's drain.
         self.stop.store(true, Ordering::Release);
+    }
+
+    /// The worker's grace point, for a quiesce: take a [`Grace::ticket`] after queueing the
+    /// commands, then wait until [`Grace::passed`] says the worker has applied them.
+    pub fn grace(&self) -> &Grace {
+        &self.grace
     }
 
     /// The worker's own counters (frames, loops).

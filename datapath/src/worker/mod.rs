@@ -12,7 +12,7 @@
 //! with one relaxed load per burst.
 //!
 //! # Files
-//! Hot: `poll.rs` (the loop), `classify.rs` (the pass over a burst) and `track.rs` (the flow
+//! Hot: `poll.rs` (the loop, which passes a grace point, `grace.rs`, at the start of each), `classify.rs` (the pass over a burst) and `track.rs` (the flow
 //! update per burst, expiry and flush slices per loop). Cold: `builder.rs`
 //! (set-up), `handle.rs` (control's side), `commands.rs` (changes applied between two loops).
 //! The loop is generic over [`Rings`](crate::xsk::Rings): AF_XDP in production,
@@ -35,6 +35,8 @@ pub mod classify;
 #[cfg(feature = "xdp")]
 mod commands;
 #[cfg(feature = "xdp")]
+mod grace;
+#[cfg(feature = "xdp")]
 mod handle;
 #[cfg(feature = "xdp")]
 mod poll;
@@ -47,6 +49,8 @@ mod track;
 pub use builder::WorkerBuilder;
 #[cfg(feature = "xdp")]
 pub use commands::{CommandQueue, WorkerCmd};
+#[cfg(feature = "xdp")]
+pub use grace::{Grace, GraceTicket};
 #[cfg(feature = "xdp")]
 pub use handle::{BondInfo, NewQueue, QueueInfo, RetiredQueue, WorkerHandle};
 #[cfg(feature = "xdp")]

@@ -9,7 +9,7 @@ use std::{
 };
 
 use super::{
-    CommandQueue, DRAIN_TIMEOUT, Out, Slot, WorkerBond,
+    CommandQueue, DRAIN_TIMEOUT, Grace, Out, Slot, WorkerBond,
     classify::{Fate, Policy, Verdicts},
     track::Track,
 };
@@ -34,6 +34,8 @@ pub struct Worker<R: Rings = XskUmem> {
     pub(super) burst_size: usize,
     pub(super) strict: bool,
     pub(super) stop: Arc<AtomicBool>,
+    /// The grace point passed at the start of every loop ([`Grace`]).
+    pub(super) grace: Arc<Grace>,
     pub(super) counters: Arc<Padded<WorkerCounters>>,
     pub(super) core: Option<usize>,
     /// The flow table (`None`: tracking off, the frame path is a plain wire).
@@ -136,10 +138,13 @@ impl<R: Rings> Worker<R> {
             Some(id) => core_affinity::set_for_current(core_affinity::CoreId { id }),
             None => true,
         };
+        self.grace.set_idle(false);
         // Acquire pairs with WorkerHandle::stop's Release.
         while !self.stop.load(Ordering::Acquire) {
             self.poll_once();
         }
+        // No more loops: quiescent for good (the drain touches only its own sockets).
+        self.grace.set_idle(true);
         let drained = self.drain();
         self.publish();
         WorkerExit {
@@ -156,6 +161,13 @@ impl<R: Rings> Worker<R> {
     /// against the loop's work.
     #[inline(never)]
     pub fn poll_once(&mut self) -> usize {
+        // The grace point: nothing of the previous loop is held here. Commands come right
+        // after it, so once control sees it passed, every command queued before is applied
+        // (a detached port's slots are gone) — see `grace.rs`.
+        self.grace.pass();
+        if !self.cmds.is_empty() || !self.attach.is_empty() {
+            self.apply_commands();
+        }
         // The flow clock, read once per loop: every burst of this loop shares it.
         let now = self.flows.as_ref().map_or(0, Track::now_ns);
         let mut moved = 0;
@@ -164,9 +176,6 @@ impl<R: Rings> Worker<R> {
         }
         if let Some(t) = &mut self.flows {
             t.tick(now);
-        }
-        if !self.cmds.is_empty() || !self.attach.is_empty() {
-            self.apply_commands();
         }
         for b in 0..self.bonds.len() {
             self.send_injected(b);

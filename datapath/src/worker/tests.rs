@@ -369,3 +369,57 @@ fn tracking_counts_both_directions_into_one_flow_and_flushes_by_port() {
     assert_eq!(r.counters().flushed.get(), 1);
     assert_eq!(w.rings_mut().audit().unaccounted(), 0);
 }
+
+#[test]
+fn a_quiesce_after_detach_finds_the_socket_given_back_by_a_running_worker() {
+    use std::time::{Duration, Instant};
+    let (w, mut h, _) = worker(&["a", "b"], &[], false, |b| {
+        b.connect(0, 1);
+        b.connect(1, 0);
+    });
+    assert!(h.grace().passed(h.grace().ticket()), "not running: idle");
+    let thread = std::thread::spawn(move || w.run());
+    let quiesce = |h: &WorkerHandle<MemUmem>| {
+        let t = h.grace().ticket();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !h.grace().passed(t) {
+            assert!(
+                Instant::now() < deadline,
+                "the worker never passed a grace point"
+            );
+            std::hint::spin_loop();
+        }
+    };
+    let ifname = WorkerCmd::ifname("c").unwrap();
+    for round in 0..300 {
+        let nq = h
+            .bind_queue(
+                "c",
+                0,
+                ZeroCopy::Auto,
+                0,
+                Arc::new(LinkState::new(true)),
+                Arc::default(),
+            )
+            .unwrap();
+        h.attach(nq).unwrap();
+        assert!(h.command(WorkerCmd::Detach { ifname }));
+        quiesce(&h);
+        // One quiesce is enough: the worker applied the hand-over and the Detach after its
+        // grace point, so the socket is back now, not a loop later.
+        let q = h
+            .take_retired()
+            .unwrap_or_else(|| panic!("round {round}: c still held after the quiesce"));
+        assert_eq!(h.forget_queues("c"), 1);
+        let id = q.id();
+        drop(q);
+        assert!(h.command(WorkerCmd::Reclaim { id }));
+    }
+    quiesce(&h);
+    let loops = h.counters().loops.get();
+    assert!(h.grace().count() >= 600 && h.grace().count() <= loops + 1);
+    h.stop();
+    let exit = thread.join().unwrap();
+    assert!(h.grace().passed(h.grace().ticket()), "stopped: idle");
+    assert_eq!(exit.audit.unaccounted(), 0);
+}
