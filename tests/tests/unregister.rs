@@ -1,0 +1,168 @@
+//! Device lifecycle at run time: batched unregistration with its two quiesces, promiscuity as a
+//! counter, and a port whose veth the kernel deletes underneath the daemon.
+
+use std::time::{Duration, Instant};
+
+use isopath_tests::{
+    Lab,
+    isopathd::{Isopathd, PORTS, assert_clean_stop, assert_frames_add_up, lab_config, u, xdp_prog},
+    require_privileges,
+};
+use serde_json::Value;
+
+/// Creates veth pair `a` ↔ `b` inside the appliance's namespace, both up (never in the root
+/// namespace; removed with the lab's namespaces).
+fn veth_pair(lab: &Lab, a: &str, b: &str) {
+    for cmd in [
+        vec!["ip", "link", "add", a, "type", "veth", "peer", "name", b],
+        vec!["ip", "link", "set", a, "up"],
+        vec!["ip", "link", "set", b, "up"],
+    ] {
+        let out = lab.exec(lab.ns_app(), &cmd);
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+fn ports(s: &Value) -> Vec<String> {
+    s["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Sockets the daemon process has open (`/proc/PID/fd`; the AF_XDP ones are the only ones
+/// that come and go with ports, `ss --xdp` needs a module this host may not have).
+fn sockets(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|l| l.to_string_lossy().starts_with("socket:"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Waits (1 s at most: a control connection just answered may still be open) until the daemon
+/// has `want` sockets open; returns what it has.
+fn sockets_settle(pid: u32, want: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let n = sockets(pid);
+        if n == want || Instant::now() > deadline {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+const CONFIG_EXTRA: &str = "spare_queues = 4\n";
+
+fn start(lab: &Lab) -> Isopathd {
+    let config = lab_config(lab, "", PORTS)
+        .replace("cores = [1]\n", &format!("cores = [1]\n{CONFIG_EXTRA}"));
+    Isopathd::start(lab, &config, &[])
+}
+
+#[test]
+fn port_del_of_a_batch_costs_exactly_two_quiesces() {
+    if !require_privileges() {
+        return;
+    }
+    let lab = Lab::up("uqsc");
+    veth_pair(&lab, "x0", "x1");
+    veth_pair(&lab, "x2", "x3");
+    let d = start(&lab);
+    let before = d.status();
+    assert_eq!(
+        u(&before, "lifecycle.quiesces"),
+        0,
+        "{:#}",
+        before["lifecycle"]
+    );
+    let sockets0 = sockets_settle(d.pid(), usize::MAX);
+    for round in 0..3 {
+        for p in ["x0", "x1", "x2"] {
+            let r = d.request(&format!("port add {p}"));
+            assert_eq!(r["ok"], true, "round {round}: {r}");
+        }
+        let s = d.wait_for("the ports registered", Duration::from_secs(3), |s| {
+            ports(s).len() == 5
+        });
+        let queues: usize = ["x0", "x1", "x2"]
+            .iter()
+            .map(|p| u(isopath_tests::isopathd::port_of(&s, p), "queues") as usize)
+            .sum();
+        assert!(queues >= 3, "{s:#}");
+        // A socket per queue, and its statistics reader's duplicate of the descriptor.
+        assert_eq!(
+            sockets_settle(d.pid(), sockets0 + 2 * queues),
+            sockets0 + 2 * queues,
+            "one socket per queue of each new port"
+        );
+        // The three in one batch: two quiesces, whatever the size.
+        if round == 1 {
+            d.cli(&["port", "del", "x0", "x1", "x2"]);
+        } else {
+            let r = d.request("port del x0 x1 x2");
+            assert_eq!(r["ok"], true, "{r}");
+        }
+        let s2 = d.status();
+        let l = &s2["lifecycle"];
+        assert_eq!(u(l, "quiesces"), 2 * (round + 1) as u64, "{l:#}");
+        assert_eq!(u(l, "batches"), (round + 1) as u64, "{l:#}");
+        assert_eq!(u(l, "unregistered"), 3 * (round + 1) as u64, "{l:#}");
+        assert_eq!(u(l, "quiesce_timeouts"), 0, "{l:#}");
+        // After the first quiesce every worker had given the sockets back: none late.
+        assert_eq!(u(l, "late_sockets"), 0, "{l:#}");
+        // A looping worker passes a grace point every few microseconds: 10 ms is generous.
+        assert!(u(l, "quiesce_max_us") < 10_000, "{l:#}");
+        assert!(l["unregistering"].as_array().unwrap().is_empty(), "{l:#}");
+        assert_eq!(ports(&s2), ["up0", "m0"], "{s2:#}");
+        for p in ["x0", "x1", "x2"] {
+            assert_eq!(
+                xdp_prog(&lab, lab.ns_app(), p),
+                None,
+                "{p}'s program detached"
+            );
+        }
+        // The sockets were closed between the two quiesces, and their frames come back.
+        assert_eq!(
+            sockets_settle(d.pid(), sockets0),
+            sockets0,
+            "no AF_XDP socket leaked"
+        );
+        let total = u(&s["workers"][0], "frames.total");
+        let s3 = d.wait_for("the frames reclaimed", Duration::from_secs(3), |s| {
+            let w = &s["workers"][0];
+            u(w, "queues_retired_at_run_time") == 3 * (round + 1) as u64
+                && u(w, "frames_reclaimed") > 0
+        });
+        assert_eq!(u(&s3["workers"][0], "frames.total"), total);
+        assert_frames_add_up(&s3);
+    }
+    // A batch of one costs two as well.
+    assert_eq!(d.request("port add x0")["ok"], true);
+    d.wait_for("x0 registered", Duration::from_secs(3), |s| {
+        ports(s).len() == 3
+    });
+    assert_eq!(d.request("port del x0")["ok"], true);
+    let l = d.status()["lifecycle"].clone();
+    assert_eq!(u(&l, "quiesces"), 8, "{l:#}");
+    eprintln!("lifecycle after 4 batches: {l}");
+    // The cross-connect is untouched.
+    lab.ping_far();
+    let t = Instant::now();
+    let text = d.cli(&["status"]);
+    assert!(
+        text.contains("lifecycle: unregistered 10 in 4 batches, quiesces 8"),
+        "{text}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert_clean_stop(&d.stop());
+}
