@@ -3,8 +3,10 @@
 //! A capture on a port shows exactly what crossed that port, both directions (on a bond's
 //! backup member: what arrived there, though the datapath drops it). A capture on a bond shows
 //! the bond's traffic both ways: what the active member(s) delivered and what left through the
-//! bond. Directions can be filtered. While a capture runs its ports are promiscuous, held the
-//! way tcpdump holds them ([`PromiscGuard`]), and released when it stops or the daemon dies.
+//! bond. Directions can be filtered. While a capture runs each of its ports counts one more
+//! promiscuity holder in the registry (`set_promiscuity(+1)`); the daemon takes the kernel's
+//! membership (the way tcpdump holds it) only when a port's count goes 0 → 1, and releases it
+//! on 1 → 0. A capture only keeps which ports it counts on ([`Capture::held`]).
 
 use std::{
     fs::File,
@@ -14,10 +16,7 @@ use std::{
 };
 
 use crate::status::CaptureStatus;
-use isopath_datapath::{
-    tap::{DIR_IN, DIR_OUT, SNAPLEN, Tap, TapRecord},
-    xsk::PromiscGuard,
-};
+use isopath_datapath::tap::{DIR_IN, DIR_OUT, SNAPLEN, Tap, TapRecord};
 
 /// `LINKTYPE_ETHERNET`.
 const LINKTYPE_ETHERNET: u32 = 1;
@@ -95,17 +94,18 @@ pub struct Capture {
     dirs: u8,
     tap: Arc<Tap>,
     writer: PcapWriter,
-    _promisc: Vec<PromiscGuard>,
+    /// The ports (by ifindex) this capture counts one promiscuity holder on.
     held: Vec<u32>,
     written: u64,
     write_errors: u64,
 }
 
 impl Capture {
-    /// Starts capturing `dirs` on `tap` into `path`, holding `ifindexes` promiscuous.
+    /// Starts capturing `dirs` on `tap` into `path`; it counts on `ifindexes` (the caller adds
+    /// their promiscuity).
     ///
     /// # Errors
-    /// The file cannot be created, or promiscuous mode cannot be set (the message says which).
+    /// The file cannot be created.
     pub fn start(
         target: &str,
         path: &Path,
@@ -115,11 +115,6 @@ impl Capture {
     ) -> Result<Self, String> {
         let writer =
             PcapWriter::create(path).map_err(|e| format!("creating {}: {e}", path.display()))?;
-        let promisc = ifindexes
-            .iter()
-            .map(|&i| PromiscGuard::new(i))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("setting promiscuous mode for the capture on {target}: {e}"))?;
         tap.start(dirs);
         Ok(Self {
             target: target.to_owned(),
@@ -127,37 +122,37 @@ impl Capture {
             dirs,
             tap,
             writer,
-            _promisc: promisc,
             held: ifindexes.to_vec(),
             written: 0,
             write_errors: 0,
         })
     }
 
-    /// Holds one more interface promiscuous for this capture (a member added to a captured
-    /// bond). An interface already held is not held twice.
-    ///
-    /// # Errors
-    /// The packet socket or its membership cannot be had.
-    pub fn hold(&mut self, ifindex: u32) -> std::io::Result<()> {
-        if !self.held.contains(&ifindex) {
-            self._promisc.push(PromiscGuard::new(ifindex)?);
+    /// Counts on one more interface (a member added to a captured bond): true if it was not
+    /// counted yet (the caller then adds one to its promiscuity).
+    pub fn hold(&mut self, ifindex: u32) -> bool {
+        let new = !self.held.contains(&ifindex);
+        if new {
             self.held.push(ifindex);
         }
-        Ok(())
+        new
     }
 
-    /// Lets go of an interface this capture held promiscuous (a member released from a
-    /// captured bond). Returns whether it was held.
+    /// Stops counting on an interface (a member released from a captured bond): true if it
+    /// was counted (the caller then takes one from its promiscuity).
     pub fn release(&mut self, ifindex: u32) -> bool {
         match self.held.iter().position(|&i| i == ifindex) {
             Some(k) => {
                 self.held.remove(k);
-                self._promisc.remove(k);
                 true
             }
             None => false,
         }
+    }
+
+    /// The interfaces this capture counts on.
+    pub fn held(&self) -> &[u32] {
+        &self.held
     }
 
     /// Writes what the workers queued.
@@ -173,8 +168,8 @@ impl Capture {
         }
     }
 
-    /// Stops the capture: no more records, the queue drained and the file flushed; the
-    /// promiscuous memberships are released on drop.
+    /// Stops the capture: no more records, the queue drained and the file flushed (the caller
+    /// takes its promiscuity back from [`Self::held`] first).
     pub fn stop(mut self) -> CaptureStatus {
         self.tap.stop();
         self.drain();

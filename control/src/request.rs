@@ -63,10 +63,17 @@ pub enum Request {
     CaptureStop(String),
     /// `flow count`, `flow show [limit N]`: the words after `flow` ([`crate::flows`]).
     Flow(Vec<String>),
+    /// `link set DEV promisc on|off`: the operator's promiscuity (counted once).
+    LinkPromisc {
+        /// The link.
+        dev: String,
+        /// On or off.
+        on: bool,
+    },
 }
 
 /// The list of requests, for the error that answers an unknown one.
-pub const KNOWN: &str = "status, port add IFNAME, port del IFNAME.., bond switch BOND MEMBER, bond set BOND OPTION VALUE, bond add|release BOND PORT, capture start TARGET FILE in|out|both, capture stop TARGET, flow count, flow show [limit N]";
+pub const KNOWN: &str = "status, port add IFNAME, port del IFNAME.., bond switch BOND MEMBER, bond set BOND OPTION VALUE, bond add|release BOND PORT, capture start TARGET FILE in|out|both, capture stop TARGET, flow count, flow show [limit N], link set DEV promisc on|off";
 
 impl Request {
     /// Parses one request line (without its newline).
@@ -107,6 +114,12 @@ impl Request {
                 dir: s(4),
             },
             (3, Some("capture"), Some("stop")) => Self::CaptureStop(s(2)),
+            (5, Some("link"), Some("set")) if w[3] == "promisc" && matches!(w[4], "on" | "off") => {
+                Self::LinkPromisc {
+                    dev: s(2),
+                    on: w[4] == "on",
+                }
+            }
             _ => {
                 let shown: String = line.trim().chars().take(64).collect();
                 return Err(format!("unknown request {shown:?}; known: {KNOWN}"));
@@ -136,6 +149,15 @@ impl Request {
                 vec!["capture", "start", target, file, dir]
             }
             Self::CaptureStop(t) => vec!["capture", "stop", t],
+            Self::LinkPromisc { dev, on } => {
+                vec![
+                    "link",
+                    "set",
+                    dev,
+                    "promisc",
+                    if *on { "on" } else { "off" },
+                ]
+            }
             Self::Flow(words) => std::iter::once("flow")
                 .chain(words.iter().map(String::as_str))
                 .collect(),
@@ -237,6 +259,21 @@ pub struct CaptureReply {
     pub capture: CaptureStatus,
 }
 
+/// `link set DEV promisc on|off`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkChanged {
+    /// Always true.
+    pub ok: bool,
+    /// The link.
+    pub link: String,
+    /// Whether PROMISC is set now (its count is above zero).
+    pub promisc: bool,
+    /// The promiscuity count (the operator once, each capture one).
+    pub promiscuity: u32,
+    /// Whether the daemon holds the kernel's promiscuity reference on the interface.
+    pub kernel_membership: bool,
+}
+
 /// Any reply the daemon sends: serialised as the struct it holds.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
@@ -259,6 +296,8 @@ pub enum Reply {
     Capture(CaptureReply),
     /// `flow count|show`.
     Flow(crate::flows::FlowReply),
+    /// `link set`.
+    Link(LinkChanged),
 }
 
 impl Reply {
@@ -307,6 +346,14 @@ mod tests {
             },
             Request::CaptureStop("bond0".into()),
             Request::Flow(vec!["show".into(), "limit".into(), "5".into()]),
+            Request::LinkPromisc {
+                dev: "m0".into(),
+                on: true,
+            },
+            Request::LinkPromisc {
+                dev: "m0".into(),
+                on: false,
+            },
         ];
         for r in all {
             assert!(r.is_sendable());

@@ -1,5 +1,6 @@
 //! Captures on a bond and on its members: what each shows, checked datagram by datagram after
-//! reading the pcap files (and `tcpdump -r` must read them too); promiscuity held like tcpdump.
+//! reading the pcap files (and `tcpdump -r` must read them too); promiscuity counted, and the
+//! kernel's reference held like tcpdump's while the count is above zero.
 
 use std::{collections::BTreeMap, path::Path, process::Command, time::Duration};
 
@@ -49,6 +50,13 @@ fn tcpdump_count(path: &Path) -> usize {
 
 fn promiscuity(lab: &Lab, dev: &str) -> u64 {
     u(&lab.link_details(lab.ns_app(), dev), "promiscuity")
+}
+
+/// The daemon's promiscuity count of link `dev` (`isopath -j link show DEV`).
+fn daemon_promiscuity(lab: &Lab, dev: &str) -> u64 {
+    let out = cli(lab, &["link", "show", dev, "-j"]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    u(&v[0], "promiscuity")
 }
 
 fn cli(lab: &Lab, args: &[&str]) -> String {
@@ -155,14 +163,24 @@ fn captures_on_bond_active_and_backup_show_what_crossed_each() {
         &lab,
         &["capture", "start", "m1", file("m1").to_str().unwrap()],
     );
-    // Like tcpdump: each capture holds its ports promiscuous (the bond's spans both members).
+    // Each capture counts one promiscuity holder on its ports (the bond's spans both
+    // members): the daemon's count is 2 on each member, the kernel's 1 (only the daemon's
+    // 0 -> 1 took the kernel's reference, as dev_set_promiscuity does).
+    assert_eq!(
+        (
+            daemon_promiscuity(&lab, "m0"),
+            daemon_promiscuity(&lab, "m1"),
+            daemon_promiscuity(&lab, "up0")
+        ),
+        (2, 2, 0)
+    );
     assert_eq!(
         (
             promiscuity(&lab, "m0"),
             promiscuity(&lab, "m1"),
             promiscuity(&lab, "up0")
         ),
-        (2, 2, 0)
+        (1, 1, 0)
     );
     assert!(cli(&lab, &["capture", "list"]).contains("bond0"));
 
@@ -198,6 +216,13 @@ fn captures_on_bond_active_and_backup_show_what_crossed_each() {
         (promiscuity(&lab, "m0"), promiscuity(&lab, "m1")),
         (0, 0),
         "released at stop"
+    );
+    assert_eq!(
+        (
+            daemon_promiscuity(&lab, "m0"),
+            daemon_promiscuity(&lab, "m1")
+        ),
+        (0, 0)
     );
     let backup_drops = backup_after - backup_before;
 

@@ -166,3 +166,75 @@ fn port_del_of_a_batch_costs_exactly_two_quiesces() {
     assert!(t.elapsed() < Duration::from_secs(5));
     assert_clean_stop(&d.stop());
 }
+
+/// The kernel's promiscuity count of `dev` in the appliance's namespace (`ip -d link show`).
+fn kernel_promiscuity(lab: &Lab, dev: &str) -> u64 {
+    u(&lab.link_details(lab.ns_app(), dev), "promiscuity")
+}
+
+/// The daemon's view of link `dev` (`isopath -j link show DEV`): (PROMISC set, count).
+fn daemon_promisc(d: &Isopathd, dev: &str) -> (bool, u64) {
+    let out = d.cli(&["link", "show", dev, "-j"]);
+    let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let l = &v[0];
+    let flag = l["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f == "PROMISC");
+    (flag, u(l, "promiscuity"))
+}
+
+#[test]
+fn promisc_is_a_counter_and_only_its_transitions_reach_the_kernel() {
+    if !require_privileges() {
+        return;
+    }
+    let lab = Lab::up("uprm");
+    let d = start(&lab);
+    let k = |dev| kernel_promiscuity(&lab, dev);
+    assert_eq!((k("m0"), daemon_promisc(&d, "m0")), (0, (false, 0)));
+    // The operator's on, twice (line protocol, then netlink through the CLI): counted once.
+    let r = d.request("link set m0 promisc on");
+    assert_eq!(
+        (&r["ok"], &r["promiscuity"], &r["kernel_membership"]),
+        (&Value::Bool(true), &Value::from(1), &Value::Bool(true)),
+        "{r}"
+    );
+    assert_eq!((k("m0"), daemon_promisc(&d, "m0")), (1, (true, 1)));
+    d.cli(&["link", "set", "m0", "promisc", "on"]);
+    assert_eq!(
+        (k("m0"), daemon_promisc(&d, "m0")),
+        (1, (true, 1)),
+        "on twice counts once"
+    );
+    // A capture adds its own; the kernel still sees one reference (only 0 -> 1 took it).
+    let pcap = std::env::temp_dir().join(format!("isopath-{}-promisc.pcap", lab.prefix));
+    d.cli(&["capture", "start", "m0", pcap.to_str().unwrap()]);
+    assert_eq!((k("m0"), daemon_promisc(&d, "m0")), (1, (true, 2)));
+    // One off undoes the operator's: the capture still holds it promiscuous.
+    d.cli(&["link", "set", "m0", "promisc", "off"]);
+    assert_eq!((k("m0"), daemon_promisc(&d, "m0")), (1, (true, 1)));
+    let r = d.request("link set m0 promisc off");
+    assert_eq!(r["promiscuity"], 1, "off twice is still one off: {r}");
+    // The capture's stop is the 1 -> 0: the kernel's reference goes.
+    d.cli(&["capture", "stop", "m0"]);
+    assert_eq!((k("m0"), daemon_promisc(&d, "m0")), (0, (false, 0)));
+    // The other order: capture first, then the operator; the operator's off is the last.
+    d.cli(&["capture", "start", "m0", pcap.to_str().unwrap()]);
+    assert_eq!((k("m0"), daemon_promisc(&d, "m0")), (1, (true, 1)));
+    d.cli(&["link", "set", "m0", "promisc", "on"]);
+    d.cli(&["capture", "stop", "m0"]);
+    assert_eq!((k("m0"), daemon_promisc(&d, "m0")), (1, (true, 1)));
+    d.cli(&["link", "set", "m0", "promisc", "off"]);
+    assert_eq!((k("m0"), daemon_promisc(&d, "m0")), (0, (false, 0)));
+    // Refused: an unknown link, the loopback; other SETLINK changes are not served.
+    assert!(d.request("link set nosuch promisc on")["error"].is_string());
+    assert!(d.request("link set lo promisc on")["error"].is_string());
+    let out = d.cli_output(&["link", "set", "m0", "promisc", "maybe"]);
+    assert!(!out.status.success());
+    assert_eq!(k("up0"), 0, "the other port was never touched");
+    lab.ping_far();
+    let _ = std::fs::remove_file(&pcap);
+    assert_clean_stop(&d.stop());
+}

@@ -135,6 +135,16 @@ enum LinkCmd {
         #[arg(required = true)]
         devs: Vec<String>,
     },
+    /// `link set DEV promisc on|off`: the operator's promiscuity (counted once however often
+    /// it is repeated; one `off` undoes it; captures count on their own).
+    Set {
+        /// The link.
+        dev: String,
+        /// `promisc`.
+        what: String,
+        /// `on` or `off`.
+        value: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -350,6 +360,18 @@ fn run(args: Args) -> anyhow::Result<()> {
                     };
                     nlcli::change(nl, &isopath_proto::msg::Request::DelLink(del))?;
                     println!("{}: unregistered", devs.join(", "));
+                    return Ok(());
+                }
+                LinkCmd::Set { dev, what, value } => {
+                    let on = match (what.as_str(), value.as_str()) {
+                        ("promisc", "on") => true,
+                        ("promisc", "off") => false,
+                        _ => anyhow::bail!("expected: link set DEV promisc on|off"),
+                    };
+                    let set = isopath_proto::msg::LinkSet::named(&dev)
+                        .with_flag(isopath_proto::attrs::IFF_PROMISC, on);
+                    nlcli::change(nl, &isopath_proto::msg::Request::SetLink(set))?;
+                    println!("{dev}: promisc {value}");
                     return Ok(());
                 }
             };

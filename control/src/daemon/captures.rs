@@ -4,10 +4,10 @@ use std::path::Path;
 
 use tracing::info;
 
-use super::Daemon;
+use super::{Daemon, promisc::Change};
 use crate::{
     capture::{self, Capture},
-    registry::DeviceKind,
+    registry::{DeviceId, DeviceKind},
     request::CaptureReply,
 };
 
@@ -40,29 +40,47 @@ impl Daemon {
                 "{file:?}: the capture file must be an absolute path"
             ));
         }
-        // The packet sockets that hold promiscuity need CAP_NET_RAW, permitted but not
-        // effective after start-up: raised for this call only.
-        let net_raw = crate::privs::need(caps::Capability::CAP_NET_RAW);
-        let started = crate::privs::with_effective(net_raw.as_slice(), || {
-            Capture::start(target, path, dirs, tap.clone(), &ifindexes)
-        })
-        .map_err(|e| e.to_string())
-        .and_then(|r| r);
-        match started {
-            Ok(c) => {
-                info!(target, file, "capture started");
-                let capture = c.status();
-                self.plane.captures.push(c);
-                Ok(CaptureReply { ok: true, capture })
+        let c = Capture::start(target, path, dirs, tap.clone(), &ifindexes)?;
+        // Each port it spans counts one more promiscuity holder; the first takes the
+        // kernel's membership. A failure undoes what was added.
+        let ports: Vec<DeviceId> = ifindexes
+            .iter()
+            .filter_map(|&i| self.port_by_ifindex(i))
+            .collect();
+        for (k, &id) in ports.iter().enumerate() {
+            if let Err(e) = self.promisc_change(id, Change::Holders(1)) {
+                for &done in &ports[..k] {
+                    let _ = self.promisc_change(done, Change::Holders(-1));
+                }
+                drop(c.stop());
+                return err(format!(
+                    "setting promiscuous mode for the capture on {target}: {e}"
+                ));
             }
-            Err(e) => err(e),
+        }
+        info!(target, file, "capture started");
+        let capture = c.status();
+        self.plane.captures.push(c);
+        Ok(CaptureReply { ok: true, capture })
+    }
+
+    /// Takes back the promiscuity capture `c` counted on its ports.
+    fn capture_unhold(&mut self, c: &Capture) {
+        for &ifindex in c.held() {
+            if let Some(id) = self.port_by_ifindex(ifindex)
+                && let Err(e) = self.promisc_change(id, Change::Holders(-1))
+            {
+                tracing::warn!(target = %c.target, ifindex, "promiscuity: {e}");
+            }
         }
     }
 
     pub(super) fn capture_stop(&mut self, target: &str) -> Result<CaptureReply, String> {
         match self.plane.captures.iter().position(|c| c.target == target) {
             Some(i) => {
-                let capture = self.plane.captures.remove(i).stop();
+                let c = self.plane.captures.remove(i);
+                self.capture_unhold(&c);
+                let capture = c.stop();
                 info!(target, "capture stopped");
                 Ok(CaptureReply { ok: true, capture })
             }

@@ -4,8 +4,8 @@
 //! In call order (priority): `CrossConnects` (300) refuses what would leave a cross-connect
 //! pointing at nothing; `Links` (200) keeps the rtnetlink thread's index of ports; `Bonding`
 //! (100) changes the bond's state and retags the member's sockets on every worker; `Captures`
-//! (0) keeps a running capture's promiscuous holds in step and stops a capture whose device
-//! goes; `LinkTracking` (0) takes a bond's peer ports down while it has no active member.
+//! (0) keeps a running capture's promiscuity counts in step (queued for the daemon, which
+//! applies them to the registry) and stops a capture whose device goes; `LinkTracking` (0) takes a bond's peer ports down while it has no active member.
 
 use isopath_datapath::worker::WorkerCmd;
 use tracing::{info, warn};
@@ -173,25 +173,34 @@ impl Listener<DevData, Plane> for Captures {
                 let Some(c) = cx.captures.iter_mut().find(|c| c.target == name(bond)) else {
                     return Ok(());
                 };
-                if matches!(ev, Event::Leave { .. }) {
-                    c.release(ifindex);
-                    return Ok(());
-                }
-                let net_raw = crate::privs::need(caps::Capability::CAP_NET_RAW);
-                let held = crate::privs::with_effective(net_raw.as_slice(), || c.hold(ifindex));
-                if !matches!(held, Ok(Ok(()))) {
-                    warn!(
-                        bond = name(bond),
-                        port = name(port),
-                        "the running capture could not hold the new member promiscuous"
-                    );
+                // Counted here, applied by the daemon once the registry call returns.
+                let changed = if matches!(ev, Event::Leave { .. }) {
+                    c.release(ifindex).then_some(-1)
+                } else {
+                    c.hold(ifindex).then_some(1)
+                };
+                if let Some(n) = changed {
+                    cx.promisc.pending.push((port, n));
                 }
             }
             Event::Unregister(id) => {
                 if let Some(i) = cx.captures.iter().position(|c| c.target == name(id)) {
-                    let v = cx.captures.remove(i).stop();
+                    let c = cx.captures.remove(i);
+                    // The ports it counted on give their holder back (a bond's members
+                    // have left already: nothing is left counted then).
+                    for &ifindex in c.held() {
+                        if let Some((port, _)) = devs
+                            .of_kind(DeviceKind::Port)
+                            .find(|(_, d)| d.ifindex == Some(ifindex))
+                        {
+                            cx.promisc.pending.push((port, -1));
+                        }
+                    }
+                    let v = c.stop();
                     info!(target = name(id), capture = %v, "capture stopped: port unregistered");
                 }
+                // A port's kernel membership goes with it (its count does too).
+                cx.promisc.forget(id);
             }
             _ => {}
         }

@@ -26,6 +26,7 @@ mod listeners;
 mod nl;
 mod nl_flows;
 mod ports;
+mod promisc;
 mod requests;
 mod start;
 mod status;
@@ -166,6 +167,8 @@ struct Plane {
     closing: Vec<Closing>,
     /// What the quiesces of unregistrations took.
     quiesce: QuiesceStats,
+    /// The kernel's promiscuity references, by port.
+    promisc: promisc::Promisc,
 }
 
 /// A closed socket of an unregistered port whose frames are still with the kernel.
@@ -278,6 +281,7 @@ impl Daemon {
             self.serve_netlink(host);
             self.advance_waiting();
             self.finish_unregister();
+            self.settle_promisc();
             for c in &mut self.plane.captures {
                 c.drain();
             }

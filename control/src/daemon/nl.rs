@@ -4,7 +4,8 @@
 //!
 //! Served: `GETLINK` (one, or a dump: ports and bonds, with counters when `EXT_STATS` /
 //! `EXT_XSK_STATS` are asked for), `GETSTATUS`, `GETWORKER`, `GETCAPTURE` (one or a dump),
-//! `NEWLINK` (`port add`), `DELLINK` (`port del`, all or none), `SETBOND` (`bond set`,
+//! `NEWLINK` (`port add`), `DELLINK` (`port del`, all or none), `SETLINK` (`promisc on|off`
+//! only; up/down and MTU get `EOPNOTSUPP`), `SETBOND` (`bond set`,
 //! `bond switch`), `NEWMEMBER`/`DELMEMBER` (`bond add|release`), `NEWCAPTURE`/`DELCAPTURE`;
 //! `GETCONN`/`SETCONN` are the server's own. The other types get `EOPNOTSUPP` with a text
 //! saying so.
@@ -17,7 +18,7 @@ use std::sync::{
 
 use isopath_proto::{
     attr::Mac,
-    attrs::{EXT_STATS, EXT_XSK_STATS, IFF_LOWER_UP, IFF_RUNNING, IFF_UP},
+    attrs::{EXT_STATS, EXT_XSK_STATS, IFF_LOWER_UP, IFF_PROMISC, IFF_RUNNING, IFF_UP},
     dump::{Dump, Part, Step as DumpStep},
     error::Full,
     msg::{
@@ -122,6 +123,10 @@ fn link_base(id: registry::DeviceId, d: &registry::Device<DevData>, running: boo
     if running {
         flags |= IFF_RUNNING | IFF_LOWER_UP;
     }
+    let promiscuity = d.life.promiscuity();
+    if promiscuity > 0 {
+        flags |= IFF_PROMISC;
+    }
     LinkMsg {
         ifindex,
         name: d.name.clone(),
@@ -139,7 +144,7 @@ fn link_base(id: registry::DeviceId, d: &registry::Device<DevData>, running: boo
         queues: None,
         bind_mode: None,
         xdp_mode: None,
-        promiscuity: None,
+        promiscuity: Some(promiscuity),
         stats: None,
         xsk_stats: None,
         stamp_ns: None,
@@ -564,6 +569,7 @@ impl Daemon {
                 }
             },
             NlRequest::DelLink(d) => line(Request::PortDel(d.names)),
+            NlRequest::SetLink(s) => return Some(self.set_link(&s, host)),
             NlRequest::SetBond(s) => return Some(self.set_bond(s, host)),
             NlRequest::AddMember(m) => line(Request::BondAdd {
                 bond: m.bond,
@@ -595,6 +601,37 @@ impl Daemon {
                     .push(Waiting::new(ReplyTo::Nl(conn, header), port, then));
                 None
             }
+        }
+    }
+
+    /// `SETLINK`: `promisc on|off` (the operator's promiscuity, counted once); the other
+    /// changes (up/down, MTU) are refused with `EOPNOTSUPP`.
+    fn set_link(&mut self, s: &isopath_proto::msg::LinkSet, host: &dyn Host) -> Answer {
+        let name = match (&s.name, s.ifindex) {
+            (Some(n), _) => Some(n.clone()),
+            (None, Some(i)) => self
+                .links(0)
+                .into_iter()
+                .find(|l| l.ifindex == i)
+                .map(|l| l.name),
+            (None, None) => None,
+        };
+        let Some(dev) = name else {
+            return Answer::Error(libc::ENODEV, no_link(&s.name, s.ifindex));
+        };
+        let other = s.change.unwrap_or(0) & !IFF_PROMISC;
+        if other != 0 || s.mtu.is_some() {
+            return Answer::Error(
+                libc::EOPNOTSUPP,
+                format!("{dev}: only promisc on|off can be set on a link here"),
+            );
+        }
+        let Some(on) = s.promisc() else {
+            return Answer::Error(libc::EINVAL, format!("{dev}: nothing to change"));
+        };
+        match self.handle(Request::LinkPromisc { dev, on }, host) {
+            Step::Now(reply) => answer_of(reply),
+            Step::Wait(..) => Answer::Error(libc::EINVAL, "unexpected wait".into()),
         }
     }
 

@@ -135,8 +135,15 @@ impl Daemon {
         }
     }
 
-    /// Carries out one request: its reply, or the state it waits for.
+    /// Carries out one request: its reply, or the state it waits for; then what the
+    /// listeners queued of promiscuity is applied, before the reply goes.
     pub(super) fn handle(&mut self, request: Request, host: &dyn Host) -> Step {
+        let step = self.handle_one(request, host);
+        self.settle_promisc();
+        step
+    }
+
+    fn handle_one(&mut self, request: Request, host: &dyn Host) -> Step {
         let done = |r: Result<Reply, String>| Step::Now(r.unwrap_or_else(Reply::error));
         match request {
             Request::Status => Step::Now(Reply::Status(Box::new(self.status()))),
@@ -186,6 +193,7 @@ impl Daemon {
                 done(self.capture_start(&target, &file, &dir).map(Reply::Capture))
             }
             Request::CaptureStop(target) => done(self.capture_stop(&target).map(Reply::Capture)),
+            Request::LinkPromisc { dev, on } => done(self.link_promisc(&dev, on).map(Reply::Link)),
             Request::Flow(words) => {
                 let readers: Vec<_> = self
                     .plane

@@ -352,6 +352,7 @@ impl Daemon {
             tracking,
             closing: Vec::new(),
             quiesce: super::QuiesceStats::default(),
+            promisc: super::promisc::Promisc::default(),
         };
         let mut registry = DevRegistry::new();
         listeners::install(&mut registry);

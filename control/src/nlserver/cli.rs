@@ -224,6 +224,9 @@ pub fn render(links: &[LinkMsg], stats: bool) -> String {
         if let Some(x) = l.xdp_mode {
             let _ = write!(s, " xdp {x}");
         }
+        if let Some(p) = l.promiscuity.filter(|&p| p > 0) {
+            let _ = write!(s, " promiscuity {p}");
+        }
         s.push('\n');
         if stats && let Some(t) = &l.stats {
             let _ = writeln!(
@@ -284,6 +287,8 @@ pub struct LinkJson {
     #[serde(skip_serializing_if = "Option::is_none")]
     xdp_mode: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    promiscuity: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     stats: Option<StatsJson>,
 }
 
@@ -316,6 +321,7 @@ impl From<&LinkMsg> for LinkJson {
             queues: l.queues,
             bind_mode: l.bind_mode.map(|b| b.name()),
             xdp_mode: l.xdp_mode.map(|x| x.name()),
+            promiscuity: l.promiscuity,
             stats: l.stats.as_ref().map(|t| StatsJson {
                 rx_packets: t.rx_packets,
                 rx_bytes: t.rx_bytes,
