@@ -1,4 +1,5 @@
-//! rtnetlink link events: carrier changes of the datapath's ports as the kernel reports them.
+//! rtnetlink link events: carrier changes of the datapath's ports as the kernel reports them,
+//! and their deletion (`RTM_DELLINK`: the daemon unregisters the port).
 //!
 //! A socket in the `RTMGRP_LINK` group receives an `RTM_NEWLINK` for every change of a link's
 //! flags; the carrier is `IFF_LOWER_UP`. The watcher thread blocks in `recv` and hands each
@@ -45,6 +46,8 @@ pub struct LinkEvent {
     pub ifindex: u32,
     /// Administratively up and carrier present (a deleted link is down).
     pub up: bool,
+    /// The link is gone (`RTM_DELLINK`): the daemon unregisters the port on it.
+    pub deleted: bool,
 }
 
 /// Parses a buffer of netlink messages into link events; returns the number of malformed
@@ -67,6 +70,7 @@ pub fn parse(mut buf: &[u8], out: &mut Vec<LinkEvent>) -> u64 {
                     out.push(LinkEvent {
                         ifindex: h.index,
                         up,
+                        deleted: kind == RTM_DELLINK,
                     });
                 }
                 // Too short for an ifinfomsg, or a negative ifi_index.
@@ -224,15 +228,18 @@ mod tests {
             vec![
                 LinkEvent {
                     ifindex: 7,
-                    up: true
+                    up: true,
+                    deleted: false,
                 },
                 LinkEvent {
                     ifindex: 8,
-                    up: false
+                    up: false,
+                    deleted: false,
                 },
                 LinkEvent {
                     ifindex: 9,
-                    up: false
+                    up: false,
+                    deleted: true,
                 },
             ]
         );

@@ -120,8 +120,10 @@ fn port_del_of_a_batch_costs_exactly_two_quiesces() {
         assert_eq!(u(l, "quiesce_timeouts"), 0, "{l:#}");
         // After the first quiesce every worker had given the sockets back: none late.
         assert_eq!(u(l, "late_sockets"), 0, "{l:#}");
-        // A looping worker passes a grace point every few microseconds: 10 ms is generous.
-        assert!(u(l, "quiesce_max_us") < 10_000, "{l:#}");
+        // A looping worker passes a grace point every few microseconds (measured: 0-40 us),
+        // but its core is shared with whatever else runs here: a preempted worker took 8 ms
+        // in 1 of 10 runs. 100 ms fails at ten times that; the 200 ms timeout never fired.
+        assert!(u(l, "quiesce_max_us") < 100_000, "{l:#}");
         assert!(l["unregistering"].as_array().unwrap().is_empty(), "{l:#}");
         assert_eq!(ports(&s2), ["up0", "m0"], "{s2:#}");
         for p in ["x0", "x1", "x2"] {
@@ -236,5 +238,145 @@ fn promisc_is_a_counter_and_only_its_transitions_reach_the_kernel() {
     assert_eq!(k("up0"), 0, "the other port was never touched");
     lab.ping_far();
     let _ = std::fs::remove_file(&pcap);
+    assert_clean_stop(&d.stop());
+}
+
+/// Flows (any protocol) with either end's ingress on `port`, from `isopath flow show -j`.
+fn flows_on(d: &Isopathd, port: &str) -> usize {
+    let v: Value = serde_json::from_str(&d.cli(&["flow", "show", "limit", "1000", "-j"]))
+        .expect("flow show JSON");
+    v["flows"]
+        .as_array()
+        .expect("flows")
+        .iter()
+        .filter(|f| f["ingress"] == port || f["reply_ingress"] == port)
+        .count()
+}
+
+#[test]
+fn a_port_whose_veth_is_deleted_is_unregistered_and_the_daemon_runs_on() {
+    if !require_privileges() {
+        return;
+    }
+    let lab = Lab::up("udel");
+    let config = isopath_tests::isopathd::bond_config(&lab, "", "").replace(
+        "[[port]]\nname = \"up0\"",
+        "[flows]\ncapacity = 65536\n[[port]]\nname = \"up0\"",
+    );
+    let mut d = Isopathd::start(&lab, &config, &[]);
+    lab.ping_far();
+    let b = d.bond();
+    assert_eq!(b["active"], "m0", "{b:#}");
+    // A steady stream both ways through the bond's active member, m0.
+    let (n, pps) = (30_000u64, 5_000u64);
+    let rx_far = lab.udp_recv(
+        lab.ns_far(),
+        &format!("{}:9000", Lab::FAR_IP),
+        n,
+        n / pps + 6,
+    );
+    let rx_traffic = lab.udp_recv(
+        lab.ns_traffic(),
+        &format!("{}:9001", Lab::TRAFFIC_IP),
+        n,
+        n / pps + 6,
+    );
+    let mut tx = [
+        lab.udp_send_spawn(
+            lab.ns_traffic(),
+            0,
+            &format!("{}:9000", Lab::FAR_IP),
+            64,
+            n,
+            pps,
+        ),
+        lab.udp_send_spawn(
+            lab.ns_far(),
+            0,
+            &format!("{}:9001", Lab::TRAFFIC_IP),
+            64,
+            n,
+            pps,
+        ),
+    ];
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(flows_on(&d, "m0") > 0, "m0 carries flows before it goes");
+    let s = d.status();
+    let queues = u(isopath_tests::isopathd::port_of(&s, "m0"), "queues") as usize;
+    let fds = sockets_settle(d.pid(), usize::MAX);
+    let total = u(&s["workers"][0], "frames.total");
+
+    // The kernel deletes m0 (and its peer s0 in the far namespace) underneath the daemon.
+    let t = Instant::now();
+    let out = lab.exec(lab.ns_app(), ["ip", "link", "del", "m0"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = d.wait_for("m0 unregistered", Duration::from_secs(3), |s| {
+        u(s, "lifecycle.kernel_deleted") == 1 && !ports(s).iter().any(|p| p == "m0")
+    });
+    let took = t.elapsed();
+    eprintln!("m0 unregistered {took:?} after ip link del");
+    let l = &s["lifecycle"];
+    let e = &l["kernel_events"][0];
+    assert_eq!(
+        (e["port"].as_str(), e["event"].as_str()),
+        (Some("m0"), Some("deleted")),
+        "{l:#}"
+    );
+    assert_eq!(u(l, "quiesces"), 2, "a batch of one: {l:#}");
+    assert_eq!(
+        (u(l, "quiesce_timeouts"), u(l, "late_sockets")),
+        (0, 0),
+        "{l:#}"
+    );
+    // The bond let it go and carries on over m1.
+    let b = &s["bonds"][0];
+    assert_eq!(b["active"], "m1", "{b:#}");
+    let m0 = b["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "m0");
+    assert!(m0.is_none_or(|m| m["state"] == "released"), "{b:#}");
+    // Its flows are flushed, its sockets closed, its frames back in the pool.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while flows_on(&d, "m0") > 0 {
+        assert!(Instant::now() < deadline, "m0's flows were not flushed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        sockets_settle(d.pid(), fds - 2 * queues),
+        fds - 2 * queues,
+        "m0's sockets closed"
+    );
+    let s = d.wait_for("m0's frames back", Duration::from_secs(3), |s| {
+        u(&s["workers"][0], "frames_reclaimed") > 0
+    });
+    assert_eq!(u(&s["workers"][0], "frames.total"), total);
+    assert_frames_add_up(&s);
+    // The streams run to their end; the daemon answered all along and still forwards.
+    for t in &mut tx {
+        assert!(
+            t.wait_timeout(Duration::from_secs(n / pps + 10)).is_some(),
+            "sender ended"
+        );
+    }
+    for rx in [rx_far, rx_traffic] {
+        let out = rx.wait_output(Duration::from_secs(n / pps + 10));
+        let r: Value = serde_json::from_slice(&out.stdout).expect("udp-recv JSON");
+        // Some datagrams are lost in the failover; most got through.
+        assert!(u(&r, "received") > n / 2, "{r}");
+    }
+    lab.ping_far();
+    let text = d.cli(&["status"]);
+    assert!(text.contains("kernel: m0 ("), "{text}");
+    let log = d.log();
+    assert!(
+        log.contains("the kernel deleted the port's interface (RTM_DELLINK)"),
+        "{log}"
+    );
     assert_clean_stop(&d.stop());
 }

@@ -35,8 +35,16 @@ impl Listener<DevData, Plane> for CrossConnects {
         "cross-connects"
     }
 
-    fn event(&mut self, ev: Event, devs: &Table, _: &mut Plane) -> Result<(), Veto> {
+    fn event(&mut self, ev: Event, devs: &Table, cx: &mut Plane) -> Result<(), Veto> {
         let (id, why) = match ev {
+            // The kernel deleted the interface: nothing can keep it. The other end's frames
+            // then go nowhere (`rx_drop_no_output`).
+            Event::PreUnregister(id) if cx.forced => {
+                if let Some(d) = devs.get(id).filter(|d| d.flags.cross_connected) {
+                    warn!(port = %d.name, "a cross-connected port's interface was deleted: the other end's frames are dropped");
+                }
+                return Ok(());
+            }
             Event::PreUnregister(id) => (id, "it cannot be unregistered while the daemon runs"),
             Event::Join { port, .. } => (port, "it cannot join a bond"),
             _ => return Ok(()),

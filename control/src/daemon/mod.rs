@@ -21,6 +21,7 @@
 mod bonds;
 mod captures;
 mod error;
+mod kernel;
 mod link_book;
 mod listeners;
 mod nl;
@@ -72,6 +73,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 const TICK: Duration = Duration::from_millis(5);
 /// How often carrier is read from sysfs: the miimon safety net behind rtnetlink events.
 const LINK_POLL: Duration = Duration::from_millis(10);
+/// How many kernel link events (a port's interface deleted) the status keeps.
+const LINK_HISTORY: usize = 16;
 
 /// Process exit codes of `isopathd`.
 pub mod exit {
@@ -169,6 +172,10 @@ struct Plane {
     quiesce: QuiesceStats,
     /// The kernel's promiscuity references, by port.
     promisc: promisc::Promisc,
+    /// Names of the flow records' ingress port ids (id n is the start-up port n - 1).
+    flow_ports: Vec<String>,
+    /// Set while a device the kernel deleted is unregistered: nothing may veto it.
+    forced: bool,
 }
 
 /// A closed socket of an unregistered port whose frames are still with the kernel.
@@ -220,6 +227,13 @@ pub struct Daemon {
     bind: BindSettings,
     /// Requests whose reply waits for a state the loop revisits (`port add`).
     waiting: Vec<requests::Waiting>,
+    /// Interfaces the kernel deleted (`RTM_DELLINK`, from the rtnetlink thread): their ports
+    /// are unregistered on the next turn ([`Self::kernel_links`]).
+    kernel_deleted: Arc<Mutex<Vec<u32>>>,
+    /// What the kernel did to ports underneath the daemon, the last [`LINK_HISTORY`].
+    link_history: std::collections::VecDeque<crate::status::KernelLinkEvent>,
+    /// Ports unregistered because the kernel deleted their interface.
+    kernel_deleted_total: u64,
     /// Per worker: sockets handed over at run time, in total.
     handed: Vec<u64>,
     socket_path: PathBuf,
@@ -235,8 +249,6 @@ pub struct Daemon {
     /// Where workers and housekeeping run, and why.
     placement: topology::Plan,
     housekeeping: Option<topology::Housekeeping>,
-    /// Names of the flow records' ingress port ids (id n is the start-up port n - 1).
-    flow_ports: Vec<String>,
     /// Flow dumps holding a cursor.
     flow_cursors: crate::flows::dump::Cursors,
     /// Flow events sent to the `flows` group.
@@ -277,6 +289,7 @@ impl Daemon {
                 self.poll_links(host);
                 last_link = self.plane.turn.now;
             }
+            self.kernel_links(host);
             self.serve_control(host);
             self.serve_netlink(host);
             self.advance_waiting();
@@ -308,6 +321,9 @@ impl Daemon {
                 book.carrier(ifindex, up, now, wall);
             }
         }
+        drop(book);
+        self.poll_gone(host);
+        let mut book = lock(&self.plane.book);
         for b in &mut book.bonds {
             b.tick(now, wall);
         }

@@ -53,7 +53,8 @@ impl Daemon {
     fn port_links(&self) -> PortLinks {
         let devs = self.registry.devices();
         PortLinks(
-            self.flow_ports
+            self.plane
+                .flow_ports
                 .iter()
                 .map(|name| {
                     devs.id_of(name, DeviceKind::Port)

@@ -6,6 +6,7 @@ use std::{
 };
 
 use isopath_datapath::{
+    flow::Flush,
     params::BindMode,
     stats::LinkState,
     tap::Tap,
@@ -423,13 +424,33 @@ impl Teardown<DevData> for Plane {
         self.wait_workers();
     }
 
-    /// The sockets the workers gave back are closed (their frames come back after
-    /// [`UNREGISTER_GRACE`]); any of this port's a worker still holds is counted as late.
+    /// The port's flows are flushed (both directions: `Flush::Port` selects a flow by either
+    /// end's ingress), the sockets the workers gave back are closed (their frames come back
+    /// after [`UNREGISTER_GRACE`]); any of this port's a worker still holds is counted as late.
     fn detach(&mut self, _: DeviceId, dev: &mut Device<DevData>) {
         let DevData::Port(_) = &dev.data else {
             return;
         };
         let name = dev.name.as_str();
+        // Ports added at run time have no flow id (0): their flows carry none to select by.
+        if let Some(flow_id) = self
+            .flow_ports
+            .iter()
+            .position(|n| n == name)
+            .and_then(|i| u8::try_from(i + 1).ok())
+        {
+            let asked = self
+                .workers
+                .iter()
+                .filter(|w| w.handle.flush_flows(Flush::Port(flow_id)))
+                .count();
+            info!(
+                port = name,
+                flow_id,
+                workers = asked,
+                "flows of the port flushed"
+            );
+        }
         self.close_retired();
         let expected = dev.holds.len();
         let closed = self.closing.iter().filter(|c| c.port == name).count();

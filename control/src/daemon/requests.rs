@@ -202,7 +202,9 @@ impl Daemon {
                     .map(|w| w.handle.flow_reader())
                     .collect();
                 let words: Vec<&str> = words.iter().map(String::as_str).collect();
-                done(crate::flows::answer(&words, &readers, &self.flow_ports).map(Reply::Flow))
+                done(
+                    crate::flows::answer(&words, &readers, &self.plane.flow_ports).map(Reply::Flow),
+                )
             }
         }
     }

@@ -353,6 +353,8 @@ impl Daemon {
             closing: Vec::new(),
             quiesce: super::QuiesceStats::default(),
             promisc: super::promisc::Promisc::default(),
+            flow_ports: plan.ports.iter().map(|p| p.name.clone()).collect(),
+            forced: false,
         };
         let mut registry = DevRegistry::new();
         listeners::install(&mut registry);
@@ -409,7 +411,8 @@ impl Daemon {
         }
         let book = plane.book.clone();
         lock(&book).trace();
-        // Carrier events from the kernel, applied the moment they arrive.
+        // Carrier events from the kernel, applied the moment they arrive; deletions queued.
+        let kernel_deleted: Arc<Mutex<Vec<u32>>> = Arc::default();
         let rtnl = {
             let book = book.clone();
             let house = housekeeping.clone();
@@ -420,10 +423,16 @@ impl Daemon {
                     warn!("rtnetlink thread: {e}");
                 }
             };
+            let deleted = kernel_deleted.clone();
             match spawn_link_watcher(on_start, move |e| {
                 // The clock is read where the event arrives, once, and passed down.
                 let (now, wall) = (Instant::now(), SystemTime::now());
-                lock(&book).carrier(e.ifindex, e.up, now, wall)
+                // A deleted link is down first (the bond moves off it at once); the control
+                // loop unregisters its port on its next turn.
+                lock(&book).carrier(e.ifindex, e.up, now, wall);
+                if e.deleted {
+                    lock(&deleted).push(e.ifindex);
+                }
             }) {
                 Ok((_thread, stats)) => Some(stats),
                 Err(e) => {
@@ -438,6 +447,9 @@ impl Daemon {
             plane,
             rtnl,
             waiting: Vec::new(),
+            kernel_deleted,
+            link_history: std::collections::VecDeque::new(),
+            kernel_deleted_total: 0,
             handed: vec![0; plan.workers.len()],
             bind: BindSettings {
                 zero_copy: plan.zero_copy,
@@ -456,7 +468,6 @@ impl Daemon {
             bad_requests: 0,
             placement: plan.placement.clone(),
             housekeeping,
-            flow_ports: plan.ports.iter().map(|p| p.name.clone()).collect(),
             flow_cursors: crate::flows::dump::Cursors::default(),
             flow_events_sent: 0,
             flow_clocks: Vec::new(),

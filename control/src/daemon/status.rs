@@ -96,6 +96,8 @@ impl Daemon {
             tx_drop_loopback: devs
                 .get(self.registry.loopback())
                 .map_or(0, |lo| lo.life.tx_drop_loopback()),
+            kernel_deleted: self.kernel_deleted_total,
+            kernel_events: self.link_history.iter().cloned().collect(),
         }
     }
 

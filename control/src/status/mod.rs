@@ -99,6 +99,27 @@ pub struct LifecycleStatus {
     pub unregistering: Vec<UnregisteringDevice>,
     /// Frames sent to the loopback (which drops them).
     pub tx_drop_loopback: u64,
+    /// Ports whose interface the kernel deleted underneath the daemon (unregistered then).
+    #[serde(default)]
+    pub kernel_deleted: u64,
+    /// What the kernel did to ports, the last 16 (oldest first).
+    #[serde(default)]
+    pub kernel_events: Vec<KernelLinkEvent>,
+}
+
+/// Something the kernel did to a port's interface underneath the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelLinkEvent {
+    /// When (ns since the Unix epoch).
+    pub unix_ns: u64,
+    /// The port.
+    pub port: String,
+    /// Its interface index.
+    pub ifindex: u32,
+    /// `deleted`.
+    pub event: String,
+    /// What the daemon did.
+    pub detail: String,
 }
 
 /// A device on the todo list.

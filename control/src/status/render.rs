@@ -94,6 +94,13 @@ pub fn status(v: &Status) -> String {
         l.freed,
         l.tx_drop_loopback
     );
+    for e in &l.kernel_events {
+        let _ = writeln!(
+            o,
+            "    kernel: {} (index {}) {}: {}",
+            e.port, e.ifindex, e.event, e.detail
+        );
+    }
     for d in &l.unregistering {
         let _ = writeln!(
             o,
