@@ -23,6 +23,11 @@ pub trait Host {
         let _ = name;
         None
     }
+    /// The name of interface `ifindex` now (it may have been renamed), if it exists.
+    fn name_of(&self, ifindex: u32) -> Option<String> {
+        let _ = ifindex;
+        None
+    }
     /// The machine's topology. By default `cpus()` single-thread cores in one NUMA node.
     fn machine(&self) -> Machine {
         Machine::flat(self.cpus())
@@ -75,6 +80,18 @@ impl Host for LiveHost {
     fn carrier(&self, name: &str) -> Option<bool> {
         let s = std::fs::read_to_string(self.sysfs.join(name).join("carrier")).ok()?;
         Some(s.trim() == "1")
+    }
+
+    fn name_of(&self, ifindex: u32) -> Option<String> {
+        // One directory walk: only asked when a port's name stopped resolving.
+        std::fs::read_dir(&self.sysfs)
+            .ok()?
+            .filter_map(Result::ok)
+            .find(|e| {
+                std::fs::read_to_string(e.path().join("ifindex"))
+                    .is_ok_and(|s| s.trim().parse() == Ok(ifindex))
+            })
+            .map(|e| e.file_name().to_string_lossy().into_owned())
     }
 
     fn cpus(&self) -> usize {

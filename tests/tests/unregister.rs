@@ -380,3 +380,63 @@ fn a_port_whose_veth_is_deleted_is_unregistered_and_the_daemon_runs_on() {
     );
     assert_clean_stop(&d.stop());
 }
+
+#[test]
+fn a_renamed_port_stays_registered_and_goes_when_its_interface_is_deleted() {
+    if !require_privileges() {
+        return;
+    }
+    let lab = Lab::up("uren");
+    veth_pair(&lab, "x0", "x1");
+    let d = start(&lab);
+    let fds = sockets_settle(d.pid(), usize::MAX);
+    assert_eq!(d.request("port add x0")["ok"], true);
+    d.wait_for("x0 registered", Duration::from_secs(3), |s| {
+        ports(s).len() == 3
+    });
+    let queues = u(
+        isopath_tests::isopathd::port_of(&d.status(), "x0"),
+        "queues",
+    ) as usize;
+    // Renamed underneath (a veth must be down for it): recorded, not mistaken for a deletion.
+    for cmd in [
+        vec!["ip", "link", "set", "x0", "down"],
+        vec!["ip", "link", "set", "x0", "name", "x9"],
+        vec!["ip", "link", "set", "x9", "up"],
+    ] {
+        let out = lab.exec(lab.ns_app(), &cmd);
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let s = d.wait_for("the rename recorded", Duration::from_secs(3), |s| {
+        s["lifecycle"]["kernel_events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["event"] == "renamed"))
+    });
+    let e = &s["lifecycle"]["kernel_events"][0];
+    assert_eq!(e["port"], "x0", "{e}");
+    assert!(e["detail"].as_str().unwrap().contains("x9"), "{e}");
+    // Still a port a while later (the link poll runs every 10 ms).
+    std::thread::sleep(Duration::from_millis(300));
+    let s = d.status();
+    assert_eq!(ports(&s), ["up0", "m0", "x0"], "{:#}", s["lifecycle"]);
+    assert_eq!(u(&s, "lifecycle.kernel_deleted"), 0);
+    // Deleted under its new name: found by its index, unregistered.
+    let out = lab.exec(lab.ns_app(), ["ip", "link", "del", "x9"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = d.wait_for("x0 unregistered", Duration::from_secs(3), |s| {
+        u(s, "lifecycle.kernel_deleted") == 1 && ports(s).len() == 2
+    });
+    assert_eq!(u(&s, "lifecycle.quiesces"), 2, "{:#}", s["lifecycle"]);
+    assert!(queues >= 1);
+    assert_eq!(sockets_settle(d.pid(), fds), fds, "x0's sockets closed");
+    lab.ping_far();
+    assert_clean_stop(&d.stop());
+}

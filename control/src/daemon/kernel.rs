@@ -1,4 +1,5 @@
-//! What the kernel does to a port's interface underneath the daemon: deleted (`RTM_DELLINK`,
+//! What the kernel does to a port's interface underneath the daemon: renamed (recorded, the port
+//! keeps its name: see [`Daemon::poll_gone`]), or deleted (`RTM_DELLINK`,
 //! or a namespace move, which the old namespace sees as one), the port is unregistered as a
 //! batch of one, with nothing able to veto it (the interface is gone either way): it leaves its
 //! bond, its flows are flushed, its captures stop, its sockets close and their frames come back.
@@ -31,29 +32,64 @@ impl Daemon {
             let Some(name) = self.registry.devices().get(id).map(|d| d.name.clone()) else {
                 continue;
             };
-            // A stale event (the name is back on the same index) changes nothing.
-            if host.ifindex(&name) == Some(ifindex) {
+            // A stale event (the interface is still there) changes nothing.
+            if host.ifindex(&name) == Some(ifindex) || host.name_of(ifindex).is_some() {
                 continue;
             }
             self.port_gone(id, &name, ifindex);
         }
     }
 
-    /// Ports the link poll finds without their interface (the event may have been lost).
-    pub(super) fn poll_gone(&self, host: &dyn Host) {
-        let gone: Vec<u32> = self
+    /// Ports the link poll finds without their interface (the event may have been lost), and
+    /// those whose interface was renamed (CHANGENAME): a renamed port keeps its name here (its
+    /// sockets and the workers know it by that name), its carrier then comes from rtnetlink
+    /// events only (the sysfs poll reads by name), and the rename is recorded once.
+    pub(super) fn poll_gone(&mut self, host: &dyn Host) {
+        let lost: Vec<(DeviceId, String, u32)> = self
             .registry
             .devices()
             .of_kind(DeviceKind::Port)
-            .filter_map(|(_, d)| {
+            .filter(|(id, _)| !self.renamed.contains_key(id))
+            .filter_map(|(id, d)| {
                 let ifindex = d.ifindex?;
                 (host.carrier(&d.name).is_none() && host.ifindex(&d.name) != Some(ifindex))
-                    .then_some(ifindex)
+                    .then(|| (id, d.name.clone(), ifindex))
             })
             .collect();
-        if !gone.is_empty() {
-            lock(&self.kernel_deleted).extend(gone);
+        for (id, name, ifindex) in lost {
+            match host.name_of(ifindex) {
+                Some(new) => {
+                    warn!(
+                        port = %name,
+                        ifindex,
+                        new = %new,
+                        "the kernel renamed the port's interface: it keeps its name here"
+                    );
+                    self.renamed.insert(id, new.clone());
+                    self.record(
+                        &name,
+                        ifindex,
+                        "renamed",
+                        format!("now {new} in the kernel; the port keeps its name here, carrier from rtnetlink events only"),
+                    );
+                }
+                None => lock(&self.kernel_deleted).push(ifindex),
+            }
         }
+    }
+
+    /// Records what the kernel did to a port (the status keeps the last [`LINK_HISTORY`]).
+    fn record(&mut self, port: &str, ifindex: u32, event: &str, detail: String) {
+        if self.link_history.len() == LINK_HISTORY {
+            self.link_history.pop_front();
+        }
+        self.link_history.push_back(KernelLinkEvent {
+            unix_ns: self.plane.turn.wall_ns(),
+            port: port.to_owned(),
+            ifindex,
+            event: event.to_owned(),
+            detail,
+        });
     }
 
     /// Unregisters port `id` (interface `ifindex`, deleted by the kernel) as a batch of one,
@@ -73,15 +109,7 @@ impl Daemon {
             ifindex, "the kernel deleted the port's interface (RTM_DELLINK): {detail}"
         );
         self.kernel_deleted_total += 1;
-        if self.link_history.len() == LINK_HISTORY {
-            self.link_history.pop_front();
-        }
-        self.link_history.push_back(KernelLinkEvent {
-            unix_ns: self.plane.turn.wall_ns(),
-            port: name.to_owned(),
-            ifindex,
-            event: "deleted".to_owned(),
-            detail,
-        });
+        self.renamed.remove(&id);
+        self.record(name, ifindex, "deleted", detail);
     }
 }

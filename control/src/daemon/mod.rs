@@ -234,6 +234,8 @@ pub struct Daemon {
     link_history: std::collections::VecDeque<crate::status::KernelLinkEvent>,
     /// Ports unregistered because the kernel deleted their interface.
     kernel_deleted_total: u64,
+    /// Ports whose interface the kernel renamed: the kernel's name now.
+    renamed: std::collections::BTreeMap<crate::registry::DeviceId, String>,
     /// Per worker: sockets handed over at run time, in total.
     handed: Vec<u64>,
     socket_path: PathBuf,

@@ -450,6 +450,7 @@ impl Daemon {
             kernel_deleted,
             link_history: std::collections::VecDeque::new(),
             kernel_deleted_total: 0,
+            renamed: std::collections::BTreeMap::new(),
             handed: vec![0; plan.workers.len()],
             bind: BindSettings {
                 zero_copy: plan.zero_copy,
