@@ -256,11 +256,13 @@ impl Daemon {
     /// Unregisters ports while the daemon runs (`port del`), all or none, the way
     /// `unregister_netdevice_many` takes a batch ([`crate::registry::Registry::unregister_many`]):
     /// each leaves its bond (released, as `bond release` does) and its captures stop; its XDP
-    /// program is detached (no more frames reach its sockets) and the workers give its sockets
-    /// back ([`Plane`]'s [`Teardown::detach`]), and control closes them; once the kernel has
-    /// let go of their buffers (one grace period for the whole batch, [`UNREGISTER_GRACE`]) the
-    /// frames they held return to their worker's pool ([`Self::finish_unregister`]). A
-    /// cross-connected port cannot go: the cross-connect would point at nothing.
+    /// program is detached (no more frames reach its sockets) and the workers are told to give
+    /// its sockets back ([`Plane`]'s [`Teardown::close`]); the first quiesce waits until they
+    /// have; its flows are flushed and control closes the sockets ([`Teardown::detach`]); a
+    /// second quiesce for the batch. Once the kernel has let go of their buffers (one grace
+    /// period for the whole batch, [`UNREGISTER_GRACE`]) the frames they held return to their
+    /// worker's pool ([`Self::finish_unregister`]). A cross-connected port cannot go: the
+    /// cross-connect would point at nothing.
     pub(super) fn port_del(&mut self, names: &[&str]) -> Result<PortsRemoved, String> {
         // All or none: every name is checked (and the listeners asked) before anything goes.
         let mut ids = Vec::with_capacity(names.len());
