@@ -440,3 +440,57 @@ fn a_renamed_port_stays_registered_and_goes_when_its_interface_is_deleted() {
     lab.ping_far();
     assert_clean_stop(&d.stop());
 }
+
+#[test]
+fn an_mtu_the_frames_cannot_hold_takes_the_port_down_with_a_reason() {
+    if !require_privileges() {
+        return;
+    }
+    let lab = Lab::up("umtu");
+    let d = start(&lab);
+    lab.ping_far();
+    let mtu = |m: &str| {
+        let out = lab.exec(lab.ns_app(), ["ip", "link", "set", "m0", "mtu", m]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // 2048-byte frames hold 2048 - 256 (XDP headroom) - 18 = 1774 bytes of MTU.
+    mtu("3000");
+    let s = d.wait_for("m0 taken down", Duration::from_secs(3), |s| {
+        let p = isopath_tests::isopathd::port_of(s, "m0");
+        p["link"] == "down" && p["down_reason"].is_string()
+    });
+    let p = isopath_tests::isopathd::port_of(&s, "m0");
+    let why = p["down_reason"].as_str().unwrap();
+    assert!(why.contains("mtu 3000") && why.contains("1774"), "{why}");
+    let e = s["lifecycle"]["kernel_events"].as_array().unwrap();
+    assert!(
+        e.iter().any(|e| e["port"] == "m0" && e["event"] == "mtu"),
+        "{e:?}"
+    );
+    // Held down against the carrier poll and events: still down a while later.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        isopath_tests::isopathd::port_of(&d.status(), "m0")["link"],
+        "down"
+    );
+    // What the traffic side sends towards m0 is dropped as link down, not sent.
+    let out = lab.exec(
+        lab.ns_traffic(),
+        ["ping", "-c", "3", "-i", "0.2", "-W", "1", Lab::FAR_IP],
+    );
+    assert!(!out.status.success(), "no traffic through a port held down");
+    let p = isopath_tests::isopathd::port_of(&d.status(), "m0").clone();
+    assert!(u(&p, "drops.tx_drop_link_down") > 0, "{p:#}");
+    // An MTU that fits brings it back.
+    mtu("1500");
+    let s = d.wait_for("m0 back up", Duration::from_secs(3), |s| {
+        isopath_tests::isopathd::port_of(s, "m0")["link"] == "up"
+    });
+    assert!(isopath_tests::isopathd::port_of(&s, "m0")["down_reason"].is_null());
+    lab.ping_far();
+    assert_clean_stop(&d.stop());
+}

@@ -113,3 +113,61 @@ impl Daemon {
         self.record(name, ifindex, "deleted", detail);
     }
 }
+
+impl Daemon {
+    /// Reads the ports' MTUs again when the rtnetlink thread saw a link change (and every
+    /// [`super::MTU_POLL`] regardless): a changed MTU is recorded in the registry; one larger
+    /// than the frames hold ([`Daemon::max_mtu`]) takes the port down with that reason (its
+    /// carrier counts as down: a bond fails over, TX to it is dropped as `tx_drop_link_down`),
+    /// and one that fits again brings it back.
+    pub(super) fn kernel_mtus(&mut self) {
+        let now = self.plane.turn.now;
+        let event = self
+            .links_changed
+            .swap(false, std::sync::atomic::Ordering::Relaxed);
+        if !event && now.duration_since(self.mtu_read) < super::MTU_POLL {
+            return;
+        }
+        self.mtu_read = now;
+        let ports: Vec<(DeviceId, String, u32, Option<u32>)> = self
+            .registry
+            .devices()
+            .of_kind(DeviceKind::Port)
+            .filter(|(id, _)| !self.renamed.contains_key(id))
+            .filter_map(|(id, d)| Some((id, d.name.clone(), d.ifindex?, d.mtu)))
+            .collect();
+        for (id, name, ifindex, was) in ports {
+            let Some(mtu) = super::start::sysfs_mtu(&name) else {
+                continue;
+            };
+            if was != Some(mtu) {
+                let _ = self.registry.set_mtu(id, mtu, &mut self.plane);
+            }
+            let too_big = mtu > self.max_mtu;
+            let held = self.mtu_down.contains_key(&name);
+            let (now, wall) = (self.plane.turn.now, self.plane.turn.wall);
+            if too_big && !held {
+                let reason = format!(
+                    "mtu {mtu} is larger than the frames hold ({}): taken down",
+                    self.max_mtu
+                );
+                warn!(port = %name, ifindex, "{reason}");
+                let mut book = lock(&self.plane.book);
+                book.held_down.push(ifindex);
+                book.carrier(ifindex, false, now, wall);
+                drop(book);
+                self.mtu_down.insert(name.clone(), reason.clone());
+                self.record(&name, ifindex, "mtu", reason);
+            } else if !too_big && held {
+                let mut book = lock(&self.plane.book);
+                book.held_down.retain(|&i| i != ifindex);
+                drop(book);
+                // The carrier comes back with the next link poll (10 ms) or event.
+                self.mtu_down.remove(&name);
+                let detail = format!("mtu {mtu} fits the frames again: back up");
+                warn!(port = %name, ifindex, "{detail}");
+                self.record(&name, ifindex, "mtu", detail);
+            }
+        }
+    }
+}

@@ -73,6 +73,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 const TICK: Duration = Duration::from_millis(5);
 /// How often carrier is read from sysfs: the miimon safety net behind rtnetlink events.
 const LINK_POLL: Duration = Duration::from_millis(10);
+/// How often the ports' MTUs are read without an rtnetlink event saying something changed.
+const MTU_POLL: Duration = Duration::from_secs(1);
 /// How many kernel link events (a port's interface deleted) the status keeps.
 const LINK_HISTORY: usize = 16;
 
@@ -236,6 +238,15 @@ pub struct Daemon {
     kernel_deleted_total: u64,
     /// Ports whose interface the kernel renamed: the kernel's name now.
     renamed: std::collections::BTreeMap<crate::registry::DeviceId, String>,
+    /// Set by the rtnetlink thread on every link event: the MTUs are read again.
+    links_changed: Arc<AtomicBool>,
+    /// When the MTUs were last read (the safety net reads them every [`MTU_POLL`]).
+    mtu_read: Instant,
+    /// The largest MTU a frame holds (frame size less the kernel's XDP headroom, an Ethernet
+    /// header and one VLAN tag).
+    max_mtu: u32,
+    /// Ports held down because their MTU is larger than the frames hold: port → reason.
+    mtu_down: std::collections::BTreeMap<String, String>,
     /// Per worker: sockets handed over at run time, in total.
     handed: Vec<u64>,
     socket_path: PathBuf,
@@ -292,6 +303,7 @@ impl Daemon {
                 last_link = self.plane.turn.now;
             }
             self.kernel_links(host);
+            self.kernel_mtus();
             self.serve_control(host);
             self.serve_netlink(host);
             self.advance_waiting();

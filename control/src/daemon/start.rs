@@ -347,6 +347,7 @@ impl Daemon {
                 punts,
                 events_out: Vec::new(),
                 events_out_lost: 0,
+                held_down: Vec::new(),
             })),
             captures: Vec::new(),
             tracking,
@@ -413,6 +414,7 @@ impl Daemon {
         lock(&book).trace();
         // Carrier events from the kernel, applied the moment they arrive; deletions queued.
         let kernel_deleted: Arc<Mutex<Vec<u32>>> = Arc::default();
+        let links_changed: Arc<std::sync::atomic::AtomicBool> = Arc::default();
         let rtnl = {
             let book = book.clone();
             let house = housekeeping.clone();
@@ -424,6 +426,7 @@ impl Daemon {
                 }
             };
             let deleted = kernel_deleted.clone();
+            let changed = links_changed.clone();
             match spawn_link_watcher(on_start, move |e| {
                 // The clock is read where the event arrives, once, and passed down.
                 let (now, wall) = (Instant::now(), SystemTime::now());
@@ -433,6 +436,7 @@ impl Daemon {
                 if e.deleted {
                     lock(&deleted).push(e.ifindex);
                 }
+                changed.store(true, std::sync::atomic::Ordering::Relaxed);
             }) {
                 Ok((_thread, stats)) => Some(stats),
                 Err(e) => {
@@ -451,6 +455,11 @@ impl Daemon {
             link_history: std::collections::VecDeque::new(),
             kernel_deleted_total: 0,
             renamed: std::collections::BTreeMap::new(),
+            links_changed,
+            mtu_read: now,
+            // XDP_PACKET_HEADROOM (256) before the frame; Ethernet header and one 802.1Q tag.
+            max_mtu: plan.rings.frame_size.get().saturating_sub(256 + 14 + 4),
+            mtu_down: std::collections::BTreeMap::new(),
             handed: vec![0; plan.workers.len()],
             bind: BindSettings {
                 zero_copy: plan.zero_copy,

@@ -181,6 +181,7 @@ impl Daemon {
         PortStatus {
             name: name.to_owned(),
             link: Link::from_up(p.link.is_up()),
+            down_reason: self.mtu_down.get(name).cloned(),
             queues: p.xsk.len(),
             bind: p.modes.first().map(|m| m.to_string()),
             xdp_mode: p.prog.mode().map(|m| m.to_string()),

@@ -510,3 +510,21 @@ fn promiscuity_counts_the_operator_once_and_each_capture() {
         Err(RegistryError::NoDevice(_))
     ));
 }
+
+#[test]
+fn set_mtu_records_the_kernel_s_mtu_and_emits_change_only_when_it_changed() {
+    let mut r = reg();
+    r.listen(rec("a", never), 0);
+    let mut cx = Cx::default();
+    let p = r.register(port("p0", true), &mut cx).unwrap();
+    cx.steps.clear();
+    assert_eq!(r.set_mtu(p, 3000, &mut cx), Ok(true));
+    assert_eq!(r.devices().get(p).unwrap().mtu, Some(3000));
+    assert_eq!(
+        r.set_mtu(p, 3000, &mut cx),
+        Ok(false),
+        "unchanged: no event"
+    );
+    assert_eq!(cx.steps, ["a: Change(DeviceId(2))"]);
+    assert!(r.set_mtu(DeviceId(99), 1500, &mut cx).is_err());
+}

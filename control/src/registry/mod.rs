@@ -354,6 +354,22 @@ impl<D, C> Registry<D, C> {
         Ok(true)
     }
 
+    /// Records device `id`'s MTU (the kernel changed it); CHANGE if it changed. Returns whether
+    /// it did.
+    ///
+    /// # Errors
+    /// No such device, or a listener failed (the MTU is recorded).
+    pub fn set_mtu(&mut self, id: DeviceId, mtu: u32, cx: &mut C) -> Result<bool, RegistryError> {
+        let d = self.dev_mut(id)?;
+        if d.mtu == Some(mtu) {
+            return Ok(false);
+        }
+        d.mtu = Some(mtu);
+        self.emit(Event::Change(id), cx)
+            .map_err(RegistryError::Failed)?;
+        Ok(true)
+    }
+
     /// Records bond `bond`'s active member; ACTIVE if it changed. Returns whether it did.
     ///
     /// # Errors

@@ -169,6 +169,9 @@ pub struct PortStatus {
     pub name: String,
     /// Its link, as the workers see it.
     pub link: Link,
+    /// Why the daemon holds it down, if it does (an MTU the frames cannot hold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down_reason: Option<String>,
     /// AF_XDP sockets (one per RX queue).
     pub queues: usize,
     /// Bind mode of its sockets (`copy`, `zero-copy`).

@@ -243,6 +243,7 @@ mod tests {
         let port = |name: &str, rx: u64| PortStatus {
             name: name.into(),
             link: Link::Up,
+            down_reason: None,
             queues: 2,
             bind: Some("copy".into()),
             xdp_mode: None,

@@ -46,6 +46,9 @@ pub(super) struct LinkBook {
     pub(super) events_out: Vec<(String, crate::bond::Event)>,
     /// Events dropped from `events_out`.
     pub(super) events_out_lost: u64,
+    /// Ports (by ifindex) held down whatever their carrier says (an MTU the frames cannot
+    /// hold): carrier reports count as down for them.
+    pub(super) held_down: Vec<u32>,
 }
 
 /// Most bond events kept for the control loop between two of its turns.
@@ -55,6 +58,7 @@ impl LinkBook {
     /// A carrier report for `ifindex` (rtnetlink or miimon), at `now` (`wall` stamps the
     /// bond's events).
     pub(super) fn carrier(&mut self, ifindex: u32, up: bool, now: Instant, wall: SystemTime) {
+        let up = up && !self.held_down.contains(&ifindex);
         // The bond first: moving traffic off a dead member is what is urgent; the port's own
         // link flag (which makes the worker drop instead of send into it) comes next, and
         // logging only after both.

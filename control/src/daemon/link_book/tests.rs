@@ -48,6 +48,7 @@ fn book(opts: BondOptions, ups: &[bool], now: Instant) -> LinkBook {
     };
     let bond = Bond::new("bond0", members, opts, now, SystemTime::UNIX_EPOCH);
     LinkBook {
+        held_down: Vec::new(),
         links: ups
             .iter()
             .enumerate()
