@@ -308,7 +308,14 @@ fn a_port_whose_veth_is_deleted_is_unregistered_and_the_daemon_runs_on() {
 
     // The kernel deletes m0 (and its peer s0 in the far namespace) underneath the daemon.
     let t = Instant::now();
+    let wall0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
     let out = lab.exec(lab.ns_app(), ["ip", "link", "del", "m0"]);
+    // `ip link del` returns once the kernel has freed the device (netdev_wait_allrefs): after
+    // the daemon let go of it, so this includes the daemon's part.
+    let del_took = t.elapsed();
     assert!(
         out.status.success(),
         "{}",
@@ -318,9 +325,12 @@ fn a_port_whose_veth_is_deleted_is_unregistered_and_the_daemon_runs_on() {
         u(s, "lifecycle.kernel_deleted") == 1 && !ports(s).iter().any(|p| p == "m0")
     });
     let took = t.elapsed();
-    eprintln!("m0 unregistered {took:?} after ip link del");
     let l = &s["lifecycle"];
     let e = &l["kernel_events"][0];
+    let seen_ms = (u(e, "unix_ns").saturating_sub(wall0)) as f64 / 1e6;
+    eprintln!(
+        "m0 unregistered by the daemon {seen_ms:.1} ms after ip link del began; ip link del took {del_took:?}; seen in status after {took:?}"
+    );
     assert_eq!(
         (e["port"].as_str(), e["event"].as_str()),
         (Some("m0"), Some("deleted")),
