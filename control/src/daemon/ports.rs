@@ -419,8 +419,9 @@ impl Teardown<DevData> for Plane {
         }
     }
 
-    /// Every worker passes a grace point: after the first of a batch no worker holds a slot of
-    /// the batch's ports (they applied the Detach right after it), after the second none still
+    /// Every worker runs a whole loop (two grace points, `grace.rs`): after the first quiesce
+    /// of a batch no worker holds a slot of the batch's ports (that loop applied the Detach
+    /// queued before it), after the second none still
     /// acts on what the UNREGISTER listeners changed (flows flushed, bond members released).
     fn quiesce(&mut self, _: &[DeviceId]) {
         self.wait_workers();

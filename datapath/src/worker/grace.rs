@@ -3,9 +3,12 @@
 //!
 //! A worker passes a grace point at the start of every loop, before it applies control's
 //! commands: one store of its loop sequence. Between two loops it holds nothing it looked up
-//! (no slot index, no burst), so a worker whose sequence has moved past the value control read
-//! has finished the loop it was in and applied every command queued before the read. A worker
-//! that is not looping (not started yet, stopped, or asleep) is quiescent without being
+//! (no slot index, no burst). Control reads the sequence `S` after queueing its commands and
+//! waits for **two** more: the loop that stored `S + 1` started after the read, so it applied
+//! every command queued before it, and `S + 2` says that loop is over. One is not enough: the
+//! worker may store `S + 1` just as control reads `S`, and apply the commands a moment after
+//! control has seen `S + 1` (the unit test with a running worker caught exactly that). A
+//! worker that is not looping (not started yet, stopped, or asleep) is quiescent without being
 //! woken: it has applied nothing stale and applies the commands first when it loops again.
 //!
 //! # Memory order
@@ -62,9 +65,10 @@ impl Grace {
         }
     }
 
-    /// Whether the worker has passed a grace point since `t` was read, or is not looping.
+    /// Whether the worker has run a whole loop since `t` was read (passed two grace points),
+    /// or is not looping.
     pub fn passed(&self, t: GraceTicket) -> bool {
-        self.idle.load(Ordering::SeqCst) || self.seq.load(Ordering::SeqCst) != t.seq
+        self.idle.load(Ordering::SeqCst) || self.seq.load(Ordering::SeqCst).wrapping_sub(t.seq) >= 2
     }
 
     /// Grace points passed (loops started).
@@ -84,6 +88,11 @@ mod tests {
         let t = g.ticket();
         assert!(!g.passed(t), "nothing has happened since the ticket");
         g.pass();
+        assert!(
+            !g.passed(t),
+            "one grace point may be the start of a loop that checked the commands too early"
+        );
+        g.pass();
         assert!(g.passed(t));
         let t = g.ticket();
         assert!(!g.passed(t));
@@ -91,6 +100,6 @@ mod tests {
         assert!(g.passed(t), "an idle worker is quiescent without passing");
         g.set_idle(false);
         assert!(!g.passed(t), "looping again: it has to pass one");
-        assert_eq!(g.count(), 1);
+        assert_eq!(g.count(), 2);
     }
 }

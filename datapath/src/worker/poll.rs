@@ -162,8 +162,8 @@ impl<R: Rings> Worker<R> {
     #[inline(never)]
     pub fn poll_once(&mut self) -> usize {
         // The grace point: nothing of the previous loop is held here. Commands come right
-        // after it, so once control sees it passed, every command queued before is applied
-        // (a detached port's slots are gone) — see `grace.rs`.
+        // after it, so once control sees two more than it read, every command queued before
+        // is applied (a detached port's slots are gone) — see `grace.rs`.
         self.grace.pass();
         if !self.cmds.is_empty() || !self.attach.is_empty() {
             self.apply_commands();
