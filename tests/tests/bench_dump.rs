@@ -1,7 +1,8 @@
 //! `isopath-bench dump` (issue 16's flow-dump benchmark) is exact: it fills isopathd's flow
 //! table with real flows through the datapath, and its client gets every flow of the table
-//! exactly once, each generated 5-tuple once; the conntrack half loads as many kernel entries
-//! and `conntrack -L` shows them; the root namespace's `nf_conntrack_max` is as before.
+//! exactly once, each generated 5-tuple once, also while a stream is forwarded; the conntrack
+//! half loads as many kernel entries and `conntrack -L` shows them; the root namespace's
+//! `nf_conntrack_max` is as before.
 //! Correctness only: the run's timings are the benchmark's business, never asserted here.
 
 use isopath_tests::{bin, json_out, lab_script, netns_list, require_privileges};
@@ -61,6 +62,13 @@ fn the_dump_benchmark_gets_every_flow_exactly_once() {
         assert!(d.as_u64().unwrap() >= in_table, "every dump whole: {r}");
     }
     assert_eq!(iso["interrupted"], false, "{r}");
+    // The dumps made while a stream was forwarded: each whole, none with a duplicate.
+    let during = iso["stream"]["with_dump"]["dumps"].as_array().unwrap();
+    assert!(!during.is_empty(), "{r}");
+    for d in during {
+        assert!(d["distinct"].as_u64().unwrap() >= in_table, "{r}");
+        assert_eq!(d["duplicates"].as_u64(), Some(0), "{r}");
+    }
     assert_eq!(iso["table"]["evicted"].as_u64(), Some(0), "{r}");
     assert!(r["text_secs"].as_f64().is_some(), "the text dump ran: {r}");
     let ct = &r["conntrack"];
