@@ -30,6 +30,7 @@ ISOPATH_PKGS=(
     "tcpdump:/usr/bin/tcpdump"           # captures read back with tcpdump -r; far-side captures
     "util-linux:/usr/bin/setpriv"        # taskset, and setpriv for the least-privilege tests
     "nftables:/usr/sbin/nft"             # sinks and induced loss in the lab
+    "conntrack:/usr/sbin/conntrack"      # bench dump: conntrack -L, the kernel peer to beat
     "systemd:/usr/bin/systemd-analyze"   # service tests: `systemd-analyze verify` of the unit
     "passwd:/usr/sbin/useradd"           # service tests: install.sh adds its user (useradd --prefix)
     "procps:/usr/bin/pgrep"              # tests: kill, ps, pgrep

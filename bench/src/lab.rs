@@ -279,6 +279,11 @@ impl Proc {
         }
     }
 
+    /// The child's process id (the program's: `ip netns exec` execs in place).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub(crate) fn progress(&self) -> Progress {
         self.stderr.lock().expect("stderr lock").1.clone()
     }

@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 mod bpf;
+mod dump;
 mod failover;
 mod hist;
 mod lab;
@@ -93,6 +94,10 @@ enum Command {
     /// forwards without loss: `--rates 100k,max`), every frame numbered and timed at the far
     /// side (AF_XDP on s0 and s1). Builds its own lab; writes report.json, summary.md, SVG.
     Failover(failover::FailoverCmd),
+    /// Issue 16's flow-dump benchmark: fills isopath's flow table with --flows real flows,
+    /// dumps them over the netlink-format socket (binary and `isopath flow show`), and times
+    /// `conntrack -L` over as many kernel entries. Builds its own lab; prints one JSON object.
+    Dump(dump::DumpArgs),
     /// Renders a stored report.json as the Markdown summary (and plots with --out).
     Report(run::ReportArgs),
 }
@@ -221,6 +226,7 @@ fn main() -> ExitCode {
         Command::Compare(a) => run::compare(a),
         Command::Rfc2544(a) => run::rfc2544(a),
         Command::Failover(a) => failover::main(a),
+        Command::Dump(a) => dump::run(a),
         Command::Report(a) => run::render(a),
     };
     match result {

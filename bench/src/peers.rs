@@ -197,19 +197,7 @@ pub(crate) fn start_with<'l>(
                 ),
                 _ => "",
             };
-            let cfg = format!(
-                "[daemon]\ncontrol_socket = \"{}\"\n[workers]\ncores = [1]\n[[port]]\nname = \"up0\"\n{rest}",
-                sock.display()
-            );
-            let path = work.join(format!("isopath-{}.toml", peer.name()));
-            std::fs::write(&path, cfg)?;
-            let d = sibling_bin("isopathd")?.display().to_string();
-            let mut p = lab.spawn(
-                "app",
-                "isopathd",
-                &[d, "-c".into(), path.display().to_string(), "--force".into()],
-            )?;
-            p.wait_ready(Duration::from_secs(15), Some(" ready "))?;
+            let p = spawn_isopathd(lab, &sock, work, peer.name(), rest)?;
             if peer == Peer::IsopathBond {
                 wait_active(&sock, "m0")?;
             }
@@ -387,6 +375,54 @@ pub(crate) fn start_with<'l>(
     Ok(r)
 }
 
+/// Starts isopathd in the appliance namespace, worker on core 1, with `rest` after its
+/// `[daemon]`, `[workers]` and up0 `[[port]]` sections; waits for its ready line.
+fn spawn_isopathd(
+    lab: &Lab,
+    sock: &std::path::Path,
+    work: &std::path::Path,
+    name: &str,
+    rest: &str,
+) -> Result<Proc> {
+    let cfg = format!(
+        "[daemon]\ncontrol_socket = \"{}\"\n[workers]\ncores = [1]\n[[port]]\nname = \"up0\"\n{rest}",
+        sock.display()
+    );
+    let path = work.join(format!("isopath-{name}.toml"));
+    std::fs::write(&path, cfg)?;
+    let d = sibling_bin("isopathd")?.display().to_string();
+    let mut p = lab.spawn(
+        "app",
+        "isopathd",
+        &[d, "-c".into(), path.display().to_string(), "--force".into()],
+    )?;
+    p.wait_ready(Duration::from_secs(30), Some(" ready "))?;
+    Ok(p)
+}
+
+/// The `isopath` peer (L2 cross-connect up0 <-> m0, flow tracking on) with these `[flows]`
+/// settings (TOML lines), for the dump benchmark.
+pub(crate) fn start_isopath_flows<'l>(
+    lab: &'l Lab,
+    work: &std::path::Path,
+    flows_toml: &str,
+) -> Result<Running<'l>> {
+    let sock = PathBuf::from(format!("/run/isopath/bench-{}.sock", lab.prefix));
+    let rest = format!(
+        "[[port]]\nname = \"m0\"\n[[cross_connect]]\na = \"up0\"\nb = \"m0\"\n[flows]\n{flows_toml}"
+    );
+    let p = spawn_isopathd(lab, &sock, work, "isopath-dump", &rest)?;
+    Ok(Running {
+        peer: Peer::Isopath,
+        lab,
+        both_ways: false,
+        proc: Some(p),
+        socket: Some(sock),
+        work: work.to_path_buf(),
+        redirect: None,
+    })
+}
+
 /// Kernel peers: frames XDP_TX'd into t0 reach up0 only if up0 runs NAPI (GRO on, pitfall 6),
 /// and veth runs the receive work on the sender's core: RPS moves it to core 1. Both ways, m0
 /// receives the reverse source's frames and needs the same.
@@ -505,6 +541,16 @@ fn wait_active(socket: &std::path::Path, member: &str) -> Result<()> {
 }
 
 impl Running<'_> {
+    /// The peer's main process id (isopathd's for the isopath peers).
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().map(Proc::pid)
+    }
+
+    /// The isopath peers' control socket.
+    pub(crate) fn socket(&self) -> Option<&std::path::Path> {
+        self.socket.as_deref()
+    }
+
     /// The peer's own count of frames, with the time it was read (for the drop peers whose
     /// arrivals are not seen on s0): `(frames, seconds)`.
     pub(crate) fn own_count(&self) -> Result<Option<(u64, f64)>> {

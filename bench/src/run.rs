@@ -242,7 +242,7 @@ fn lab_for(c: &Common) -> Result<Lab> {
 
 /// A direction through the lab.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Dir {
+pub(crate) enum Dir {
     /// t0 → up0 → peer → m0 (or the bond's active member) → s0 (or s1).
     Forward,
     /// s0 → m0 → peer → up0 → t0 (`--both-ways`).
@@ -273,14 +273,14 @@ impl Dir {
     clippy::too_many_arguments,
     reason = "one source of a run: each argument is a distinct knob"
 )]
-fn start_gen(
+pub(crate) fn start_gen(
     lab: &Lab,
     dir: Dir,
     peer: Peer,
     size: &str,
     rate: u64,
     secs: f64,
-    flows: u16,
+    flows: u32,
     extra: &[String],
 ) -> Result<Proc> {
     let bench = sibling_bin("isopath-bench")?.display().to_string();
@@ -336,7 +336,7 @@ fn start_gens(
 ) -> Result<Vec<Proc>> {
     Dir::of(c.both_ways)
         .iter()
-        .map(|&dir| start_gen(lab, dir, peer, size, rate, secs, c.flows, extra))
+        .map(|&dir| start_gen(lab, dir, peer, size, rate, secs, c.flows.into(), extra))
         .collect()
 }
 

@@ -98,9 +98,10 @@ pub(crate) struct GenArgs {
     #[arg(long, default_value = "64")]
     pub(crate) size: FrameSize,
     /// Number of flows: distinct UDP 5-tuples, frame n in flow n % flows (ports: see --sport,
-    /// --dport).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
-    pub(crate) flows: u16,
+    /// --dport; the xsk source takes up to 65535, the live source as many as the destination
+    /// ports hold: dport + (flows - 1) / 4096 <= 65535).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) flows: u32,
     /// Target rate in frames per second (k/M suffixes); 0 = unlimited.
     #[arg(long, default_value = "0", value_parser = parse_rate)]
     pub(crate) rate: u64,
@@ -147,10 +148,12 @@ pub(crate) fn run(a: &GenArgs) -> Result<()> {
                 Some(p) => crate::pcap::read(p)?,
                 None => Vec::new(),
             };
+            let flows = u16::try_from(a.flows)
+                .map_err(|_| anyhow::anyhow!("--source xsk takes at most 65535 flows"))?;
             let g = XskGen {
                 spec,
                 size: a.size,
-                flows: a.flows,
+                flows,
                 rate_pps: a.rate,
                 replay,
             };
@@ -186,6 +189,14 @@ fn live(
         // is one call of `count` iterations: paced, it would send almost none of them.
         bail!("--count sends one back-to-back burst: it cannot be paced with --rate");
     }
+    let last_dport = u32::from(spec.dport_base) + (a.flows - 1) / u32::from(crate::wire::PORT_SPAN);
+    if last_dport > u32::from(u16::MAX) {
+        bail!(
+            "{} flows from destination port {} need ports up to {last_dport}",
+            a.flows,
+            spec.dport_base
+        );
+    }
     crate::bpf::pin(a.core)?;
     let template = spec.build(
         size,
@@ -202,7 +213,7 @@ fn live(
         payload_off: o.probe as u32,
         csum_off: o.csum as u32,
         sport_off: o.sport as u32,
-        flows: u32::from(a.flows),
+        flows: a.flows,
         sport_base: u32::from(spec.sport_base),
         dport_base: u32::from(spec.dport_base),
         mirror: u32::from(spec.mirror),
