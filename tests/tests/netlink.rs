@@ -519,30 +519,19 @@ fn flows_are_dumped_filtered_watched_and_removed_over_the_netlink_socket() {
         "[flows]\ncapacity = 65536\nevent_ring = 65536\n",
     );
     let nl = PathBuf::from(format!("{}.nl", socket_path(&lab).display()));
-    let mut watcher = NlClient::connect(&nl).unwrap();
-    watcher
-        .request(
-            &Request::SetConn(ConnSet {
-                strict: None,
-                dump_buf: None,
-                join: Some(Group::Flows.mask()),
-                leave: None,
-            }),
-            false,
-        )
-        .unwrap();
-    let mut sleeper = NlClient::connect(&nl).unwrap();
-    sleeper
-        .request(
-            &Request::SetConn(ConnSet {
-                strict: None,
-                dump_buf: None,
-                join: Some(Group::Flows.mask()),
-                leave: None,
-            }),
-            false,
-        )
-        .unwrap();
+    let flows_subscriber = || {
+        let mut c = NlClient::connect(&nl).unwrap();
+        let join = ConnSet {
+            strict: None,
+            dump_buf: None,
+            join: Some(Group::Flows.mask()),
+            leave: None,
+        };
+        c.request(&Request::SetConn(join), false).unwrap();
+        c
+    };
+    let mut watcher = flows_subscriber();
+    let mut sleeper = flows_subscriber();
 
     const N: u32 = 6000;
     // The watcher reads while the flows are made: each new flow once, as it came, in time

@@ -220,18 +220,8 @@ fn a_flow_alive_for_the_whole_dump_appears_once_while_a_fifth_of_the_table_churn
             next_short += 1;
             created += 1;
         }
-        let gone = Spec {
-            sport: 7,
-            ..udp(100_000 + removed)
-        };
-        let k = packet(&gone, false, 0).key;
-        removed += t.flush(&Flush::Tuple(k), 0, 1 << 20, S).removed;
-        for _ in 0..4 {
-            let gone = Spec {
-                sport: 7,
-                ..udp(100_000 + removed)
-            };
-            let k = packet(&gone, false, 0).key;
+        for _ in 0..5 {
+            let k = packet(&short(removed), false, 0).key;
             removed += t.flush(&Flush::Tuple(k), 0, 1 << 20, S).removed;
         }
     }
