@@ -63,16 +63,13 @@ fn name_of(ifname: &[u8; 16]) -> &[u8] {
 impl<R: Rings> Worker<R> {
     #[cold]
     pub(super) fn apply_commands(&mut self) {
-        // New sockets first: a command queued after a hand-over may name the new port.
-        while self.slots.len() < self.slots.capacity()
-            && let Some(mut slot) = self.attach.pop()
-        {
-            // Stock the fill ring before the first poll, so the port's first frames find room.
-            self.rings.refill(&mut slot.q, usize::MAX);
-            self.slots.push(slot);
-            self.counters.queues_attached.add(1);
-        }
+        self.take_attached();
         while let Some(cmd) = self.cmds.pop() {
+            // A command queued after a hand-over may name the new port, and the hand-over may
+            // have been queued after the pass above looked: having popped the command, every
+            // hand-over queued before it is visible now (the pop pairs with the push), so take
+            // them before applying it.
+            self.take_attached();
             match cmd {
                 WorkerCmd::SetMember {
                     bond,
@@ -91,6 +88,18 @@ impl<R: Rings> Worker<R> {
                     }
                 }
             }
+        }
+    }
+
+    /// Takes the sockets handed over (new ports), while slots remain.
+    fn take_attached(&mut self) {
+        while self.slots.len() < self.slots.capacity()
+            && let Some(mut slot) = self.attach.pop()
+        {
+            // Stock the fill ring before the first poll, so the port's first frames find room.
+            self.rings.refill(&mut slot.q, usize::MAX);
+            self.slots.push(slot);
+            self.counters.queues_attached.add(1);
         }
     }
 
