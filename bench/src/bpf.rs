@@ -126,6 +126,33 @@ pub(crate) fn open() -> Result<Object> {
         .context("loading bench.bpf.o (needs CAP_BPF and CAP_NET_ADMIN)")
 }
 
+/// Whether this kernel runs XDP live frames from this process: one `BPF_PROG_RUN` of the
+/// XDP_DROP program in live mode on `ifindex` (it sends nothing). `Err` carries the kernel's
+/// refusal (seen: EPERM from a 6.18 kernel in a VM whose bounding set lacks CAP_SYS_RESOURCE,
+/// where loading and attaching programs still works).
+pub(crate) fn probe_live(ifindex: u32) -> Result<()> {
+    let object = open()?;
+    let prog = object
+        .progs_mut()
+        .find(|p| p.name() == OsStr::new("bench_drop"))
+        .expect("bench.bpf.c defines bench_drop");
+    let template = [0u8; 64];
+    let mut ctx = Vec::with_capacity(24);
+    for v in [0, template.len() as u32, 0, ifindex, 0, 0] {
+        ctx.extend_from_slice(&v.to_ne_bytes());
+    }
+    let input = ProgramInput {
+        data_in: Some(&template),
+        context_in: Some(&mut ctx),
+        flags: BPF_F_TEST_XDP_LIVE_FRAMES,
+        repeat: 1,
+        ..ProgramInput::default()
+    };
+    prog.test_run(input)
+        .map(|_| ())
+        .context("BPF_PROG_RUN (live frames)")
+}
+
 /// The live-frames source, loaded.
 pub(crate) struct LiveGen {
     object: Object,

@@ -464,7 +464,7 @@ pub(crate) fn compare(a: &CompareArgs) -> Result<()> {
     let mut report = new_report(
         "compare",
         json!({"peers": a.peers.iter().map(|p| p.name()).collect::<Vec<_>>(), "rounds": a.rounds, "secs": a.secs.as_secs_f64(),
-               "warmup_secs": c.warmup.as_secs_f64(), "size": a.size, "flows": c.flows, "rate_pps": a.rate, "source": "live",
+               "warmup_secs": c.warmup.as_secs_f64(), "size": a.size, "flows": c.flows, "rate_pps": a.rate, "source": "auto",
                "both_ways": c.both_ways, "directions": dirs.iter().map(|d| d.name()).collect::<Vec<_>>(),
                "source_core": 0, "forwarder_core": 1, "lab": lab.prefix}),
     );
@@ -715,7 +715,7 @@ pub(crate) fn rfc2544(a: &Rfc2544Args) -> Result<()> {
         json!({"peers": a.peers.iter().map(|p| p.name()).collect::<Vec<_>>(), "sizes": a.sizes, "trial_secs": a.trial_secs.as_secs_f64(),
                "loss_tolerance": a.loss_tolerance, "max_rate_pps": a.max_rate, "resolution_pps": a.resolution, "max_trials": a.max_trials,
                "latency_fraction": a.latency_fraction, "latency_secs": a.latency_secs.as_secs_f64(), "b2b_max": a.b2b_max,
-               "flows": c.flows, "ipv6": a.ipv6, "vlan": a.vlan, "source": "live", "both_ways": c.both_ways,
+               "flows": c.flows, "ipv6": a.ipv6, "vlan": a.vlan, "source": "auto", "both_ways": c.both_ways,
                "rates": if c.both_ways { "per direction; trials sum both directions' frames" } else { "one way" },
                "counted_at": if c.both_ways { "s0+s1 and t0 rx_packets (throughput), AF_XDP receiver on s0 (latency, t0->far)" }
                              else { "s0+s1 rx_packets (throughput), AF_XDP receiver on s0 (latency)" }, "lab": lab.prefix}),

@@ -27,6 +27,10 @@ use crate::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Source {
+    /// Live frames where the kernel runs them from this process, else the AF_XDP socket (and
+    /// the AF_XDP socket for IMIX and pcap replay, which only it sends); the report's
+    /// `source` says which ran, and `fallback` why when live frames were refused.
+    Auto,
     /// BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES (~2M frames per call), XDP_TX.
     Live,
     /// An AF_XDP socket (copy mode on veth).
@@ -92,7 +96,7 @@ pub(crate) struct GenArgs {
     /// Interface to transmit on.
     #[arg(long)]
     pub(crate) iface: String,
-    #[arg(long, value_enum, default_value_t = Source::Live)]
+    #[arg(long, value_enum, default_value_t = Source::Auto)]
     pub(crate) source: Source,
     /// Frame size on the wire with FCS (64..=1518), or `imix` (xsk source only).
     #[arg(long, default_value = "64")]
@@ -114,8 +118,8 @@ pub(crate) struct GenArgs {
     /// Core to pin to.
     #[arg(long)]
     pub(crate) core: Option<usize>,
-    /// Live source: send one back-to-back burst of exactly this many frames (at the source's
-    /// full speed; not with --rate) and stop; --secs still bounds the run.
+    /// Send one back-to-back burst of exactly this many frames (at the source's full speed;
+    /// the live source takes no --rate with it) and stop; --secs still bounds the run.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) count: Option<u32>,
     /// Replay the frames of this pcap file instead of generating probes (xsk source).
@@ -142,24 +146,51 @@ pub(crate) fn parse_rate(s: &str) -> Result<u64, String> {
 pub(crate) fn run(a: &GenArgs) -> Result<()> {
     let stop = crate::bpf::stop_flag()?;
     let spec = a.headers.spec();
-    let out = match a.source {
+    let mut fallback = None;
+    let source = match a.source {
+        Source::Auto if a.pcap.is_some() || a.size == FrameSize::Imix => Source::Xsk,
+        Source::Auto => {
+            let ifindex = if_index(&a.iface).with_context(|| format!("interface {}", a.iface))?;
+            match crate::bpf::probe_live(ifindex) {
+                Ok(()) => Source::Live,
+                Err(e) => {
+                    let why = format!("{e:#}");
+                    eprintln!(
+                        "gen: the kernel refuses XDP live frames ({why}); sending from an AF_XDP \
+                         socket instead"
+                    );
+                    fallback = Some(why);
+                    Source::Xsk
+                }
+            }
+        }
+        s => s,
+    };
+    let mut out = match source {
         Source::Xsk => {
             let replay = match &a.pcap {
                 Some(p) => crate::pcap::read(p)?,
                 None => Vec::new(),
             };
-            let flows = u16::try_from(a.flows)
-                .map_err(|_| anyhow::anyhow!("--source xsk takes at most 65535 flows"))?;
+            let flows = u16::try_from(a.flows).map_err(|_| match &fallback {
+                Some(why) => anyhow::anyhow!(
+                    "{} flows need the live source, which the kernel refuses here ({why}); the \
+                     AF_XDP source takes at most 65535",
+                    a.flows
+                ),
+                None => anyhow::anyhow!("--source xsk takes at most 65535 flows"),
+            })?;
             let g = XskGen {
                 spec,
                 size: a.size,
                 flows,
                 rate_pps: a.rate,
                 replay,
+                count: a.count.map(u64::from),
             };
             xsk::send(&a.iface, &g, a.secs, a.core, &stop)?
         }
-        Source::Live => {
+        Source::Live | Source::Auto => {
             if a.pcap.is_some() {
                 bail!("--pcap needs --source xsk");
             }
@@ -169,6 +200,9 @@ pub(crate) fn run(a: &GenArgs) -> Result<()> {
             live(a, &spec, size, &stop)?
         }
     };
+    if let Some(why) = fallback {
+        out["fallback"] = json!(why);
+    }
     crate::print_json(&out)
 }
 

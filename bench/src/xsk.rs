@@ -378,6 +378,8 @@ pub(crate) struct XskGen {
     pub(crate) rate_pps: u64,
     /// Frames to replay instead of generated probes (from a pcap file).
     pub(crate) replay: Vec<Vec<u8>>,
+    /// Send exactly this many frames and stop (unpaced: a back-to-back burst).
+    pub(crate) count: Option<u64>,
 }
 
 /// The AF_XDP source: frames written into UMEM frames and queued on TX, paced by a token bucket
@@ -395,6 +397,7 @@ pub(crate) fn send(
     let mut umem = XskUmem::new(params, nq * (RING + RING))?;
     let mut port = Port::open(&mut umem, ifname, false)?;
     port.queues.truncate(1);
+    eprintln!("ready");
     // Templates (flow 0, seq 0, ts 0) per frame size, stamped per frame.
     let sizes: Vec<usize> = match g.size {
         FrameSize::Fixed(s) => vec![s],
@@ -439,10 +442,13 @@ pub(crate) fn send(
         let want = if g.rate_pps == 0 {
             burst
         } else {
-            let allowed =
-                (tick.start.elapsed().as_nanos() as u64).saturating_mul(g.rate_pps) / 1_000_000_000;
+            // Frames due by now, never more than by the deadline (a source descheduled
+            // across the deadline must not catch up past it).
+            let t_ns = tick.start.elapsed().min(secs).as_nanos() as u64;
+            let allowed = t_ns.saturating_mul(g.rate_pps) / 1_000_000_000;
             allowed.saturating_sub(sent).min(burst)
         };
+        let want = g.count.map_or(want, |c| want.min(c - sent));
         if want > 0 {
             let now = monotonic_ns() as u32;
             let base = sent;
@@ -486,6 +492,21 @@ pub(crate) fn send(
         }
         umem.kick_tx(q);
         umem.reap(q, &mut scratch);
+        if g.count.is_some_and(|c| sent >= c) {
+            break;
+        }
+        if want == 0 && g.rate_pps > 0 {
+            // Paced and nothing due: sleep until the next frame is (at most 1 ms). Spinning
+            // here starves what shares the core: on veth the receiving side's NAPI runs on
+            // the sender's core, and a spinning source left it too little time (frames
+            // dropped at the peer's ring when two sources shared core 0).
+            let due_ns = (sent + 1).saturating_mul(1_000_000_000) / g.rate_pps;
+            let now_ns = tick.start.elapsed().as_nanos() as u64;
+            let wait = Duration::from_nanos(due_ns.saturating_sub(now_ns).min(1_000_000));
+            if !wait.is_zero() {
+                std::thread::sleep(wait);
+            }
+        }
         if let Some(now) = tick.due() {
             progress(&json!({"t": tick.secs(now), "sent": sent, "pps": sent - last}));
             last = sent;
