@@ -37,6 +37,8 @@ ISOPATH_PKGS=(
     "libhwloc-dev:/usr/include/hwloc.h"  # hwlocality (control): the machine's topology for worker placement
     "libudev-dev:/usr/include/libudev.h" # hwlocality links hwloc, which links libudev
     "tshark:/usr/bin/tshark"             # tests: the mixed-traffic pcap fixture is read by tshark too, and both readings must agree
+    "prometheus:/usr/bin/promtool"       # tests: a real Prometheus scrapes the metrics endpoint; promtool checks the page
+    "curl:/usr/bin/curl"                 # tests: fetch the metrics page and query Prometheus's HTTP API inside a lab namespace
 )
 # Only for the side-by-side measurement against DPDK (bench), not for tests.
 ISOPATH_PEER_PKGS=(

@@ -44,6 +44,40 @@ pub struct Config {
     /// How frames are understood on the way through.
     #[serde(default)]
     pub flows: FlowsConfig,
+    /// The Prometheus endpoint (no section: off).
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// `[metrics]`: the Prometheus endpoint, `http://LISTEN/metrics`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `IP:PORT` to listen on (default `127.0.0.1:9469`).
+    #[serde(default = "default_metrics_listen")]
+    pub listen: String,
+}
+
+fn default_metrics_listen() -> String {
+    "127.0.0.1:9469".to_owned()
+}
+
+impl MetricsConfig {
+    /// The address to listen on.
+    ///
+    /// # Errors
+    /// `metrics.listen` is not `IP:PORT`.
+    pub fn addr(&self) -> Result<std::net::SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|_| {
+            field(
+                "metrics.listen",
+                format!(
+                    "{:?}: expected IP:PORT (e.g. \"127.0.0.1:9469\", \"[::1]:9469\")",
+                    self.listen
+                ),
+            )
+        })
+    }
 }
 
 pub use crate::flows_config::FlowsConfig;
@@ -441,6 +475,8 @@ pub struct Plan {
     pub strict: bool,
     /// The per-worker flow table (`[flows]`), `None` when tracking is off.
     pub flows: Option<isopath_datapath::flow::FlowParams>,
+    /// Where the Prometheus endpoint listens (`[metrics] listen`), `None` when off.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -742,6 +778,7 @@ impl Config {
             placement,
             strict: self.flows.strict,
             flows: self.flows.params()?,
+            metrics: self.metrics.as_ref().map(MetricsConfig::addr).transpose()?,
         })
     }
 

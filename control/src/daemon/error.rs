@@ -15,6 +15,14 @@ pub enum StartError {
         /// Why it failed.
         source: std::io::Error,
     },
+    /// The metrics endpoint's address could not be bound.
+    #[error("metrics.listen: binding {addr}: {source}")]
+    Metrics {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// Another daemon answers on the control socket.
     #[error(
         "control socket {} answers: another isopathd is running with this socket",

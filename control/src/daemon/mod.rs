@@ -268,6 +268,17 @@ pub struct Daemon {
     flow_events_sent: u64,
     /// Per worker: its flow clock against Unix time, taken once.
     flow_clocks: Vec<Option<crate::flows::dump::Clock>>,
+    /// The Prometheus endpoint and the slot it reads snapshots from.
+    metrics: Option<Metrics>,
+    /// Per worker: its loop counter as last read, and when it was seen to move.
+    loop_seen: Vec<(u64, SystemTime)>,
+}
+
+/// The running metrics endpoint.
+struct Metrics {
+    /// Dropped first at stop (its thread ends).
+    server: crate::metrics::MetricsServer,
+    published: Arc<crate::metrics::Published>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -304,8 +315,10 @@ impl Daemon {
             }
             self.kernel_links(host);
             self.kernel_mtus();
+            self.watch_loops();
             self.serve_control(host);
             self.serve_netlink(host);
+            self.publish_metrics();
             self.advance_waiting();
             self.finish_unregister();
             self.settle_promisc();
@@ -323,6 +336,29 @@ impl Daemon {
             }
         }
         self.shutdown()
+    }
+
+    /// Notes which workers' loop counters moved since the last turn (one load each).
+    fn watch_loops(&mut self) {
+        let wall = self.plane.turn.wall;
+        self.loop_seen.resize(self.plane.workers.len(), (0, wall));
+        for (w, seen) in self.plane.workers.iter().zip(&mut self.loop_seen) {
+            let loops = w.handle.counters().loops.get();
+            if loops != seen.0 {
+                *seen = (loops, wall);
+            }
+        }
+    }
+
+    /// Publishes a snapshot when the metrics endpoint waits for one.
+    fn publish_metrics(&mut self) {
+        if !self.metrics.as_ref().is_some_and(|m| m.published.wanted()) {
+            return;
+        }
+        let s = self.metrics_snapshot();
+        if let Some(m) = &self.metrics {
+            m.published.publish(s);
+        }
     }
 
     /// The miimon safety net: carrier read from sysfs, applied like an rtnetlink event (a
@@ -382,6 +418,9 @@ impl Daemon {
 
     fn shutdown(mut self) -> u8 {
         info!("stopping");
+        if let Some(m) = self.metrics.take() {
+            info!(addr = %m.server.addr(), "metrics endpoint stopped");
+        }
         self.plane.release_tracking();
         for c in std::mem::take(&mut self.plane.captures) {
             let v = c.stop();

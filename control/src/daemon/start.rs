@@ -55,6 +55,14 @@ impl Daemon {
     pub fn start(plan: &Plan, host: &dyn Host, force: bool) -> Result<Self, StartError> {
         let listener = bind_control_socket(Path::new(&plan.control_socket))?;
         let nl = bind_netlink(&plan.netlink)?;
+        // Bound before anything changes: a bad address refuses the start.
+        let metrics_listener = plan
+            .metrics
+            .map(|addr| {
+                std::net::TcpListener::bind(addr)
+                    .map_err(|source| StartError::Metrics { addr, source })
+            })
+            .transpose()?;
         // Control threads (this one and those it spawns, e.g. rtnetlink) stay off the worker
         // cores: a control thread scheduled there would preempt a polling worker.
         let housekeeping = topology::Housekeeping::new(&plan.placement)
@@ -446,6 +454,11 @@ impl Daemon {
             }
         };
 
+        let metrics = match metrics_listener {
+            Some(l) => Some(spawn_metrics(l, housekeeping.clone())?),
+            None => None,
+        };
+
         Ok(Self {
             registry,
             plane,
@@ -481,8 +494,36 @@ impl Daemon {
             flow_cursors: crate::flows::dump::Cursors::default(),
             flow_events_sent: 0,
             flow_clocks: Vec::new(),
+            metrics,
+            loop_seen: Vec::new(),
         })
     }
+}
+
+/// Starts the metrics endpoint's thread on `listener`, on the housekeeping CPUs.
+fn spawn_metrics(
+    listener: std::net::TcpListener,
+    housekeeping: Option<topology::Housekeeping>,
+) -> Result<super::Metrics, StartError> {
+    let published = Arc::new(crate::metrics::Published::default());
+    let addr = listener.local_addr().map_err(|source| StartError::Socket {
+        what: "reading the metrics listener's address".into(),
+        source,
+    })?;
+    let server = crate::metrics::MetricsServer::spawn(
+        listener,
+        crate::metrics::page(published.clone()),
+        move || {
+            if let Some(h) = housekeeping
+                && let Err(e) = h.pin_current()
+            {
+                warn!("metrics thread: {e}");
+            }
+        },
+    )
+    .map_err(|source| StartError::Metrics { addr, source })?;
+    info!(%addr, "metrics endpoint listening: http://{addr}/metrics");
+    Ok(super::Metrics { server, published })
 }
 
 /// Binds the netlink-format control socket: its mode, its group, the admin group (a group

@@ -70,6 +70,61 @@ impl Daemon {
         }
     }
 
+    /// What a metrics scrape reads: the status, every socket's counters, when each worker's
+    /// loop last moved, the netlink socket's counters.
+    pub(super) fn metrics_snapshot(&self) -> crate::metrics::Snapshot {
+        use crate::metrics::QueueSample;
+        let devs = self.registry.devices();
+        let mut queues = Vec::new();
+        for (wi, w) in self.plane.workers.iter().enumerate() {
+            for q in w.handle.queues() {
+                let Some(io) = devs
+                    .id_of(&q.ifname, crate::registry::DeviceKind::Port)
+                    .and_then(|id| devs.get(id))
+                    .and_then(|d| d.data.port())
+                else {
+                    continue;
+                };
+                let xsk = io
+                    .xsk
+                    .iter()
+                    .find(|(qid, _)| *qid == q.queue)
+                    .and_then(|(_, r)| r.read().ok())
+                    .map(|s| XskCounters {
+                        rx_dropped: s.rx_dropped,
+                        rx_fill_ring_empty_descs: s.rx_fill_ring_empty_descs,
+                        rx_invalid_descs: s.rx_invalid_descs,
+                        rx_ring_full: s.rx_ring_full,
+                        tx_invalid_descs: s.tx_invalid_descs,
+                        tx_ring_empty_descs: s.tx_ring_empty_descs,
+                    });
+                let c = &q.counters;
+                queues.push(QueueSample {
+                    port: q.ifname.clone(),
+                    queue: q.queue,
+                    worker: wi,
+                    rx_packets: c.rx_packets.get(),
+                    rx_bytes: c.rx_bytes.get(),
+                    tx_packets: c.tx_packets.get(),
+                    tx_bytes: c.tx_bytes.get(),
+                    xsk,
+                });
+            }
+        }
+        let unix_s = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64())
+        };
+        crate::metrics::Snapshot {
+            status: self.status(),
+            queues,
+            last_loop_unix_s: self.loop_seen.iter().map(|(_, t)| unix_s(*t)).collect(),
+            netlink: self.nl.as_ref().map(|n| n.counters),
+            active_dumps: self.nl.as_ref().map_or(0, |n| n.active_dumps()),
+            flow_events_sent: self.flow_events_sent,
+        }
+    }
+
     /// The registry's unregistrations and the workers' quiesces.
     fn lifecycle_status(&self) -> LifecycleStatus {
         let r = self.registry.stats();

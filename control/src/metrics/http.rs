@@ -19,8 +19,8 @@ const MAX_HEAD: u64 = 8 * 1024;
 /// How long a client may take to send its request, and to take the page.
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Builds the families of one scrape.
-pub type Source = dyn Fn(&mut Vec<Family>) + Send + Sync;
+/// Builds the families of one scrape (the endpoint's own counters are passed in).
+pub type Source = dyn Fn(&mut Vec<Family>, &HttpStats) + Send + Sync;
 
 /// What the endpoint counts about itself.
 #[derive(Debug, Default)]
@@ -29,6 +29,8 @@ pub struct HttpStats {
     pub scrapes: AtomicU64,
     /// Requests refused: malformed, too long, too slow, wrong method or path.
     pub bad_requests: AtomicU64,
+    /// Pages built from an older snapshot because a fresh one did not come in time.
+    pub stale: AtomicU64,
 }
 
 /// A running endpoint; dropping it stops the thread.
@@ -41,17 +43,17 @@ pub struct MetricsServer {
 }
 
 impl MetricsServer {
-    /// Binds `listen` and serves `source` from a new thread named `isopath-metrics`; `on_start`
-    /// runs first on that thread (the caller's affinity mask for housekeeping threads).
+    /// Serves `source` on `listener` (bound by the caller, so that a bad address is refused
+    /// before anything else starts) from a new thread named `isopath-metrics`; `on_start` runs
+    /// first on that thread (the caller's affinity mask for housekeeping threads).
     ///
     /// # Errors
-    /// The address cannot be bound, or the thread not started.
+    /// The listener's address cannot be read, or the thread not started.
     pub fn spawn(
-        listen: SocketAddr,
+        listener: TcpListener,
         source: Arc<Source>,
         on_start: impl FnOnce() + Send + 'static,
     ) -> io::Result<Self> {
-        let listener = TcpListener::bind(listen)?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(HttpStats::default());
@@ -172,7 +174,7 @@ where
         Request::Metrics { head_only, accept } => {
             let format = Format::negotiate(accept.as_deref());
             let mut fams = Vec::new();
-            source(&mut fams);
+            source(&mut fams, stats);
             let mut body = String::new();
             encode(&fams, format, &mut body);
             stats.scrapes.fetch_add(1, Ordering::Relaxed);
@@ -238,7 +240,7 @@ mod tests {
     fn a_scrape_gets_the_page_in_the_negotiated_format() {
         // A socket pair stands in for the TCP connection (unit tests stay off every network
         // interface; the lab test scrapes the real endpoint with a real Prometheus).
-        let src = |f: &mut Vec<Family>| {
+        let src = |f: &mut Vec<Family>, _: &HttpStats| {
             f.push(Family::counter("t_frames", "Frames.").with(&[("port", "up0")], 7u64));
         };
         let stats = HttpStats::default();

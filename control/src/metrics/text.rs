@@ -154,6 +154,11 @@ impl Family {
         &self.name
     }
 
+    /// What it measures.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
     /// Its samples.
     pub fn samples(&self) -> &[Sample] {
         &self.samples

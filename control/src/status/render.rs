@@ -228,7 +228,7 @@ pub fn rates_line(prev: &Status, cur: &Status) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::{
         status::{
@@ -239,7 +239,7 @@ mod tests {
         topology::{Plan, Summary, ThreadCheck},
     };
 
-    fn sample() -> Status {
+    pub(crate) fn sample() -> Status {
         let port = |name: &str, rx: u64| PortStatus {
             name: name.into(),
             link: Link::Up,
