@@ -621,6 +621,140 @@ fn ready_is_notified_once_every_port_is_bound_and_every_worker_polls() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Watchdog
+
+/// The notify datagrams of `d` over `window` after READY=1: each `WATCHDOG=1` with its arrival.
+fn beats(notify: &UnixDatagram, window: Duration) -> Vec<Instant> {
+    let end = Instant::now() + window;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 512];
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        notify
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .unwrap();
+        match notify.recv(&mut buf) {
+            Ok(n) if &buf[..n] == b"WATCHDOG=1" => out.push(Instant::now()),
+            Ok(n) => panic!("unexpected notification {:?}", text(&buf[..n])),
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+/// The longest gap between `t0`, the beats and the end of the window.
+fn longest_gap(t0: Instant, beats: &[Instant], end: Instant) -> Duration {
+    std::iter::once(t0)
+        .chain(beats.iter().copied())
+        .chain(std::iter::once(end))
+        .collect::<Vec<_>>()
+        .windows(2)
+        .map(|w| w[1].saturating_duration_since(w[0]))
+        .max()
+        .unwrap_or_default()
+}
+
+/// Starts the daemon as systemd with `WatchdogSec=400ms` would (plus `extra` environment) and
+/// returns it with its notify socket once READY=1 came.
+fn with_watchdog(lab: &Lab, dir: &TempDir, extra: &[String]) -> (ChildGuard, UnixDatagram) {
+    let (cfg, _) = config_in(lab, &dir.0);
+    let notify_path = dir.0.join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).expect("binding the notify socket");
+    notify.set_read_timeout(Some(START_TIMEOUT)).unwrap();
+    let mut prefix = vec![
+        "env".to_owned(),
+        format!("NOTIFY_SOCKET={}", notify_path.display()),
+        "WATCHDOG_USEC=400000".to_owned(),
+    ];
+    prefix.extend_from_slice(extra);
+    let mut d = spawn(lab, &prefix, &cfg);
+    let mut buf = [0u8; 512];
+    let n = notify.recv(&mut buf).unwrap_or_else(|e| {
+        panic!("no READY=1 ({e}):\n{}", d.stderr_so_far());
+    });
+    assert!(
+        text(&buf[..n]).starts_with("READY=1"),
+        "{}",
+        text(&buf[..n])
+    );
+    (d, notify)
+}
+
+#[test]
+fn an_idle_appliance_keeps_feeding_the_watchdog() {
+    if !require_privileges() {
+        return;
+    }
+    let lab = Lab::up("wdog");
+    let dir = TempDir::new("wdog");
+    let (mut d, notify) = with_watchdog(&lab, &dir, &[]);
+    // No traffic: the worker's loop still turns, so the beats come every 200 ms, and never
+    // 400 ms apart (systemd's timeout: it would restart the service).
+    let t0 = Instant::now();
+    let b = beats(&notify, Duration::from_secs(3));
+    let gap = longest_gap(t0, &b, Instant::now());
+    assert!(
+        b.len() >= 12 && gap < Duration::from_millis(400),
+        "{} beats in 3 s, longest gap {gap:?}:\n{}",
+        b.len(),
+        d.stderr_so_far()
+    );
+    let log = d.stderr_so_far();
+    assert!(
+        log.contains("watchdog: WATCHDOG=1 every half of it"),
+        "{log}"
+    );
+    assert!(!log.contains("worker stalled"), "{log}");
+    let out = d.stop();
+    assert_clean_stop(&out);
+}
+
+#[test]
+fn a_stalled_worker_stops_the_watchdog_beats_and_is_named() {
+    if !require_privileges() {
+        return;
+    }
+    let lab = Lab::up("wdst");
+    let dir = TempDir::new("wdst");
+    // Worker 0 sleeps 1.5 s, 1 s after start (the test-only hook): a stuck worker.
+    let (mut d, notify) = with_watchdog(
+        &lab,
+        &dir,
+        &["ISOPATH_TEST_STALL_WORKER=0:1000:1500".to_owned()],
+    );
+    let t0 = Instant::now();
+    let b = beats(&notify, Duration::from_secs(4));
+    let end = Instant::now();
+    let log = d.stderr_so_far();
+    // The beats stop for longer than systemd's 400 ms (it would restart the service): at least
+    // the stall less one beat period (the worker moved up to then) ...
+    let gap = longest_gap(t0, &b, end);
+    assert!(
+        gap >= Duration::from_millis(1200) && gap < Duration::from_millis(2500),
+        "longest gap {gap:?} ({} beats):\n{log}",
+        b.len()
+    );
+    // ... and come back once it moves again.
+    assert!(
+        b.last()
+            .is_some_and(|l| end.duration_since(*l) < Duration::from_millis(400)),
+        "no beat after the stall ({} beats):\n{log}",
+        b.len()
+    );
+    assert!(log.contains("test hook: stalling a worker"), "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("worker stalled") && l.contains("worker=0")),
+        "the stalled worker is not named:\n{log}"
+    );
+    let st = request(&dir.0.join("isopathd.sock"), "status").unwrap();
+    assert!(u(&st, "watchdog.withheld") >= 5, "{st}");
+    assert!(u(&st, "watchdog.beats") >= 5, "{st}");
+    assert!(u(&st["workers"][0], "last_loop_unix_ns") > 0, "{st}");
+    let out = d.stop();
+    assert_clean_stop(&out);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Stop and crash
 
 #[test]

@@ -31,6 +31,7 @@ mod promisc;
 mod requests;
 mod start;
 mod status;
+mod watchdog;
 
 use std::{
     os::unix::net::{UnixListener, UnixStream},
@@ -271,7 +272,47 @@ pub struct Daemon {
     /// The Prometheus endpoint and the slot it reads snapshots from.
     metrics: Option<Metrics>,
     /// Per worker: its loop counter as last read, and when it was seen to move.
-    loop_seen: Vec<(u64, SystemTime)>,
+    loop_seen: Vec<LoopSeen>,
+    /// The service manager's watchdog, when `WATCHDOG_USEC` asks for one.
+    watchdog: Option<watchdog::Watchdog>,
+    /// Test-only (`ISOPATH_TEST_STALL_WORKER`): a worker to stall, once.
+    stall_hook: Option<StallHook>,
+}
+
+/// A worker's loop counter as the control loop last read it.
+#[derive(Debug, Clone, Copy)]
+struct LoopSeen {
+    loops: u64,
+    /// When it was seen to move (monotonic, and wall clock for the status).
+    at: Instant,
+    wall: SystemTime,
+}
+
+/// `ISOPATH_TEST_STALL_WORKER=W:AFTER_MS:FOR_MS`: worker W sleeps FOR_MS once, AFTER_MS after
+/// start (a stuck worker, for the watchdog's tests).
+#[derive(Debug, Clone, Copy)]
+struct StallHook {
+    worker: usize,
+    at: Instant,
+    stall: Duration,
+}
+
+impl StallHook {
+    fn from_env(start: Instant) -> Option<Self> {
+        let v = std::env::var("ISOPATH_TEST_STALL_WORKER").ok()?;
+        let mut f = v.split(':').map(|x| x.trim().parse::<u64>().ok());
+        let (Some(Some(w)), Some(Some(after)), Some(Some(ms)), None) =
+            (f.next(), f.next(), f.next(), f.next())
+        else {
+            warn!(value = %v, "ISOPATH_TEST_STALL_WORKER: expected WORKER:AFTER_MS:FOR_MS; ignored");
+            return None;
+        };
+        Some(Self {
+            worker: w as usize,
+            at: start + Duration::from_millis(after),
+            stall: Duration::from_millis(ms),
+        })
+    }
 }
 
 /// The running metrics endpoint.
@@ -340,12 +381,65 @@ impl Daemon {
 
     /// Notes which workers' loop counters moved since the last turn (one load each).
     fn watch_loops(&mut self) {
-        let wall = self.plane.turn.wall;
-        self.loop_seen.resize(self.plane.workers.len(), (0, wall));
+        let Turn { now, wall } = self.plane.turn;
+        let start = LoopSeen {
+            loops: 0,
+            at: now,
+            wall,
+        };
+        self.loop_seen.resize(self.plane.workers.len(), start);
         for (w, seen) in self.plane.workers.iter().zip(&mut self.loop_seen) {
             let loops = w.handle.counters().loops.get();
-            if loops != seen.0 {
-                *seen = (loops, wall);
+            if loops != seen.loops {
+                *seen = LoopSeen {
+                    loops,
+                    at: now,
+                    wall,
+                };
+            }
+        }
+        if let Some(h) = self.stall_hook
+            && now >= h.at
+        {
+            self.stall_hook = None;
+            if let Some(w) = self.plane.workers.get(h.worker) {
+                warn!(
+                    worker = h.worker,
+                    ms = h.stall.as_millis() as u64,
+                    "test hook: stalling a worker"
+                );
+                w.handle
+                    .command(isopath_datapath::worker::WorkerCmd::Stall(h.stall));
+            }
+        }
+        self.feed_watchdog();
+    }
+
+    /// `WATCHDOG=1` when due and every worker's loop moved within the beat period.
+    fn feed_watchdog(&mut self) {
+        let Some(wd) = self.watchdog.as_mut() else {
+            return;
+        };
+        let now = self.plane.turn.now;
+        let moved: Vec<Instant> = self.loop_seen.iter().map(|s| s.at).collect();
+        match wd.tick(now, &moved) {
+            watchdog::Beat::Wait => {}
+            watchdog::Beat::Send => {
+                if let Err(e) = crate::sd_notify::notify("WATCHDOG=1") {
+                    warn!("sd_notify WATCHDOG=1: {e}");
+                }
+            }
+            watchdog::Beat::Withhold(stalled) => {
+                for i in stalled {
+                    let ms = now.saturating_duration_since(moved[i]).as_millis() as u64;
+                    error!(
+                        worker = i,
+                        core = ?self.plane.workers[i].handle.core(),
+                        stalled_ms = ms,
+                        "worker stalled: its loop has not moved; WATCHDOG=1 withheld \
+                         (the service manager restarts the service after WatchdogSec)"
+                    );
+                }
             }
         }
     }

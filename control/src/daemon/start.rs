@@ -496,8 +496,20 @@ impl Daemon {
             flow_clocks: Vec::new(),
             metrics,
             loop_seen: Vec::new(),
+            watchdog: watchdog_from_env(),
+            stall_hook: super::StallHook::from_env(Instant::now()),
         })
     }
+}
+
+/// The watchdog systemd asks for (`WATCHDOG_USEC`), logged.
+fn watchdog_from_env() -> Option<super::watchdog::Watchdog> {
+    let w = super::watchdog::Watchdog::from_env(Instant::now())?;
+    info!(
+        timeout_ms = w.timeout().as_millis() as u64,
+        "watchdog: WATCHDOG=1 every half of it while every worker's loop moves"
+    );
+    Some(w)
 }
 
 /// Starts the metrics endpoint's thread on `listener`, on the housekeeping CPUs.

@@ -39,6 +39,11 @@ impl Daemon {
                         in_fill: c.frames_in_fill.get(),
                         in_tx: c.frames_in_tx.get(),
                     },
+                    last_loop_unix_ns: self.loop_seen.get(i).map_or(0, |s| {
+                        s.wall
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_nanos() as u64)
+                    }),
                 }
             })
             .collect();
@@ -67,6 +72,14 @@ impl Daemon {
                 errors: r.errors.load(Ordering::Relaxed),
             }),
             lifecycle: self.lifecycle_status(),
+            watchdog: self
+                .watchdog
+                .as_ref()
+                .map(|w| crate::status::WatchdogStatus {
+                    timeout_ms: w.timeout().as_millis() as u64,
+                    beats: w.beats,
+                    withheld: w.withheld,
+                }),
         }
     }
 
@@ -111,14 +124,9 @@ impl Daemon {
                 });
             }
         }
-        let unix_s = |t: std::time::SystemTime| {
-            t.duration_since(std::time::UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64())
-        };
         crate::metrics::Snapshot {
             status: self.status(),
             queues,
-            last_loop_unix_s: self.loop_seen.iter().map(|(_, t)| unix_s(*t)).collect(),
             netlink: self.nl.as_ref().map(|n| n.counters),
             active_dumps: self.nl.as_ref().map_or(0, |n| n.active_dumps()),
             flow_events_sent: self.flow_events_sent,

@@ -49,9 +49,6 @@ pub struct Snapshot {
     pub status: Status,
     /// Every socket.
     pub queues: Vec<QueueSample>,
-    /// Per worker: when its loop counter last moved (seen by the control loop), seconds since
-    /// the Unix epoch.
-    pub last_loop_unix_s: Vec<f64>,
     /// The netlink-format socket's counters.
     pub netlink: Option<NlCounters>,
     /// Dumps holding a cursor now.
@@ -256,8 +253,8 @@ impl Snapshot {
             let l = [("worker", worker.as_str()), ("core", core.as_str())];
             loops.sample(&l, w.loops);
             busy.sample(&l, w.busy_loops);
-            if let Some(t) = self.last_loop_unix_s.get(i) {
-                last.sample(&l, *t);
+            if w.last_loop_unix_ns > 0 {
+                last.sample(&l, w.last_loop_unix_ns as f64 / 1e9);
             }
             queues.sample(&l, w.queues as u64);
             umem.sample(&l, w.frames.total);
@@ -548,7 +545,6 @@ mod tests {
                     xsk: None,
                 },
             ],
-            last_loop_unix_s: vec![1_700_000_000.5],
             netlink: Some(NlCounters {
                 dumps: 7,
                 ..NlCounters::default()

@@ -74,6 +74,20 @@ pub struct Status {
     /// loopback's sink (absent from older daemons' replies: all zero).
     #[serde(default)]
     pub lifecycle: LifecycleStatus,
+    /// The service manager's watchdog (`None`: not asked for, no `WATCHDOG_USEC`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watchdog: Option<WatchdogStatus>,
+}
+
+/// `WATCHDOG=1` beats: sent only while every worker's loop moves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchdogStatus {
+    /// systemd's timeout (`WATCHDOG_USEC`), in ms; beats go every half of it.
+    pub timeout_ms: u64,
+    /// Beats sent.
+    pub beats: u64,
+    /// Beats withheld because a worker had stalled.
+    pub withheld: u64,
 }
 
 /// Device lifecycle counters ([`crate::registry`]'s batched unregistration).
@@ -261,6 +275,10 @@ pub struct WorkerStatus {
     pub spare_queues: usize,
     /// Where its frames are.
     pub frames: FrameCounts,
+    /// When its loop counter last moved, as the control loop saw it (every 5 ms), in ns since
+    /// the Unix epoch (0 from older daemons).
+    #[serde(default)]
+    pub last_loop_unix_ns: u64,
 }
 
 /// A worker's frames by place.

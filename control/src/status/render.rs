@@ -344,6 +344,7 @@ pub(crate) mod tests {
                     in_fill: 2,
                     in_tx: 3,
                 },
+                last_loop_unix_ns: 1_700_000_000_500_000_000,
             }],
             bonds: vec![bond],
             captures: Vec::new(),
@@ -380,6 +381,7 @@ pub(crate) mod tests {
                 }],
                 ..Default::default()
             },
+            watchdog: None,
         }
     }
 

@@ -38,6 +38,10 @@ pub enum WorkerCmd {
     },
     /// Remove the flows `Flush` selects from the worker's table, a slice per loop.
     FlushFlows(Flush),
+    /// Test-only: the worker stops moving (sleeps) for this long, as a stuck worker would,
+    /// so that the watchdog's withheld beat can be tested. Control sends it only when
+    /// `ISOPATH_TEST_STALL_WORKER` asks for it.
+    Stall(std::time::Duration),
 }
 
 impl WorkerCmd {
@@ -87,6 +91,7 @@ impl<R: Rings> Worker<R> {
                         t.start_flush(f);
                     }
                 }
+                WorkerCmd::Stall(d) => std::thread::sleep(d),
             }
         }
     }
