@@ -24,6 +24,10 @@
 //! # Limitations
 //! - Every field is sent at its full size (no reduced-size encoding) and `tcpControlBits` is
 //!   the 2-byte type of RFC 7125 carrying the eight classic flags.
+//! - The reverse direction has octets and packets only. RFC 5103 would also allow reverse
+//!   `tcpControlBits` and `ingressInterface`, but nfdump 1.7.1 (checked here with nfcapd
+//!   and `nfdump -o json`) decodes those two as the forward elements, overwriting the
+//!   initiator's flags and port with the responder's.
 //! - No options templates (no exporting-process statistics records) and no template
 //!   withdrawal: over UDP a collector forgets templates on its own timeout (RFC 7011 §8.4).
 
@@ -78,7 +82,7 @@ const fn r(id: u16, len: u16) -> Field {
 }
 
 /// Fields after the addresses, common to both templates.
-const COMMON: [Field; 15] = [
+const COMMON: [Field; 13] = [
     f(4, 1),   // protocolIdentifier
     f(7, 2),   // sourceTransportPort
     f(11, 2),  // destinationTransportPort
@@ -92,8 +96,6 @@ const COMMON: [Field; 15] = [
     f(136, 1), // flowEndReason
     r(1, 8),   // reverse octetDeltaCount
     r(2, 8),   // reverse packetDeltaCount
-    r(6, 2),   // reverse tcpControlBits
-    r(10, 4),  // reverse ingressInterface (the responder's packets' port)
 ];
 
 const fn fields<const N: usize>(src: u16, dst: u16, alen: u16) -> [Field; N] {
@@ -109,9 +111,9 @@ const fn fields<const N: usize>(src: u16, dst: u16, alen: u16) -> [Field; N] {
 }
 
 /// The IPv4 template: sourceIPv4Address 8, destinationIPv4Address 12, then the common fields.
-pub const V4_FIELDS: [Field; 17] = fields(8, 12, 4);
+pub const V4_FIELDS: [Field; 15] = fields(8, 12, 4);
 /// The IPv6 template: sourceIPv6Address 27, destinationIPv6Address 28, then the common fields.
-pub const V6_FIELDS: [Field; 17] = fields(27, 28, 16);
+pub const V6_FIELDS: [Field; 15] = fields(27, 28, 16);
 
 const fn record_len(fields: &[Field]) -> usize {
     let mut n = 0;
@@ -141,7 +143,7 @@ pub const V6_RECORD_LEN: usize = record_len(&V6_FIELDS);
 pub const TEMPLATE_SET_LEN: usize =
     SET_HEADER_LEN + template_len(&V4_FIELDS) + template_len(&V6_FIELDS);
 
-const _: () = assert!(V4_RECORD_LEN == 76 && V6_RECORD_LEN == 100 && TEMPLATE_SET_LEN == 180);
+const _: () = assert!(V4_RECORD_LEN == 70 && V6_RECORD_LEN == 94 && TEMPLATE_SET_LEN == 148);
 
 /// IPFIX `flowEndReason` values (RFC 7011 §... / IANA IE 136).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,12 +188,8 @@ pub struct FlowRecord {
     pub end_ms: u64,
     /// TCP flags the initiator sent (0 for other protocols).
     pub tcp_flags: u8,
-    /// TCP flags the responder sent.
-    pub rev_tcp_flags: u8,
     /// Kernel ifindex of the port the initiator's packets came in by (0: unknown).
     pub ingress: u32,
-    /// Kernel ifindex of the port the responder's packets came in by (0: none yet).
-    pub rev_ingress: u32,
     /// Outer VLAN id (0: untagged).
     pub vlan: u16,
     /// Why this record was sent.
@@ -336,8 +334,6 @@ impl Encoder {
         b.push(rec.end_reason as u8);
         b.extend_from_slice(&rec.rev_octets.to_be_bytes());
         b.extend_from_slice(&rec.rev_packets.to_be_bytes());
-        b.extend_from_slice(&u16::from(rec.rev_tcp_flags).to_be_bytes());
-        b.extend_from_slice(&rec.rev_ingress.to_be_bytes());
         self.records += 1;
         Ok(())
     }
@@ -417,9 +413,7 @@ mod tests {
             start_ms: 0x0000_0192_0000_0001,
             end_ms: 0x0000_0192_0000_0202,
             tcp_flags: 0x1b,
-            rev_tcp_flags: 0x12,
             ingress: 9,
-            rev_ingress: 11,
             vlan: 100,
             end_reason: EndReason::Idle,
         }
@@ -439,9 +433,7 @@ mod tests {
             start_ms: 5,
             end_ms: 6,
             tcp_flags: 0,
-            rev_tcp_flags: 0,
             ingress: 0x0a0b_0c0d,
-            rev_ingress: 0,
             vlan: 0,
             end_reason: EndReason::Active,
         }
@@ -449,8 +441,8 @@ mod tests {
 
     /// Hand-written: RFC 7011 §3.4.1 template record layout, field by field.
     const TEMPLATE_SET_BYTES: [u8; TEMPLATE_SET_LEN] = [
-        0x00, 0x02, 0x00, 0xb4, // set id 2, length 180
-        0x01, 0x00, 0x00, 0x11, // template 256, 17 fields
+        0x00, 0x02, 0x00, 0x94, // set id 2, length 148
+        0x01, 0x00, 0x00, 0x0f, // template 256, 15 fields
         0x00, 0x08, 0x00, 0x04, // sourceIPv4Address, 4
         0x00, 0x0c, 0x00, 0x04, // destinationIPv4Address, 4
         0x00, 0x04, 0x00, 0x01, // protocolIdentifier, 1
@@ -466,9 +458,7 @@ mod tests {
         0x00, 0x88, 0x00, 0x01, // flowEndReason, 1
         0x80, 0x01, 0x00, 0x08, 0x00, 0x00, 0x72, 0x79, // reverse octetDeltaCount, PEN 29305
         0x80, 0x02, 0x00, 0x08, 0x00, 0x00, 0x72, 0x79, // reverse packetDeltaCount
-        0x80, 0x06, 0x00, 0x02, 0x00, 0x00, 0x72, 0x79, // reverse tcpControlBits
-        0x80, 0x0a, 0x00, 0x04, 0x00, 0x00, 0x72, 0x79, // reverse ingressInterface
-        0x01, 0x01, 0x00, 0x11, // template 257, 17 fields
+        0x01, 0x01, 0x00, 0x0f, // template 257, 15 fields
         0x00, 0x1b, 0x00, 0x10, // sourceIPv6Address, 16
         0x00, 0x1c, 0x00, 0x10, // destinationIPv6Address, 16
         0x00, 0x04, 0x00, 0x01, //
@@ -484,8 +474,6 @@ mod tests {
         0x00, 0x88, 0x00, 0x01, //
         0x80, 0x01, 0x00, 0x08, 0x00, 0x00, 0x72, 0x79, //
         0x80, 0x02, 0x00, 0x08, 0x00, 0x00, 0x72, 0x79, //
-        0x80, 0x06, 0x00, 0x02, 0x00, 0x00, 0x72, 0x79, //
-        0x80, 0x0a, 0x00, 0x04, 0x00, 0x00, 0x72, 0x79, //
     ];
 
     #[test]
@@ -497,7 +485,7 @@ mod tests {
         assert_eq!(
             b[..HEADER_LEN],
             [
-                0x00, 0x0a, 0x00, 0xc4, // version 10, length 16 + 180 = 196
+                0x00, 0x0a, 0x00, 0xa4, // version 10, length 16 + 148 = 164
                 0x60, 0x00, 0x00, 0x01, // export time
                 0x00, 0x00, 0x00, 0x00, // sequence: no data records before
                 0x00, 0x00, 0x00, 0x07, // observation domain 7
@@ -515,12 +503,12 @@ mod tests {
         let mut e = Encoder::new(1, MAX_MESSAGE);
         e.push(&v4()).unwrap();
         let m = e.finish(2).unwrap();
-        let want: [u8; HEADER_LEN + 4 + 76] = [
-            0x00, 0x0a, 0x00, 0x60, // version, length 96
+        let want: [u8; HEADER_LEN + 4 + 70] = [
+            0x00, 0x0a, 0x00, 0x5a, // version, length 90
             0x00, 0x00, 0x00, 0x02, // export time
             0x00, 0x00, 0x00, 0x00, // sequence
             0x00, 0x00, 0x00, 0x01, // domain
-            0x01, 0x00, 0x00, 0x50, // set 256, length 80
+            0x01, 0x00, 0x00, 0x4a, // set 256, length 74
             198, 18, 0, 1, // src
             198, 19, 0, 2, // dst
             6, // proto
@@ -536,8 +524,6 @@ mod tests {
             1,    // end reason idle
             0, 0, 0, 0, 0, 0, 0x05, 0x06, // reverse octets
             0, 0, 0, 0, 0, 0, 0, 7, // reverse packets
-            0x00, 0x12, // reverse tcp flags
-            0, 0, 0, 11, // reverse ingress
         ];
         assert_eq!(m.bytes(), want);
         assert_eq!(m.records(), 1);
@@ -550,12 +536,12 @@ mod tests {
         let mut e = Encoder::new(0x0102_0304, MAX_MESSAGE);
         e.push(&v6()).unwrap();
         let m = e.finish(0xffff_ffff).unwrap();
-        let want: [u8; HEADER_LEN + 4 + 100] = [
-            0x00, 0x0a, 0x00, 0x78, // version, length 120
+        let want: [u8; HEADER_LEN + 4 + 94] = [
+            0x00, 0x0a, 0x00, 0x72, // version, length 114
             0xff, 0xff, 0xff, 0xff, // export time
             0x00, 0x00, 0x00, 0x00, // sequence
             0x01, 0x02, 0x03, 0x04, // domain
-            0x01, 0x01, 0x00, 0x68, // set 257, length 104
+            0x01, 0x01, 0x00, 0x62, // set 257, length 98
             0x20, 0x01, 0x00, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, // src 2001:2::1
             0x20, 0x01, 0x00, 0x02, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2,  // dst 2001:2:0:1::2
             17, // proto
@@ -571,8 +557,6 @@ mod tests {
             2, // active timeout
             0, 0, 0, 0, 0, 0, 0, 3, // reverse octets
             0, 0, 0, 0, 0, 0, 0, 4, // reverse packets
-            0, 0, // reverse tcp flags
-            0, 0, 0, 0, // reverse ingress
         ];
         assert_eq!(m.bytes(), want);
     }
@@ -610,12 +594,12 @@ mod tests {
             sets(m.bytes()),
             [
                 (2, TEMPLATE_SET_LEN),
-                (256, 4 + 2 * 76),
-                (257, 4 + 100),
-                (256, 4 + 76)
+                (256, 4 + 2 * 70),
+                (257, 4 + 94),
+                (256, 4 + 70)
             ]
         );
-        assert_eq!(m.bytes().len(), 16 + 180 + 156 + 104 + 80);
+        assert_eq!(m.bytes().len(), 16 + 148 + 144 + 98 + 74);
         let mut bad = v4();
         bad.dst = Ipv6Addr::LOCALHOST.into();
         drop(m);
@@ -657,7 +641,7 @@ mod tests {
             // except in the last message.
             if i + 1 < sent.len() {
                 assert!(
-                    b.len() + 100 + SET_HEADER_LEN > MAX_MESSAGE,
+                    b.len() + V6_RECORD_LEN + SET_HEADER_LEN > MAX_MESSAGE,
                     "message {i} not packed"
                 );
             }
@@ -666,20 +650,17 @@ mod tests {
                 .filter(|s| s.0 >= 256)
                 .map(|s| s.1 - SET_HEADER_LEN)
                 .sum();
-            let v6n = data % 76 / 24; // 100 = 76 + 24: count v6 records by the remainder
-            assert_eq!(data, (*n as usize - v6n) * 76 + v6n * 100, "message {i}");
+            let v6n = data % 70 / 24; // 94 = 70 + 24: count v6 records by the remainder
+            assert_eq!(data, (*n as usize - v6n) * 70 + v6n * 94, "message {i}");
             before += n;
         }
         assert_eq!(before, pushed);
         assert_eq!(e.sequence(), 100);
-        // The first message: header and templates (196), nine v4 records, the v6 one, then
-        // five more v4 records in a third set: 1372 bytes; a sixth would make 1448.
-        assert_eq!(sent[0].1, 15);
-        assert_eq!(
-            sent[0].0.len(),
-            16 + 180 + 4 + 9 * 76 + 4 + 100 + 4 + 5 * 76
-        );
-        assert_eq!(sent[0].0.len(), 1372);
+        // The first message: header and templates (164), nine v4 records, the v6 one, then
+        // seven more v4 records in a third set: 1390 bytes; an eighth would make 1460.
+        assert_eq!(sent[0].1, 17);
+        assert_eq!(sent[0].0.len(), 16 + 148 + 4 + 9 * 70 + 4 + 94 + 4 + 7 * 70);
+        assert_eq!(sent[0].0.len(), 1390);
     }
 
     #[test]
@@ -692,10 +673,10 @@ mod tests {
         drop(e.finish(0));
         e.push(&v4()).unwrap();
         e.push(&v4()).unwrap();
-        // 16 + 4 + 3 * 76 = 248 > 196.
+        // 16 + 4 + 3 * 70 = 230 > 164.
         assert_eq!(e.push(&v4()), Err(PushError::Full(Full)));
         let m = e.finish(0).unwrap();
-        assert_eq!(m.bytes().len(), 172);
+        assert_eq!(m.bytes().len(), 160);
         assert_eq!(seq_of(m.bytes()), u32::MAX);
         drop(m);
         assert_eq!(e.sequence(), 1);

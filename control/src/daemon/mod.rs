@@ -268,6 +268,8 @@ pub struct Daemon {
     flow_events_sent: u64,
     /// Per worker: its flow clock against Unix time, taken once.
     flow_clocks: Vec<Option<crate::flows::dump::Clock>>,
+    /// The IPFIX exporter (`[ipfix]`), fed from the flow events (`nl_flows`).
+    ipfix: Option<crate::ipfix::Exporter>,
 }
 
 impl std::fmt::Debug for Daemon {

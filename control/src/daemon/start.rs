@@ -446,6 +446,12 @@ impl Daemon {
             }
         };
 
+        let ipfix = plan
+            .ipfix
+            .as_ref()
+            .map(|p| super::nl_flows::start_ipfix(p, housekeeping.clone()))
+            .transpose()?;
+
         Ok(Self {
             registry,
             plane,
@@ -481,6 +487,7 @@ impl Daemon {
             flow_cursors: crate::flows::dump::Cursors::default(),
             flow_events_sent: 0,
             flow_clocks: Vec::new(),
+            ipfix,
         })
     }
 }

@@ -74,6 +74,9 @@ pub struct Status {
     /// loopback's sink (absent from older daemons' replies: all zero).
     #[serde(default)]
     pub lifecycle: LifecycleStatus,
+    /// IPFIX export counters (`None` without `[ipfix]`, and from older daemons).
+    #[serde(default)]
+    pub ipfix: Option<crate::ipfix::IpfixStatus>,
 }
 
 /// Device lifecycle counters ([`crate::registry`]'s batched unregistration).
