@@ -478,3 +478,103 @@ fn nfcapd_decodes_each_flow_with_the_datapaths_counts() {
     assert_clean_stop(&d.stop());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The exporter's records per second: `isopath-bench gen` makes tens of thousands of UDP
+/// flows, `flow flush` ends them all at once, and the exporter's `records` counter is read
+/// every 20 ms while their destroy events become records. Every flow is one record at
+/// nfcapd (no loss between the worker and the collector: the event ring holds them all, the
+/// channel and the collector's socket keep up), and the rate is printed for
+/// `deploy/README.md`.
+#[test]
+fn exporter_records_per_second_on_a_flush() {
+    if !require_privileges() {
+        return;
+    }
+    let lab = Lab::up("ipr");
+    collector_link(&lab);
+    let dir = std::env::temp_dir().join(format!("isopath-ipfix-rate-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let collector = nfcapd(&lab, &dir);
+    let extra = format!(
+        "{PORTS}[flows]\ncapacity = 262144\nevent_ring = 262144\n\
+         [ipfix]\nactive_timeout_s = 0\n[[ipfix.collector]]\naddress = \"{COLLECTOR}\"\n"
+    );
+    let d = Isopathd::start(&lab, &lab_config(&lab, "", &extra), &[]);
+    const FLOWS: u64 = 60_000;
+    let g = lab.exec(
+        lab.ns_traffic(),
+        [
+            bin("isopath-bench").to_str().unwrap(),
+            "gen",
+            "--iface",
+            "t0",
+            "--source",
+            "xsk",
+            "--core",
+            "0",
+            "--flows",
+            &FLOWS.to_string(),
+            "--rate",
+            "150k",
+            "--secs",
+            "1",
+        ],
+    );
+    ok(&g, "gen");
+    let flows_now = || {
+        let c: Value = serde_json::from_str(&d.cli(&["flow", "count", "-j"])).expect("count");
+        u(&c["workers"][0], "in_use")
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let n = flows_now();
+    // The generator's flows (all of them: 150k frames over 60k flows), and whatever the
+    // far host answered (ICMP port unreachable) and the hosts' own.
+    assert!(n >= FLOWS, "{n} flows");
+    let before = d.status()["ipfix"].clone();
+    assert_eq!(u(&before, "records"), 0, "{before}");
+    d.cli(&["flow", "flush"]);
+    let t0 = Instant::now();
+    let mut samples: Vec<(Duration, u64)> = Vec::new();
+    let mut last = 0;
+    loop {
+        let r = u(&d.status()["ipfix"], "records");
+        let t = t0.elapsed();
+        samples.push((t, r));
+        if r >= n || (r == last && r > 0 && t > Duration::from_secs(3)) {
+            break;
+        }
+        assert!(t < Duration::from_secs(30), "records {r} of {n}");
+        last = r;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let s = d.status();
+    let x = &s["ipfix"];
+    let records = u(x, "records");
+    assert_eq!(
+        records + u(x, "dropped_channel"),
+        n,
+        "every flushed flow is a record or a counted drop: {x}"
+    );
+    assert_eq!(u(x, "dropped_channel"), 0, "{x}");
+    // The rate between the first and the last sample that saw records move.
+    let first = samples.iter().find(|s| s.1 > 0).unwrap();
+    let done = samples.iter().find(|s| s.1 == records).unwrap();
+    let secs = (done.0 - first.0).as_secs_f64().max(0.02);
+    let rate = (records - first.1) as f64 / secs;
+    eprintln!(
+        "ipfix rate: {records} records in {:.3} s after the flush ({:.0} records/s between \
+         samples; first records after {:?}); {} messages",
+        done.0.as_secs_f64(),
+        rate,
+        first.0,
+        u(x, "messages")
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    drop(collector.stop());
+    let (_, nf_records, seq_failures) = collected(&dir);
+    assert_eq!(nf_records, records, "nfcapd got every record");
+    assert_eq!(seq_failures, 0);
+    assert_clean_stop(&d.stop());
+    let _ = std::fs::remove_dir_all(&dir);
+}
