@@ -186,6 +186,14 @@ impl Daemon {
         if self.nl.is_none() && self.ipfix.is_none() {
             return;
         }
+        let waiting = self
+            .plane
+            .workers
+            .iter()
+            .any(|w| w.handle.flow_events().is_some_and(|e| !e.is_empty()));
+        if !waiting {
+            return;
+        }
         let send = self
             .nl
             .as_ref()
@@ -243,6 +251,9 @@ impl Daemon {
 }
 
 /// Starts the IPFIX exporter on a housekeeping CPU.
+///
+/// # Errors
+/// Its thread could not start.
 pub(super) fn start_ipfix(
     plan: &crate::ipfix::IpfixPlan,
     house: Option<crate::topology::Housekeeping>,
@@ -255,14 +266,7 @@ pub(super) fn start_ipfix(
         }
     };
     Exporter::start(plan, on_start).map_err(|source| super::StartError::Socket {
-        what: format!(
-            "opening the IPFIX collectors' sockets ({})",
-            plan.collectors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        what: format!("starting the {} thread", crate::ipfix::THREAD),
         source,
     })
 }

@@ -14,7 +14,8 @@
 //!   its first record has waited [`FLUSH`].
 //! - Templates go out at start and every `template_refresh_s` (RFC 7011 §8.1: over UDP,
 //!   periodically), as a message of their own.
-//! - One connected UDP socket per collector, so a collector that is down shows as
+//! - One connected UDP socket per collector, made at the first send (and again after a send
+//!   that could not make one: no route yet), so a collector that is down shows as
 //!   `ECONNREFUSED` on a later send: counted in `send_errors`, never fatal. Every collector
 //!   is sent the same messages (one sequence number stream per observation domain).
 //!
@@ -74,7 +75,8 @@ pub struct IpfixStatus {
     pub observation_domain_id: u32,
     /// Events the exporter took from the channel.
     pub events: u64,
-    /// Data records in the messages sent.
+    /// Data records in the messages sent (handed to every collector's socket, whether or
+    /// not the send succeeded).
     pub records: u64,
     /// Messages sent (each to every collector; template messages included).
     pub messages: u64,
@@ -82,7 +84,9 @@ pub struct IpfixStatus {
     pub templates: u64,
     /// Events dropped because the channel to the exporter was full.
     pub dropped_channel: u64,
-    /// Sends that failed (per collector and message; `ECONNREFUSED` when a collector is down).
+    /// Sends that failed, per collector and message. A collector that is down answers with
+    /// ICMP port unreachable, which the connected socket reports as `ECONNREFUSED` on the
+    /// next send (that message is lost too): about every other send fails.
     pub send_errors: u64,
     /// Flows with export state (their last exported counters).
     pub flows: u64,
@@ -100,21 +104,32 @@ pub struct Exporter {
 }
 
 impl Exporter {
-    /// Opens a socket per collector and starts the exporter thread; `on_start` runs first
-    /// on it (pinning to the housekeeping CPUs).
+    /// Starts the exporter thread; `on_start` runs first on it (pinning to the housekeeping
+    /// CPUs). Each collector's socket is made and connected at its first send, and again
+    /// after a send that could not make one: a collector without a route at start (or a
+    /// socket that cannot be made) costs counted send errors, not the daemon's start.
     ///
     /// # Errors
-    /// A socket could not be made or connected (no route to a collector), or the thread
-    /// could not start.
+    /// The thread could not start.
     pub fn start(
         plan: &IpfixPlan,
         on_start: impl FnOnce() + Send + 'static,
     ) -> std::io::Result<Self> {
-        let mut sinks: Vec<(SocketAddr, Sink)> = Vec::with_capacity(plan.collectors.len());
-        for &c in &plan.collectors {
-            let s = connect(c)?;
-            sinks.push((c, Box::new(move |b: &[u8]| s.send(b).map(drop))));
-        }
+        let sinks = plan
+            .collectors
+            .iter()
+            .map(|&c| {
+                let mut sock: Option<UdpSocket> = None;
+                let send: Sink = Box::new(move |b: &[u8]| {
+                    let s = match &sock {
+                        Some(s) => s,
+                        None => sock.insert(connect(c)?),
+                    };
+                    s.send(b).map(drop)
+                });
+                (c, send)
+            })
+            .collect();
         Self::start_with(plan, sinks, on_start)
     }
 
