@@ -311,4 +311,39 @@ mod tests {
              table's updates are the interim records; set one of them, or both alike"
         );
     }
+
+    /// The sample's commented `[ipfix]` section, uncommented, is valid and says what the
+    /// defaults are.
+    #[test]
+    fn the_samples_ipfix_section_is_valid() {
+        let text = include_str!("../../../deploy/isopath.toml");
+        let start = text
+            .find("# [ipfix]\n")
+            .expect("a commented [ipfix] in the sample");
+        let end = start
+            + text[start..]
+                .find("# port = 4739\n")
+                .expect("its last line")
+            + 14;
+        let section: String = text[start..end]
+            .lines()
+            .filter(|l| {
+                let l = l.trim_start_matches("# ");
+                l.starts_with('[') || l.contains(" = ")
+            })
+            .map(|l| format!("{}\n", l.trim_start_matches("# ")))
+            .collect();
+        let c = Config::parse(&section).unwrap();
+        let p = c.ipfix_plan().unwrap().unwrap();
+        assert_eq!(
+            p,
+            IpfixPlan {
+                collectors: vec!["198.18.0.100:4739".parse().unwrap()],
+                domain: DEFAULT_DOMAIN,
+                active_timeout_s: 60,
+                template_refresh_s: 600,
+            },
+            "{section}"
+        );
+    }
 }
