@@ -470,6 +470,36 @@ mod tests {
         assert_eq!(s.send_errors, 6);
     }
 
+    /// Templates go out at start and then every `template_refresh_s`, each as a message of
+    /// its own, with the sequence number of the data records before it.
+    #[test]
+    fn templates_are_sent_again_on_time() {
+        let (tx, rx) = mpsc::channel();
+        let sink: Sink = Box::new(move |b: &[u8]| {
+            tx.send((Instant::now(), b.to_vec()))
+                .map_err(|_| std::io::ErrorKind::BrokenPipe.into())
+        });
+        let mut p = plan(3);
+        p.template_refresh_s = 1;
+        let start = Instant::now();
+        let mut x = Exporter::start_with(&p, vec![(p.collectors[0], sink)], || {}).unwrap();
+        x.offer(event(1, EventKind::Destroy, 2));
+        std::thread::sleep(Duration::from_millis(2500));
+        x.stop();
+        let got: Vec<(Duration, u16, u32)> = rx
+            .try_iter()
+            .map(|(t, b)| (t - start, u16_at(&b, 16), u32_at(&b, 8)))
+            .collect();
+        let kinds: Vec<(u16, u32)> = got.iter().map(|g| (g.1, g.2)).collect();
+        // Templates (seq 0), the record (seq 0), templates at 1 s and 2 s (seq 1).
+        assert_eq!(kinds, [(2, 0), (256, 0), (2, 1), (2, 1)], "{got:?}");
+        for (i, want) in [(2, 1000), (3, 2000)] {
+            let ms = got[i].0.as_millis();
+            assert!((want..want + 400).contains(&ms), "template {i} at {ms} ms");
+        }
+        assert_eq!(x.status().templates, 3);
+    }
+
     /// A channel that is full drops and counts; it never grows.
     #[test]
     fn a_full_channel_drops_and_counts() {
