@@ -9,7 +9,7 @@
 //! its failed sends.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -238,9 +238,19 @@ fn wait_all_ended(d: &Isopathd) {
     }
 }
 
-/// Every record in the nfcapd file of `dir`, summed per flow key (with the number of records
-/// of each); the number of records; nfdump's count of sequence failures.
-fn collected(dir: &Path) -> (BTreeMap<Key, (Counts, u64)>, u64, u64) {
+/// What the collector has of one flow: its counts summed over its records, how many records,
+/// and each record's ingress interface and TCP flags as nfdump prints them.
+#[derive(Debug, Default)]
+struct Collected {
+    counts: Counts,
+    records: u64,
+    ingress: BTreeSet<String>,
+    flags: BTreeSet<String>,
+}
+
+/// Every record in the nfcapd file of `dir`, per flow key; the number of records; nfdump's
+/// count of sequence failures.
+fn collected(dir: &Path) -> (BTreeMap<Key, Collected>, u64, u64) {
     let files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -264,7 +274,8 @@ fn collected(dir: &Path) -> (BTreeMap<Key, (Counts, u64)>, u64, u64) {
     let col = |name: &str| head.iter().position(|h| *h == name).expect(name);
     let (sa, da, sp, dp, pr) = (col("sa"), col("da"), col("sp"), col("dp"), col("pr"));
     let (ipkt, ibyt, opkt, obyt) = (col("ipkt"), col("ibyt"), col("opkt"), col("obyt"));
-    let mut flows: BTreeMap<Key, (Counts, u64)> = BTreeMap::new();
+    let (input, flg) = (col("in"), col("flg"));
+    let mut flows: BTreeMap<Key, Collected> = BTreeMap::new();
     let mut records = 0;
     for l in lines
         .take_while(|l| *l != "Summary")
@@ -294,12 +305,14 @@ fn collected(dir: &Path) -> (BTreeMap<Key, (Counts, u64)>, u64, u64) {
             port(sp),
             port(dp),
         );
-        let (e, of_flow) = flows.entry(key).or_default();
-        e.0 += n(ipkt);
-        e.1 += n(ibyt);
-        e.2 += n(opkt);
-        e.3 += n(obyt);
-        *of_flow += 1;
+        let c = flows.entry(key).or_default();
+        c.counts.0 += n(ipkt);
+        c.counts.1 += n(ibyt);
+        c.counts.2 += n(opkt);
+        c.counts.3 += n(obyt);
+        c.records += 1;
+        c.ingress.insert(v[input].trim().to_owned());
+        c.flags.insert(v[flg].trim().to_owned());
         records += 1;
     }
     let out = std::process::Command::new("nfdump")
@@ -445,17 +458,34 @@ fn nfcapd_decodes_each_flow_with_the_datapaths_counts() {
         records <= nf_records && nf_records <= after,
         "{records} <= {nf_records} <= {after}: {x}"
     );
+    // Every known flow entered by up0 (the traffic side opened it): its kernel ifindex.
+    let up0: Value = serde_json::from_slice(
+        &lab.exec(lab.ns_app(), ["ip", "-j", "link", "show", "up0"])
+            .stdout,
+    )
+    .expect("ip -j link");
+    let up0 = up0[0]["ifindex"].as_u64().expect("ifindex").to_string();
     for (k, c) in &want {
+        let g = got
+            .get(k)
+            .unwrap_or_else(|| panic!("flow {k:?} not collected: {got:#?}"));
+        assert_eq!(g.counts, *c, "flow {k:?}: collected {g:?}");
         assert_eq!(
-            got.get(k).map(|g| g.0),
-            Some(*c),
-            "flow {k:?}: collected {got:#?}"
+            g.ingress,
+            BTreeSet::from([up0.clone()]),
+            "flow {k:?}: {g:?}"
         );
+        // The initiator's flags (nfdump prints them as "...AP.SF"): a TCP connection's
+        // opener sent SYN, ACK and FIN; other protocols none.
+        for f in &g.flags {
+            let tcp = f.contains('S') && f.contains('A') && f.contains('F');
+            assert_eq!(tcp, k.2 == 6, "flow {k:?}: flags {f:?} in {g:?}");
+        }
     }
     // The UDP stream lasted 1.5 s: interim records (active timeout 1 s) and a final one,
     // whose deltas add up to the counts above.
     let k4 = want.keys().find(|k| k.2 == 17 && k.3 == 5001).unwrap();
-    assert!(got[k4].1 >= 2, "UDP records: {:?}", got[k4]);
+    assert!(got[k4].records >= 2, "UDP records: {:?}", got[k4]);
     eprintln!("collected: {got:?}\nnfcapd: {log}");
 
     // The collector down: traffic goes through as before, the exporter counts failed sends
