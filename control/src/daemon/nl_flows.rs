@@ -1,7 +1,7 @@
 //! Flow requests on the netlink-format socket: `GETFLOW` (a dump with server-side filters,
 //! or one flow by 5-tuple), `DELFLOW` (`flow flush [FILTER]`, `flow del TUPLE`),
-//! `GETFLOWTAB` (the tables' counters, no dump), and the `flows` event group fed from the
-//! workers' event rings.
+//! `GETFLOWTAB` (the tables' counters, no dump), and the `flows` event group and the IPFIX
+//! exporter, both fed from the workers' event rings.
 
 use isopath_datapath::flow::{EventKind, Flush};
 use isopath_proto::msg::{FlowQuery, FlowTableMsg, FlowTableQuery, Group, Message};

@@ -24,6 +24,8 @@
 //!   timeout is one record at its end; flowStartMilliseconds is the flow's first packet in
 //!   every record of it (interim records included).
 //! - No options templates (exporter statistics go to `isopath status` instead).
+//! - Flows still live when the daemon stops get no final record (the tables are not flushed
+//!   at stop); what the exporter holds is sent before its thread ends.
 
 pub mod config;
 pub mod records;
