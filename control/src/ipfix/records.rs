@@ -11,7 +11,9 @@
 //! Lost events cost no miscount of what does arrive: a lost update is covered by the next
 //! record's delta (the counters are cumulative); a lost new event changes nothing (the first
 //! record's delta starts from zero); a lost destroy loses the flow's last delta (the worker
-//! counted it as `events_dropped`).
+//! counted it as `events_dropped`). The generation has 7 bits: only a slot reused a multiple
+//! of 128 times with every event of those flows lost in between could be taken for the flow
+//! the entry remembers (its delta would then be short, never negative).
 
 use std::collections::HashMap;
 
