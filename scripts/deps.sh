@@ -37,6 +37,7 @@ ISOPATH_PKGS=(
     "libhwloc-dev:/usr/include/hwloc.h"  # hwlocality (control): the machine's topology for worker placement
     "libudev-dev:/usr/include/libudev.h" # hwlocality links hwloc, which links libudev
     "tshark:/usr/bin/tshark"             # tests: the mixed-traffic pcap fixture is read by tshark too, and both readings must agree
+    "nfdump:/usr/bin/nfcapd"             # tests: IPFIX export is read back by a real collector (nfcapd) and nfdump -r
     "prometheus:/usr/bin/promtool"       # tests: a real Prometheus scrapes the metrics endpoint; promtool checks the page
     "curl:/usr/bin/curl"                 # tests: fetch the metrics page and query Prometheus's HTTP API inside a lab namespace
 )

@@ -44,6 +44,8 @@ pub struct Config {
     /// How frames are understood on the way through.
     #[serde(default)]
     pub flows: FlowsConfig,
+    /// IPFIX flow export (`[ipfix]`); absent: off.
+    pub ipfix: Option<crate::ipfix::IpfixConfig>,
     /// The Prometheus endpoint (no section: off).
     #[serde(default)]
     pub metrics: Option<MetricsConfig>,
@@ -475,6 +477,8 @@ pub struct Plan {
     pub strict: bool,
     /// The per-worker flow table (`[flows]`), `None` when tracking is off.
     pub flows: Option<isopath_datapath::flow::FlowParams>,
+    /// IPFIX export (`[ipfix]`), `None` when off.
+    pub ipfix: Option<crate::ipfix::IpfixPlan>,
     /// Where the Prometheus endpoint listens (`[metrics] listen`), `None` when off.
     pub metrics: Option<std::net::SocketAddr>,
 }
@@ -507,6 +511,27 @@ impl Config {
             path: "<config>".into(),
             message: e.to_string(),
         })
+    }
+
+    /// `[ipfix]`, validated (`None` without the section).
+    ///
+    /// # Errors
+    /// The first problem found, naming its field.
+    pub fn ipfix_plan(&self) -> Result<Option<crate::ipfix::IpfixPlan>, ConfigError> {
+        self.ipfix
+            .as_ref()
+            .map(|i| i.plan(self.flows.active_timeout))
+            .transpose()
+    }
+
+    /// The flow table's parameters: `[flows]`, with `[ipfix] active_timeout_s` as its active
+    /// timeout when there is an `[ipfix]` section.
+    ///
+    /// # Errors
+    /// The first problem found, naming its field.
+    pub fn flow_params(&self) -> Result<Option<isopath_datapath::flow::FlowParams>, ConfigError> {
+        let active = self.ipfix_plan()?.map(|p| u64::from(p.active_timeout_s));
+        self.flows.params_with_active(active)
     }
 
     /// Validates the configuration against `host` (interfaces, queues, cores).
@@ -777,7 +802,8 @@ impl Config {
             cross_connects,
             placement,
             strict: self.flows.strict,
-            flows: self.flows.params()?,
+            flows: self.flow_params()?,
+            ipfix: self.ipfix_plan()?,
             metrics: self.metrics.as_ref().map(MetricsConfig::addr).transpose()?,
         })
     }

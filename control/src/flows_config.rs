@@ -44,9 +44,10 @@ pub struct FlowsConfig {
     /// Idle timeout of ICMP and ICMPv6, seconds (30).
     #[serde(default = "t_icmp")]
     pub icmp_s: u64,
-    /// Seconds between active-flow updates on the event ring (1800; 0: none).
-    #[serde(default = "active_timeout")]
-    pub active_timeout: u64,
+    /// Seconds between active-flow updates on the event ring (1800; 0: none). With an
+    /// `[ipfix]` section, `ipfix.active_timeout_s` sets it (a different value here is refused).
+    #[serde(default)]
+    pub active_timeout: Option<u64>,
     /// Events each worker's ring holds (4096); more are dropped and counted.
     #[serde(default = "event_ring")]
     pub event_ring: u64,
@@ -99,7 +100,7 @@ impl Default for FlowsConfig {
             udp_s: t_udp(),
             udp_stream_s: t_udp_stream(),
             icmp_s: t_icmp(),
-            active_timeout: active_timeout(),
+            active_timeout: None,
             event_ring: event_ring(),
         }
     }
@@ -111,6 +112,18 @@ impl FlowsConfig {
     /// # Errors
     /// A value out of range, naming its key (`flows.capacity`, `flows.udp_s`, ...).
     pub fn params(&self) -> Result<Option<FlowParams>, ConfigError> {
+        self.params_with_active(None)
+    }
+
+    /// The validated table parameters with the active timeout `active` (from `[ipfix]`, which
+    /// checked it against this section's) when given.
+    ///
+    /// # Errors
+    /// As [`Self::params`].
+    pub fn params_with_active(
+        &self,
+        active: Option<u64>,
+    ) -> Result<Option<FlowParams>, ConfigError> {
         // A value beyond u32 is out of range whatever the key: saturate, then let
         // FlowParams name it.
         let t = |field: &'static str, v: u64| {
@@ -128,7 +141,9 @@ impl FlowsConfig {
         let p = FlowParams::new(
             self.capacity,
             timeouts,
-            self.active_timeout,
+            active
+                .or(self.active_timeout)
+                .unwrap_or_else(active_timeout),
             self.event_ring,
         )?;
         Ok(self.enabled.then_some(p))

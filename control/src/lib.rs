@@ -42,6 +42,7 @@ pub mod flows;
 pub mod flows_config;
 pub mod frames;
 pub mod host;
+pub mod ipfix;
 pub mod metrics;
 pub mod netlink;
 pub mod nlserver;

@@ -20,6 +20,8 @@
 //!   [`msg::Incoming`]) and typed daemon messages ([`msg::Message`]), acks and errors.
 //! - [`frame`]: packing whole messages into bounded datagrams.
 //! - [`dump`]: the `netlink_dump` model: parts, cursors, `NLM_F_DUMP_INTR`, `done`.
+//! - [`ipfix`]: an IPFIX (RFC 7011) message encoder for flow export (not netlink; here because
+//!   it is wire format with golden tests, like the rest).
 //!
 //! # Design
 //! - Decoding never panics and never trusts a length: a malformed message yields a typed
@@ -47,6 +49,7 @@ pub mod dump;
 mod enc;
 pub mod error;
 pub mod frame;
+pub mod ipfix;
 mod macros;
 pub mod msg;
 pub mod nl;

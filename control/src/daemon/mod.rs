@@ -269,6 +269,8 @@ pub struct Daemon {
     flow_events_sent: u64,
     /// Per worker: its flow clock against Unix time, taken once.
     flow_clocks: Vec<Option<crate::flows::dump::Clock>>,
+    /// The IPFIX exporter (`[ipfix]`), fed from the flow events (`nl_flows`).
+    ipfix: Option<crate::ipfix::Exporter>,
     /// The Prometheus endpoint and the slot it reads snapshots from.
     metrics: Option<Metrics>,
     /// Per worker: its loop counter as last read, and when it was seen to move.

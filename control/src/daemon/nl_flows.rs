@@ -1,7 +1,7 @@
 //! Flow requests on the netlink-format socket: `GETFLOW` (a dump with server-side filters,
 //! or one flow by 5-tuple), `DELFLOW` (`flow flush [FILTER]`, `flow del TUPLE`),
-//! `GETFLOWTAB` (the tables' counters, no dump), and the `flows` event group fed from the
-//! workers' event rings.
+//! `GETFLOWTAB` (the tables' counters, no dump), and the `flows` event group and the IPFIX
+//! exporter, both fed from the workers' event rings.
 
 use isopath_datapath::flow::{EventKind, Flush};
 use isopath_proto::msg::{FlowQuery, FlowTableMsg, FlowTableQuery, Group, Message};
@@ -9,6 +9,7 @@ use isopath_proto::msg::{FlowQuery, FlowTableMsg, FlowTableQuery, Group, Message
 use super::Daemon;
 use crate::{
     flows::dump::{self, Clock, FlowDump, PortLinks, Select},
+    ipfix::{ExportEvent, Exporter},
     nlserver::Answer,
     registry::DeviceKind,
 };
@@ -177,16 +178,28 @@ impl Daemon {
         Answer::Records(vec![Message::NewFlowTable(t)])
     }
 
-    /// Pops the workers' flow events (at most [`EVENTS_PER_TURN`] each) and sends them to the
-    /// `flows` group; with no subscriber they are dropped here, so one who joins later is not
-    /// sent old news.
+    /// Pops the workers' flow events (at most [`EVENTS_PER_TURN`] each) and fans them out:
+    /// to the `flows` group and to the IPFIX exporter (updates and destroys). With neither a
+    /// subscriber nor an exporter they are dropped here, so one who joins later is not sent
+    /// old news.
     pub(super) fn flow_events(&mut self) {
-        let Some(server) = self.nl.as_ref() else {
+        if self.nl.is_none() && self.ipfix.is_none() {
             return;
-        };
-        let send = server.has_subscribers(Group::Flows);
+        }
+        let waiting = self
+            .plane
+            .workers
+            .iter()
+            .any(|w| w.handle.flow_events().is_some_and(|e| !e.is_empty()));
+        if !waiting {
+            return;
+        }
+        let send = self
+            .nl
+            .as_ref()
+            .is_some_and(|s| s.has_subscribers(Group::Flows));
         let unix_ns = self.plane.turn.wall_ns();
-        let links = if send {
+        let links = if send || self.ipfix.is_some() {
             self.port_links()
         } else {
             PortLinks::default()
@@ -194,15 +207,26 @@ impl Daemon {
         let clocks: Vec<Option<Clock>> = (0..self.plane.workers.len())
             .map(|i| self.flow_clock(i))
             .collect();
-        let server = self.nl.as_mut().expect("checked above");
         for (i, w) in self.plane.workers.iter().enumerate() {
             let (Some(ev), Some(clock)) = (w.handle.flow_events(), clocks[i]) else {
                 continue;
             };
             for e in std::iter::from_fn(|| ev.pop()).take(EVENTS_PER_TURN) {
-                if !send {
-                    continue;
+                if let Some(x) = &self.ipfix
+                    && e.kind != EventKind::New
+                {
+                    let f = &e.flow;
+                    x.offer(ExportEvent {
+                        worker: i as u32,
+                        event: e,
+                        first_ms: clock.unix(f.first_seen_ns) / 1_000_000,
+                        last_ms: clock.unix(f.last_seen_ns) / 1_000_000,
+                        ingress: f.ingress.map(|p| links.ifindex(p).unwrap_or(0)),
+                    });
                 }
+                let Some(server) = self.nl.as_mut().filter(|_| send) else {
+                    continue;
+                };
                 let mut f = dump::flow_msg(&e.flow, i as u32, &links, clock);
                 let m = match e.kind {
                     EventKind::New => {
@@ -224,6 +248,27 @@ impl Daemon {
             }
         }
     }
+}
+
+/// Starts the IPFIX exporter on a housekeeping CPU.
+///
+/// # Errors
+/// Its thread could not start.
+pub(super) fn start_ipfix(
+    plan: &crate::ipfix::IpfixPlan,
+    house: Option<crate::topology::Housekeeping>,
+) -> Result<Exporter, super::StartError> {
+    let on_start = move || {
+        if let Some(h) = house
+            && let Err(e) = h.pin_current()
+        {
+            tracing::warn!("ipfix thread: {e}");
+        }
+    };
+    Exporter::start(plan, on_start).map_err(|source| super::StartError::Socket {
+        what: format!("starting the {} thread", crate::ipfix::THREAD),
+        source,
+    })
 }
 
 fn tuple_text(t: &isopath_proto::msg::FlowTuple) -> String {

@@ -454,6 +454,11 @@ impl Daemon {
             }
         };
 
+        let ipfix = plan
+            .ipfix
+            .as_ref()
+            .map(|p| super::nl_flows::start_ipfix(p, housekeeping.clone()))
+            .transpose()?;
         let metrics = match metrics_listener {
             Some(l) => Some(spawn_metrics(l, housekeeping.clone())?),
             None => None,
@@ -494,6 +499,7 @@ impl Daemon {
             flow_cursors: crate::flows::dump::Cursors::default(),
             flow_events_sent: 0,
             flow_clocks: Vec::new(),
+            ipfix,
             metrics,
             loop_seen: Vec::new(),
             watchdog: watchdog_from_env(),

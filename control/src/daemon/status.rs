@@ -72,6 +72,7 @@ impl Daemon {
                 errors: r.errors.load(Ordering::Relaxed),
             }),
             lifecycle: self.lifecycle_status(),
+            ipfix: self.ipfix.as_ref().map(crate::ipfix::Exporter::status),
             watchdog: self
                 .watchdog
                 .as_ref()

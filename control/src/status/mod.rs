@@ -74,6 +74,9 @@ pub struct Status {
     /// loopback's sink (absent from older daemons' replies: all zero).
     #[serde(default)]
     pub lifecycle: LifecycleStatus,
+    /// IPFIX export counters (`None` without `[ipfix]`, and from older daemons).
+    #[serde(default)]
+    pub ipfix: Option<crate::ipfix::IpfixStatus>,
     /// The service manager's watchdog (`None`: not asked for, no `WATCHDOG_USEC`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watchdog: Option<WatchdogStatus>,

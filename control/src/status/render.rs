@@ -108,6 +108,20 @@ pub fn status(v: &Status) -> String {
             d.name, d.ifindex, d.state, d.refs
         );
     }
+    if let Some(x) = &v.ipfix {
+        let _ = writeln!(
+            o,
+            "ipfix: to {} (domain {}): records {}, messages {}, templates {}, dropped_channel {}, send_errors {}, flows {}",
+            x.collectors.join(", "),
+            x.observation_domain_id,
+            x.records,
+            x.messages,
+            x.templates,
+            x.dropped_channel,
+            x.send_errors,
+            x.flows
+        );
+    }
     o
 }
 
@@ -381,6 +395,13 @@ pub(crate) mod tests {
                 }],
                 ..Default::default()
             },
+            ipfix: Some(crate::ipfix::IpfixStatus {
+                collectors: vec!["198.18.0.100:4739".into()],
+                observation_domain_id: 1,
+                records: 40,
+                messages: 4,
+                ..Default::default()
+            }),
             watchdog: None,
         }
     }
@@ -426,7 +447,11 @@ pub(crate) mod tests {
             "lifecycle: unregistered 2 in 1 batches, quiesces 2 (last 0 us, max 0 us, timeouts 0), freed 1, tx_drop_loopback 0"
         );
         assert_eq!(lines[17], "    m9 (index 7) unregistering, usage count 1");
-        assert_eq!(lines.len(), 18);
+        assert_eq!(
+            lines[18],
+            "ipfix: to 198.18.0.100:4739 (domain 1): records 40, messages 4, templates 0, dropped_channel 0, send_errors 0, flows 0"
+        );
+        assert_eq!(lines.len(), 19);
         let mut on = sample();
         on.workers[0].flows = crate::flows::WorkerFlowStatus {
             enabled: true,
