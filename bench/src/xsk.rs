@@ -60,7 +60,9 @@ fn ring_params() -> RingParams {
 struct Port {
     name: String,
     queues: Vec<XskSocket>,
-    prog: XdpProgram,
+    /// The program (`None` for TX-only sockets: nothing is loaded on the interface, nor is
+    /// what is attached there looked at, so a peer's own program there is no obstacle).
+    prog: Option<XdpProgram>,
 }
 
 impl Port {
@@ -69,12 +71,16 @@ impl Port {
     /// only and no program is attached.
     fn open(umem: &mut XskUmem, ifname: &str, rx: bool) -> Result<Self> {
         let ifindex = if_index(ifname)?;
-        let prog = XdpProgram::load(ifname, ifindex, false)?;
+        let prog = if rx {
+            Some(XdpProgram::load(ifname, ifindex, false)?)
+        } else {
+            None
+        };
         let mut queues = Vec::new();
         for q in 0..rx_queues(ifname)? {
             let s = umem.bind(ifname, q, ZeroCopy::Auto, 0)?;
-            if rx {
-                prog.register(q, s.fd())?;
+            if let Some(p) = &prog {
+                p.register(q, s.fd())?;
             }
             queues.push(s);
         }
@@ -83,8 +89,8 @@ impl Port {
             queues,
             prog,
         };
-        if rx {
-            port.prog.attach(XdpMode::Native)?;
+        if let Some(p) = &mut port.prog {
+            p.attach(XdpMode::Native)?;
         }
         Ok(port)
     }
@@ -106,7 +112,11 @@ impl Port {
 
     fn report(&self) -> serde_json::Value {
         let k = self.xsk_stats();
-        let x = self.prog.stats().unwrap_or_default();
+        let x = self
+            .prog
+            .as_ref()
+            .and_then(|p| p.stats().ok())
+            .unwrap_or_default();
         json!({
             "iface": self.name,
             "queues": self.queues.len(),
