@@ -104,14 +104,7 @@ impl Daemon {
                     .iter()
                     .find(|(qid, _)| *qid == q.queue)
                     .and_then(|(_, r)| r.read().ok())
-                    .map(|s| XskCounters {
-                        rx_dropped: s.rx_dropped,
-                        rx_fill_ring_empty_descs: s.rx_fill_ring_empty_descs,
-                        rx_invalid_descs: s.rx_invalid_descs,
-                        rx_ring_full: s.rx_ring_full,
-                        tx_invalid_descs: s.tx_invalid_descs,
-                        tx_ring_empty_descs: s.tx_ring_empty_descs,
-                    });
+                    .map(XskCounters::from);
                 let c = &q.counters;
                 queues.push(QueueSample {
                     port: q.ifname.clone(),
@@ -260,14 +253,7 @@ impl Daemon {
                 rx_redirect: xdp.rx_redirect,
                 rx_drop_no_socket: xdp.rx_drop_no_socket,
             },
-            xsk: XskCounters {
-                rx_dropped: k.rx_dropped,
-                rx_fill_ring_empty_descs: k.rx_fill_ring_empty_descs,
-                rx_invalid_descs: k.rx_invalid_descs,
-                rx_ring_full: k.rx_ring_full,
-                tx_invalid_descs: k.tx_invalid_descs,
-                tx_ring_empty_descs: k.tx_ring_empty_descs,
-            },
+            xsk: k.into(),
         }
     }
 }

@@ -241,6 +241,19 @@ pub struct XskCounters {
     pub tx_ring_empty_descs: u64,
 }
 
+impl From<isopath_datapath::xsk::XskStats> for XskCounters {
+    fn from(k: isopath_datapath::xsk::XskStats) -> Self {
+        Self {
+            rx_dropped: k.rx_dropped,
+            rx_fill_ring_empty_descs: k.rx_fill_ring_empty_descs,
+            rx_invalid_descs: k.rx_invalid_descs,
+            rx_ring_full: k.rx_ring_full,
+            tx_invalid_descs: k.tx_invalid_descs,
+            tx_ring_empty_descs: k.tx_ring_empty_descs,
+        }
+    }
+}
+
 impl XskCounters {
     /// (name, value), in name order.
     pub fn pairs(&self) -> [(&'static str, u64); 6] {
