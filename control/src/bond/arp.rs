@@ -103,21 +103,44 @@ impl Bond {
         let fresh_in = |t: Option<Instant>, w: Duration| {
             t.is_some_and(|t| now.saturating_duration_since(t) <= w)
         };
-        for m in 0..self.members.len() {
-            let rec = &self.arp[m];
-            let active = self.active == Some(m);
-            let w = if active { window } else { backup_window };
-            let fresh = |t: Option<Instant>| fresh_in(t, w);
-            let replies = if opts.all_targets {
-                rec.target.iter().all(|&t| fresh(t))
-            } else {
-                rec.target.iter().any(|&t| fresh(t))
-            };
-            let alive = match (active, opts.validate) {
-                (true, ArpValidate::Active | ArpValidate::All) => replies,
-                (false, ArpValidate::Backup | ArpValidate::All) => fresh(rec.validated),
-                _ => fresh(rec.any),
-            };
+        let verdicts: Vec<bool> = (0..self.members.len())
+            .map(|m| {
+                let rec = &self.arp[m];
+                let active = self.active == Some(m);
+                let w = if active { window } else { backup_window };
+                let fresh = |t: Option<Instant>| fresh_in(t, w);
+                let replies = if opts.all_targets {
+                    rec.target.iter().all(|&t| fresh(t))
+                } else {
+                    rec.target.iter().any(|&t| fresh(t))
+                };
+                match (active, opts.validate) {
+                    (true, ArpValidate::Active | ArpValidate::All) => replies,
+                    (false, ArpValidate::Backup | ArpValidate::All) => fresh(rec.validated),
+                    _ => fresh(rec.any),
+                }
+            })
+            .collect();
+        // The period in which the active member fails judges no backup down: what the
+        // backups heard was the active member's probes, which stopped with its path. The extra
+        // interval of `backup_window` orders the two verdicts only while the periods run on
+        // time; a period that runs late (a busy core) sees both windows expired at once, and
+        // the bond would fall to no member instead of failing over. Linux's
+        // `bond_ab_arp_inspect` likewise takes only the active slave down while it searches
+        // for a new one. A backup that is dead too fails when its grace as the new active member runs out.
+        let judged_active = self.active;
+        let active_fails =
+            judged_active.is_some_and(|a| !verdicts[a] && self.members[a].link.counts_up());
+        // The active member first: its failure selects among the backups still up.
+        let order = judged_active
+            .into_iter()
+            .chain((0..self.members.len()).filter(|&m| Some(m) != judged_active));
+        for m in order {
+            let alive = verdicts[m];
+            if !alive && active_fails && Some(m) != judged_active {
+                // Judged again next period, on the new active member's probes.
+                continue;
+            }
             let next = if alive {
                 MemberLink::Up
             } else {

@@ -329,6 +329,85 @@ fn arp_monitor_backup_outlives_the_active_members_silence() {
     );
 }
 
+/// The same silence, but the monitor's period that judges it runs late (a busy core held the
+/// control loop): both the active member's and the backup's windows have expired when it runs.
+/// The bond must still fail over to the backup, and a backup that is really dead must follow
+/// once its grace as the new active member runs out.
+#[test]
+fn arp_monitor_fails_over_directly_when_the_judging_period_runs_late() {
+    use std::net::Ipv4Addr;
+    let target = Ipv4Addr::new(198, 18, 0, 2);
+    let own = [2, 0, 0, 0, 0xb, 1];
+    let opts = BondOptions {
+        arp: Some(ArpOptions {
+            interval: Duration::from_millis(50),
+            targets: vec![target],
+            ns_targets: Vec::new(),
+            validate: ArpValidate::Active,
+            all_targets: false,
+            missed_max: 2,
+        }),
+        mac: Some(own),
+        ..Default::default()
+    };
+    let reply = ArpSeen {
+        spa: target,
+        tpa: Ipv4Addr::new(198, 18, 0, 10),
+        sha: [2, 0, 0, 0, 0, 2],
+        reply: true,
+    };
+    let flooded_probe = ArpSeen {
+        spa: Ipv4Addr::new(198, 18, 0, 10),
+        tpa: target,
+        sha: own,
+        reply: false,
+    };
+    for active in [0usize, 1] {
+        let opts = BondOptions {
+            primary: Some(active),
+            ..opts.clone()
+        };
+        let backup = 1 - active;
+        let (mut b, t) = bond(opts, &[true, true]);
+        let w = SystemTime::now();
+        let ms = |n: u64| t + Duration::from_millis(n);
+        for i in 0..10u64 {
+            b.arp_rx(backup, &flooded_probe, ms(50 * i));
+            b.arp_rx(active, &reply, ms(50 * i) + Duration::from_micros(200));
+            b.arp_tick(ms(50 * i + 10), w);
+        }
+        assert_eq!(b.active(), Some(active));
+        // Silence from 450 ms on. One period on time (500 ms, both fresh), then the next
+        // runs 250 ms late: at 800 ms both windows (125 ms, 175 ms) have long expired.
+        b.arp_tick(ms(510), w);
+        assert_eq!(b.active(), Some(active), "still within its window");
+        b.arp_tick(ms(800), w);
+        assert_eq!(
+            b.active(),
+            Some(backup),
+            "failed over directly to the backup"
+        );
+        assert!(
+            !b.events().any(|e| e.kind == EventKind::NoActiveMember),
+            "never without an active member"
+        );
+        assert_eq!(
+            (
+                b.members[active].link_failures,
+                b.members[backup].link_failures
+            ),
+            (1, 0)
+        );
+        // Nothing is heard through the new active member either: its grace (missed_max
+        // intervals and a half) runs out and the bond has no member left.
+        for k in 1..=4u64 {
+            b.arp_tick(ms(800 + 50 * k), w);
+        }
+        assert_eq!(b.active(), None, "a dead backup follows after its grace");
+        assert_eq!(b.members[backup].link_failures, 1);
+    }
+}
+
 #[test]
 fn fail_over_mac_active_follows_the_active_member() {
     let mut opts = BondOptions {
