@@ -21,8 +21,10 @@ fn ctr(run: &Value, name: &str) -> u64 {
 /// every accepted frame was redirected and arrived. `max_refused` bounds the refusals: 0 where
 /// the input's NAPI runs in the sender's own softirq (the ring drains before the next batch);
 /// with threaded NAPI the ring is drained by a thread on core 1, and this VM's host can hold
-/// vCPU 1 off (steal time) longer than the 12.8 ms that up0's 256-frame ring lasts at 20 kpps,
-/// a loss no setting in the guest prevents (seen once in a full-suite run: 22 of 56,863). The
+/// vCPU 1 off (steal time) longer than the 12.8 ms that up0's 256-frame ring lasts at 20 kpps
+/// (seen with the live-frames source: 22 of 56,863 in a full-suite run). The AF_XDP source
+/// transmits through t0's queue, which the peer gives t0, and veth back-pressures it when
+/// up0's ring is full (0 refused in every run since; with veth's `noqueue` up to 2.2%). The
 /// lab's own hosts may add a few frames of their own (IPv6 MLD reports from t0), hence the
 /// slack of 20.
 fn assert_chain(
@@ -53,6 +55,7 @@ fn assert_chain(
             c(&format!("{src}.tx_xdp_xmit_errors")),
         )
     };
+    eprintln!("{src} -> {input}: {refused} of {sent} refused");
     assert!(sent > 10_000, "{run}");
     assert_eq!(
         accepted + refused,

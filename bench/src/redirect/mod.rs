@@ -258,6 +258,8 @@ pub(crate) struct RedirectRun<'l> {
     procs: Vec<Proc>,
     /// `(role, dev)` with GRO turned on for the run.
     gro: Vec<(&'static str, &'static str)>,
+    /// t0 given a queue (undone at stop).
+    qdisc: bool,
     /// App devices made threaded.
     threaded: Vec<&'static str>,
     /// NAPI threads pinned: `(pid, name)`.
@@ -275,6 +277,7 @@ impl<'l> RedirectRun<'l> {
             opts: opts.clone(),
             procs: Vec::new(),
             gro: Vec::new(),
+            qdisc: false,
             threaded: Vec::new(),
             pinned: Vec::new(),
             before: BTreeMap::new(),
@@ -395,6 +398,17 @@ impl<'l> RedirectRun<'l> {
                 }
             }
         }
+        // The source's veth gets a queue: veth then answers a full peer ring with back-pressure
+        // (it stops the queue and the AF_XDP source's next kick retries, as a NIC's full TX ring
+        // does) instead of dropping; with veth's default `noqueue` a burst the input's NAPI
+        // thread has not drained yet (a vCPU held off by the host) is dropped.
+        lab.sh(
+            "traffic",
+            &[
+                "tc", "qdisc", "replace", "dev", "t0", "root", "pfifo", "limit", "1000",
+            ],
+        )?;
+        r.qdisc = true;
         r.before = settled_counters(lab)?;
         Ok(r)
     }
@@ -438,6 +452,10 @@ impl<'l> RedirectRun<'l> {
         for (role, dev) in std::mem::take(&mut self.gro) {
             self.lab
                 .sh_quiet(role, &["ethtool", "-K", dev, "gro", "off"]);
+        }
+        if std::mem::take(&mut self.qdisc) {
+            self.lab
+                .sh_quiet("traffic", &["tc", "qdisc", "del", "dev", "t0", "root"]);
         }
     }
 
