@@ -261,11 +261,10 @@ fn arp_monitor_fails_over_when_the_target_goes_silent_and_rotates_probes() {
     assert_eq!(b.active(), Some(0));
 }
 
-/// The active member's path dies: the backup, which heard only the active member's probes
-/// flooded back (and went quiet a moment *before* the last reply), must still be up when
-/// the active member is judged, so the bond fails over directly instead of to no member.
-#[test]
-fn arp_monitor_backup_outlives_the_active_members_silence() {
+/// A bond whose ARP monitor probes 198.18.0.2 every 50 ms (validate = active, missed_max 2),
+/// with `primary` active, and the two frames its members hear each period: the target's reply
+/// and the bond's own probe flooded back by the switch.
+fn arp_bond_50ms(primary: usize) -> (Bond, Instant, ArpSeen, ArpSeen) {
     use std::net::Ipv4Addr;
     let target = Ipv4Addr::new(198, 18, 0, 2);
     let own = [2, 0, 0, 0, 0xb, 1];
@@ -279,13 +278,10 @@ fn arp_monitor_backup_outlives_the_active_members_silence() {
             missed_max: 2,
         }),
         mac: Some(own),
-        // The active member is the one judged last in a period (index 1), the case where
-        // equal windows let the backup expire first.
-        primary: Some(1),
+        primary: Some(primary),
         ..Default::default()
     };
-    let (mut b, t) = bond(opts, &[true, true]);
-    let w = SystemTime::now();
+    let (b, t) = bond(opts, &[true, true]);
     let reply = ArpSeen {
         spa: target,
         tpa: Ipv4Addr::new(198, 18, 0, 10),
@@ -298,6 +294,18 @@ fn arp_monitor_backup_outlives_the_active_members_silence() {
         sha: own,
         reply: false,
     };
+    (b, t, reply, flooded_probe)
+}
+
+/// The active member's path dies: the backup, which heard only the active member's probes
+/// flooded back (and went quiet a moment *before* the last reply), must still be up when
+/// the active member is judged, so the bond fails over directly instead of to no member.
+#[test]
+fn arp_monitor_backup_outlives_the_active_members_silence() {
+    // The active member is the one judged last in a period (index 1), the case where equal
+    // windows let the backup expire first.
+    let (mut b, t, reply, flooded_probe) = arp_bond_50ms(1);
+    let w = SystemTime::now();
     let ms = |n: u64| t + Duration::from_millis(n);
     let mut last = 0;
     for i in 0..10u64 {
@@ -335,40 +343,9 @@ fn arp_monitor_backup_outlives_the_active_members_silence() {
 /// once its grace as the new active member runs out.
 #[test]
 fn arp_monitor_fails_over_directly_when_the_judging_period_runs_late() {
-    use std::net::Ipv4Addr;
-    let target = Ipv4Addr::new(198, 18, 0, 2);
-    let own = [2, 0, 0, 0, 0xb, 1];
-    let opts = BondOptions {
-        arp: Some(ArpOptions {
-            interval: Duration::from_millis(50),
-            targets: vec![target],
-            ns_targets: Vec::new(),
-            validate: ArpValidate::Active,
-            all_targets: false,
-            missed_max: 2,
-        }),
-        mac: Some(own),
-        ..Default::default()
-    };
-    let reply = ArpSeen {
-        spa: target,
-        tpa: Ipv4Addr::new(198, 18, 0, 10),
-        sha: [2, 0, 0, 0, 0, 2],
-        reply: true,
-    };
-    let flooded_probe = ArpSeen {
-        spa: Ipv4Addr::new(198, 18, 0, 10),
-        tpa: target,
-        sha: own,
-        reply: false,
-    };
     for active in [0usize, 1] {
-        let opts = BondOptions {
-            primary: Some(active),
-            ..opts.clone()
-        };
+        let (mut b, t, reply, flooded_probe) = arp_bond_50ms(active);
         let backup = 1 - active;
-        let (mut b, t) = bond(opts, &[true, true]);
         let w = SystemTime::now();
         let ms = |n: u64| t + Duration::from_millis(n);
         for i in 0..10u64 {
