@@ -468,7 +468,7 @@ pub(crate) fn send(
             let allowed = t_ns.saturating_mul(g.rate_pps) / 1_000_000_000;
             let debt = allowed.saturating_sub(sent + late_skipped);
             late_skipped += debt.saturating_sub(MAX_DEBT);
-            debt.min(MAX_DEBT).min(burst)
+            debt.min(burst)
         };
         let want = g.count.map_or(want, |c| want.min(c - sent));
         if want > 0 {
