@@ -68,7 +68,41 @@ pub(crate) struct Shared {
     pub(crate) epoch_ns: u64,
     /// Milliseconds since the start at the last call (published once per call).
     pub(crate) now_ms: AtomicU64,
-    pub(crate) timeouts: Timeouts,
+    /// The idle timeouts in force (a reload changes them), for readers' time left.
+    pub(crate) timeouts: SharedTimeouts,
+}
+
+/// [`Timeouts`] that the worker may change while readers read them: one relaxed atomic per
+/// field. A reader racing a change may see some fields old and some new; each is a valid
+/// timeout either way, and the next read sees them all new.
+#[derive(Debug, Default)]
+pub(crate) struct SharedTimeouts([AtomicU32; 7]);
+
+impl SharedTimeouts {
+    pub(crate) fn new(t: Timeouts) -> Self {
+        let s = Self::default();
+        s.store(t);
+        s
+    }
+
+    pub(crate) fn store(&self, t: Timeouts) {
+        for (a, (_, v)) in self.0.iter().zip(t.named()) {
+            a.store(v, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn load(&self) -> Timeouts {
+        let f = |i: usize| self.0[i].load(Ordering::Relaxed);
+        Timeouts {
+            tcp_established_s: f(0),
+            tcp_syn_s: f(1),
+            tcp_fin_wait_s: f(2),
+            tcp_closed_s: f(3),
+            udp_s: f(4),
+            udp_stream_s: f(5),
+            icmp_s: f(6),
+        }
+    }
 }
 
 /// The mutable part of a record, as the worker holds it during an update.
@@ -298,7 +332,12 @@ impl FlowSnapshot {
         };
         let full = |t: u32| now_ms.saturating_sub(u64::from((now_ms as u32).wrapping_sub(t)));
         let last = full(w[LAST]);
-        let timeout = u64::from(tcp::timeout_s(&sh.timeouts, key.proto(), st, replied)) * 1000;
+        let timeout = u64::from(tcp::timeout_s(
+            &sh.timeouts.load(),
+            key.proto(),
+            st,
+            replied,
+        )) * 1000;
         let f = w[FLAGS];
         let ms = |m: u64| sh.epoch_ns + m * 1_000_000;
         Self {

@@ -88,7 +88,7 @@ impl FlowTable {
             counters: FlowCounters::default(),
             epoch_ns: now_ns,
             now_ms: Default::default(),
-            timeouts: params.timeouts(),
+            timeouts: super::record::SharedTimeouts::new(params.timeouts()),
         };
         sh.counters.capacity.set(cap.into());
         Ok(Self {
@@ -519,6 +519,44 @@ impl FlowTable {
             self.wheel.arm(s, self.next_visit(deadline));
         }
         n
+    }
+
+    /// Changes the idle timeouts and the active timeout (a reload). The flows already in the
+    /// table keep the wheel slots their old timeouts gave them until [`FlowTable::retime`]
+    /// moves them: the caller runs it over the whole slab, in slices, when this returns true
+    /// (a timeout got shorter, or the active timeout changed). A longer timeout needs no
+    /// sweep: the wheel is lazy, and a flow visited early is put back at its real deadline.
+    pub fn set_timeouts(&mut self, timeouts: Timeouts, active_timeout_s: u32) -> bool {
+        let active_ms = u64::from(active_timeout_s) * 1000;
+        let shorter = self
+            .timeouts
+            .named()
+            .iter()
+            .zip(timeouts.named())
+            .any(|((_, old), (_, new))| new < *old);
+        let sweep = shorter || active_ms != self.active_ms;
+        self.timeouts = timeouts;
+        self.active_ms = active_ms;
+        self.sh.timeouts.store(timeouts);
+        sweep
+    }
+
+    /// Puts the live flows among slots `from..from + budget` back in the wheel at their
+    /// deadline under the timeouts in force; returns where to go on, `None` at the end.
+    pub fn retime(&mut self, from: u32, budget: u32, now_ns: u64) -> Option<u32> {
+        self.set_now(now_ns);
+        let end = from.saturating_add(budget).min(self.cap);
+        for s in from.min(end)..end {
+            let r = self.slab(s);
+            let hot = r.hot();
+            if hot.meta & LIVE == 0 {
+                continue;
+            }
+            let deadline =
+                self.full_ms(r.last_ms()) + self.timeout_ms(r.key().proto(), hot.meta, hot.state());
+            self.wheel.rearm(s, self.next_visit(deadline));
+        }
+        (end < self.cap).then_some(end)
     }
 
     /// Removes the flows `f` selects among slots `from..from + budget`; call again from

@@ -504,3 +504,57 @@ fn a_timeout_beyond_one_turn_of_the_wheel() {
     assert_eq!(t.expire(now, 100), 1, "gone after 3600 s idle");
     assert!(t.lookup(&p.key).is_none());
 }
+
+/// A reload that shortens a timeout: a flow already in the table expires at its new
+/// deadline once [`FlowTable::retime`] has swept the slab, not at the old one; and a reader
+/// sees the new time left.
+#[test]
+fn shorter_timeouts_apply_to_flows_already_in_the_table() {
+    let mut t = FlowTable::with_seed(&params(4096), 0, 15).unwrap();
+    let t0 = 10 * S;
+    let ids: Vec<FlowId> = (0..3000u16)
+        .map(|i| t.track(&pkt(A, i, B, 53, 17, 0), t0).unwrap())
+        .collect();
+    let shorter = Timeouts {
+        udp_s: 2,
+        ..Timeouts::default()
+    };
+    assert!(
+        t.set_timeouts(shorter, 0),
+        "a shorter timeout needs a sweep"
+    );
+    // In slices, as the worker runs it.
+    let mut from = Some(0);
+    let mut slices = 0;
+    while let Some(f) = from {
+        from = t.retime(f, 1024, t0);
+        slices += 1;
+    }
+    assert_eq!(slices, 4);
+    assert_eq!(snap(&t, ids[0]).expires_in_ms, 2_000);
+    let mut now = t0;
+    while now < t0 + 2 * S + 256 * MS {
+        now += 100 * MS;
+        t.expire(now, 10_000);
+        if now < t0 + 2 * S {
+            assert_eq!(t.in_use(), 3000, "expired early at {} ms", (now - t0) / MS);
+        }
+    }
+    assert_eq!(t.in_use(), 0, "still live 256 ms after the new 2 s timeout");
+    // Longer again: no sweep needed (the lazy wheel puts an early visit back).
+    assert!(!t.set_timeouts(Timeouts::default(), 0));
+    let id = t.track(&pkt(A, 1, B, 53, 17, 0), now).unwrap();
+    assert!(t.set_timeouts(shorter, 0));
+    t.expire(now + 3 * S, 100);
+    assert!(
+        t.get(id).is_some(),
+        "without the sweep the old deadline holds"
+    );
+    assert_eq!(t.retime(0, 4096, now + 3 * S), None);
+    // Put back one wheel slot (128 ms) ahead at the earliest.
+    t.expire(now + 3 * S + 256 * MS, 100);
+    assert!(
+        t.get(id).is_none(),
+        "after the sweep it is past its new deadline"
+    );
+}

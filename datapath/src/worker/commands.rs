@@ -38,6 +38,16 @@ pub enum WorkerCmd {
     },
     /// Remove the flows `Flush` selects from the worker's table, a slice per loop.
     FlushFlows(Flush),
+    /// A reload's flow policy: the idle and active timeouts (applied to the flows already in
+    /// the table too) and whether frames that do not parse are dropped.
+    SetFlowPolicy {
+        /// Idle timeouts.
+        timeouts: crate::flow::Timeouts,
+        /// Seconds between active-flow updates (0: none).
+        active_timeout_s: u32,
+        /// `[flows] strict`.
+        strict: bool,
+    },
     /// Test-only: the worker stops moving (sleeps) for this long, as a stuck worker would,
     /// so that the watchdog's withheld beat can be tested. Control sends it only when
     /// `ISOPATH_TEST_STALL_WORKER` asks for it.
@@ -89,6 +99,16 @@ impl<R: Rings> Worker<R> {
                 WorkerCmd::FlushFlows(f) => {
                     if let Some(t) = &mut self.flows {
                         t.start_flush(f);
+                    }
+                }
+                WorkerCmd::SetFlowPolicy {
+                    timeouts,
+                    active_timeout_s,
+                    strict,
+                } => {
+                    self.strict = strict;
+                    if let Some(t) = &mut self.flows {
+                        t.set_timeouts(timeouts, active_timeout_s);
                     }
                 }
                 WorkerCmd::Stall(d) => std::thread::sleep(d),

@@ -154,6 +154,21 @@ impl<R: Rings> WorkerHandle<R> {
         self.flows.is_some() && self.command(WorkerCmd::FlushFlows(f))
     }
 
+    /// A reload's flow policy ([`WorkerCmd::SetFlowPolicy`]); false if the command queue is
+    /// full (the caller tries again).
+    pub fn set_flow_policy(
+        &self,
+        timeouts: crate::flow::Timeouts,
+        active_timeout_s: u32,
+        strict: bool,
+    ) -> bool {
+        self.command(WorkerCmd::SetFlowPolicy {
+            timeouts,
+            active_timeout_s,
+            strict,
+        })
+    }
+
     /// Binds a socket on `ifname` queue `queue` to this worker's UMEM, from the calling
     /// (control) thread; the worker keeps polling meanwhile.
     ///

@@ -171,6 +171,44 @@ fn strict_drops_what_does_not_parse_with_its_reason() {
 }
 
 #[test]
+fn a_flow_policy_command_turns_strict_on_and_off_between_bursts() {
+    let (mut w, h, _) = worker(&["up0", "m0"], &[], false, |b| b.connect(0, 1));
+    let good = udp(HOST, [2, 0, 0, 0, 0, 2], 1);
+    let mut bad = good.clone();
+    bad[17] = 200; // total length beyond the frame
+    let policy = |strict| {
+        assert!(h.set_flow_policy(crate::flow::Timeouts::default(), 0, strict));
+    };
+    deliver(&mut w, "up0", &[bad.clone()]);
+    w.poll_once();
+    assert_eq!(
+        w.rings_mut().sent("m0", 0),
+        vec![bad.clone()],
+        "lax: forwarded"
+    );
+    policy(true);
+    deliver(&mut w, "up0", &[bad.clone(), good.clone()]);
+    w.poll_once();
+    assert_eq!(
+        w.rings_mut().sent("m0", 0),
+        vec![good.clone()],
+        "strict: dropped"
+    );
+    assert_eq!(
+        counters(&h, "up0").parse_drops(ParseError::BadTotalLength),
+        1
+    );
+    policy(false);
+    deliver(&mut w, "up0", &[bad.clone()]);
+    w.poll_once();
+    assert_eq!(w.rings_mut().sent("m0", 0), vec![bad], "lax again");
+    assert_eq!(
+        counters(&h, "up0").parse_errors(ParseError::BadTotalLength),
+        3
+    );
+}
+
+#[test]
 fn punting_copies_nd_consumes_own_mac_and_gating_drops_the_backup() {
     // up0 <-> bond0 over m0, m1; m0 active.
     let (mut w, h, bond) = worker(&["up0", "m0", "m1"], &[1, 2], false, |b| {

@@ -12,7 +12,8 @@
 //! same and counted (`flow_skip_*`, `flow_table_full`).
 //!
 //! # Limitations
-//! A flush runs over the whole slab in slices of [`FLUSH_PER_LOOP`] slots. One more flush
+//! A flush, and the re-arm sweep after a reload shortened a timeout, run over the whole
+//! slab in slices of [`FLUSH_PER_LOOP`] slots. One more flush
 //! asked for while one runs waits for it; asking for a third, different one meanwhile turns
 //! the waiting one into a flush of everything (a superset of both: nothing asked for is
 //! left behind, nothing is queued without bound).
@@ -21,7 +22,7 @@ use std::time::Instant;
 
 use super::classify::Verdicts;
 use crate::{
-    flow::{FlowBurst, FlowParams, FlowReader, FlowTable, Flush},
+    flow::{FlowBurst, FlowParams, FlowReader, FlowTable, Flush, Timeouts},
     xsk::{FrameBurst, Rings},
 };
 
@@ -42,6 +43,8 @@ pub(super) struct Track {
     flush: Option<(Flush, u32)>,
     /// The flush asked for while one ran.
     pending: Option<Flush>,
+    /// The re-arm sweep after shorter timeouts ([`FlowTable::retime`]): where it resumes.
+    retime: Option<u32>,
 }
 
 impl Track {
@@ -53,6 +56,7 @@ impl Track {
             epoch: Instant::now(),
             flush: None,
             pending: None,
+            retime: None,
         })
     }
 
@@ -100,6 +104,18 @@ impl Track {
                 Some(n) => Some((f, n)),
                 None => self.pending.take().map(|f| (f, 0)),
             };
+        }
+        if let Some(from) = self.retime {
+            self.retime = self.table.retime(from, FLUSH_PER_LOOP, now);
+        }
+    }
+
+    /// New timeouts (a reload); a sweep re-arms the flows in the table when one got shorter
+    /// (a sweep under way starts over: the slots it passed were armed for the old values).
+    #[cold]
+    pub(super) fn set_timeouts(&mut self, timeouts: Timeouts, active_timeout_s: u32) {
+        if self.table.set_timeouts(timeouts, active_timeout_s) {
+            self.retime = Some(0);
         }
     }
 
