@@ -49,6 +49,7 @@ pub mod nlserver;
 pub mod parse_status;
 pub mod privs;
 pub mod registry;
+pub mod reload;
 pub mod request;
 pub mod sd_notify;
 pub mod server;

@@ -63,6 +63,9 @@ pub enum Request {
     CaptureStop(String),
     /// `flow count`, `flow show [limit N]`: the words after `flow` ([`crate::flows`]).
     Flow(Vec<String>),
+    /// `reload`: read the configuration file again and apply what may change live (all of it
+    /// or, when something may not change, none of it), as `SIGHUP` does.
+    Reload,
     /// `link set DEV promisc on|off`: the operator's promiscuity (counted once).
     LinkPromisc {
         /// The link.
@@ -73,7 +76,7 @@ pub enum Request {
 }
 
 /// The list of requests, for the error that answers an unknown one.
-pub const KNOWN: &str = "status, port add IFNAME, port del IFNAME.., bond switch BOND MEMBER, bond set BOND OPTION VALUE, bond add|release BOND PORT, capture start TARGET FILE in|out|both, capture stop TARGET, flow count, flow show [limit N], link set DEV promisc on|off";
+pub const KNOWN: &str = "status, port add IFNAME, port del IFNAME.., bond switch BOND MEMBER, bond set BOND OPTION VALUE, bond add|release BOND PORT, capture start TARGET FILE in|out|both, capture stop TARGET, flow count, flow show [limit N], link set DEV promisc on|off, reload";
 
 impl Request {
     /// Parses one request line (without its newline).
@@ -86,6 +89,7 @@ impl Request {
         let s = |i: usize| w[i].to_owned();
         Ok(match (w.len(), w.first().copied(), w.get(1).copied()) {
             (1, Some("status"), _) if line.trim() == "status" => Self::Status,
+            (1, Some("reload"), _) => Self::Reload,
             (_, Some("flow"), _) => Self::Flow(w[1..].iter().map(|&w| w.to_owned()).collect()),
             (4, Some("bond"), Some("switch")) => Self::BondSwitch {
                 bond: s(2),
@@ -132,6 +136,7 @@ impl Request {
     fn words(&self) -> Vec<&str> {
         match self {
             Self::Status => vec!["status"],
+            Self::Reload => vec!["reload"],
             Self::PortAdd(n) => vec!["port", "add", n],
             Self::PortDel(ns) => ["port", "del"]
                 .into_iter()
@@ -298,6 +303,20 @@ pub enum Reply {
     Flow(crate::flows::FlowReply),
     /// `link set`.
     Link(LinkChanged),
+    /// `reload`.
+    Reloaded(Reloaded),
+}
+
+/// `reload`: what changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reloaded {
+    /// Always true.
+    pub ok: bool,
+    /// The file read.
+    pub config: String,
+    /// What was applied, one line each (`bond0.miimon: 10 -> 50`); empty when the file
+    /// changed nothing.
+    pub applied: Vec<String>,
 }
 
 impl Reply {
@@ -320,6 +339,7 @@ mod tests {
     fn requests_round_trip_through_their_line() {
         let all = [
             Request::Status,
+            Request::Reload,
             Request::PortAdd("m2".into()),
             Request::PortDel(vec!["m2".into(), "m3".into()]),
             Request::BondSwitch {

@@ -103,7 +103,9 @@ pub fn socket_path(lab: &Lab) -> PathBuf {
     PathBuf::from(format!("/run/isopath/test-{}.sock", lab.prefix))
 }
 
-fn write_config(lab: &Lab, config: &str) -> PathBuf {
+/// Writes `config` where [`Isopathd::start`] reads it (a reload test rewrites it); returns
+/// its path.
+pub fn write_config(lab: &Lab, config: &str) -> PathBuf {
     let path = std::env::temp_dir().join(format!("isopath-{}.toml", lab.prefix));
     std::fs::write(&path, config).expect("writing the test config");
     path
@@ -166,6 +168,11 @@ impl Isopathd {
             String::from_utf8_lossy(&out.stderr)
         );
         out
+    }
+
+    /// Sends it SIGHUP: a reload of its configuration file.
+    pub fn hangup(&mut self) {
+        self.guard.hangup();
     }
 
     /// The daemon's pid.

@@ -818,6 +818,13 @@ impl ChildGuard {
         );
     }
 
+    /// Sends SIGHUP (a reload, for isopathd) if the child still runs.
+    pub fn hangup(&mut self) {
+        if self.try_wait().is_none() {
+            self.signal(libc::SIGHUP);
+        }
+    }
+
     fn signal(&self, sig: libc::c_int) {
         let Ok(pid) = libc::pid_t::try_from(self.child.id()) else {
             return;

@@ -13,7 +13,10 @@ use isopath_control::{
     client::Client,
     doctor,
     nlserver::cli as nlcli,
-    request::{CaptureReply, MemberChanged, OptionSet, PortAdded, PortsRemoved, Request, Switched},
+    request::{
+        CaptureReply, MemberChanged, OptionSet, PortAdded, PortsRemoved, Reloaded, Request,
+        Switched,
+    },
     status::{BondStatus, render},
     topology,
 };
@@ -66,6 +69,10 @@ enum Cmd {
         #[command(subcommand)]
         cmd: BondCmd,
     },
+    /// Read the daemon's configuration file again and apply what can change live (bond
+    /// options, flow timeouts and strictness, metrics, IPFIX, ports added or removed), all of
+    /// it or nothing; as `systemctl reload isopath` (SIGHUP) does.
+    Reload,
     /// Check that this host is ready for isopathd: kernel features, CPU isolation, each
     /// configured port's driver, queues, MTU, link and IRQs. Reads only; changes nothing.
     /// Exit status 1 if any check fails.
@@ -428,6 +435,17 @@ fn run(args: Args) -> anyhow::Result<()> {
                 "{ifname}: port added, {} queues, {} mode, XDP {}",
                 r.queues, r.bind, r.xdp_mode
             );
+        }
+        Cmd::Reload => {
+            let r: Reloaded = client.call(&Request::Reload)?;
+            if r.applied.is_empty() {
+                println!("{}: reloaded, nothing changed", r.config);
+            } else {
+                println!("{}: reloaded", r.config);
+                for line in &r.applied {
+                    println!("    {line}");
+                }
+            }
         }
         Cmd::Port {
             cmd: PortCmd::Del { ifnames },

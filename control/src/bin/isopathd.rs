@@ -59,12 +59,12 @@ fn main() -> ExitCode {
         .with_ansi(false)
         .init();
     let host = LiveHost::new();
-    let plan = match Config::load(&args.config).and_then(|c| c.plan(&host)) {
-        Ok(mut plan) => {
-            if let Some(s) = args.control_socket {
-                plan.control_socket = s;
+    let (config, plan) = match Config::load(&args.config).and_then(|c| Ok((c.plan(&host)?, c))) {
+        Ok((mut plan, config)) => {
+            if let Some(s) = &args.control_socket {
+                plan.control_socket.clone_from(s);
             }
-            plan
+            (config, plan)
         }
         Err(e) => {
             error!("configuration refused: {e}");
@@ -94,6 +94,12 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::FAILURE);
         }
     }
+    // SIGHUP (the unit's ExecReload): the control loop reads the configuration again.
+    let reload = Arc::new(AtomicBool::new(false));
+    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone()) {
+        error!("installing the SIGHUP handler: {e}");
+        return ExitCode::from(exit::FAILURE);
+    }
     // Before anything touches an interface: a missing capability is named here, not met as
     // EPERM from deep inside libbpf.
     if let Err(e) = privs::acquire() {
@@ -102,7 +108,7 @@ fn main() -> ExitCode {
     }
     // A queue still held by a just-killed instance is waited for in the bind itself (the
     // kernel releases the dead sockets from a workqueue; see XskUmem::bind).
-    let daemon = match Daemon::start(&plan, &host, args.force) {
+    let mut daemon = match Daemon::start(&plan, &host, args.force) {
         Ok(d) => d,
         Err(e) => {
             error!("start failed: {}", error_chain(&e));
@@ -156,7 +162,13 @@ fn main() -> ExitCode {
         warn!("sd_notify READY=1: {e}");
     }
     spawn_stop_notifier(stop.clone(), daemon.housekeeping().cloned());
-    ExitCode::from(daemon.run(&host, &stop))
+    daemon.set_config(
+        args.config.clone(),
+        config,
+        plan,
+        args.control_socket.clone(),
+    );
+    ExitCode::from(daemon.run(&host, &stop, &reload))
 }
 
 /// Waits until every worker has completed at least one poll loop.

@@ -28,6 +28,7 @@ mod nl;
 mod nl_flows;
 mod ports;
 mod promisc;
+mod reload;
 mod requests;
 mod start;
 mod status;
@@ -279,6 +280,8 @@ pub struct Daemon {
     watchdog: Option<watchdog::Watchdog>,
     /// Test-only (`ISOPATH_TEST_STALL_WORKER`): a worker to stall, once.
     stall_hook: Option<StallHook>,
+    /// The configuration file in force, for reloads ([`Daemon::set_config`]).
+    config: Option<reload::Running>,
 }
 
 /// A worker's loop counter as the control loop last read it.
@@ -344,9 +347,10 @@ impl Daemon {
         topology::threads::check(&crate::doctor::Root::new("/"), &self.placement)
     }
 
-    /// Runs the control loop until `stop` is set (by a signal), then stops everything.
-    /// Returns the process exit code.
-    pub fn run(mut self, host: &dyn Host, stop: &AtomicBool) -> u8 {
+    /// Runs the control loop until `stop` is set (by a signal), then stops everything; a
+    /// set `reload` (`SIGHUP`) reads the configuration file again. Returns the process exit
+    /// code.
+    pub fn run(mut self, host: &dyn Host, stop: &AtomicBool, reload: &AtomicBool) -> u8 {
         info!(socket = %self.socket_path.display(), "ready");
         let mut last_link = Instant::now();
         while !stop.load(Ordering::Relaxed) {
@@ -355,6 +359,9 @@ impl Daemon {
             if self.plane.turn.now.duration_since(last_link) >= LINK_POLL {
                 self.poll_links(host);
                 last_link = self.plane.turn.now;
+            }
+            if reload.swap(false, Ordering::Relaxed) {
+                self.reload_signal(host);
             }
             self.kernel_links(host);
             self.kernel_mtus();

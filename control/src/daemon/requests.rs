@@ -38,6 +38,8 @@ pub(super) enum ReplyTo {
     Line(UnixStream),
     /// A request of a netlink-format connection.
     Nl(crate::nlserver::ConnId, isopath_proto::nl::Header),
+    /// Nobody waits (a port a reload added): the outcome is logged.
+    Log,
 }
 
 /// A request waiting for its port.
@@ -119,6 +121,10 @@ impl Daemon {
             match reply_to {
                 ReplyTo::Line(stream) => self.send(&stream, &reply),
                 ReplyTo::Nl(conn, header) => self.nl_reply(conn, &header, reply),
+                ReplyTo::Log => match reply {
+                    Reply::Error(e) => tracing::error!(port = %name, "reload: adding: {}", e.error),
+                    _ => tracing::info!(port = %name, "reload: port added"),
+                },
             }
         }
     }
@@ -193,6 +199,7 @@ impl Daemon {
                 done(self.capture_start(&target, &file, &dir).map(Reply::Capture))
             }
             Request::CaptureStop(target) => done(self.capture_stop(&target).map(Reply::Capture)),
+            Request::Reload => done(self.reload(host).map(Reply::Reloaded)),
             Request::LinkPromisc { dev, on } => done(self.link_promisc(&dev, on).map(Reply::Link)),
             Request::Flow(words) => {
                 let readers: Vec<_> = self

@@ -504,6 +504,7 @@ impl Daemon {
             loop_seen: Vec::new(),
             watchdog: watchdog_from_env(),
             stall_hook: super::StallHook::from_env(Instant::now()),
+            config: None,
         })
     }
 }
@@ -519,7 +520,7 @@ fn watchdog_from_env() -> Option<super::watchdog::Watchdog> {
 }
 
 /// Starts the metrics endpoint's thread on `listener`, on the housekeeping CPUs.
-fn spawn_metrics(
+pub(super) fn spawn_metrics(
     listener: std::net::TcpListener,
     housekeeping: Option<topology::Housekeeping>,
 ) -> Result<super::Metrics, StartError> {

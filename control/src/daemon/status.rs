@@ -81,6 +81,7 @@ impl Daemon {
                     beats: w.beats,
                     withheld: w.withheld,
                 }),
+            config: self.config_status(),
         }
     }
 

@@ -80,6 +80,31 @@ pub struct Status {
     /// The service manager's watchdog (`None`: not asked for, no `WATCHDOG_USEC`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watchdog: Option<WatchdogStatus>,
+    /// The configuration in force and its reloads (`None`: started without a file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<ConfigStatus>,
+}
+
+/// The configuration in force: its file, what reloads did, and the live values a reload
+/// changes that no other part of the status shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigStatus {
+    /// The file.
+    pub path: String,
+    /// Reloads applied (a file that changed nothing counts).
+    pub reloads: u64,
+    /// Reloads refused (a field that cannot change live, or a bad file): nothing changed.
+    pub reloads_refused: u64,
+    /// What the last refused reload said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refusal: Option<String>,
+    /// `[flows] strict`.
+    pub flows_strict: bool,
+    /// The flow idle timeouts in force, seconds, by their `[flows]` key (empty when flow
+    /// tracking is off).
+    pub flow_timeouts: BTreeMap<String, u32>,
+    /// The active timeout in force, seconds (0: none).
+    pub flow_active_timeout_s: u32,
 }
 
 /// `WATCHDOG=1` beats: sent only while every worker's loop moves.

@@ -81,6 +81,26 @@ pub fn status(v: &Status) -> String {
             x.tid, x.name, x.allowed, x.problem
         );
     }
+    if let Some(c) = &v.config {
+        let timeouts: Vec<String> = c
+            .flow_timeouts
+            .iter()
+            .map(|(k, s)| format!("{k} {s}"))
+            .collect();
+        let _ = writeln!(
+            o,
+            "config: {}, reloads {}, refused {}; flows strict {}, active_timeout {}, {}",
+            c.path,
+            c.reloads,
+            c.reloads_refused,
+            c.flows_strict,
+            c.flow_active_timeout_s,
+            timeouts.join(", ")
+        );
+        if let Some(r) = &c.last_refusal {
+            let _ = writeln!(o, "    last reload refused: {r}");
+        }
+    }
     let l = &v.lifecycle;
     let _ = writeln!(
         o,
@@ -403,6 +423,7 @@ pub(crate) mod tests {
                 ..Default::default()
             }),
             watchdog: None,
+            config: None,
         }
     }
 
