@@ -52,6 +52,9 @@ pub trait Host {
 #[derive(Debug, Default)]
 pub struct LiveHost {
     sysfs: PathBuf,
+    /// The hardware, read once (hwloc's discovery takes a while and the machine does not
+    /// change under a running daemon: a reload plans against the same one).
+    machine: std::sync::OnceLock<Machine>,
 }
 
 impl LiveHost {
@@ -59,6 +62,7 @@ impl LiveHost {
     pub fn new() -> Self {
         Self {
             sysfs: PathBuf::from("/sys/class/net"),
+            machine: std::sync::OnceLock::new(),
         }
     }
 }
@@ -108,7 +112,9 @@ impl Host for LiveHost {
     }
 
     fn machine(&self) -> Machine {
-        crate::topology::live_or_flat(self.cpus())
+        self.machine
+            .get_or_init(|| crate::topology::live_or_flat(self.cpus()))
+            .clone()
     }
 
     fn isolation(&self) -> Isolation {
