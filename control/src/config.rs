@@ -202,6 +202,10 @@ pub struct DaemonConfig {
     /// `EUSERS` error.
     #[serde(default = "default_max_clients")]
     pub max_clients: usize,
+    /// The log filter: a level (`info`, `debug`, ...) or `tracing` directives
+    /// (`info,isopath_control::bond=debug`); `ISOPATH_LOG` overrides it. Changes on reload.
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
 }
 
 impl Default for DaemonConfig {
@@ -213,6 +217,7 @@ impl Default for DaemonConfig {
             socket_group: default_socket_group(),
             admin_group: default_admin_group(),
             max_clients: default_max_clients(),
+            log_level: default_log_level(),
         }
     }
 }
@@ -227,6 +232,10 @@ fn default_socket_group() -> String {
 
 fn default_admin_group() -> String {
     "isopath-admin".into()
+}
+
+fn default_log_level() -> String {
+    "info".into()
 }
 
 fn default_max_clients() -> usize {
@@ -481,6 +490,8 @@ pub struct Plan {
     pub ipfix: Option<crate::ipfix::IpfixPlan>,
     /// Where the Prometheus endpoint listens (`[metrics] listen`), `None` when off.
     pub metrics: Option<std::net::SocketAddr>,
+    /// The log filter (`daemon.log_level`), checked.
+    pub log_level: String,
 }
 
 impl Config {
@@ -778,6 +789,15 @@ impl Config {
                 message: "must be at least 1".into(),
             });
         }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&d.log_level) {
+            return Err(field(
+                "daemon.log_level",
+                format!(
+                    "{:?}: {e} (a level such as \"info\", or tracing directives)",
+                    d.log_level
+                ),
+            ));
+        }
         let netlink = NetlinkPlan {
             path: d
                 .netlink_socket
@@ -805,6 +825,7 @@ impl Config {
             flows: self.flow_params()?,
             ipfix: self.ipfix_plan()?,
             metrics: self.metrics.as_ref().map(MetricsConfig::addr).transpose()?,
+            log_level: d.log_level.clone(),
         })
     }
 

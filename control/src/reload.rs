@@ -6,7 +6,7 @@
 //!
 //! Live: bond options that `bond set` takes, bond membership and ports added or removed
 //! (through the device-lifecycle path, as `port add|del` and `bond add|release`), the flow
-//! timeouts and `[flows] strict`, `[metrics]` and `[ipfix]`. Not live: the core layout,
+//! timeouts and `[flows] strict`, `[metrics]`, `[ipfix]` and `daemon.log_level`. Not live: the core layout,
 //! rings, frame and UMEM sizes, the flow table's size, the control sockets, cross-connects,
 //! bonds added or removed, and the bond options fixed at start (addresses, VLANs, MAC, ARP
 //! monitor, re-announcement table).
@@ -76,6 +76,8 @@ pub struct Changes {
     pub metrics: Option<Option<SocketAddr>>,
     /// The new IPFIX export (`Some(None)`: turned off), when it changed.
     pub ipfix: Option<Option<IpfixPlan>>,
+    /// The new log filter, when it changed.
+    pub log_level: Option<String>,
     /// Ports new in the file, with the bond each joins.
     pub ports_added: Vec<(String, Option<String>)>,
     /// (bond, port): ports already registered that join a bond.
@@ -317,6 +319,13 @@ pub fn diff(
         ));
         ch.metrics = Some(new.metrics);
     }
+    if old.log_level != new.log_level {
+        ch.lines.push(format!(
+            "daemon.log_level: {} -> {}",
+            old.log_level, new.log_level
+        ));
+        ch.log_level = Some(new.log_level.clone());
+    }
     if old.ipfix != new.ipfix {
         ch.lines.push("ipfix: changed (exporter restarted)".into());
         ch.ipfix = Some(new.ipfix.clone());
@@ -428,7 +437,8 @@ udp_s = 30
     fn live_changes_are_listed_with_their_values() {
         let new = BASE
             .replace("miimon = 10", "miimon = 50\nprimary = \"m1\"")
-            .replace("udp_s = 30", "udp_s = 5\nstrict = true");
+            .replace("udp_s = 30", "udp_s = 5\nstrict = true")
+            .replace("[workers]", "[daemon]\nlog_level = \"debug\"\n[workers]");
         let ch = run(BASE, &new).unwrap();
         let opts: Vec<(&str, &str, &str)> = ch
             .bond_options
@@ -446,6 +456,7 @@ udp_s = 30
                 "bond bond0: primary none -> m1",
                 "flows.udp_s: 30 -> 5",
                 "flows.strict: false -> true",
+                "daemon.log_level: info -> debug",
             ]
         );
         assert!(ch.metrics.is_none() && ch.ipfix.is_none());

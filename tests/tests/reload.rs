@@ -166,6 +166,32 @@ fn a_reload_that_changes_a_ring_size_is_refused_and_changes_nothing() {
     write_config(&lab, &config(&lab, "miimon = 10", "udp_s = 30"));
     let said = d.cli(&["reload"]);
     assert!(said.contains("reloaded, nothing changed"), "{said}");
+    // The log level changes live: at warn, the next reload's info line is not written.
+    let quiet = config(&lab, "miimon = 10", "udp_s = 30").replacen(
+        "[daemon]\n",
+        "[daemon]\nlog_level = \"warn\"\n",
+        1,
+    );
+    write_config(&lab, &quiet);
+    let said = d.cli(&["reload"]);
+    assert!(said.contains("daemon.log_level: info -> warn"), "{said}");
+    let said = d.cli(&["reload"]);
+    assert!(said.contains("reloaded, nothing changed"), "{said}");
+    // Back to info (the stop's frame audit is an info line), which this reload logs.
+    write_config(&lab, &config(&lab, "miimon = 10", "udp_s = 30"));
+    let said = d.cli(&["reload"]);
+    assert!(said.contains("daemon.log_level: warn -> info"), "{said}");
     lab.ping_far();
-    assert_clean_stop(&d.stop());
+    let out = d.stop();
+    assert_clean_stop(&out);
+    let log = String::from_utf8_lossy(&out.stderr);
+    let infos = log.matches("configuration reloaded").count();
+    assert_eq!(
+        infos, 2,
+        "the two reloads at warn log nothing at info (the one before and the one back do):\n{log}"
+    );
+    assert!(
+        log.contains("reload refused"),
+        "refusals are errors, logged at any level"
+    );
 }

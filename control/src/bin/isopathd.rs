@@ -50,14 +50,26 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ISOPATH_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(false)
-        .init();
+        .with_filter_reloading();
+    let log_handle = logs.reload_handle();
+    logs.init();
+    // `daemon.log_level`, unless ISOPATH_LOG (read above) says otherwise.
+    let env_log = std::env::var_os("ISOPATH_LOG").is_some();
+    let set_log = move |directives: &str| -> Result<(), String> {
+        if env_log {
+            info!("daemon.log_level {directives:?} not applied: ISOPATH_LOG is set");
+            return Ok(());
+        }
+        let f = tracing_subscriber::EnvFilter::try_new(directives).map_err(|e| e.to_string())?;
+        log_handle.reload(f).map_err(|e| e.to_string())
+    };
     let host = LiveHost::new();
     let (config, plan) = match Config::load(&args.config).and_then(|c| Ok((c.plan(&host)?, c))) {
         Ok((mut plan, config)) => {
@@ -71,6 +83,9 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::CONFIG);
         }
     };
+    if let Err(e) = set_log(&plan.log_level) {
+        warn!("daemon.log_level: {e}");
+    }
     // The placement, as `isopath worker plan` prints it.
     for line in plan.placement.table().lines() {
         info!("placement: {line}");
@@ -168,6 +183,7 @@ fn main() -> ExitCode {
         plan,
         args.control_socket.clone(),
     );
+    daemon.set_log_filter(Box::new(set_log));
     ExitCode::from(daemon.run(&host, &stop, &reload))
 }
 

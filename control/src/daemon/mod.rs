@@ -55,6 +55,7 @@ use tracing::{error, info, warn};
 
 pub use error::{StartError, error_chain};
 use link_book::LinkBook;
+pub use reload::LogFilter;
 
 use crate::{
     capture::Capture,
@@ -282,6 +283,8 @@ pub struct Daemon {
     stall_hook: Option<StallHook>,
     /// The configuration file in force, for reloads ([`Daemon::set_config`]).
     config: Option<reload::Running>,
+    /// Applies `daemon.log_level` ([`Daemon::set_log_filter`]).
+    log_filter: Option<reload::LogFilter>,
 }
 
 /// A worker's loop counter as the control loop last read it.

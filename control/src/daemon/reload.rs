@@ -24,6 +24,9 @@ use crate::{
     status::ConfigStatus,
 };
 
+/// Sets the log filter from `daemon.log_level` directives.
+pub type LogFilter = Box<dyn Fn(&str) -> Result<(), String> + Send>;
+
 /// The configuration in force, to compare a reload with.
 pub(super) struct Running {
     path: PathBuf,
@@ -63,6 +66,11 @@ impl Daemon {
             refused: 0,
             last_refusal: None,
         });
+    }
+
+    /// How `daemon.log_level` is applied (the binary owns the log subscriber).
+    pub fn set_log_filter(&mut self, set: LogFilter) {
+        self.log_filter = Some(set);
     }
 
     /// A reload asked for by `SIGHUP`: the service manager is told (`RELOADING=1`, then
@@ -194,6 +202,16 @@ impl Daemon {
         }
         if let Some(x) = ipfix {
             self.ipfix = x;
+        }
+        if let Some(level) = &ch.log_level {
+            match &self.log_filter {
+                Some(set) => {
+                    if let Err(e) = set(level) {
+                        error!("reload: daemon.log_level {level:?}: {e}");
+                    }
+                }
+                None => warn!("reload: daemon.log_level: no log filter to change"),
+            }
         }
         for (name, bond) in &ch.ports_added {
             match self.port_begin(name, host) {

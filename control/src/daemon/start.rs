@@ -505,6 +505,7 @@ impl Daemon {
             watchdog: watchdog_from_env(),
             stall_hook: super::StallHook::from_env(Instant::now()),
             config: None,
+            log_filter: None,
         })
     }
 }
